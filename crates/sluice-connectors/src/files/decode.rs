@@ -1,0 +1,230 @@
+//! Decoding framed chunks into batches on worker threads, in input order,
+//! cutting bad records out by bisection.
+//!
+//! The reader thread frames the input ([`super::framing`]) and hands chunk
+//! `k` to worker `k % n`; results are taken back in the same round-robin
+//! order, so batches leave in input order with at most `n` chunks in flight.
+//! A range of records that fails to decode is split in halves until the bad
+//! records stand alone; they become rejections naming their line, the rest
+//! is kept. Clean input never pays for this.
+
+use std::io::Read;
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+
+use arrow::array::UInt64Array;
+use arrow::compute::concat_batches;
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use sluice_core::{Batch, Error, Position, ReadContext, Rejection, Result, SourceEvent, Stage};
+
+use super::framing::{Chunk, Framer};
+
+/// Turns the bytes of whole records into one batch. Pure: no I/O.
+pub(crate) trait RecordDecoder: Send + Sync {
+    /// Schema of the batches.
+    fn schema(&self) -> SchemaRef;
+    /// Decodes `bytes`, which hold about `records` records.
+    fn decode(&self, bytes: &[u8], records: usize) -> std::result::Result<RecordBatch, String>;
+}
+
+/// Names used in batches and rejections.
+#[derive(Clone)]
+pub(crate) struct Labels {
+    pub stream: Arc<str>,
+    pub origin: Arc<str>,
+    pub partition: Arc<str>,
+    pub by: Arc<str>,
+}
+
+/// What decoding one chunk produced, in order.
+struct Decoded {
+    events: Vec<SourceEvent>,
+}
+
+/// Reads `input` to the end (or cancellation), framing it with `framer` and
+/// decoding with `decoder` on `ctx.parallelism` threads. Blocking: run it on
+/// a blocking thread.
+pub(crate) fn run(
+    mut input: impl Read,
+    mut framer: Framer,
+    decoder: Arc<dyn RecordDecoder>,
+    labels: Labels,
+    ctx: &ReadContext,
+) -> Result<()> {
+    let workers = ctx.parallelism.max(1);
+    let chunk_bytes = ctx.limits.bytes.clamp(64 << 10, 64 << 20);
+    let mut rows_before = 0u64;
+    let send = |ev: SourceEvent| ctx.out.blocking_send(ev).map_err(|_| Error::Interrupted);
+
+    std::thread::scope(|scope| -> Result<()> {
+        let mut lanes: Vec<(SyncSender<(Chunk, u64)>, Receiver<Decoded>)> = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            let (in_tx, in_rx) = sync_channel::<(Chunk, u64)>(1);
+            let (out_tx, out_rx) = sync_channel::<Decoded>(1);
+            let decoder = decoder.clone();
+            let labels = labels.clone();
+            let rows = ctx.limits.rows.max(1);
+            scope.spawn(move || {
+                for (chunk, rows_before) in in_rx {
+                    let decoded = decode_chunk(decoder.as_ref(), &chunk, rows, rows_before, &labels);
+                    if out_tx.send(decoded).is_err() {
+                        break;
+                    }
+                }
+            });
+            lanes.push((in_tx, out_rx));
+        }
+
+        let mut sent = 0usize;
+        let mut received = 0usize;
+        let mut read_buf = vec![0u8; 1 << 20];
+        let mut eof = false;
+        let mut result = Ok(());
+        while !eof {
+            if ctx.cancel.is_cancelled() {
+                break;
+            }
+            // Fill the framer up to one chunk.
+            while framer.buffered() < chunk_bytes {
+                let n = match input.read(&mut read_buf) {
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        result = Err(Error::io(labels.origin.to_string(), e));
+                        eof = true;
+                        break;
+                    }
+                };
+                if n == 0 {
+                    eof = true;
+                    break;
+                }
+                framer.push(&read_buf[..n]);
+                if send(SourceEvent::Progress { bytes: n as u64 }).is_err() {
+                    return Err(Error::Interrupted);
+                }
+            }
+            let chunk = if eof { framer.finish() } else { framer.take() };
+            let Some(chunk) = chunk else { continue };
+            let records = chunk.len() as u64;
+            // Take back the oldest result before reusing its lane.
+            if sent - received == workers {
+                let lane = received % workers;
+                let decoded = lanes[lane].1.recv().map_err(|_| Error::Internal("decoder thread stopped".into()))?;
+                received += 1;
+                for ev in decoded.events {
+                    send(ev)?;
+                }
+            }
+            let lane = sent % workers;
+            lanes[lane].0.send((chunk, rows_before)).map_err(|_| Error::Internal("decoder thread stopped".into()))?;
+            rows_before += records;
+            sent += 1;
+        }
+        // Drain what is in flight, in order.
+        while received < sent {
+            let lane = received % workers;
+            let decoded = lanes[lane].1.recv().map_err(|_| Error::Internal("decoder thread stopped".into()))?;
+            received += 1;
+            for ev in decoded.events {
+                send(ev)?;
+            }
+        }
+        drop(lanes);
+        result
+    })
+}
+
+fn decode_chunk(decoder: &dyn RecordDecoder, chunk: &Chunk, rows: usize, rows_before: u64, labels: &Labels) -> Decoded {
+    let mut events = Vec::new();
+    let mut a = 0;
+    while a < chunk.len() {
+        let b = (a + rows).min(chunk.len());
+        let mut parts = Vec::new();
+        let mut lines = Vec::with_capacity(b - a);
+        let mut rejects = Vec::new();
+        decode_range(decoder, chunk, a, b, &mut parts, &mut lines, &mut rejects);
+        for (line, raw, reason) in rejects {
+            events.push(SourceEvent::Reject(Rejection {
+                stream: labels.stream.clone(),
+                stage: Stage::Source,
+                by: labels.by.clone(),
+                origin: labels.origin.clone(),
+                line: Some(line),
+                reason,
+                raw: Some(raw),
+                record: None,
+            }));
+        }
+        let schema = decoder.schema();
+        let data = match parts.len() {
+            0 => RecordBatch::new_empty(schema),
+            1 => parts.pop().unwrap_or_else(|| RecordBatch::new_empty(schema.clone())),
+            _ => match concat_batches(&schema, &parts) {
+                Ok(data) => data,
+                Err(e) => {
+                    events.push(SourceEvent::Reject(range_rejection(chunk, a, labels, e.to_string())));
+                    RecordBatch::new_empty(schema)
+                }
+            },
+        };
+        let end = chunk.base + chunk.span(a, b).end as u64;
+        let mut batch = Batch::new(labels.stream.clone(), labels.origin.clone(), data);
+        batch.lines = Some(Arc::new(UInt64Array::from(lines)));
+        batch.position = Some(Position {
+            partition: labels.partition.clone(),
+            cursor: serde_json::json!({ "offset": end }),
+            rows: rows_before + b as u64,
+        });
+        events.push(SourceEvent::Batch(batch));
+        a = b;
+    }
+    Decoded { events }
+}
+
+fn range_rejection(chunk: &Chunk, a: usize, labels: &Labels, reason: String) -> Rejection {
+    Rejection {
+        stream: labels.stream.clone(),
+        stage: Stage::Source,
+        by: labels.by.clone(),
+        origin: labels.origin.clone(),
+        line: chunk.lines.get(a).copied(),
+        reason,
+        raw: None,
+        record: None,
+    }
+}
+
+/// Decodes records `a..b`, splitting the range until bad records stand alone.
+fn decode_range(
+    decoder: &dyn RecordDecoder,
+    chunk: &Chunk,
+    a: usize,
+    b: usize,
+    parts: &mut Vec<RecordBatch>,
+    lines: &mut Vec<u64>,
+    rejects: &mut Vec<(u64, String, String)>,
+) {
+    let n = b - a;
+    let outcome = decoder.decode(&chunk.data[chunk.span(a, b)], n);
+    match outcome {
+        Ok(batch) if batch.num_rows() == n => {
+            parts.push(batch);
+            lines.extend_from_slice(&chunk.lines[a..b]);
+        }
+        // A lone record that decodes to nothing is a comment line.
+        Ok(batch) if n == 1 && batch.num_rows() == 0 => {}
+        Ok(batch) if n == 1 => rejects.push((
+            chunk.lines[a],
+            chunk.raw(a),
+            format!("record decoded into {} rows", batch.num_rows()),
+        )),
+        Err(reason) if n == 1 => rejects.push((chunk.lines[a], chunk.raw(a), reason)),
+        _ => {
+            let mid = a + n / 2;
+            decode_range(decoder, chunk, a, mid, parts, lines, rejects);
+            decode_range(decoder, chunk, mid, b, parts, lines, rejects);
+        }
+    }
+}

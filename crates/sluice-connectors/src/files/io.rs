@@ -1,0 +1,136 @@
+//! Opening inputs and outputs: local paths, globs, standard streams, and
+//! gzip/zstd (de)compression.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+use sluice_core::{Error, Result};
+
+use super::config::Compression;
+
+/// Expands a path or glob into the files it names, sorted. `-` stays `-`.
+pub(crate) fn expand(pattern: &str) -> Result<Vec<String>> {
+    if pattern == "-" {
+        return Ok(vec!["-".into()]);
+    }
+    if !pattern.contains(['*', '?', '[']) {
+        if !Path::new(pattern).is_file() {
+            return Err(Error::io(pattern, io::Error::new(io::ErrorKind::NotFound, "no such file")));
+        }
+        return Ok(vec![pattern.into()]);
+    }
+    let paths = glob::glob(pattern).map_err(|e| Error::config("source.path", format!("bad glob `{pattern}`: {e}")))?;
+    let mut files: Vec<String> = paths
+        .filter_map(|p| p.ok())
+        .filter(|p| p.is_file())
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    if files.is_empty() {
+        return Err(Error::io(pattern, io::Error::new(io::ErrorKind::NotFound, "the glob matches no file")));
+    }
+    Ok(files)
+}
+
+/// Opens a file (or standard input for `-`), decompressing as configured.
+pub(crate) fn open_read(path: &str, compression: Compression) -> Result<Box<dyn Read + Send>> {
+    let raw: Box<dyn Read + Send> = if path == "-" {
+        Box::new(io::stdin())
+    } else {
+        Box::new(File::open(path).map_err(|e| Error::io(path, e))?)
+    };
+    Ok(match compression.resolve(path) {
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, raw))),
+        Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(raw).map_err(|e| Error::io(path, e))?),
+        Compression::None | Compression::Auto => raw,
+    })
+}
+
+/// Reads up to `limit` bytes from the start of an input, for inference.
+pub(crate) fn sample(input: &mut dyn Read, limit: usize) -> io::Result<Vec<u8>> {
+    let mut buf = Vec::with_capacity(limit.min(1 << 20));
+    input.take(limit as u64).read_to_end(&mut buf)?;
+    Ok(buf)
+}
+
+/// An output stream that is finished explicitly (compression trailers,
+/// atomic rename of `PATH.part` to `PATH`).
+pub(crate) struct Output {
+    inner: Inner,
+    path: String,
+    part: Option<PathBuf>,
+}
+
+enum Inner {
+    Plain(BufWriter<File>),
+    Gzip(flate2::write::GzEncoder<BufWriter<File>>),
+    Zstd(zstd::stream::write::Encoder<'static, BufWriter<File>>),
+    Stdout(BufWriter<io::Stdout>),
+}
+
+impl Output {
+    /// Creates `PATH.part` (or writes to standard output for `-`).
+    pub fn create(path: &str, compression: Compression) -> Result<Output> {
+        if path == "-" {
+            return Ok(Output { inner: Inner::Stdout(BufWriter::with_capacity(1 << 20, io::stdout())), path: "-".into(), part: None });
+        }
+        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let part = PathBuf::from(format!("{path}.part"));
+        let file = BufWriter::with_capacity(1 << 20, File::create(&part).map_err(|e| Error::io(&part, e))?);
+        let inner = match compression.resolve(path) {
+            Compression::Gzip => Inner::Gzip(flate2::write::GzEncoder::new(file, flate2::Compression::fast())),
+            Compression::Zstd => Inner::Zstd(zstd::stream::write::Encoder::new(file, 3).map_err(|e| Error::io(path, e))?),
+            Compression::None | Compression::Auto => Inner::Plain(file),
+        };
+        Ok(Output { inner, path: path.into(), part: Some(part) })
+    }
+
+    /// Writes trailers, syncs, and moves `PATH.part` to `PATH`.
+    pub fn finish(self) -> Result<()> {
+        let path = self.path.clone();
+        let wrap = |e| Error::io(&path, e);
+        let file = match self.inner {
+            Inner::Plain(w) => Some(w.into_inner().map_err(|e| wrap(e.into_error()))?),
+            Inner::Gzip(w) => Some(w.finish().map_err(wrap)?.into_inner().map_err(|e| wrap(e.into_error()))?),
+            Inner::Zstd(w) => Some(w.finish().map_err(wrap)?.into_inner().map_err(|e| wrap(e.into_error()))?),
+            Inner::Stdout(mut w) => {
+                match w.flush() {
+                    // A closed pipe (`| head`) is not a failure of the run.
+                    Err(e) if e.kind() != io::ErrorKind::BrokenPipe => return Err(wrap(e)),
+                    _ => {}
+                }
+                None
+            }
+        };
+        if let Some(file) = file {
+            file.sync_all().map_err(wrap)?;
+        }
+        if let Some(part) = &self.part {
+            std::fs::rename(part, &self.path).map_err(wrap)?;
+        }
+        Ok(())
+    }
+}
+
+impl Write for Output {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.inner {
+            Inner::Plain(w) => w.write(buf),
+            Inner::Gzip(w) => w.write(buf),
+            Inner::Zstd(w) => w.write(buf),
+            Inner::Stdout(w) => w.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.inner {
+            Inner::Plain(w) => w.flush(),
+            Inner::Gzip(w) => w.flush(),
+            Inner::Zstd(w) => w.flush(),
+            Inner::Stdout(w) => w.flush(),
+        }
+    }
+}

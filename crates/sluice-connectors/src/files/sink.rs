@@ -1,0 +1,196 @@
+//! The file sink: CSV, NDJSON, JSON, Parquet or a preview table, to a file
+//! or standard output.
+//!
+//! Files are written to `PATH.part` and renamed to `PATH` when the stream
+//! ends, also after an interrupted run, so every output file sluice leaves is
+//! complete and valid (a Parquet footer is always written). Output therefore
+//! becomes durable at `finish`, which is when its batches are acknowledged.
+
+use arrow::datatypes::SchemaRef;
+use arrow::record_batch::RecordBatch;
+use async_trait::async_trait;
+use sluice_core::{Batch, Error, Rejection, Result, Sink, SinkConnector, StreamInfo};
+
+use super::config::{FileSinkConfig, Format};
+use super::io::Output;
+
+/// Writes each stream to a file (or standard output).
+pub struct FileSink {
+    cfg: FileSinkConfig,
+    format: Format,
+}
+
+impl FileSink {
+    /// Checks the configuration; creates nothing.
+    pub fn new(cfg: FileSinkConfig) -> Result<Self> {
+        let format = cfg.resolved_format().ok_or_else(|| {
+            Error::config(
+                "sinks.format",
+                format!("cannot tell the format of `{}` from its extension; set format = \"csv\", \"json\", \"ndjson\", \"parquet\" or \"table\"", cfg.path),
+            )
+        })?;
+        if format == Format::Table && cfg.path != "-" {
+            return Err(Error::config("sinks.format", "the `table` format is for previews on standard output; set path = \"-\""));
+        }
+        #[cfg(not(feature = "parquet"))]
+        if format == Format::Parquet {
+            return Err(Error::config("sinks.format", "this build has no Parquet support (cargo feature `parquet`)"));
+        }
+        Ok(FileSink { cfg, format })
+    }
+
+    fn path_for(&self, stream: &str) -> String {
+        self.cfg.path.replace("{stream}", stream)
+    }
+}
+
+#[async_trait]
+impl SinkConnector for FileSink {
+    fn name(&self) -> &str {
+        self.format.name()
+    }
+
+    fn target(&self, stream: &str) -> String {
+        match self.path_for(stream).as_str() {
+            "-" => "stdout".into(),
+            p => p.into(),
+        }
+    }
+
+    async fn open(&self, stream: &StreamInfo) -> Result<Box<dyn Sink>> {
+        let path = self.path_for(&stream.name);
+        if matches!(self.format, Format::Csv) {
+            if let Some(f) = stream.schema.fields().iter().find(|f| f.data_type().is_nested()) {
+                return Err(Error::config(
+                    "sinks.format",
+                    format!(
+                        "CSV cannot hold the nested column `{}` ({}); write ndjson, json or parquet, or flatten it with a `set` or `sql` transform",
+                        f.name(),
+                        f.data_type()
+                    ),
+                ));
+            }
+        }
+        let out = Output::create(&path, self.cfg.compression)?;
+        let writer = match self.format {
+            Format::Csv => Writer::Csv(
+                arrow::csv::WriterBuilder::new()
+                    .with_header(self.cfg.csv.header)
+                    .with_delimiter(self.cfg.csv.delimiter as u8)
+                    .with_quote(self.cfg.csv.quote as u8)
+                    .build(out),
+            ),
+            Format::Ndjson => Writer::Ndjson(arrow::json::LineDelimitedWriter::new(out)),
+            Format::Json => Writer::Json(arrow::json::ArrayWriter::new(out), false),
+            #[cfg(feature = "parquet")]
+            Format::Parquet => Writer::Parquet(super::parquet::ParquetWriter::new(
+                out,
+                stream.schema.clone(),
+                self.cfg.parquet_compression,
+                self.cfg.row_group_rows,
+            )?),
+            #[cfg(not(feature = "parquet"))]
+            Format::Parquet => return Err(Error::config("sinks.format", "this build has no Parquet support")),
+            Format::Table => Writer::Table { out, shown: Vec::new(), total: 0, limit: self.cfg.limit, schema: stream.schema.clone() },
+        };
+        Ok(Box::new(FileStreamSink { writer: Some(writer), path }))
+    }
+}
+
+enum Writer {
+    Csv(arrow::csv::Writer<Output>),
+    Ndjson(arrow::json::LineDelimitedWriter<Output>),
+    /// The flag says whether any row was written.
+    Json(arrow::json::ArrayWriter<Output>, bool),
+    #[cfg(feature = "parquet")]
+    Parquet(super::parquet::ParquetWriter),
+    Table { out: Output, shown: Vec<RecordBatch>, total: usize, limit: usize, schema: SchemaRef },
+}
+
+struct FileStreamSink {
+    writer: Option<Writer>,
+    path: String,
+}
+
+impl FileStreamSink {
+    fn write_sync(&mut self, data: &RecordBatch) -> Result<()> {
+        let path = &self.path;
+        let fail = |e: arrow::error::ArrowError| Error::data(path.clone(), e.to_string());
+        match self.writer.as_mut() {
+            Some(Writer::Csv(w)) => w.write(data).map_err(fail),
+            Some(Writer::Ndjson(w)) => w.write(data).map_err(fail),
+            Some(Writer::Json(w, any)) => {
+                *any |= data.num_rows() > 0;
+                w.write(data).map_err(fail)
+            }
+            #[cfg(feature = "parquet")]
+            Some(Writer::Parquet(w)) => w.write(data, path),
+            Some(Writer::Table { shown, total, limit, .. }) => {
+                let have: usize = shown.iter().map(|b| b.num_rows()).sum();
+                if have < *limit {
+                    shown.push(data.slice(0, (*limit - have).min(data.num_rows())));
+                }
+                *total += data.num_rows();
+                Ok(())
+            }
+            None => Err(Error::Internal(format!("{path}: write after finish"))),
+        }
+    }
+
+    fn finish_sync(&mut self) -> Result<()> {
+        let path = self.path.clone();
+        let fail = |e: arrow::error::ArrowError| Error::data(path.clone(), e.to_string());
+        let out = match self.writer.take() {
+            Some(Writer::Csv(w)) => w.into_inner(),
+            Some(Writer::Ndjson(mut w)) => {
+                w.finish().map_err(fail)?;
+                w.into_inner()
+            }
+            Some(Writer::Json(mut w, any)) => {
+                w.finish().map_err(fail)?;
+                let mut out = w.into_inner();
+                if !any {
+                    std::io::Write::write_all(&mut out, b"[]").map_err(|e| Error::io(&path, e))?;
+                }
+                std::io::Write::write_all(&mut out, b"\n").map_err(|e| Error::io(&path, e))?;
+                out
+            }
+            #[cfg(feature = "parquet")]
+            Some(Writer::Parquet(w)) => w.close(&path)?,
+            Some(Writer::Table { mut out, shown, total, schema, .. }) => {
+                let table = if shown.is_empty() {
+                    arrow::util::pretty::pretty_format_batches(&[RecordBatch::new_empty(schema)])
+                } else {
+                    arrow::util::pretty::pretty_format_batches(&shown)
+                }
+                .map_err(fail)?;
+                let listed: usize = shown.iter().map(|b| b.num_rows()).sum();
+                let note = if listed < total { format!("({listed} of {total} rows shown)\n") } else { format!("({total} rows)\n") };
+                std::io::Write::write_all(&mut out, format!("{table}\n{note}").as_bytes()).map_err(|e| Error::io(&path, e))?;
+                out
+            }
+            None => return Ok(()),
+        };
+        out.finish()
+    }
+}
+
+#[async_trait]
+impl Sink for FileStreamSink {
+    async fn write(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
+        tokio::task::block_in_place(|| self.write_sync(&batch.data))?;
+        Ok(Vec::new())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    fn durable_on_flush(&self) -> bool {
+        false
+    }
+
+    async fn finish(&mut self, _complete: bool) -> Result<()> {
+        tokio::task::block_in_place(|| self.finish_sync())
+    }
+}

@@ -1,0 +1,160 @@
+//! The one place that maps `type = "…"` to a connector, and the catalog
+//! `sluice list` prints.
+
+use serde::Deserialize;
+use sluice_core::{Error, Result, SinkConnector, Source};
+
+use crate::files::{FileSink, FileSinkConfig, FileSource, FileSourceConfig, Format};
+use crate::null::{NullSink, NullSinkConfig};
+#[cfg(feature = "sqlite")]
+use crate::sqlite::{SqliteSink, SqliteSinkConfig, SqliteSource, SqliteSourceConfig};
+
+/// `[source]`: where rows come from.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SourceConfig {
+    /// Files of any supported format (by extension or `format`).
+    File(FileSourceConfig),
+    Csv(FileSourceConfig),
+    Json(FileSourceConfig),
+    #[serde(alias = "jsonl")]
+    Ndjson(FileSourceConfig),
+    Parquet(FileSourceConfig),
+    #[cfg(feature = "sqlite")]
+    Sqlite(SqliteSourceConfig),
+}
+
+/// `[[sinks]]`: where rows go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum SinkConfig {
+    /// Files of any supported format (by extension or `format`).
+    File(FileSinkConfig),
+    Csv(FileSinkConfig),
+    Json(FileSinkConfig),
+    #[serde(alias = "jsonl")]
+    Ndjson(FileSinkConfig),
+    Parquet(FileSinkConfig),
+    /// Standard output (`format` csv, ndjson, json or table).
+    Stdout(FileSinkConfig),
+    #[cfg(feature = "sqlite")]
+    Sqlite(SqliteSinkConfig),
+    /// Discards rows (counts them).
+    Null(NullSinkConfig),
+}
+
+fn with_format<T>(mut cfg: T, format: Format, get: impl Fn(&mut T) -> &mut Option<Format>, key: &str) -> Result<T> {
+    let slot = get(&mut cfg);
+    match *slot {
+        Some(f) if f != format => {
+            Err(Error::config(key, format!("type = \"{}\" conflicts with format = \"{}\"; drop one", format.name(), f.name())))
+        }
+        _ => {
+            *slot = Some(format);
+            Ok(cfg)
+        }
+    }
+}
+
+/// Builds the source a config describes. Connects to nothing.
+pub fn build_source(cfg: &SourceConfig) -> Result<Box<dyn Source>> {
+    let file = |c: &FileSourceConfig, f: Format| with_format(c.clone(), f, |c| &mut c.format, "source.format");
+    Ok(match cfg {
+        SourceConfig::File(c) => Box::new(FileSource::new(c.clone())?),
+        SourceConfig::Csv(c) => Box::new(FileSource::new(file(c, Format::Csv)?)?),
+        SourceConfig::Json(c) => Box::new(FileSource::new(file(c, Format::Json)?)?),
+        SourceConfig::Ndjson(c) => Box::new(FileSource::new(file(c, Format::Ndjson)?)?),
+        SourceConfig::Parquet(c) => Box::new(FileSource::new(file(c, Format::Parquet)?)?),
+        #[cfg(feature = "sqlite")]
+        SourceConfig::Sqlite(c) => Box::new(SqliteSource::new(c.clone())?),
+    })
+}
+
+/// Builds the sink a config describes. Creates nothing.
+pub fn build_sink(cfg: &SinkConfig) -> Result<Box<dyn SinkConnector>> {
+    let file = |c: &FileSinkConfig, f: Format| with_format(c.clone(), f, |c| &mut c.format, "sinks.format");
+    Ok(match cfg {
+        SinkConfig::File(c) => Box::new(FileSink::new(c.clone())?),
+        SinkConfig::Csv(c) => Box::new(FileSink::new(file(c, Format::Csv)?)?),
+        SinkConfig::Json(c) => Box::new(FileSink::new(file(c, Format::Json)?)?),
+        SinkConfig::Ndjson(c) => Box::new(FileSink::new(file(c, Format::Ndjson)?)?),
+        SinkConfig::Parquet(c) => Box::new(FileSink::new(file(c, Format::Parquet)?)?),
+        SinkConfig::Stdout(c) => {
+            if c.path != "-" {
+                return Err(Error::config("sinks.path", "a stdout sink has no path; use type = \"file\" to write a file"));
+            }
+            Box::new(FileSink::new(c.clone())?)
+        }
+        #[cfg(feature = "sqlite")]
+        SinkConfig::Sqlite(c) => Box::new(SqliteSink::new(c.clone())?),
+        SinkConfig::Null(_) => Box::new(NullSink),
+    })
+}
+
+/// A connector as `sluice list` shows it.
+pub struct ConnectorInfo {
+    pub name: &'static str,
+    pub role: &'static str,
+    pub summary: &'static str,
+    pub options: &'static [(&'static str, &'static str)],
+}
+
+const FILE_SOURCE_OPTIONS: &[(&str, &str)] = &[
+    ("path", "path, glob (data/*.csv) or - for stdin; .gz and .zst are decompressed"),
+    ("format", "csv | json | ndjson | parquet (default: from the extension)"),
+    ("compression", "auto | none | gzip | zstd (default auto)"),
+    ("stream", "stream name (default: the file stem)"),
+    ("infer_rows", "records sampled to infer the schema (default 1000)"),
+    ("schema.COLUMN", "declared type overriding inference, e.g. amount = \"decimal(12,2)\""),
+    ("csv.header", "first line holds names (default true)"),
+    ("csv.delimiter", "field separator (default , ; tab for .tsv)"),
+    ("csv.quote", "quote character (default \")"),
+    ("csv.escape", "escape character inside quotes (default none: quotes are doubled)"),
+    ("csv.null", "text meaning NULL, e.g. NA (default: empty field)"),
+    ("csv.comment", "lines starting with this character are skipped"),
+];
+
+const FILE_SINK_OPTIONS: &[(&str, &str)] = &[
+    ("path", "output path or - for stdout; {stream} is the stream name; .gz/.zst compress"),
+    ("format", "csv | json | ndjson | parquet | table (default: from the extension; csv on stdout)"),
+    ("compression", "auto | none | gzip | zstd (default auto)"),
+    ("csv.header / csv.delimiter / csv.quote", "CSV dialect of the output"),
+    ("parquet_compression", "snappy | zstd | none (default snappy)"),
+    ("row_group_rows", "rows per Parquet row group (default 122880)"),
+    ("limit", "rows shown by the table format (default 50)"),
+];
+
+/// Every connector in this build.
+pub fn catalog() -> Vec<ConnectorInfo> {
+    let mut list = vec![
+        ConnectorInfo { name: "file", role: "source", summary: "CSV, JSON, NDJSON, Parquet files, globs, stdin", options: FILE_SOURCE_OPTIONS },
+        ConnectorInfo { name: "file", role: "sink", summary: "CSV, JSON, NDJSON, Parquet files, stdout, preview table", options: FILE_SINK_OPTIONS },
+        ConnectorInfo { name: "null", role: "sink", summary: "discards rows, counts them (benchmarks, dry runs)", options: &[] },
+    ];
+    #[cfg(feature = "sqlite")]
+    {
+        list.push(ConnectorInfo {
+            name: "sqlite",
+            role: "source",
+            summary: "tables or a query of a SQLite database",
+            options: &[
+                ("path", "database file"),
+                ("table / tables", "table(s) to read, one stream each (default: all tables)"),
+                ("query", "a SELECT to read instead"),
+                ("stream", "stream name for query (default query)"),
+            ],
+        });
+        list.push(ConnectorInfo {
+            name: "sqlite",
+            role: "sink",
+            summary: "tables created from the Arrow schema",
+            options: &[
+                ("path", "database file (created when missing)"),
+                ("table", "table name; {stream} is the stream name (default {stream})"),
+                ("mode", "append | replace | upsert (default append)"),
+                ("key", "key columns for upsert, primary key of created tables"),
+            ],
+        });
+    }
+    list
+}

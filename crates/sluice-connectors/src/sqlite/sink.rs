@@ -1,0 +1,318 @@
+//! The SQLite sink.
+//!
+//! Each batch is inserted inside a transaction that `flush` commits, so an
+//! acknowledged batch is on disk (WAL, `synchronous=FULL`). A row the
+//! database refuses on its own (a constraint) is a rejection with SQLite's
+//! message; anything else fails the batch. `replace` loads into
+//! `TABLE__sluice_new` and swaps it in only when the stream completes.
+
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Int8Type, Int16Type, Int32Type, Int64Type, SchemaRef, UInt8Type, UInt16Type, UInt32Type, UInt64Type, Float32Type, Float64Type};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use async_trait::async_trait;
+use rusqlite::types::ValueRef;
+use rusqlite::{Connection, ErrorCode};
+use sluice_core::{Batch, Error, Rejection, Result, Sink, SinkConnector, Stage, StreamInfo};
+
+use super::config::{SqliteSinkConfig, WriteMode};
+use super::quote_ident;
+
+/// Writes streams into tables of one SQLite database.
+pub struct SqliteSink {
+    cfg: SqliteSinkConfig,
+}
+
+impl SqliteSink {
+    /// Checks the configuration; opens nothing.
+    pub fn new(cfg: SqliteSinkConfig) -> Result<Self> {
+        if cfg.mode == WriteMode::Upsert && cfg.key.is_empty() {
+            return Err(Error::config("sinks.key", "mode = \"upsert\" needs key = [\"column\", ...] naming the columns rows are matched on"));
+        }
+        if cfg.table.trim().is_empty() {
+            return Err(Error::config("sinks.table", "must not be empty"));
+        }
+        Ok(SqliteSink { cfg })
+    }
+
+    fn table_for(&self, stream: &str) -> String {
+        self.cfg.table.replace("{stream}", stream)
+    }
+}
+
+/// The declared SQLite type of a column.
+fn sql_type(t: &DataType) -> &'static str {
+    match t {
+        DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 => "INTEGER",
+        DataType::UInt8 | DataType::UInt16 | DataType::UInt32 | DataType::UInt64 => "INTEGER",
+        DataType::Float16 | DataType::Float32 | DataType::Float64 => "REAL",
+        DataType::Boolean => "BOOLEAN",
+        DataType::Binary | DataType::LargeBinary | DataType::BinaryView | DataType::FixedSizeBinary(_) => "BLOB",
+        DataType::Date32 | DataType::Date64 => "DATE",
+        DataType::Timestamp(_, _) => "TIMESTAMP",
+        // Decimals stay exact as text; SQLite has no decimal storage.
+        _ => "TEXT",
+    }
+}
+
+#[async_trait]
+impl SinkConnector for SqliteSink {
+    fn name(&self) -> &str {
+        "sqlite"
+    }
+
+    fn target(&self, stream: &str) -> String {
+        format!("{}#{}", self.cfg.path, self.table_for(stream))
+    }
+
+    async fn open(&self, stream: &StreamInfo) -> Result<Box<dyn Sink>> {
+        let table = self.table_for(&stream.name);
+        let cfg = self.cfg.clone();
+        let schema = stream.schema.clone();
+        tokio::task::block_in_place(|| StreamWriter::open(cfg, table, schema)).map(|w| Box::new(w) as Box<dyn Sink>)
+    }
+}
+
+struct StreamWriter {
+    conn: Connection,
+    cfg: SqliteSinkConfig,
+    /// Final table name.
+    table: String,
+    /// Table written to (the staging table under `replace`).
+    target: String,
+    insert: String,
+    in_tx: bool,
+    location: String,
+}
+
+impl StreamWriter {
+    fn open(cfg: SqliteSinkConfig, table: String, schema: SchemaRef) -> Result<Self> {
+        if let Some(dir) = std::path::Path::new(&cfg.path).parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let location = format!("{}#{}", cfg.path, table);
+        let fail = |e: rusqlite::Error| Error::connection(location.clone(), e.to_string());
+        let conn = Connection::open(&cfg.path).map_err(fail)?;
+        conn.busy_timeout(std::time::Duration::from_secs(30)).map_err(fail)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(fail)?;
+        conn.pragma_update(None, "synchronous", "FULL").map_err(fail)?;
+        for k in &cfg.key {
+            if schema.field_with_name(k).is_err() {
+                return Err(Error::config("sinks.key", format!("`{k}` is not a column of stream for table `{table}`")));
+            }
+        }
+        let target = match cfg.mode {
+            WriteMode::Replace => format!("{table}__sluice_new"),
+            _ => table.clone(),
+        };
+        if cfg.mode == WriteMode::Replace {
+            conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote_ident(&target))).map_err(fail)?;
+        }
+        let existing = columns_of(&conn, &target).map_err(fail)?;
+        if existing.is_empty() {
+            conn.execute_batch(&create_table(&target, &schema, &cfg.key)).map_err(fail)?;
+        } else {
+            let missing: Vec<&str> =
+                schema.fields().iter().map(|f| f.name().as_str()).filter(|n| !existing.iter().any(|e| e == n)).collect();
+            if !missing.is_empty() {
+                return Err(Error::config(
+                    "sinks.table",
+                    format!(
+                        "table `{target}` in {} has no column(s) {}; add them, use mode = \"replace\", or drop the table",
+                        cfg.path,
+                        missing.join(", ")
+                    ),
+                ));
+            }
+        }
+        let insert = insert_sql(&target, &schema, &cfg);
+        if let Err(e) = conn.prepare(&insert) {
+            let msg = e.to_string();
+            if msg.contains("ON CONFLICT") {
+                return Err(Error::config(
+                    "sinks.key",
+                    format!("table `{target}` has no primary key or unique index on ({}); create one or use mode = \"append\"", cfg.key.join(", ")),
+                ));
+            }
+            return Err(fail(e));
+        }
+        Ok(StreamWriter { conn, cfg, table, target, insert, in_tx: false, location })
+    }
+
+    fn write_sync(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
+        let location = self.location.clone();
+        let fail = |e: rusqlite::Error| Error::connection(location.clone(), e.to_string());
+        if !self.in_tx {
+            self.conn.execute_batch("BEGIN").map_err(fail)?;
+            self.in_tx = true;
+        }
+        let data = &batch.data;
+        let options = FormatOptions::default().with_null("");
+        let columns: Vec<Column> = data.columns().iter().map(|c| Column::new(c.as_ref(), &options)).collect::<std::result::Result<_, _>>()?;
+        let mut stmt = self.conn.prepare_cached(&self.insert).map_err(fail)?;
+        let mut rejections = Vec::new();
+        for row in 0..data.num_rows() {
+            for (i, col) in columns.iter().enumerate() {
+                match col.value(row) {
+                    Cell::Ref(v) => stmt.raw_bind_parameter(i + 1, rusqlite::types::ToSqlOutput::Borrowed(v)),
+                    Cell::Owned(s) => stmt.raw_bind_parameter(i + 1, s),
+                }
+                .map_err(fail)?;
+            }
+            match stmt.raw_execute() {
+                Ok(_) => {}
+                Err(rusqlite::Error::SqliteFailure(e, msg)) if e.code == ErrorCode::ConstraintViolation => {
+                    rejections.push(Rejection {
+                        stream: batch.stream.clone(),
+                        stage: Stage::Sink,
+                        by: Arc::from("sqlite"),
+                        origin: batch.origin.clone(),
+                        line: batch.line(row),
+                        reason: msg.unwrap_or_else(|| e.to_string()),
+                        raw: None,
+                        record: Some(batch.row_json(row)),
+                    });
+                }
+                Err(e) => return Err(fail(e)),
+            }
+        }
+        Ok(rejections)
+    }
+
+    fn commit(&mut self) -> Result<()> {
+        if self.in_tx {
+            self.conn.execute_batch("COMMIT").map_err(|e| Error::connection(self.location.clone(), e.to_string()))?;
+            self.in_tx = false;
+        }
+        Ok(())
+    }
+
+    fn finish_sync(&mut self, complete: bool) -> Result<()> {
+        self.commit()?;
+        if self.cfg.mode == WriteMode::Replace && complete {
+            let sql = format!(
+                "BEGIN; DROP TABLE IF EXISTS {t}; ALTER TABLE {n} RENAME TO {t}; COMMIT;",
+                t = quote_ident(&self.table),
+                n = quote_ident(&self.target)
+            );
+            self.conn.execute_batch(&sql).map_err(|e| Error::connection(self.location.clone(), e.to_string()))?;
+        }
+        Ok(())
+    }
+}
+
+fn columns_of(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt = conn.prepare(&format!("PRAGMA table_info({})", quote_ident(table)))?;
+    let names = stmt.query_map([], |r| r.get::<_, String>(1))?;
+    names.collect()
+}
+
+fn create_table(table: &str, schema: &SchemaRef, key: &[String]) -> String {
+    let mut cols: Vec<String> = schema.fields().iter().map(|f| format!("{} {}", quote_ident(f.name()), sql_type(f.data_type()))).collect();
+    if !key.is_empty() {
+        cols.push(format!("PRIMARY KEY ({})", key.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")));
+    }
+    format!("CREATE TABLE {} ({})", quote_ident(table), cols.join(", "))
+}
+
+fn insert_sql(table: &str, schema: &SchemaRef, cfg: &SqliteSinkConfig) -> String {
+    let names: Vec<String> = schema.fields().iter().map(|f| quote_ident(f.name())).collect();
+    let params = vec!["?"; names.len()].join(", ");
+    let mut sql = format!("INSERT INTO {} ({}) VALUES ({params})", quote_ident(table), names.join(", "));
+    if cfg.mode == WriteMode::Upsert {
+        let keys: Vec<String> = cfg.key.iter().map(|k| quote_ident(k)).collect();
+        let updates: Vec<String> =
+            schema.fields().iter().filter(|f| !cfg.key.contains(f.name())).map(|f| format!("{c} = excluded.{c}", c = quote_ident(f.name()))).collect();
+        if updates.is_empty() {
+            sql.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", keys.join(", ")));
+        } else {
+            sql.push_str(&format!(" ON CONFLICT ({}) DO UPDATE SET {}", keys.join(", "), updates.join(", ")));
+        }
+    }
+    sql
+}
+
+/// One column of a batch, read as SQLite values.
+enum Column<'a> {
+    Int(&'a dyn Array, fn(&dyn Array, usize) -> i64),
+    UInt64(&'a arrow::array::PrimitiveArray<UInt64Type>),
+    Real(&'a dyn Array, fn(&dyn Array, usize) -> f64),
+    Bool(&'a arrow::array::BooleanArray),
+    Text(&'a dyn Array, ArrayFormatter<'a>),
+    Utf8(&'a arrow::array::StringArray),
+    Blob(&'a arrow::array::BinaryArray),
+    Json(&'a dyn Array),
+}
+
+enum Cell<'a> {
+    Ref(ValueRef<'a>),
+    Owned(String),
+}
+
+impl<'a> Column<'a> {
+    fn new(array: &'a dyn Array, options: &'a FormatOptions<'a>) -> Result<Self> {
+        Ok(match array.data_type() {
+            DataType::Int8 => Column::Int(array, |a, i| a.as_primitive::<Int8Type>().value(i) as i64),
+            DataType::Int16 => Column::Int(array, |a, i| a.as_primitive::<Int16Type>().value(i) as i64),
+            DataType::Int32 => Column::Int(array, |a, i| a.as_primitive::<Int32Type>().value(i) as i64),
+            DataType::Int64 => Column::Int(array, |a, i| a.as_primitive::<Int64Type>().value(i)),
+            DataType::UInt8 => Column::Int(array, |a, i| a.as_primitive::<UInt8Type>().value(i) as i64),
+            DataType::UInt16 => Column::Int(array, |a, i| a.as_primitive::<UInt16Type>().value(i) as i64),
+            DataType::UInt32 => Column::Int(array, |a, i| a.as_primitive::<UInt32Type>().value(i) as i64),
+            DataType::UInt64 => Column::UInt64(array.as_primitive::<UInt64Type>()),
+            DataType::Float32 => Column::Real(array, |a, i| a.as_primitive::<Float32Type>().value(i) as f64),
+            DataType::Float64 => Column::Real(array, |a, i| a.as_primitive::<Float64Type>().value(i)),
+            DataType::Boolean => Column::Bool(array.as_boolean()),
+            DataType::Utf8 => Column::Utf8(array.as_string::<i32>()),
+            DataType::Binary => Column::Blob(array.as_binary::<i32>()),
+            t if t.is_nested() => Column::Json(array),
+            _ => Column::Text(array, ArrayFormatter::try_new(array, options)?),
+        })
+    }
+
+    fn value(&self, i: usize) -> Cell<'_> {
+        let array: &dyn Array = match self {
+            Column::Int(a, _) | Column::Real(a, _) | Column::Text(a, _) | Column::Json(a) => *a,
+            Column::UInt64(a) => *a,
+            Column::Bool(a) => *a,
+            Column::Utf8(a) => *a,
+            Column::Blob(a) => *a,
+        };
+        if array.is_null(i) {
+            return Cell::Ref(ValueRef::Null);
+        }
+        match self {
+            Column::Int(a, get) => Cell::Ref(ValueRef::Integer(get(*a, i))),
+            Column::UInt64(a) => match i64::try_from(a.value(i)) {
+                Ok(v) => Cell::Ref(ValueRef::Integer(v)),
+                Err(_) => Cell::Owned(a.value(i).to_string()),
+            },
+            Column::Real(a, get) => Cell::Ref(ValueRef::Real(get(*a, i))),
+            Column::Bool(a) => Cell::Ref(ValueRef::Integer(i64::from(a.value(i)))),
+            Column::Utf8(a) => Cell::Ref(ValueRef::Text(a.value(i).as_bytes())),
+            Column::Blob(a) => Cell::Ref(ValueRef::Blob(a.value(i))),
+            Column::Text(_, f) => Cell::Owned(f.value(i).to_string()),
+            Column::Json(a) => {
+                let row = arrow::record_batch::RecordBatch::try_from_iter([("v", a.slice(i, 1))]).ok();
+                let v = row.map(|r| sluice_core::row_json(&r, 0)).and_then(|mut v| v.get_mut("v").map(|x| x.take()));
+                Cell::Owned(v.map(|v| v.to_string()).unwrap_or_default())
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Sink for StreamWriter {
+    async fn write(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
+        tokio::task::block_in_place(|| self.write_sync(batch))
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        tokio::task::block_in_place(|| self.commit())
+    }
+
+    async fn finish(&mut self, complete: bool) -> Result<()> {
+        tokio::task::block_in_place(|| self.finish_sync(complete))
+    }
+}

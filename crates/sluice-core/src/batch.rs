@@ -1,0 +1,166 @@
+//! [`Batch`]: an Arrow `RecordBatch` with the metadata the engine needs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arrow::array::{Array, BooleanArray, UInt32Array, UInt64Array};
+use arrow::compute::{filter, filter_record_batch, take, take_record_batch};
+use arrow::record_batch::RecordBatch;
+use serde::{Deserialize, Serialize};
+
+use crate::Result;
+
+/// How far a source partition has been read: the cursor to resume from.
+///
+/// The cursor is opaque to the engine (a byte offset for files, a key or
+/// rowid for tables); only the source that produced it interprets it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Position {
+    /// The partition (file, key range) this position belongs to.
+    pub partition: Arc<str>,
+    /// Where to resume reading, in the source's own terms.
+    pub cursor: serde_json::Value,
+    /// Rows this partition has produced up to this position.
+    pub rows: u64,
+}
+
+/// Where batches are cut: whichever limit is reached first.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BatchLimits {
+    /// Most rows in one batch.
+    pub rows: usize,
+    /// Approximate most bytes of input behind one batch.
+    pub bytes: usize,
+    /// Longest a partial batch waits for more input before it is sent.
+    pub linger: Duration,
+}
+
+impl Default for BatchLimits {
+    fn default() -> Self {
+        BatchLimits { rows: 32 * 1024, bytes: 8 << 20, linger: Duration::from_millis(500) }
+    }
+}
+
+/// A batch of rows of one stream, with delivery metadata.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The stream (table, file set) the rows belong to.
+    pub stream: Arc<str>,
+    /// The rows.
+    pub data: RecordBatch,
+    /// The source position reached once this batch and all before it are
+    /// delivered. `None` when the batch does not advance the source (for
+    /// example the partial output of a stateful transform).
+    pub position: Option<Position>,
+    /// Where the rows came from (file or table), for rejections.
+    pub origin: Arc<str>,
+    /// Input line (files) or record number of each row, when known.
+    pub lines: Option<Arc<UInt64Array>>,
+}
+
+impl Batch {
+    /// A batch with no position and no line numbers.
+    pub fn new(stream: Arc<str>, origin: Arc<str>, data: RecordBatch) -> Self {
+        Batch { stream, data, position: None, origin, lines: None }
+    }
+
+    /// Number of rows.
+    pub fn num_rows(&self) -> usize {
+        self.data.num_rows()
+    }
+
+    /// The input line of row `i`, if known.
+    pub fn line(&self, i: usize) -> Option<u64> {
+        self.lines.as_ref().filter(|l| i < l.len() && l.is_valid(i)).map(|l| l.value(i))
+    }
+
+    /// Keeps the rows where `mask` is true, line numbers included.
+    pub fn filter(&self, mask: &BooleanArray) -> Result<Batch> {
+        let data = filter_record_batch(&self.data, mask)?;
+        let lines = match &self.lines {
+            Some(l) => Some(Arc::new(downcast_u64(filter(l.as_ref(), mask)?.as_ref()))),
+            None => None,
+        };
+        Ok(Batch { data, lines, ..self.clone() })
+    }
+
+    /// Keeps the rows at `indices`, in that order, line numbers included.
+    pub fn take(&self, indices: &UInt32Array) -> Result<Batch> {
+        let data = take_record_batch(&self.data, indices)?;
+        let lines = match &self.lines {
+            Some(l) => Some(Arc::new(downcast_u64(take(l.as_ref(), indices, None)?.as_ref()))),
+            None => None,
+        };
+        Ok(Batch { data, lines, ..self.clone() })
+    }
+
+    /// A zero-copy slice of `len` rows from `offset`, without the position
+    /// (only the whole batch advances the source).
+    pub fn slice(&self, offset: usize, len: usize) -> Batch {
+        Batch {
+            stream: self.stream.clone(),
+            data: self.data.slice(offset, len),
+            position: None,
+            origin: self.origin.clone(),
+            lines: self.lines.as_ref().map(|l| Arc::new(l.slice(offset, len))),
+        }
+    }
+
+    /// Row `i` as a JSON object, for dead-letter output.
+    pub fn row_json(&self, i: usize) -> serde_json::Value {
+        row_json(&self.data, i)
+    }
+
+    /// The same metadata around new rows (the result of a row-preserving transform).
+    pub fn with_data(&self, data: RecordBatch) -> Batch {
+        Batch { data, ..self.clone() }
+    }
+}
+
+/// Row `i` of `data` as a JSON object (nulls included), for dead-letter output.
+pub fn row_json(data: &RecordBatch, i: usize) -> serde_json::Value {
+    let row = data.slice(i, 1);
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow::json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow::json::writer::LineDelimited>(&mut buf);
+        if w.write(&row).and_then(|_| w.finish()).is_err() {
+            return serde_json::Value::Null;
+        }
+    }
+    serde_json::from_slice(&buf).unwrap_or(serde_json::Value::Null)
+}
+
+fn downcast_u64(array: &dyn Array) -> UInt64Array {
+    array.as_any().downcast_ref::<UInt64Array>().cloned().unwrap_or_else(|| UInt64Array::from(Vec::<u64>::new()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::Int64Array;
+    use arrow::datatypes::{DataType, Field, Schema};
+
+    fn batch() -> Batch {
+        let schema = Arc::new(Schema::new(vec![Field::new("x", DataType::Int64, false)]));
+        let data = RecordBatch::try_new(schema, vec![Arc::new(Int64Array::from(vec![10, 20, 30]))]).unwrap();
+        let mut b = Batch::new("s".into(), "f.csv".into(), data);
+        b.lines = Some(Arc::new(UInt64Array::from(vec![2, 3, 5])));
+        b
+    }
+
+    #[test]
+    fn filter_keeps_line_numbers_aligned_with_rows() {
+        let b = batch().filter(&BooleanArray::from(vec![true, false, true])).unwrap();
+        assert_eq!(b.num_rows(), 2);
+        assert_eq!((b.line(0), b.line(1)), (Some(2), Some(5)));
+    }
+
+    #[test]
+    fn slice_drops_position_and_keeps_lines() {
+        let mut b = batch();
+        b.position = Some(Position { partition: "p".into(), cursor: 1.into(), rows: 3 });
+        let s = b.slice(1, 2);
+        assert!(s.position.is_none());
+        assert_eq!(s.line(0), Some(3));
+    }
+}

@@ -1,0 +1,40 @@
+//! The sluice data model and the contracts between its parts.
+//!
+//! What flows through a pipeline is a [`Batch`]: an Arrow `RecordBatch` plus
+//! the engine metadata that makes delivery accountable — the stream it
+//! belongs to, the source [`Position`] reached once it is delivered, and
+//! where each row came from (so a rejected row can be named by file and
+//! line). A [`Source`] pushes batches into a bounded channel, a chain of
+//! [`Transform`]s reshapes them, and every [`Sink`] writes them and says when
+//! they are durable. Rows refused one at a time travel apart from the data as
+//! [`Rejection`]s.
+//!
+//! This crate does no I/O; connectors, transforms and the engine build on it.
+
+mod batch;
+mod error;
+mod rejection;
+mod traits;
+pub mod types;
+
+pub use batch::{Batch, BatchLimits, Position, row_json};
+pub use error::{Error, ErrorKind, Result};
+pub use rejection::{Rejection, Stage};
+pub use traits::{
+    Applied, PartitionSpec, ReadContext, Sink, SinkConnector, Source, SourceEvent, StreamInfo,
+    StreamSpec, Transform, TransformFactory,
+};
+
+/// Column names with a meaning to the engine and to document sinks.
+pub mod reserved {
+    /// Document or row identity.
+    pub const ID: &str = "_id";
+    /// Destination index for document sinks.
+    pub const INDEX: &str = "_index";
+    /// Routing key for document sinks.
+    pub const ROUTING: &str = "_routing";
+    /// Change operation: `insert`, `update`, `delete` or `upsert`.
+    pub const OP: &str = "_op";
+    /// Raw JSON bytes of a document, passed through unparsed.
+    pub const SOURCE: &str = "_source";
+}

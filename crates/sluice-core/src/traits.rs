@@ -1,0 +1,191 @@
+//! The three roles of a pipeline: [`Source`], [`Transform`] and [`Sink`].
+//!
+//! # Delivery contract
+//!
+//! - A source pushes [`SourceEvent`]s into a bounded channel; `send` waiting
+//!   is the back-pressure. Every batch that completes a stretch of input
+//!   carries the [`Position`] to resume from after it.
+//! - Transforms keep positions with the rows they came with. A transform that
+//!   holds rows back (aggregation, sort) emits them with the last position it
+//!   saw, never earlier.
+//! - A sink reports durability with [`Sink::flush`]: once it returns `Ok`,
+//!   every batch passed to `write` before it is durable. The engine then
+//!   acknowledges those batches, in order, and a position is checkpointed
+//!   only when every sink has acknowledged it.
+//! - Item rejections (one bad row) are returned as [`Rejection`]s; an `Err`
+//!   means the operation failed as a whole (a flush error) and nothing in it
+//!   may be counted as delivered.
+//!
+//! # Cancellation
+//!
+//! Sources watch [`ReadContext::cancel`] and stop at the next batch boundary
+//! with a consistent position; everything already sent is drained through the
+//! transforms and sinks, and sinks are finished so their output stays valid.
+
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Batch, BatchLimits, Position, Rejection, Result};
+
+/// One unit of independent reading inside a stream (a file, a key range).
+#[derive(Debug, Clone)]
+pub struct PartitionSpec {
+    /// Stable name, used as the checkpoint key.
+    pub id: Arc<str>,
+    /// Size of the input in bytes, when known (for progress).
+    pub bytes: Option<u64>,
+    /// Rows in the input, when known (for progress).
+    pub rows: Option<u64>,
+}
+
+/// A stream a source offers: its schema and how it splits into partitions.
+#[derive(Debug, Clone)]
+pub struct StreamSpec {
+    /// Stream name (table name, file stem).
+    pub name: Arc<str>,
+    /// Schema of the batches the source will produce.
+    pub schema: SchemaRef,
+    /// Partitions, read independently and possibly in parallel.
+    pub partitions: Vec<PartitionSpec>,
+}
+
+impl StreamSpec {
+    /// Total input bytes, when every partition knows its size.
+    pub fn total_bytes(&self) -> Option<u64> {
+        self.partitions.iter().map(|p| p.bytes).sum()
+    }
+
+    /// Total rows, when every partition knows its count.
+    pub fn total_rows(&self) -> Option<u64> {
+        self.partitions.iter().map(|p| p.rows).sum()
+    }
+}
+
+/// What a source sends: rows, or a row it could not decode.
+#[derive(Debug)]
+pub enum SourceEvent {
+    /// Decoded rows.
+    Batch(Batch),
+    /// Input that could not be decoded into a row.
+    Reject(Rejection),
+    /// Input bytes consumed since the last event, for progress.
+    Progress { bytes: u64 },
+}
+
+/// Everything a source needs to read one partition.
+#[derive(Debug, Clone)]
+pub struct ReadContext {
+    /// Where batches go; bounded, so a full channel slows the source down.
+    pub out: mpsc::Sender<SourceEvent>,
+    /// Cancelled when the run must stop reading.
+    pub cancel: CancellationToken,
+    /// Where to cut batches.
+    pub limits: BatchLimits,
+    /// The checkpointed cursor to resume from, if any.
+    pub resume: Option<Position>,
+    /// How many threads the source may use to decode this partition.
+    pub parallelism: usize,
+}
+
+/// Reads streams out of a system.
+#[async_trait]
+pub trait Source: Send + Sync {
+    /// Short name for logs and rejections (`csv`, `sqlite`).
+    fn name(&self) -> &str;
+
+    /// Lists the streams with their schemas and partitions. Reads only what it
+    /// needs to infer schemas; connects but writes nothing.
+    async fn discover(&self) -> Result<Vec<StreamSpec>>;
+
+    /// Reads one partition of `stream` into `ctx.out` until the input ends or
+    /// `ctx.cancel` fires. Undecodable input is sent as
+    /// [`SourceEvent::Reject`]; an `Err` means the partition cannot go on.
+    async fn read(&self, stream: &StreamSpec, partition: &PartitionSpec, ctx: ReadContext) -> Result<()>;
+}
+
+/// What a transform made of a batch.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Output rows; `None` when the transform holds them back.
+    pub batch: Option<Batch>,
+    /// Rows refused, with reasons.
+    pub rejections: Vec<Rejection>,
+}
+
+/// Builds a [`Transform`] for one stream. Planning happens here, once.
+pub trait TransformFactory: Send + Sync {
+    /// Short name for logs and rejections (`filter`, `sql`).
+    fn name(&self) -> &str;
+
+    /// Plans the transform for a stream with `input` schema. Errors here are
+    /// configuration errors (unknown column, bad expression) and are raised
+    /// before any data moves.
+    fn plan(&self, stream: &str, input: SchemaRef) -> Result<Box<dyn Transform>>;
+}
+
+/// A planned transform, applied batch after batch.
+#[async_trait]
+pub trait Transform: Send {
+    /// Schema of the batches this transform emits.
+    fn output_schema(&self) -> SchemaRef;
+
+    /// Applies the transform to one batch. Rows that fail individually come
+    /// back as rejections; an `Err` stops the run.
+    async fn apply(&mut self, batch: Batch) -> Result<Applied>;
+
+    /// End of the stream: emits rows held back. Stateless transforms have nothing.
+    async fn finish(&mut self) -> Result<Applied> {
+        Ok(Applied::default())
+    }
+}
+
+/// A stream as a sink sees it when it opens.
+#[derive(Debug, Clone)]
+pub struct StreamInfo {
+    /// Stream name, for `{stream}` in paths and table names.
+    pub name: Arc<str>,
+    /// Schema of the batches that will be written.
+    pub schema: SchemaRef,
+}
+
+/// A destination; opens one [`Sink`] per stream.
+#[async_trait]
+pub trait SinkConnector: Send + Sync {
+    /// Short name for logs and the summary (`parquet`, `sqlite`).
+    fn name(&self) -> &str;
+
+    /// Where the data goes, for the summary (path, table), without secrets.
+    fn target(&self, stream: &str) -> String;
+
+    /// Prepares the destination for a stream (creates the file or table).
+    async fn open(&self, stream: &StreamInfo) -> Result<Box<dyn Sink>>;
+}
+
+/// Writes the batches of one stream.
+#[async_trait]
+pub trait Sink: Send {
+    /// Writes a batch. Rows the destination refuses on their own come back as
+    /// rejections; everything else in the batch counts as written once a
+    /// later [`Sink::flush`] succeeds.
+    async fn write(&mut self, batch: &Batch) -> Result<Vec<Rejection>>;
+
+    /// Makes everything written so far durable.
+    async fn flush(&mut self) -> Result<()>;
+
+    /// Whether [`Sink::flush`] makes writes durable. A sink whose output only
+    /// becomes valid when finished (a Parquet footer, a file renamed into
+    /// place) answers false; its batches are acknowledged by `finish`.
+    fn durable_on_flush(&self) -> bool {
+        true
+    }
+
+    /// Ends the stream: final flush, footers, swaps. `complete` is false when
+    /// the run was interrupted or failed; the sink must still leave valid
+    /// output behind and must not publish partial work as complete (for
+    /// example a `replace` that would swap a half-loaded table in).
+    async fn finish(&mut self, complete: bool) -> Result<()>;
+}

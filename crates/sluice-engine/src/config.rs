@@ -1,0 +1,559 @@
+//! Pipeline files: TOML with `[source]`, `[[transforms]]`, `[[sinks]]` and
+//! `[runtime]`, plus `${VAR}` interpolation and `SLUICE_…` overrides.
+//!
+//! Loading validates everything before anything connects: unknown keys,
+//! wrong types and impossible combinations are [`ConfigError`]s naming the
+//! file, line, column and key, with the fix when there is an obvious one.
+//! The order is: parse and type-check the text (errors point into the file),
+//! then interpolate `${VAR}` / `${VAR:-default}` in string values and apply
+//! environment overrides (`SLUICE_RUNTIME__BATCH_ROWS=1000` sets
+//! `runtime.batch_rows`; `SLUICE_SINKS__0__PATH` sets `sinks[0].path`), then
+//! check the combinations.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use sluice_connectors::{SinkConfig, SourceConfig};
+use sluice_transforms::TransformConfig;
+
+/// A whole pipeline.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Pipeline name, the key of its state; default the file stem.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Where rows come from.
+    pub source: SourceConfig,
+    /// Transform chain, applied in order.
+    #[serde(default)]
+    pub transforms: Vec<TransformConfig>,
+    /// Where rows go; every sink receives every row.
+    #[serde(default)]
+    pub sinks: Vec<SinkConfig>,
+    /// Engine knobs.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+}
+
+/// What happens to a row that is rejected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum OnError {
+    /// End the run at the first rejected row, naming it (default).
+    #[default]
+    Stop,
+    /// Count it and go on.
+    Skip,
+    /// Write it to the dead-letter file and go on.
+    Dlq,
+}
+
+/// `[runtime]`: every key has a default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RuntimeConfig {
+    /// Most rows per batch. Default 32768.
+    pub batch_rows: usize,
+    /// Input bytes per batch (decoding unit): an integer or "8MiB". Default 8 MiB.
+    pub batch_bytes: ByteSize,
+    /// Longest a partial batch waits for slow input, in milliseconds. Default 500.
+    pub linger_ms: u64,
+    /// Decoding threads and partitions read at once; 0 means one per core. Default 0.
+    pub parallelism: usize,
+    /// Batches buffered between stages. Default 4.
+    pub channel_capacity: usize,
+    /// `stop` (default), `skip` or `dlq`.
+    pub on_error: OnError,
+    /// With `skip` or `dlq`: end the run once more rows than this are rejected.
+    pub max_errors: Option<u64>,
+    /// Dead-letter file (NDJSON) for `on_error = "dlq"`; default `NAME.rejects.ndjson` beside the pipeline.
+    pub dlq_path: Option<PathBuf>,
+    /// Where the state store lives; default `.sluice` beside the pipeline.
+    pub state_dir: Option<PathBuf>,
+    /// Seconds between progress lines when stderr is not a terminal. Default 10.
+    pub progress_interval_s: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            batch_rows: 32 * 1024,
+            batch_bytes: ByteSize(8 << 20),
+            linger_ms: 500,
+            parallelism: 0,
+            channel_capacity: 4,
+            on_error: OnError::Stop,
+            max_errors: None,
+            dlq_path: None,
+            state_dir: None,
+            progress_interval_s: 10,
+        }
+    }
+}
+
+impl RuntimeConfig {
+    /// Threads to use: `parallelism`, or one per core.
+    pub fn threads(&self) -> usize {
+        if self.parallelism > 0 { self.parallelism } else { std::thread::available_parallelism().map_or(2, |n| n.get()) }
+    }
+}
+
+/// A size in bytes, written as an integer or with a unit (`"8MiB"`, `"512KB"`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteSize(pub u64);
+
+impl<'de> Deserialize<'de> for ByteSize {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            N(u64),
+            S(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::N(n) => Ok(ByteSize(n)),
+            Raw::S(s) => parse_size(&s).map(ByteSize).ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not a size; write 8388608 or \"8MiB\""))),
+        }
+    }
+}
+
+fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: u64 = num.parse().ok()?;
+    let mult = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1 << 10,
+        "m" | "mb" | "mib" => 1 << 20,
+        "g" | "gb" | "gib" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// A configuration error with its place in the file.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub column: Option<usize>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(l) = self.line {
+            write!(f, ":{l}")?;
+            if let Some(c) = self.column {
+                write!(f, ":{c}")?;
+            }
+        }
+        if let Some(k) = &self.key {
+            write!(f, ": {k}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl From<ConfigError> for sluice_core::Error {
+    fn from(e: ConfigError) -> Self {
+        sluice_core::Error::Config { key: e.to_string(), message: String::new() }
+    }
+}
+
+/// A loaded, validated pipeline.
+#[derive(Debug, Clone)]
+pub struct Pipeline {
+    /// Name: the key of the pipeline's state.
+    pub name: String,
+    pub config: PipelineConfig,
+    /// Directory relative paths of the runtime section resolve against.
+    pub base_dir: PathBuf,
+    /// Hash of the effective configuration; a changed plan changes it.
+    pub plan_hash: String,
+    /// Where the file came from (`copy` for one-liners).
+    pub origin: String,
+}
+
+impl Pipeline {
+    /// The dead-letter file path.
+    pub fn dlq_path(&self) -> PathBuf {
+        match &self.config.runtime.dlq_path {
+            Some(p) if p.is_absolute() => p.clone(),
+            Some(p) => self.base_dir.join(p),
+            None => self.base_dir.join(format!("{}.rejects.ndjson", self.name)),
+        }
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> PathBuf {
+        match &self.config.runtime.state_dir {
+            Some(p) if p.is_absolute() => p.clone(),
+            Some(p) => self.base_dir.join(p),
+            None => self.base_dir.join(".sluice"),
+        }
+    }
+}
+
+/// Reads and validates a pipeline file.
+pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError { file: file.clone(), line: None, column: None, key: None, message: format!("cannot read: {e}") })?;
+    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pipeline".into());
+    let base = path.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."));
+    parse(&text, &file, &name, base, &|k| std::env::var(k).ok(), &std::env::vars().collect::<Vec<_>>())
+}
+
+/// Validates pipeline text. `env` answers `${VAR}`; `overrides` are the
+/// environment variables considered for `SLUICE_…` overrides.
+pub fn parse(
+    text: &str,
+    file: &str,
+    default_name: &str,
+    base_dir: PathBuf,
+    env: &dyn Fn(&str) -> Option<String>,
+    overrides: &[(String, String)],
+) -> Result<Pipeline, ConfigError> {
+    let err_at = |span: Option<std::ops::Range<usize>>, key: Option<String>, message: String| {
+        let (line, column) = span.map(|s| line_col(text, s.start)).unzip();
+        ConfigError { file: file.to_string(), line, column, key, message }
+    };
+    // 1. Syntax and types, with positions in the file.
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| err_at(e.span(), None, e.message().to_string()))?;
+    if let Err(e) = toml::from_str::<PipelineConfig>(text) {
+        let span = refine_span(text, e.span(), e.message());
+        return Err(err_at(span, None, explain(e.message())));
+    }
+    // 2. Interpolation and overrides.
+    interpolate(&mut table, "", env).map_err(|(key, message)| err_at(locate(text, &key), Some(key), message))?;
+    for (var, value) in overrides {
+        let Some(path) = var.strip_prefix("SLUICE_").filter(|p| p.contains("__")) else { continue };
+        let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();
+        set_path(&mut table, &keys, parse_value(value)).map_err(|m| err_at(None, Some(var.clone()), m))?;
+    }
+    let config: PipelineConfig = toml::Value::Table(table.clone())
+        .try_into()
+        .map_err(|e: toml::de::Error| err_at(None, Some("environment overrides".into()), explain(e.message())))?;
+    // 3. Combinations.
+    let name = config.name.clone().unwrap_or_else(|| default_name.to_string());
+    check(&config).map_err(|(key, message)| err_at(locate(text, &key), Some(key), message))?;
+    let plan_hash = format!("{:016x}", fnv1a(toml::to_string(&table).unwrap_or_default().as_bytes()));
+    Ok(Pipeline { name, config, base_dir, plan_hash, origin: file.to_string() })
+}
+
+/// Rewrites serde's messages into advice.
+fn explain(message: &str) -> String {
+    if message.starts_with("missing field `sinks`") || message.contains("missing field `source`") {
+        return format!("{message}; a pipeline needs a [source] table and at least one [[sinks]] table");
+    }
+    if message.starts_with("unknown field") {
+        return format!("{message}; check the spelling (see `sluice list` for every option)");
+    }
+    if message.starts_with("unknown variant") {
+        return format!("{message} (see `sluice list`)");
+    }
+    message.to_string()
+}
+
+/// For an unknown field, point at the key itself rather than its table.
+fn refine_span(text: &str, span: Option<std::ops::Range<usize>>, message: &str) -> Option<std::ops::Range<usize>> {
+    let span = span?;
+    let field = message.strip_prefix("unknown field `").and_then(|r| r.split('`').next());
+    if let Some(field) = field {
+        let region = &text[span.start..span.end.min(text.len())];
+        for (off, line) in line_starts(region) {
+            let t = line.trim_start();
+            if t.starts_with(field) && t[field.len()..].trim_start().starts_with('=') {
+                let at = span.start + off + (line.len() - t.len());
+                return Some(at..at + field.len());
+            }
+        }
+    }
+    Some(span)
+}
+
+fn line_starts(s: &str) -> impl Iterator<Item = (usize, &str)> {
+    let mut off = 0;
+    s.split_inclusive('\n').map(move |l| {
+        let r = (off, l);
+        off += l.len();
+        r
+    })
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.rfind('\n').map_or(before.len(), |i| before.len() - i - 1) + 1;
+    (line, col)
+}
+
+/// Finds the line of a dotted key (`runtime.dlq_path`, `sinks[1].key`) in
+/// the text, for errors found after parsing.
+fn locate(text: &str, key: &str) -> Option<std::ops::Range<usize>> {
+    let mut parts: Vec<&str> = key.split('.').collect();
+    let leaf = parts.pop()?;
+    let (table, index) = match parts.first() {
+        Some(t) => match t.split_once('[') {
+            Some((name, idx)) => (name.to_string(), idx.trim_end_matches(']').parse::<usize>().ok()),
+            None => (t.to_string(), None),
+        },
+        None => (String::new(), None),
+    };
+    let mut in_table = table.is_empty();
+    let mut seen = 0usize;
+    for (off, line) in line_starts(text) {
+        let t = line.trim();
+        if t.starts_with('[') {
+            let header = t.trim_matches(|c| c == '[' || c == ']').trim();
+            in_table = header == table && {
+                let hit = index.is_none_or(|i| i == seen);
+                if t.starts_with("[[") && header == table {
+                    seen += 1;
+                }
+                hit
+            };
+            if in_table && leaf == table {
+                return Some(off..off + 1);
+            }
+            continue;
+        }
+        if in_table && t.starts_with(leaf) && t[leaf.len()..].trim_start().starts_with('=') {
+            let at = off + (line.len() - line.trim_start().len());
+            return Some(at..at + leaf.len());
+        }
+    }
+    None
+}
+
+fn interpolate(value: &mut toml::Table, prefix: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(), (String, String)> {
+    for (k, v) in value.iter_mut() {
+        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        interpolate_value(v, &key, env)?;
+    }
+    Ok(())
+}
+
+fn interpolate_value(v: &mut toml::Value, key: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(), (String, String)> {
+    match v {
+        toml::Value::String(s) if s.contains('$') => *s = expand(s, env).map_err(|m| (key.to_string(), m))?,
+        toml::Value::Table(t) => interpolate(t, key, env)?,
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                let k = match item {
+                    toml::Value::Table(_) => format!("{key}[{i}]"),
+                    _ => key.to_string(),
+                };
+                interpolate_value(item, &k, env)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Expands `${VAR}` and `${VAR:-default}`; `$${` is a literal `${`.
+fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("${") {
+        if rest[..i].ends_with('$') {
+            out.push_str(&rest[..i - 1]);
+            out.push_str("${");
+            rest = &rest[i + 2..];
+            continue;
+        }
+        out.push_str(&rest[..i]);
+        let end = rest[i..].find('}').ok_or_else(|| format!("unclosed `${{` in \"{s}\""))? + i;
+        let inner = &rest[i + 2..end];
+        let (name, default) = match inner.split_once(":-") {
+            Some((n, d)) => (n, Some(d)),
+            None => (inner, None),
+        };
+        match (env(name), default) {
+            (Some(v), _) => out.push_str(&v),
+            (None, Some(d)) => out.push_str(d),
+            (None, None) => return Err(format!("environment variable {name} is not set; export it or write ${{{name}:-default}}")),
+        }
+        rest = &rest[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    toml::from_str::<toml::Table>(&format!("v = {raw}")).ok().and_then(|mut t| t.remove("v")).unwrap_or_else(|| toml::Value::String(raw.to_string()))
+}
+
+fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), String> {
+    let (first, rest) = keys.split_first().ok_or("empty key")?;
+    if rest.is_empty() {
+        table.insert(first.clone(), value);
+        return Ok(());
+    }
+    let entry = table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    set_in_value(entry, rest, value)
+}
+
+fn set_in_value(target: &mut toml::Value, keys: &[String], value: toml::Value) -> Result<(), String> {
+    match target {
+        toml::Value::Table(t) => set_path(t, keys, value),
+        toml::Value::Array(items) => {
+            let (idx, rest) = keys.split_first().ok_or("empty key")?;
+            let i: usize = idx.parse().map_err(|_| format!("`{idx}` is not an index into an array of tables"))?;
+            let item = items.get_mut(i).ok_or_else(|| format!("there is no element {i}"))?;
+            if rest.is_empty() {
+                *item = value;
+                Ok(())
+            } else {
+                set_in_value(item, rest, value)
+            }
+        }
+        _ => Err("cannot set a key inside a plain value".into()),
+    }
+}
+
+/// Combinations serde cannot see; returns the key and the fix.
+fn check(c: &PipelineConfig) -> Result<(), (String, String)> {
+    let r = &c.runtime;
+    if c.sinks.is_empty() {
+        return Err(("sinks".into(), "no sinks: add at least one [[sinks]] table (type = \"null\" only counts rows)".into()));
+    }
+    if r.batch_rows == 0 {
+        return Err(("runtime.batch_rows".into(), "must be at least 1".into()));
+    }
+    if r.channel_capacity == 0 {
+        return Err(("runtime.channel_capacity".into(), "must be at least 1".into()));
+    }
+    if r.batch_bytes.0 < 1024 {
+        return Err(("runtime.batch_bytes".into(), "must be at least 1KiB".into()));
+    }
+    if r.dlq_path.is_some() && r.on_error != OnError::Dlq {
+        return Err(("runtime.dlq_path".into(), "is set but on_error is not \"dlq\"; set on_error = \"dlq\" or remove dlq_path".into()));
+    }
+    if r.max_errors.is_some() && r.on_error == OnError::Stop {
+        return Err(("runtime.max_errors".into(), "only applies with on_error = \"skip\" or \"dlq\" (\"stop\" ends at the first error)".into()));
+    }
+    sluice_connectors::build_source(&c.source).map_err(|e| core_key(e, "source", None))?;
+    let mut paths = std::collections::HashSet::new();
+    for (i, s) in c.sinks.iter().enumerate() {
+        sluice_connectors::build_sink(s).map_err(|e| core_key(e, "sinks", Some(i)))?;
+        if let Some(p) = sink_path(s).filter(|p| *p != "-") {
+            if !paths.insert(p.to_string()) {
+                return Err((format!("sinks[{i}].path"), format!("`{p}` is written by another sink too; give each sink its own path")));
+            }
+        }
+    }
+    sluice_transforms::build(&c.transforms).map_err(|e| core_key(e, "transforms", None))?;
+    Ok(())
+}
+
+fn sink_path(s: &SinkConfig) -> Option<&str> {
+    match s {
+        SinkConfig::File(c) | SinkConfig::Csv(c) | SinkConfig::Json(c) | SinkConfig::Ndjson(c) | SinkConfig::Parquet(c) => Some(&c.path),
+        _ => None,
+    }
+}
+
+/// Turns a connector's `sinks.format` into `sinks[2].format`.
+fn core_key(e: sluice_core::Error, table: &str, index: Option<usize>) -> (String, String) {
+    match e {
+        sluice_core::Error::Config { key, message } => {
+            let key = match index {
+                Some(i) if key.starts_with(table) => format!("{table}[{i}]{}", &key[table.len()..]),
+                _ => key,
+            };
+            (key, message)
+        }
+        other => (table.to_string(), other.to_string()),
+    }
+}
+
+/// FNV-1a, stable across builds and platforms (the plan hash).
+pub fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse_str(text: &str) -> Result<Pipeline, ConfigError> {
+        let env = |k: &str| (k == "OUT_DIR").then(|| "/tmp/o".to_string());
+        parse(text, "p.toml", "p", PathBuf::from("."), &env, &[])
+    }
+
+    const OK: &str = "[source]\ntype = \"file\"\npath = \"in.csv\"\n\n[[sinks]]\ntype = \"null\"\n";
+
+    #[test]
+    fn minimal_pipeline_gets_defaults() {
+        let p = parse_str(OK).unwrap();
+        assert_eq!(p.config.runtime.batch_rows, 32768);
+        assert_eq!(p.config.runtime.on_error, OnError::Stop);
+        assert_eq!(p.name, "p");
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let text = "[source]\ntype = \"file\"\npath = \"in.csv\"\n\n[[sinks]]\ntype = \"null\"\n\n[runtime]\nbatch_rowz = 5\n";
+        let e = parse_str(text).unwrap_err();
+        assert_eq!(e.line, Some(9), "{e}");
+        assert!(e.to_string().contains("batch_rowz"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_names_line() {
+        let text = format!("{OK}\n[runtime]\nbatch_rows = \"many\"\n");
+        let e = parse_str(&text).unwrap_err();
+        assert_eq!(e.line, Some(9), "{e}");
+    }
+
+    #[test]
+    fn dlq_path_without_dlq_is_refused_with_the_fix() {
+        let text = format!("{OK}\n[runtime]\ndlq_path = \"bad.ndjson\"\n");
+        let e = parse_str(&text).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("runtime.dlq_path"));
+        assert_eq!(e.line, Some(9));
+        assert!(e.message.contains("on_error = \"dlq\""), "{e}");
+    }
+
+    #[test]
+    fn interpolation_and_overrides_apply() {
+        let text = "[source]\ntype = \"file\"\npath = \"in.csv\"\n\n[[sinks]]\ntype = \"file\"\npath = \"${OUT_DIR}/x.csv\"\n";
+        let overrides = vec![("SLUICE_RUNTIME__BATCH_ROWS".to_string(), "77".to_string())];
+        let env = |k: &str| (k == "OUT_DIR").then(|| "/tmp/o".to_string());
+        let p = parse(text, "p.toml", "p", PathBuf::from("."), &env, &overrides).unwrap();
+        assert_eq!(p.config.runtime.batch_rows, 77);
+        match &p.config.sinks[0] {
+            SinkConfig::File(c) => assert_eq!(c.path, "/tmp/o/x.csv"),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn missing_variable_is_named() {
+        let text = "[source]\ntype = \"file\"\npath = \"${NOPE}/in.csv\"\n\n[[sinks]]\ntype = \"null\"\n";
+        let e = parse_str(text).unwrap_err();
+        assert!(e.message.contains("NOPE is not set"), "{e}");
+        assert_eq!(e.line, Some(3));
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("8MiB"), Some(8 << 20));
+        assert_eq!(parse_size("512 kb"), Some(512 << 10));
+        assert_eq!(parse_size("lots"), None);
+    }
+}

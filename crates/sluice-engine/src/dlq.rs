@@ -1,0 +1,88 @@
+//! Rejected rows: counted, written to the dead-letter file, or the end of
+//! the run, according to `on_error` and `max_errors`.
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use sluice_core::{Error, Rejection, Result};
+
+use crate::config::OnError;
+
+/// Applies the error policy to rejections from any stage or task.
+pub struct Rejections {
+    policy: OnError,
+    max: Option<u64>,
+    path: PathBuf,
+    inner: Mutex<Inner>,
+}
+
+struct Inner {
+    count: u64,
+    file: Option<BufWriter<File>>,
+    first: Option<String>,
+}
+
+impl Rejections {
+    pub fn new(policy: OnError, max: Option<u64>, path: PathBuf) -> Self {
+        Rejections { policy, max, path, inner: Mutex::new(Inner { count: 0, file: None, first: None }) }
+    }
+
+    /// Handles one rejection; `Err` means the run must stop.
+    pub fn reject(&self, r: &Rejection) -> Result<()> {
+        let mut inner = self.inner.lock().map_err(|_| Error::Internal("rejection log poisoned".into()))?;
+        inner.count += 1;
+        if inner.first.is_none() {
+            inner.first = Some(r.describe());
+        }
+        match self.policy {
+            OnError::Stop => {
+                return Err(Error::Rejected(format!("{} (on_error = \"stop\"; use --on-error skip|dlq to go on)", r.describe())));
+            }
+            OnError::Skip => tracing::debug!(rejection = %r.describe(), "skipped row"),
+            OnError::Dlq => {
+                if inner.file.is_none() {
+                    if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                    }
+                    let f = File::create(&self.path).map_err(|e| Error::io(&self.path, e))?;
+                    inner.file = Some(BufWriter::new(f));
+                }
+                let line = serde_json::to_string(r).map_err(|e| Error::Internal(e.to_string()))?;
+                if let Some(f) = inner.file.as_mut() {
+                    writeln!(f, "{line}").map_err(|e| Error::io(&self.path, e))?;
+                }
+            }
+        }
+        if let Some(max) = self.max {
+            if inner.count > max {
+                return Err(Error::Rejected(format!(
+                    "more than max_errors = {max} rows rejected; the first was {}",
+                    inner.first.as_deref().unwrap_or("?")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Rows rejected so far.
+    pub fn count(&self) -> u64 {
+        self.inner.lock().map(|i| i.count).unwrap_or(0)
+    }
+
+    /// Flushes the dead-letter file to disk.
+    pub fn flush(&self) -> Result<()> {
+        let mut inner = self.inner.lock().map_err(|_| Error::Internal("rejection log poisoned".into()))?;
+        if let Some(f) = inner.file.as_mut() {
+            f.flush().map_err(|e| Error::io(&self.path, e))?;
+            f.get_ref().sync_data().map_err(|e| Error::io(&self.path, e))?;
+        }
+        Ok(())
+    }
+
+    /// The dead-letter file, if one was written.
+    pub fn written_path(&self) -> Option<PathBuf> {
+        self.inner.lock().ok().and_then(|i| i.file.as_ref().map(|_| self.path.clone()))
+    }
+}

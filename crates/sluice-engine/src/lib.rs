@@ -1,0 +1,16 @@
+//! The sluice engine: loads a pipeline file, runs it, and reports.
+//!
+//! - [`config`]: the TOML pipeline, validated before anything connects.
+//! - [`run`]: the run itself — bounded channels, transforms, fan-out to
+//!   sinks, ordered acknowledgements and checkpoints.
+//! - [`dlq`]: the error policy for rejected rows.
+//! - [`progress`]: live counters for progress bars and logs.
+
+pub mod config;
+pub mod dlq;
+pub mod progress;
+pub mod run;
+
+pub use config::{ConfigError, OnError, Pipeline, PipelineConfig, RuntimeConfig, load, parse};
+pub use progress::{RunProgress, StreamStats};
+pub use run::{RunOutcome, RunReport, StreamReport, run};
