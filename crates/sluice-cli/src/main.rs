@@ -1,1 +1,245 @@
-fn main() {}
+//! The `sluice` binary: parse arguments, call the engine, map the error to
+//! an exit code.
+
+mod cli;
+mod copy;
+mod display;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Parser;
+use sluice_core::ErrorKind;
+use sluice_engine::{ConfigError, Pipeline, RunProgress};
+use tokio_util::sync::CancellationToken;
+
+use cli::{Cli, Command, LogFormat};
+
+/// Exit codes, one per class of failure (documented in `--help` and the README).
+mod exit {
+    pub const CONFIG: u8 = 2;
+    pub const CONNECTION: u8 = 3;
+    pub const REJECTED: u8 = 4;
+    pub const INTERNAL: u8 = 70;
+    pub const SIGINT: u8 = 130;
+    pub const SIGTERM: u8 = 143;
+}
+
+fn init_logging(global: &cli::Global) {
+    let level = match (global.quiet, global.verbose) {
+        (true, _) => "error",
+        (false, 0) => "info",
+        (false, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false);
+    match global.log_format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.global);
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(exit::INTERNAL);
+        }
+    };
+    runtime.block_on(dispatch(cli))
+}
+
+fn config_failure(e: &ConfigError) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(exit::CONFIG)
+}
+
+async fn dispatch(cli: Cli) -> ExitCode {
+    match &cli.command {
+        Command::Validate { pipeline } => match sluice_engine::load(pipeline) {
+            Ok(p) => {
+                if !cli.global.quiet {
+                    println!(
+                        "{}: valid ({} transform(s), {} sink(s), plan {})",
+                        pipeline.display(),
+                        p.config.transforms.len(),
+                        p.config.sinks.len(),
+                        p.plan_hash
+                    );
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => config_failure(&e),
+        },
+        Command::Run { pipeline } => match sluice_engine::load(pipeline) {
+            Ok(p) => execute(p, &cli.global).await,
+            Err(e) => config_failure(&e),
+        },
+        Command::Copy(args) => match copy::pipeline(args) {
+            Ok(p) => execute(p, &cli.global).await,
+            Err(e) => config_failure(&e),
+        },
+        Command::Status { pipeline } => status(pipeline.as_deref()),
+        Command::List => {
+            list();
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Watches for SIGINT/SIGTERM: the first drains, the second aborts at once.
+fn watch_signals(cancel: CancellationToken) -> Arc<std::sync::atomic::AtomicU8> {
+    let code = Arc::new(std::sync::atomic::AtomicU8::new(0));
+    let seen = code.clone();
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => Some(s),
+            Err(_) => None,
+        };
+        loop {
+            #[cfg(unix)]
+            let which = tokio::select! {
+                _ = tokio::signal::ctrl_c() => exit::SIGINT,
+                _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending::<()>().await } } => exit::SIGTERM,
+            };
+            #[cfg(not(unix))]
+            let which = {
+                let _ = tokio::signal::ctrl_c().await;
+                exit::SIGINT
+            };
+            if cancel.is_cancelled() {
+                eprintln!("second signal: aborting now");
+                std::process::exit(i32::from(which));
+            }
+            seen.store(which, std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!("stopping: draining in-flight batches and closing outputs (signal again to abort)");
+            cancel.cancel();
+        }
+    });
+    code
+}
+
+async fn execute(pipeline: Pipeline, global: &cli::Global) -> ExitCode {
+    let cancel = CancellationToken::new();
+    let signal = watch_signals(cancel.clone());
+    let progress = Arc::new(RunProgress::default());
+    let shown = CancellationToken::new();
+    let display = if global.quiet {
+        None
+    } else {
+        let interval = Duration::from_secs(pipeline.config.runtime.progress_interval_s.max(1));
+        Some(tokio::spawn(display::progress(progress.clone(), shown.clone(), !global.no_progress, interval)))
+    };
+    tracing::debug!(pipeline = %pipeline.name, plan = %pipeline.plan_hash, "starting");
+    let outcome = sluice_engine::run(&pipeline, progress, cancel.clone()).await;
+    shown.cancel();
+    if let Some(d) = display {
+        let _ = d.await;
+    }
+    if !global.quiet {
+        eprintln!("{}", display::summary(&outcome.report));
+    }
+    match outcome.error {
+        None if cancel.is_cancelled() => {
+            let code = signal.load(std::sync::atomic::Ordering::Relaxed);
+            ExitCode::from(if code == 0 { exit::SIGINT } else { code })
+        }
+        None => ExitCode::SUCCESS,
+        Some(e) => {
+            // A closed stdout (`| head`) is the reader's choice, not a failure.
+            if e.to_string().contains("Broken pipe") {
+                return ExitCode::SUCCESS;
+            }
+            eprintln!("error: {e}");
+            ExitCode::from(match e.kind() {
+                ErrorKind::Config => exit::CONFIG,
+                ErrorKind::Connection => exit::CONNECTION,
+                ErrorKind::DataRejected => exit::REJECTED,
+                ErrorKind::Interrupted => exit::SIGINT,
+                ErrorKind::Internal => exit::INTERNAL,
+            })
+        }
+    }
+}
+
+fn status(pipeline: Option<&Path>) -> ExitCode {
+    let (name, dir) = match pipeline {
+        Some(p) => match sluice_engine::load(p) {
+            Ok(p) => (Some(p.name.clone()), p.state_dir()),
+            Err(e) => return config_failure(&e),
+        },
+        None => (None, copy::default_state_dir()),
+    };
+    if !dir.join("state.db").is_file() {
+        println!("no state yet in {}", dir.display());
+        return ExitCode::SUCCESS;
+    }
+    let store = match sluice_state::StateStore::open(&dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(exit::CONNECTION);
+        }
+    };
+    let names = match name {
+        Some(n) => vec![n],
+        None => store.pipelines().unwrap_or_default(),
+    };
+    let mut t = comfy_table::Table::new();
+    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
+    t.set_header(vec!["pipeline", "stream", "state", "read", "written", "rejected", "updated", "last error"]);
+    for n in &names {
+        for s in store.streams(n).unwrap_or_default() {
+            t.add_row(vec![
+                n.clone(),
+                s.stream,
+                s.status,
+                display::count(s.counts.read),
+                display::count(s.counts.written),
+                display::count(s.counts.rejected),
+                s.updated_at,
+                s.last_error.unwrap_or_default(),
+            ]);
+        }
+    }
+    println!("{t}");
+    ExitCode::SUCCESS
+}
+
+fn list() {
+    println!("Connectors");
+    for c in sluice_connectors::catalog() {
+        println!("\n  {} ({}): {}", c.name, c.role, c.summary);
+        for (k, v) in c.options {
+            println!("      {k:<40} {v}");
+        }
+    }
+    println!("\nFormats\n  csv, tsv, json (array of objects), ndjson/jsonl, parquet; table (output preview only)");
+    println!("  compression by extension: .gz (gzip), .zst (zstd)");
+    println!("\nTransforms");
+    for (name, opts) in sluice_transforms::CATALOG {
+        println!("  {name:<12} {opts}");
+    }
+    println!("\nRuntime ([runtime])");
+    for (k, v) in [
+        ("batch_rows", "most rows per batch (32768)"),
+        ("batch_bytes", "input bytes per decoding unit (8MiB)"),
+        ("linger_ms", "longest a partial batch waits for slow input (500)"),
+        ("parallelism", "decoding threads and partitions at once (0 = one per core)"),
+        ("channel_capacity", "batches buffered between stages (4)"),
+        ("on_error", "stop | skip | dlq (stop)"),
+        ("max_errors", "with skip/dlq: stop after this many rejected rows (none)"),
+        ("dlq_path", "dead-letter NDJSON file (NAME.rejects.ndjson beside the pipeline)"),
+        ("state_dir", "state store directory (.sluice beside the pipeline)"),
+        ("progress_interval_s", "seconds between progress lines when not on a terminal (10)"),
+    ] {
+        println!("  {k:<20} {v}");
+    }
+}

@@ -238,14 +238,31 @@ pub fn parse(
         let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();
         set_path(&mut table, &keys, parse_value(value)).map_err(|m| err_at(None, Some(var.clone()), m))?;
     }
-    let config: PipelineConfig = toml::Value::Table(table.clone())
-        .try_into()
-        .map_err(|e: toml::de::Error| err_at(None, Some("environment overrides".into()), explain(e.message())))?;
-    // 3. Combinations.
+    finish(table, file, default_name, base_dir).map_err(|mut e| {
+        if let Some(key) = &e.key {
+            if let Some(span) = locate(text, key) {
+                let (line, column) = line_col(text, span.start);
+                e.line = Some(line);
+                e.column = Some(column);
+            }
+        }
+        e
+    })
+}
+
+/// Builds a pipeline from a table (a parsed file after interpolation, or one
+/// assembled by `sluice copy`), checking every combination.
+pub fn from_table(table: toml::Table, origin: &str, default_name: &str, base_dir: PathBuf) -> Result<Pipeline, ConfigError> {
+    finish(table, origin, default_name, base_dir)
+}
+
+fn finish(table: toml::Table, origin: &str, default_name: &str, base_dir: PathBuf) -> Result<Pipeline, ConfigError> {
+    let err = |key: Option<String>, message: String| ConfigError { file: origin.to_string(), line: None, column: None, key, message };
+    let config: PipelineConfig = toml::Value::Table(table.clone()).try_into().map_err(|e: toml::de::Error| err(None, explain(e.message())))?;
     let name = config.name.clone().unwrap_or_else(|| default_name.to_string());
-    check(&config).map_err(|(key, message)| err_at(locate(text, &key), Some(key), message))?;
+    check(&config).map_err(|(key, message)| err(Some(key), message))?;
     let plan_hash = format!("{:016x}", fnv1a(toml::to_string(&table).unwrap_or_default().as_bytes()));
-    Ok(Pipeline { name, config, base_dir, plan_hash, origin: file.to_string() })
+    Ok(Pipeline { name, config, base_dir, plan_hash, origin: origin.to_string() })
 }
 
 /// Rewrites serde's messages into advice.

@@ -11,6 +11,6 @@ pub mod dlq;
 pub mod progress;
 pub mod run;
 
-pub use config::{ConfigError, OnError, Pipeline, PipelineConfig, RuntimeConfig, load, parse};
+pub use config::{ConfigError, OnError, Pipeline, PipelineConfig, RuntimeConfig, from_table, load, parse};
 pub use progress::{RunProgress, StreamStats};
 pub use run::{RunOutcome, RunReport, StreamReport, run};

@@ -256,6 +256,13 @@ impl StateStore {
         rows.collect::<std::result::Result<_, _>>().map_err(|e| self.wrap(e))
     }
 
+    /// Every pipeline with recorded streams.
+    pub fn pipelines(&self) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare("SELECT DISTINCT pipeline FROM streams ORDER BY pipeline").map_err(|e| self.wrap(e))?;
+        let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.wrap(e))?;
+        rows.collect::<std::result::Result<_, _>>().map_err(|e| self.wrap(e))
+    }
+
     /// Status of the latest run of a pipeline, if it ever ran.
     pub fn last_run_status(&self, pipeline: &str) -> Result<Option<String>> {
         self.conn

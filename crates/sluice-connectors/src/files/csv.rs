@@ -96,10 +96,12 @@ fn null_regex(opts: &CsvOptions) -> Result<Option<Regex>, String> {
 /// Infers a schema from a sample of the input (header included when
 /// `opts.header`), reading at most `max_records` records.
 pub(crate) fn infer(sample: &[u8], opts: &CsvOptions, max_records: usize) -> Result<Schema, String> {
+    // Ragged rows must not stop inference; decoding rejects them one by one.
     let mut format = Format::default()
         .with_header(opts.header)
         .with_delimiter(opts.delimiter as u8)
-        .with_quote(opts.quote as u8);
+        .with_quote(opts.quote as u8)
+        .with_truncated_rows(true);
     if let Some(e) = opts.escape {
         format = format.with_escape(e as u8);
     }

@@ -1,0 +1,132 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const EXAMPLES: &str = "\
+Examples:
+  sluice run examples/quickstart.toml
+  sluice validate pipeline.toml
+  sluice copy data.csv out.parquet
+  sluice copy 'logs/*.ndjson.gz' 'sqlite://logs.db?table=events'
+  sluice copy data.csv out.ndjson --on-error dlq --dlq rejects.ndjson
+  cat data.csv | sluice copy --input-format csv - - --format table
+  sluice list
+
+Exit codes: 0 ok, 2 configuration error, 3 connection or I/O error,
+4 data rejected (on_error = stop, or max_errors), 70 internal error,
+130 interrupted (SIGINT), 143 terminated (SIGTERM).";
+
+/// sluice moves data between files, databases, search engines and brokers:
+/// resumable migrations, change-data-capture sync and TOML pipelines.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about, after_help = EXAMPLES)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+    #[command(flatten)]
+    pub global: Global,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "SLUICE_LOG_FORMAT")]
+    pub log_format: LogFormat,
+    /// More logging (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Only errors: no progress, no summary.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// No progress bars even on a terminal (periodic log lines instead).
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a pipeline file.
+    Run {
+        /// The pipeline (TOML).
+        pipeline: PathBuf,
+    },
+    /// Check a pipeline file without connecting to anything.
+    Validate {
+        /// The pipeline (TOML).
+        pipeline: PathBuf,
+    },
+    /// Copy from SRC to DST without a pipeline file.
+    ///
+    /// SRC and DST are paths (format from the extension, .gz/.zst compressed),
+    /// globs (SRC only), `-` for stdin/stdout, `sqlite://PATH?table=T`
+    /// (DST also takes `&mode=append|replace|upsert&key=a,b`), or `null://`
+    /// (DST only: count rows and discard them).
+    Copy(CopyArgs),
+    /// Show the progress and checkpoints of a pipeline from its state store.
+    Status {
+        /// The pipeline (TOML); without it, the state of `sluice copy` runs.
+        pipeline: Option<PathBuf>,
+    },
+    /// List connectors, formats and transforms with their options.
+    List,
+}
+
+#[derive(Debug, Args)]
+pub struct CopyArgs {
+    /// Where rows come from.
+    pub src: String,
+    /// Where rows go.
+    pub dst: String,
+    /// What to do with a row that cannot be read or written.
+    #[arg(long, value_enum, default_value_t = OnErrorArg::Stop)]
+    pub on_error: OnErrorArg,
+    /// Dead-letter file for --on-error dlq (default rejects.ndjson).
+    #[arg(long)]
+    pub dlq: Option<PathBuf>,
+    /// Stop once more than this many rows were rejected (with skip or dlq).
+    #[arg(long)]
+    pub max_errors: Option<u64>,
+    /// Format of DST when its extension does not say (csv, ndjson, json, parquet, table).
+    #[arg(long)]
+    pub format: Option<String>,
+    /// Format of SRC when its extension does not say (csv, ndjson, json, parquet).
+    #[arg(long)]
+    pub input_format: Option<String>,
+    /// Field separator of CSV input.
+    #[arg(long)]
+    pub delimiter: Option<char>,
+    /// Rows per batch.
+    #[arg(long)]
+    pub batch_rows: Option<usize>,
+    /// Decoding threads (default: one per core).
+    #[arg(long)]
+    pub parallelism: Option<usize>,
+    /// Where the state store lives (default ~/.local/state/sluice).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OnErrorArg {
+    Stop,
+    Skip,
+    Dlq,
+}
+
+impl OnErrorArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OnErrorArg::Stop => "stop",
+            OnErrorArg::Skip => "skip",
+            OnErrorArg::Dlq => "dlq",
+        }
+    }
+}

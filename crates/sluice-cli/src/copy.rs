@@ -1,0 +1,134 @@
+//! `sluice copy SRC DST`: a pipeline assembled from two locations, validated
+//! by the same code as a pipeline file.
+
+use std::path::PathBuf;
+
+use sluice_engine::{ConfigError, Pipeline};
+use toml::{Table, Value};
+
+use crate::cli::CopyArgs;
+
+fn err(message: String) -> ConfigError {
+    ConfigError { file: "copy".into(), line: None, column: None, key: None, message }
+}
+
+/// Splits `scheme://rest?k=v&k2=v2`.
+fn split_url(s: &str) -> (String, Vec<(String, String)>) {
+    let (body, query) = s.split_once('?').unwrap_or((s, ""));
+    let params = query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect();
+    (body.to_string(), params)
+}
+
+fn reject_params(url: &str, params: &[(String, String)], allowed: &[&str]) -> Result<(), ConfigError> {
+    for (k, _) in params {
+        if !allowed.contains(&k.as_str()) {
+            return Err(err(format!("`{url}`: unknown parameter `{k}`; this location takes {}", if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") })));
+        }
+    }
+    Ok(())
+}
+
+fn source_table(a: &CopyArgs) -> Result<Table, ConfigError> {
+    let mut t = Table::new();
+    if let Some(rest) = a.src.strip_prefix("sqlite://") {
+        let (path, params) = split_url(rest);
+        reject_params(&a.src, &params, &["table"])?;
+        t.insert("type".into(), "sqlite".into());
+        t.insert("path".into(), path.into());
+        if let Some((_, v)) = params.iter().find(|(k, _)| k == "table") {
+            t.insert("table".into(), v.clone().into());
+        }
+        return Ok(t);
+    }
+    if a.src.contains("://") {
+        return Err(err(format!("`{}`: this build reads files, `-` and sqlite:// sources", a.src)));
+    }
+    t.insert("type".into(), "file".into());
+    t.insert("path".into(), a.src.clone().into());
+    if let Some(f) = &a.input_format {
+        t.insert("format".into(), f.clone().into());
+    } else if a.src == "-" {
+        return Err(err("reading stdin needs --input-format csv|ndjson|json".into()));
+    }
+    if let Some(d) = a.delimiter {
+        let mut csv = Table::new();
+        csv.insert("delimiter".into(), d.to_string().into());
+        t.insert("csv".into(), Value::Table(csv));
+    }
+    Ok(t)
+}
+
+fn sink_table(a: &CopyArgs) -> Result<Table, ConfigError> {
+    let mut t = Table::new();
+    if a.dst == "null://" || a.dst == "null:" {
+        t.insert("type".into(), "null".into());
+        return Ok(t);
+    }
+    if let Some(rest) = a.dst.strip_prefix("sqlite://") {
+        let (path, params) = split_url(rest);
+        reject_params(&a.dst, &params, &["table", "mode", "key"])?;
+        t.insert("type".into(), "sqlite".into());
+        t.insert("path".into(), path.into());
+        for (k, v) in params {
+            let value: Value = if k == "key" { Value::Array(v.split(',').map(|s| Value::from(s.trim())).collect()) } else { v.into() };
+            t.insert(k, value);
+        }
+        return Ok(t);
+    }
+    if a.dst.contains("://") {
+        return Err(err(format!("`{}`: this build writes files, `-`, sqlite:// and null:// destinations", a.dst)));
+    }
+    t.insert("type".into(), "file".into());
+    t.insert("path".into(), a.dst.clone().into());
+    if let Some(f) = &a.format {
+        t.insert("format".into(), f.clone().into());
+    }
+    Ok(t)
+}
+
+/// The default state directory for one-liners.
+pub fn default_state_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("sluice");
+    }
+    match std::env::var_os("HOME") {
+        Some(h) => PathBuf::from(h).join(".local/state/sluice"),
+        None => PathBuf::from(".sluice"),
+    }
+}
+
+/// The pipeline `sluice copy` runs.
+pub fn pipeline(a: &CopyArgs) -> Result<Pipeline, ConfigError> {
+    let mut table = Table::new();
+    table.insert("source".into(), Value::Table(source_table(a)?));
+    table.insert("sinks".into(), Value::Array(vec![Value::Table(sink_table(a)?)]));
+    let mut rt = Table::new();
+    rt.insert("on_error".into(), a.on_error.as_str().into());
+    if let Some(p) = &a.dlq {
+        rt.insert("dlq_path".into(), p.display().to_string().into());
+    } else if a.on_error.as_str() == "dlq" {
+        rt.insert("dlq_path".into(), "rejects.ndjson".into());
+    }
+    if let Some(m) = a.max_errors {
+        rt.insert("max_errors".into(), Value::Integer(m as i64));
+    }
+    if let Some(n) = a.batch_rows {
+        rt.insert("batch_rows".into(), Value::Integer(n as i64));
+    }
+    if let Some(n) = a.parallelism {
+        rt.insert("parallelism".into(), Value::Integer(n as i64));
+    }
+    let state = a.state_dir.clone().unwrap_or_else(default_state_dir);
+    rt.insert("state_dir".into(), state.display().to_string().into());
+    table.insert("runtime".into(), Value::Table(rt));
+    let name = format!("copy-{:08x}", sluice_engine::config::fnv1a(format!("{}\n{}", a.src, a.dst).as_bytes()) as u32);
+    let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    sluice_engine::from_table(table, "copy", &name, cwd)
+}

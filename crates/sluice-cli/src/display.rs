@@ -1,0 +1,149 @@
+//! What the user sees while a run goes and when it ends: progress bars on a
+//! terminal, periodic log lines otherwise, and a summary table.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use comfy_table::{Cell, CellAlignment, Table, presets::UTF8_FULL_CONDENSED};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use sluice_engine::{RunProgress, RunReport, StreamStats};
+use tokio_util::sync::CancellationToken;
+
+/// Human-readable count: 1234567 → 1,234,567.
+pub fn count(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn rate(rows: u64, secs: f64) -> String {
+    if secs <= 0.0 {
+        return "-".into();
+    }
+    let r = rows as f64 / secs;
+    if r >= 1e6 { format!("{:.2}M/s", r / 1e6) } else if r >= 1e3 { format!("{:.1}k/s", r / 1e3) } else { format!("{r:.0}/s") }
+}
+
+fn mb(bytes: u64) -> String {
+    format!("{:.1} MB", bytes as f64 / 1e6)
+}
+
+/// Shows progress until `done` is cancelled.
+pub async fn progress(progress: Arc<RunProgress>, done: CancellationToken, bars: bool, interval: Duration) {
+    if bars && std::io::stderr().is_terminal() {
+        bars_loop(progress, done).await
+    } else {
+        log_loop(progress, done, interval).await
+    }
+}
+
+fn message(s: &StreamStats) -> String {
+    let read = s.read.load(Ordering::Relaxed);
+    let rejected = s.rejected.load(Ordering::Relaxed);
+    let mut m = format!("{} rows  {}  {}", count(read), rate(read, s.elapsed().as_secs_f64()), mb(s.bytes.load(Ordering::Relaxed)));
+    if rejected > 0 {
+        m.push_str(&format!("  {} rejected", count(rejected)));
+    }
+    m
+}
+
+async fn bars_loop(progress: Arc<RunProgress>, done: CancellationToken) {
+    let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+    let mut bars: Vec<(Arc<StreamStats>, ProgressBar)> = Vec::new();
+    let sized = ProgressStyle::with_template("{prefix:>12.bold} [{bar:30.cyan/blue}] {percent:>3}% ETA {eta:>4} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> ");
+    let open = ProgressStyle::with_template("{prefix:>12.bold} {spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner());
+    loop {
+        let finished = done.is_cancelled();
+        for s in progress.streams() {
+            if !bars.iter().any(|(b, _)| Arc::ptr_eq(b, &s)) {
+                let bar = match s.total_bytes {
+                    Some(total) => multi.add(ProgressBar::new(total).with_style(sized.clone())),
+                    None => multi.add(ProgressBar::new_spinner().with_style(open.clone())),
+                };
+                bar.set_prefix(s.name.clone());
+                bars.push((s, bar));
+            }
+        }
+        for (s, bar) in &bars {
+            bar.set_position(s.bytes.load(Ordering::Relaxed));
+            bar.set_message(message(s));
+            if s.done.load(Ordering::Relaxed) && !bar.is_finished() {
+                bar.finish();
+            }
+        }
+        if finished {
+            for (_, bar) in &bars {
+                bar.finish_and_clear();
+            }
+            return;
+        }
+        tokio::select! {
+            _ = done.cancelled() => {}
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+        }
+    }
+}
+
+async fn log_loop(progress: Arc<RunProgress>, done: CancellationToken, interval: Duration) {
+    loop {
+        tokio::select! {
+            _ = done.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        for s in progress.streams() {
+            if s.done.load(Ordering::Relaxed) {
+                continue;
+            }
+            let read = s.read.load(Ordering::Relaxed);
+            let pct = s.total_bytes.filter(|t| *t > 0).map(|t| 100.0 * s.bytes.load(Ordering::Relaxed) as f64 / t as f64);
+            tracing::info!(
+                stream = %s.name,
+                rows = read,
+                written = s.written.load(Ordering::Relaxed),
+                rejected = s.rejected.load(Ordering::Relaxed),
+                rows_per_s = s.rate() as u64,
+                percent = pct.map(|p| format!("{p:.1}")).unwrap_or_else(|| "-".into()),
+                "progress"
+            );
+        }
+    }
+}
+
+/// The summary table printed at the end of a run.
+pub fn summary(report: &RunReport) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(vec!["stream", "read", "written", "rejected", "time", "rows/s", "to"]);
+    for s in &report.streams {
+        let secs = s.duration.as_secs_f64();
+        t.add_row(vec![
+            Cell::new(&s.name),
+            Cell::new(count(s.read)).set_alignment(CellAlignment::Right),
+            Cell::new(count(s.written)).set_alignment(CellAlignment::Right),
+            Cell::new(count(s.rejected)).set_alignment(CellAlignment::Right),
+            Cell::new(format!("{secs:.2}s")).set_alignment(CellAlignment::Right),
+            Cell::new(rate(s.read, secs)).set_alignment(CellAlignment::Right),
+            Cell::new(s.targets.join("\n")),
+        ]);
+    }
+    let mut out = t.to_string();
+    if let Some(p) = &report.dlq {
+        out.push_str(&format!("\n{} rejected row(s) written to {}", count(report.rejected), p.display()));
+    } else if report.rejected > 0 {
+        out.push_str(&format!("\n{} rejected row(s) skipped", count(report.rejected)));
+    }
+    if report.interrupted {
+        out.push_str("\ninterrupted: in-flight batches were drained and every output closed");
+    }
+    out
+}
