@@ -9,7 +9,13 @@ use toml::{Table, Value};
 use crate::cli::CopyArgs;
 
 fn err(message: String) -> ConfigError {
-    ConfigError { file: "copy".into(), line: None, column: None, key: None, message }
+    ConfigError {
+        file: "copy".into(),
+        line: None,
+        column: None,
+        key: None,
+        message,
+    }
 }
 
 /// Splits `scheme://rest?k=v&k2=v2`.
@@ -29,7 +35,14 @@ fn split_url(s: &str) -> (String, Vec<(String, String)>) {
 fn reject_params(url: &str, params: &[(String, String)], allowed: &[&str]) -> Result<(), ConfigError> {
     for (k, _) in params {
         if !allowed.contains(&k.as_str()) {
-            return Err(err(format!("`{url}`: unknown parameter `{k}`; this location takes {}", if allowed.is_empty() { "none".to_string() } else { allowed.join(", ") })));
+            return Err(err(format!(
+                "`{url}`: unknown parameter `{k}`; this location takes {}",
+                if allowed.is_empty() {
+                    "none".to_string()
+                } else {
+                    allowed.join(", ")
+                }
+            )));
         }
     }
     Ok(())
@@ -48,7 +61,10 @@ fn source_table(a: &CopyArgs) -> Result<Table, ConfigError> {
         return Ok(t);
     }
     if a.src.contains("://") {
-        return Err(err(format!("`{}`: this build reads files, `-` and sqlite:// sources", a.src)));
+        return Err(err(format!(
+            "`{}`: this build reads files, `-` and sqlite:// sources",
+            a.src
+        )));
     }
     t.insert("type".into(), "file".into());
     t.insert("path".into(), a.src.clone().into());
@@ -77,13 +93,20 @@ fn sink_table(a: &CopyArgs) -> Result<Table, ConfigError> {
         t.insert("type".into(), "sqlite".into());
         t.insert("path".into(), path.into());
         for (k, v) in params {
-            let value: Value = if k == "key" { Value::Array(v.split(',').map(|s| Value::from(s.trim())).collect()) } else { v.into() };
+            let value: Value = if k == "key" {
+                Value::Array(v.split(',').map(|s| Value::from(s.trim())).collect())
+            } else {
+                v.into()
+            };
             t.insert(k, value);
         }
         return Ok(t);
     }
     if a.dst.contains("://") {
-        return Err(err(format!("`{}`: this build writes files, `-`, sqlite:// and null:// destinations", a.dst)));
+        return Err(err(format!(
+            "`{}`: this build writes files, `-`, sqlite:// and null:// destinations",
+            a.dst
+        )));
     }
     t.insert("type".into(), "file".into());
     t.insert("path".into(), a.dst.clone().into());
@@ -128,7 +151,10 @@ pub fn pipeline(a: &CopyArgs) -> Result<Pipeline, ConfigError> {
     let state = a.state_dir.clone().unwrap_or_else(default_state_dir);
     rt.insert("state_dir".into(), state.display().to_string().into());
     table.insert("runtime".into(), Value::Table(rt));
-    let name = format!("copy-{:08x}", sluice_engine::config::fnv1a(format!("{}\n{}", a.src, a.dst).as_bytes()) as u32);
+    let name = format!(
+        "copy-{:08x}",
+        sluice_engine::config::fnv1a(format!("{}\n{}", a.src, a.dst).as_bytes()) as u32
+    );
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     sluice_engine::from_table(table, "copy", &name, cwd)
 }

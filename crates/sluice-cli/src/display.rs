@@ -16,7 +16,7 @@ pub fn count(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(c);
@@ -29,7 +29,13 @@ fn rate(rows: u64, secs: f64) -> String {
         return "-".into();
     }
     let r = rows as f64 / secs;
-    if r >= 1e6 { format!("{:.2}M/s", r / 1e6) } else if r >= 1e3 { format!("{:.1}k/s", r / 1e3) } else { format!("{r:.0}/s") }
+    if r >= 1e6 {
+        format!("{:.2}M/s", r / 1e6)
+    } else if r >= 1e3 {
+        format!("{:.1}k/s", r / 1e3)
+    } else {
+        format!("{r:.0}/s")
+    }
 }
 
 fn mb(bytes: u64) -> String {
@@ -48,7 +54,12 @@ pub async fn progress(progress: Arc<RunProgress>, done: CancellationToken, bars:
 fn message(s: &StreamStats) -> String {
     let read = s.read.load(Ordering::Relaxed);
     let rejected = s.rejected.load(Ordering::Relaxed);
-    let mut m = format!("{} rows  {}  {}", count(read), rate(read, s.elapsed().as_secs_f64()), mb(s.bytes.load(Ordering::Relaxed)));
+    let mut m = format!(
+        "{} rows  {}  {}",
+        count(read),
+        rate(read, s.elapsed().as_secs_f64()),
+        mb(s.bytes.load(Ordering::Relaxed))
+    );
     if rejected > 0 {
         m.push_str(&format!("  {} rejected", count(rejected)));
     }
@@ -61,7 +72,8 @@ async fn bars_loop(progress: Arc<RunProgress>, done: CancellationToken) {
     let sized = ProgressStyle::with_template("{prefix:>12.bold} [{bar:30.cyan/blue}] {percent:>3}% ETA {eta:>4} {msg}")
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> ");
-    let open = ProgressStyle::with_template("{prefix:>12.bold} {spinner} {msg}").unwrap_or_else(|_| ProgressStyle::default_spinner());
+    let open = ProgressStyle::with_template("{prefix:>12.bold} {spinner} {msg}")
+        .unwrap_or_else(|_| ProgressStyle::default_spinner());
     loop {
         let finished = done.is_cancelled();
         for s in progress.streams() {
@@ -105,7 +117,10 @@ async fn log_loop(progress: Arc<RunProgress>, done: CancellationToken, interval:
                 continue;
             }
             let read = s.read.load(Ordering::Relaxed);
-            let pct = s.total_bytes.filter(|t| *t > 0).map(|t| 100.0 * s.bytes.load(Ordering::Relaxed) as f64 / t as f64);
+            let pct = s
+                .total_bytes
+                .filter(|t| *t > 0)
+                .map(|t| 100.0 * s.bytes.load(Ordering::Relaxed) as f64 / t as f64);
             tracing::info!(
                 stream = %s.name,
                 rows = read,
@@ -138,7 +153,11 @@ pub fn summary(report: &RunReport) -> String {
     }
     let mut out = t.to_string();
     if let Some(p) = &report.dlq {
-        out.push_str(&format!("\n{} rejected row(s) written to {}", count(report.rejected), p.display()));
+        out.push_str(&format!(
+            "\n{} rejected row(s) written to {}",
+            count(report.rejected),
+            p.display()
+        ));
     } else if report.rejected > 0 {
         out.push_str(&format!("\n{} rejected row(s) skipped", count(report.rejected)));
     }

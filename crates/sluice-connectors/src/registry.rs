@@ -46,9 +46,14 @@ pub enum SinkConfig {
 fn with_format<T>(mut cfg: T, format: Format, get: impl Fn(&mut T) -> &mut Option<Format>, key: &str) -> Result<T> {
     let slot = get(&mut cfg);
     match *slot {
-        Some(f) if f != format => {
-            Err(Error::config(key, format!("type = \"{}\" conflicts with format = \"{}\"; drop one", format.name(), f.name())))
-        }
+        Some(f) if f != format => Err(Error::config(
+            key,
+            format!(
+                "type = \"{}\" conflicts with format = \"{}\"; drop one",
+                format.name(),
+                f.name()
+            ),
+        )),
         _ => {
             *slot = Some(format);
             Ok(cfg)
@@ -81,7 +86,10 @@ pub fn build_sink(cfg: &SinkConfig) -> Result<Box<dyn SinkConnector>> {
         SinkConfig::Parquet(c) => Box::new(FileSink::new(file(c, Format::Parquet)?)?),
         SinkConfig::Stdout(c) => {
             if c.path != "-" {
-                return Err(Error::config("sinks.path", "a stdout sink has no path; use type = \"file\" to write a file"));
+                return Err(Error::config(
+                    "sinks.path",
+                    "a stdout sink has no path; use type = \"file\" to write a file",
+                ));
             }
             Box::new(FileSink::new(c.clone())?)
         }
@@ -100,23 +108,38 @@ pub struct ConnectorInfo {
 }
 
 const FILE_SOURCE_OPTIONS: &[(&str, &str)] = &[
-    ("path", "path, glob (data/*.csv) or - for stdin; .gz and .zst are decompressed"),
+    (
+        "path",
+        "path, glob (data/*.csv) or - for stdin; .gz and .zst are decompressed",
+    ),
     ("format", "csv | json | ndjson | parquet (default: from the extension)"),
     ("compression", "auto | none | gzip | zstd (default auto)"),
     ("stream", "stream name (default: the file stem)"),
     ("infer_rows", "records sampled to infer the schema (default 1000)"),
-    ("schema.COLUMN", "declared type overriding inference, e.g. amount = \"decimal(12,2)\""),
+    (
+        "schema.COLUMN",
+        "declared type overriding inference, e.g. amount = \"decimal(12,2)\"",
+    ),
     ("csv.header", "first line holds names (default true)"),
     ("csv.delimiter", "field separator (default , ; tab for .tsv)"),
     ("csv.quote", "quote character (default \")"),
-    ("csv.escape", "escape character inside quotes (default none: quotes are doubled)"),
+    (
+        "csv.escape",
+        "escape character inside quotes (default none: quotes are doubled)",
+    ),
     ("csv.null", "text meaning NULL, e.g. NA (default: empty field)"),
     ("csv.comment", "lines starting with this character are skipped"),
 ];
 
 const FILE_SINK_OPTIONS: &[(&str, &str)] = &[
-    ("path", "output path or - for stdout; {stream} is the stream name; .gz/.zst compress"),
-    ("format", "csv | json | ndjson | parquet | table (default: from the extension; csv on stdout)"),
+    (
+        "path",
+        "output path or - for stdout; {stream} is the stream name; .gz/.zst compress",
+    ),
+    (
+        "format",
+        "csv | json | ndjson | parquet | table (default: from the extension; csv on stdout)",
+    ),
     ("compression", "auto | none | gzip | zstd (default auto)"),
     ("csv.header / csv.delimiter / csv.quote", "CSV dialect of the output"),
     ("parquet_compression", "snappy | zstd | none (default snappy)"),
@@ -127,9 +150,24 @@ const FILE_SINK_OPTIONS: &[(&str, &str)] = &[
 /// Every connector in this build.
 pub fn catalog() -> Vec<ConnectorInfo> {
     let mut list = vec![
-        ConnectorInfo { name: "file", role: "source", summary: "CSV, JSON, NDJSON, Parquet files, globs, stdin", options: FILE_SOURCE_OPTIONS },
-        ConnectorInfo { name: "file", role: "sink", summary: "CSV, JSON, NDJSON, Parquet files, stdout, preview table", options: FILE_SINK_OPTIONS },
-        ConnectorInfo { name: "null", role: "sink", summary: "discards rows, counts them (benchmarks, dry runs)", options: &[] },
+        ConnectorInfo {
+            name: "file",
+            role: "source",
+            summary: "CSV, JSON, NDJSON, Parquet files, globs, stdin",
+            options: FILE_SOURCE_OPTIONS,
+        },
+        ConnectorInfo {
+            name: "file",
+            role: "sink",
+            summary: "CSV, JSON, NDJSON, Parquet files, stdout, preview table",
+            options: FILE_SINK_OPTIONS,
+        },
+        ConnectorInfo {
+            name: "null",
+            role: "sink",
+            summary: "discards rows, counts them (benchmarks, dry runs)",
+            options: &[],
+        },
     ];
     #[cfg(feature = "sqlite")]
     {
@@ -139,7 +177,10 @@ pub fn catalog() -> Vec<ConnectorInfo> {
             summary: "tables or a query of a SQLite database",
             options: &[
                 ("path", "database file"),
-                ("table / tables", "table(s) to read, one stream each (default: all tables)"),
+                (
+                    "table / tables",
+                    "table(s) to read, one stream each (default: all tables)",
+                ),
                 ("query", "a SELECT to read instead"),
                 ("stream", "stream name for query (default query)"),
             ],

@@ -37,7 +37,11 @@ pub struct BatchLimits {
 
 impl Default for BatchLimits {
     fn default() -> Self {
-        BatchLimits { rows: 32 * 1024, bytes: 8 << 20, linger: Duration::from_millis(500) }
+        BatchLimits {
+            rows: 32 * 1024,
+            bytes: 8 << 20,
+            linger: Duration::from_millis(500),
+        }
     }
 }
 
@@ -61,7 +65,13 @@ pub struct Batch {
 impl Batch {
     /// A batch with no position and no line numbers.
     pub fn new(stream: Arc<str>, origin: Arc<str>, data: RecordBatch) -> Self {
-        Batch { stream, data, position: None, origin, lines: None }
+        Batch {
+            stream,
+            data,
+            position: None,
+            origin,
+            lines: None,
+        }
     }
 
     /// Number of rows.
@@ -71,7 +81,10 @@ impl Batch {
 
     /// The input line of row `i`, if known.
     pub fn line(&self, i: usize) -> Option<u64> {
-        self.lines.as_ref().filter(|l| i < l.len() && l.is_valid(i)).map(|l| l.value(i))
+        self.lines
+            .as_ref()
+            .filter(|l| i < l.len() && l.is_valid(i))
+            .map(|l| l.value(i))
     }
 
     /// Keeps the rows where `mask` is true, line numbers included.
@@ -81,7 +94,11 @@ impl Batch {
             Some(l) => Some(Arc::new(downcast_u64(filter(l.as_ref(), mask)?.as_ref()))),
             None => None,
         };
-        Ok(Batch { data, lines, ..self.clone() })
+        Ok(Batch {
+            data,
+            lines,
+            ..self.clone()
+        })
     }
 
     /// Keeps the rows at `indices`, in that order, line numbers included.
@@ -91,7 +108,11 @@ impl Batch {
             Some(l) => Some(Arc::new(downcast_u64(take(l.as_ref(), indices, None)?.as_ref()))),
             None => None,
         };
-        Ok(Batch { data, lines, ..self.clone() })
+        Ok(Batch {
+            data,
+            lines,
+            ..self.clone()
+        })
     }
 
     /// A zero-copy slice of `len` rows from `offset`, without the position
@@ -122,7 +143,9 @@ pub fn row_json(data: &RecordBatch, i: usize) -> serde_json::Value {
     let row = data.slice(i, 1);
     let mut buf = Vec::new();
     {
-        let mut w = arrow::json::WriterBuilder::new().with_explicit_nulls(true).build::<_, arrow::json::writer::LineDelimited>(&mut buf);
+        let mut w = arrow::json::WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, arrow::json::writer::LineDelimited>(&mut buf);
         if w.write(&row).and_then(|_| w.finish()).is_err() {
             return serde_json::Value::Null;
         }
@@ -131,7 +154,11 @@ pub fn row_json(data: &RecordBatch, i: usize) -> serde_json::Value {
 }
 
 fn downcast_u64(array: &dyn Array) -> UInt64Array {
-    array.as_any().downcast_ref::<UInt64Array>().cloned().unwrap_or_else(|| UInt64Array::from(Vec::<u64>::new()))
+    array
+        .as_any()
+        .downcast_ref::<UInt64Array>()
+        .cloned()
+        .unwrap_or_else(|| UInt64Array::from(Vec::<u64>::new()))
 }
 
 #[cfg(test)]
@@ -158,7 +185,11 @@ mod tests {
     #[test]
     fn slice_drops_position_and_keeps_lines() {
         let mut b = batch();
-        b.position = Some(Position { partition: "p".into(), cursor: 1.into(), rows: 3 });
+        b.position = Some(Position {
+            partition: "p".into(),
+            cursor: 1.into(),
+            rows: 3,
+        });
         let s = b.slice(1, 2);
         assert!(s.position.is_none());
         assert_eq!(s.line(0), Some(3));

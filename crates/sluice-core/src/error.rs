@@ -72,21 +72,33 @@ impl Error {
 
     /// A configuration error for `key`.
     pub fn config(key: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Config { key: key.into(), message: message.into() }
+        Error::Config {
+            key: key.into(),
+            message: message.into(),
+        }
     }
 
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
 
     /// A data error at `location` (a file, or a file and line).
     pub fn data(location: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Data { location: location.into(), message: message.into() }
+        Error::Data {
+            location: location.into(),
+            message: message.into(),
+        }
     }
 
     /// A failure to reach or use `target`.
     pub fn connection(target: impl Into<String>, message: impl Into<String>) -> Self {
-        Error::Connection { target: target.into(), message: message.into() }
+        Error::Connection {
+            target: target.into(),
+            message: message.into(),
+        }
     }
 }

@@ -21,8 +21,8 @@ pub use batch::{Batch, BatchLimits, Position, row_json};
 pub use error::{Error, ErrorKind, Result};
 pub use rejection::{Rejection, Stage};
 pub use traits::{
-    Applied, PartitionSpec, ReadContext, Sink, SinkConnector, Source, SourceEvent, StreamInfo,
-    StreamSpec, Transform, TransformFactory,
+    Applied, PartitionSpec, ReadContext, Sink, SinkConnector, Source, SourceEvent, StreamInfo, StreamSpec, Transform,
+    TransformFactory,
 };
 
 /// Column names with a meaning to the engine and to document sinks.

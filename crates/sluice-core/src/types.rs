@@ -25,14 +25,22 @@ pub fn parse_type(name: &str) -> Result<DataType, String> {
         "timestamp" | "datetime" => DataType::Timestamp(TimeUnit::Microsecond, None),
         "timestamptz" => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
         _ => {
-            if let Some(args) = n.strip_prefix("decimal(").or_else(|| n.strip_prefix("numeric(")).and_then(|s| s.strip_suffix(')')) {
+            if let Some(args) = n
+                .strip_prefix("decimal(")
+                .or_else(|| n.strip_prefix("numeric("))
+                .and_then(|s| s.strip_suffix(')'))
+            {
                 let mut parts = args.split(',').map(|p| p.trim().parse::<i64>());
                 match (parts.next(), parts.next(), parts.next()) {
                     (Some(Ok(p)), Some(Ok(s)), None) if (1..=38).contains(&p) && (0..=p).contains(&s) => {
                         DataType::Decimal128(p as u8, s as i8)
                     }
                     (Some(Ok(p)), None, None) if (1..=38).contains(&p) => DataType::Decimal128(p as u8, 0),
-                    _ => return Err(format!("`{name}`: decimal takes a precision 1-38 and a scale 0..=precision, as in decimal(12,2)")),
+                    _ => {
+                        return Err(format!(
+                            "`{name}`: decimal takes a precision 1-38 and a scale 0..=precision, as in decimal(12,2)"
+                        ));
+                    }
                 }
             } else {
                 return Err(format!(

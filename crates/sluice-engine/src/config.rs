@@ -68,9 +68,9 @@ pub struct RuntimeConfig {
     pub on_error: OnError,
     /// With `skip` or `dlq`: end the run once more rows than this are rejected.
     pub max_errors: Option<u64>,
-    /// Dead-letter file (NDJSON) for `on_error = "dlq"`; default `NAME.rejects.ndjson` beside the pipeline.
+    /// Dead-letter file (NDJSON) for `on_error = "dlq"`; default `NAME.rejects.ndjson`.
     pub dlq_path: Option<PathBuf>,
-    /// Where the state store lives; default `.sluice` beside the pipeline.
+    /// Where the state store lives; default `.sluice`.
     pub state_dir: Option<PathBuf>,
     /// Seconds between progress lines when stderr is not a terminal. Default 10.
     pub progress_interval_s: u64,
@@ -96,7 +96,11 @@ impl Default for RuntimeConfig {
 impl RuntimeConfig {
     /// Threads to use: `parallelism`, or one per core.
     pub fn threads(&self) -> usize {
-        if self.parallelism > 0 { self.parallelism } else { std::thread::available_parallelism().map_or(2, |n| n.get()) }
+        if self.parallelism > 0 {
+            self.parallelism
+        } else {
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        }
     }
 }
 
@@ -114,7 +118,9 @@ impl<'de> Deserialize<'de> for ByteSize {
         }
         match Raw::deserialize(d)? {
             Raw::N(n) => Ok(ByteSize(n)),
-            Raw::S(s) => parse_size(&s).map(ByteSize).ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not a size; write 8388608 or \"8MiB\""))),
+            Raw::S(s) => parse_size(&s)
+                .map(ByteSize)
+                .ok_or_else(|| serde::de::Error::custom(format!("`{s}` is not a size; write 8388608 or \"8MiB\""))),
         }
     }
 }
@@ -164,7 +170,10 @@ impl std::error::Error for ConfigError {}
 
 impl From<ConfigError> for sluice_core::Error {
     fn from(e: ConfigError) -> Self {
-        sluice_core::Error::Config { key: e.to_string(), message: String::new() }
+        sluice_core::Error::Config {
+            key: e.to_string(),
+            message: String::new(),
+        }
     }
 }
 
@@ -174,7 +183,7 @@ pub struct Pipeline {
     /// Name: the key of the pipeline's state.
     pub name: String,
     pub config: PipelineConfig,
-    /// Directory relative paths of the runtime section resolve against.
+    /// Directory relative paths resolve against (the working directory).
     pub base_dir: PathBuf,
     /// Hash of the effective configuration; a changed plan changes it.
     pub plan_hash: String,
@@ -205,10 +214,27 @@ impl Pipeline {
 /// Reads and validates a pipeline file.
 pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError { file: file.clone(), line: None, column: None, key: None, message: format!("cannot read: {e}") })?;
-    let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "pipeline".into());
-    let base = path.parent().map(Path::to_path_buf).filter(|p| !p.as_os_str().is_empty()).unwrap_or_else(|| PathBuf::from("."));
-    parse(&text, &file, &name, base, &|k| std::env::var(k).ok(), &std::env::vars().collect::<Vec<_>>())
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+        file: file.clone(),
+        line: None,
+        column: None,
+        key: None,
+        message: format!("cannot read: {e}"),
+    })?;
+    let name = path
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "pipeline".into());
+    // Every relative path in a pipeline resolves against the working directory.
+    let base = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
+    parse(
+        &text,
+        &file,
+        &name,
+        base,
+        &|k| std::env::var(k).ok(),
+        &std::env::vars().collect::<Vec<_>>(),
+    )
 }
 
 /// Validates pipeline text. `env` answers `${VAR}`; `overrides` are the
@@ -223,7 +249,13 @@ pub fn parse(
 ) -> Result<Pipeline, ConfigError> {
     let err_at = |span: Option<std::ops::Range<usize>>, key: Option<String>, message: String| {
         let (line, column) = span.map(|s| line_col(text, s.start)).unzip();
-        ConfigError { file: file.to_string(), line, column, key, message }
+        ConfigError {
+            file: file.to_string(),
+            line,
+            column,
+            key,
+            message,
+        }
     };
     // 1. Syntax and types, with positions in the file.
     let mut table: toml::Table = toml::from_str(text).map_err(|e| err_at(e.span(), None, e.message().to_string()))?;
@@ -234,17 +266,19 @@ pub fn parse(
     // 2. Interpolation and overrides.
     interpolate(&mut table, "", env).map_err(|(key, message)| err_at(locate(text, &key), Some(key), message))?;
     for (var, value) in overrides {
-        let Some(path) = var.strip_prefix("SLUICE_").filter(|p| p.contains("__")) else { continue };
+        let Some(path) = var.strip_prefix("SLUICE_").filter(|p| p.contains("__")) else {
+            continue;
+        };
         let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();
         set_path(&mut table, &keys, parse_value(value)).map_err(|m| err_at(None, Some(var.clone()), m))?;
     }
     finish(table, file, default_name, base_dir).map_err(|mut e| {
-        if let Some(key) = &e.key {
-            if let Some(span) = locate(text, key) {
-                let (line, column) = line_col(text, span.start);
-                e.line = Some(line);
-                e.column = Some(column);
-            }
+        if let Some(key) = &e.key
+            && let Some(span) = locate(text, key)
+        {
+            let (line, column) = line_col(text, span.start);
+            e.line = Some(line);
+            e.column = Some(column);
         }
         e
     })
@@ -252,17 +286,36 @@ pub fn parse(
 
 /// Builds a pipeline from a table (a parsed file after interpolation, or one
 /// assembled by `sluice copy`), checking every combination.
-pub fn from_table(table: toml::Table, origin: &str, default_name: &str, base_dir: PathBuf) -> Result<Pipeline, ConfigError> {
+pub fn from_table(
+    table: toml::Table,
+    origin: &str,
+    default_name: &str,
+    base_dir: PathBuf,
+) -> Result<Pipeline, ConfigError> {
     finish(table, origin, default_name, base_dir)
 }
 
 fn finish(table: toml::Table, origin: &str, default_name: &str, base_dir: PathBuf) -> Result<Pipeline, ConfigError> {
-    let err = |key: Option<String>, message: String| ConfigError { file: origin.to_string(), line: None, column: None, key, message };
-    let config: PipelineConfig = toml::Value::Table(table.clone()).try_into().map_err(|e: toml::de::Error| err(None, explain(e.message())))?;
+    let err = |key: Option<String>, message: String| ConfigError {
+        file: origin.to_string(),
+        line: None,
+        column: None,
+        key,
+        message,
+    };
+    let config: PipelineConfig = toml::Value::Table(table.clone())
+        .try_into()
+        .map_err(|e: toml::de::Error| err(None, explain(e.message())))?;
     let name = config.name.clone().unwrap_or_else(|| default_name.to_string());
     check(&config).map_err(|(key, message)| err(Some(key), message))?;
     let plan_hash = format!("{:016x}", fnv1a(toml::to_string(&table).unwrap_or_default().as_bytes()));
-    Ok(Pipeline { name, config, base_dir, plan_hash, origin: origin.to_string() })
+    Ok(Pipeline {
+        name,
+        config,
+        base_dir,
+        plan_hash,
+        origin: origin.to_string(),
+    })
 }
 
 /// Rewrites serde's messages into advice.
@@ -282,7 +335,9 @@ fn explain(message: &str) -> String {
 /// For an unknown field, point at the key itself rather than its table.
 fn refine_span(text: &str, span: Option<std::ops::Range<usize>>, message: &str) -> Option<std::ops::Range<usize>> {
     let span = span?;
-    let field = message.strip_prefix("unknown field `").and_then(|r| r.split('`').next());
+    let field = message
+        .strip_prefix("unknown field `")
+        .and_then(|r| r.split('`').next());
     if let Some(field) = field {
         let region = &text[span.start..span.end.min(text.len())];
         for (off, line) in line_starts(region) {
@@ -350,15 +405,27 @@ fn locate(text: &str, key: &str) -> Option<std::ops::Range<usize>> {
     None
 }
 
-fn interpolate(value: &mut toml::Table, prefix: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(), (String, String)> {
+fn interpolate(
+    value: &mut toml::Table,
+    prefix: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), (String, String)> {
     for (k, v) in value.iter_mut() {
-        let key = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+        let key = if prefix.is_empty() {
+            k.clone()
+        } else {
+            format!("{prefix}.{k}")
+        };
         interpolate_value(v, &key, env)?;
     }
     Ok(())
 }
 
-fn interpolate_value(v: &mut toml::Value, key: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<(), (String, String)> {
+fn interpolate_value(
+    v: &mut toml::Value,
+    key: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<(), (String, String)> {
     match v {
         toml::Value::String(s) if s.contains('$') => *s = expand(s, env).map_err(|m| (key.to_string(), m))?,
         toml::Value::Table(t) => interpolate(t, key, env)?,
@@ -388,7 +455,10 @@ fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Strin
             continue;
         }
         out.push_str(&rest[..i]);
-        let end = rest[i..].find('}').ok_or_else(|| format!("unclosed `${{` in \"{s}\""))? + i;
+        let end = rest[i..]
+            .find('}')
+            .ok_or_else(|| format!("unclosed `${{` in \"{s}\""))?
+            + i;
         let inner = &rest[i + 2..end];
         let (name, default) = match inner.split_once(":-") {
             Some((n, d)) => (n, Some(d)),
@@ -397,7 +467,11 @@ fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Strin
         match (env(name), default) {
             (Some(v), _) => out.push_str(&v),
             (None, Some(d)) => out.push_str(d),
-            (None, None) => return Err(format!("environment variable {name} is not set; export it or write ${{{name}:-default}}")),
+            (None, None) => {
+                return Err(format!(
+                    "environment variable {name} is not set; export it or write ${{{name}:-default}}"
+                ));
+            }
         }
         rest = &rest[end + 1..];
     }
@@ -406,7 +480,10 @@ fn expand(s: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, Strin
 }
 
 fn parse_value(raw: &str) -> toml::Value {
-    toml::from_str::<toml::Table>(&format!("v = {raw}")).ok().and_then(|mut t| t.remove("v")).unwrap_or_else(|| toml::Value::String(raw.to_string()))
+    toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()))
 }
 
 fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Result<(), String> {
@@ -415,7 +492,9 @@ fn set_path(table: &mut toml::Table, keys: &[String], value: toml::Value) -> Res
         table.insert(first.clone(), value);
         return Ok(());
     }
-    let entry = table.entry(first.clone()).or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let entry = table
+        .entry(first.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
     set_in_value(entry, rest, value)
 }
 
@@ -424,7 +503,9 @@ fn set_in_value(target: &mut toml::Value, keys: &[String], value: toml::Value) -
         toml::Value::Table(t) => set_path(t, keys, value),
         toml::Value::Array(items) => {
             let (idx, rest) = keys.split_first().ok_or("empty key")?;
-            let i: usize = idx.parse().map_err(|_| format!("`{idx}` is not an index into an array of tables"))?;
+            let i: usize = idx
+                .parse()
+                .map_err(|_| format!("`{idx}` is not an index into an array of tables"))?;
             let item = items.get_mut(i).ok_or_else(|| format!("there is no element {i}"))?;
             if rest.is_empty() {
                 *item = value;
@@ -441,7 +522,10 @@ fn set_in_value(target: &mut toml::Value, keys: &[String], value: toml::Value) -
 fn check(c: &PipelineConfig) -> Result<(), (String, String)> {
     let r = &c.runtime;
     if c.sinks.is_empty() {
-        return Err(("sinks".into(), "no sinks: add at least one [[sinks]] table (type = \"null\" only counts rows)".into()));
+        return Err((
+            "sinks".into(),
+            "no sinks: add at least one [[sinks]] table (type = \"null\" only counts rows)".into(),
+        ));
     }
     if r.batch_rows == 0 {
         return Err(("runtime.batch_rows".into(), "must be at least 1".into()));
@@ -453,19 +537,28 @@ fn check(c: &PipelineConfig) -> Result<(), (String, String)> {
         return Err(("runtime.batch_bytes".into(), "must be at least 1KiB".into()));
     }
     if r.dlq_path.is_some() && r.on_error != OnError::Dlq {
-        return Err(("runtime.dlq_path".into(), "is set but on_error is not \"dlq\"; set on_error = \"dlq\" or remove dlq_path".into()));
+        return Err((
+            "runtime.dlq_path".into(),
+            "is set but on_error is not \"dlq\"; set on_error = \"dlq\" or remove dlq_path".into(),
+        ));
     }
     if r.max_errors.is_some() && r.on_error == OnError::Stop {
-        return Err(("runtime.max_errors".into(), "only applies with on_error = \"skip\" or \"dlq\" (\"stop\" ends at the first error)".into()));
+        return Err((
+            "runtime.max_errors".into(),
+            "only applies with on_error = \"skip\" or \"dlq\" (\"stop\" ends at the first error)".into(),
+        ));
     }
     sluice_connectors::build_source(&c.source).map_err(|e| core_key(e, "source", None))?;
     let mut paths = std::collections::HashSet::new();
     for (i, s) in c.sinks.iter().enumerate() {
         sluice_connectors::build_sink(s).map_err(|e| core_key(e, "sinks", Some(i)))?;
-        if let Some(p) = sink_path(s).filter(|p| *p != "-") {
-            if !paths.insert(p.to_string()) {
-                return Err((format!("sinks[{i}].path"), format!("`{p}` is written by another sink too; give each sink its own path")));
-            }
+        if let Some(p) = sink_path(s).filter(|p| *p != "-")
+            && !paths.insert(p.to_string())
+        {
+            return Err((
+                format!("sinks[{i}].path"),
+                format!("`{p}` is written by another sink too; give each sink its own path"),
+            ));
         }
     }
     sluice_transforms::build(&c.transforms).map_err(|e| core_key(e, "transforms", None))?;
@@ -474,7 +567,11 @@ fn check(c: &PipelineConfig) -> Result<(), (String, String)> {
 
 fn sink_path(s: &SinkConfig) -> Option<&str> {
     match s {
-        SinkConfig::File(c) | SinkConfig::Csv(c) | SinkConfig::Json(c) | SinkConfig::Ndjson(c) | SinkConfig::Parquet(c) => Some(&c.path),
+        SinkConfig::File(c)
+        | SinkConfig::Csv(c)
+        | SinkConfig::Json(c)
+        | SinkConfig::Ndjson(c)
+        | SinkConfig::Parquet(c) => Some(&c.path),
         _ => None,
     }
 }
@@ -524,7 +621,8 @@ mod tests {
 
     #[test]
     fn unknown_key_names_line_and_key() {
-        let text = "[source]\ntype = \"file\"\npath = \"in.csv\"\n\n[[sinks]]\ntype = \"null\"\n\n[runtime]\nbatch_rowz = 5\n";
+        let text =
+            "[source]\ntype = \"file\"\npath = \"in.csv\"\n\n[[sinks]]\ntype = \"null\"\n\n[runtime]\nbatch_rowz = 5\n";
         let e = parse_str(text).unwrap_err();
         assert_eq!(e.line, Some(9), "{e}");
         assert!(e.to_string().contains("batch_rowz"), "{e}");
@@ -548,7 +646,8 @@ mod tests {
 
     #[test]
     fn interpolation_and_overrides_apply() {
-        let text = "[source]\ntype = \"file\"\npath = \"in.csv\"\n\n[[sinks]]\ntype = \"file\"\npath = \"${OUT_DIR}/x.csv\"\n";
+        let text =
+            "[source]\ntype = \"file\"\npath = \"in.csv\"\n\n[[sinks]]\ntype = \"file\"\npath = \"${OUT_DIR}/x.csv\"\n";
         let overrides = vec![("SLUICE_RUNTIME__BATCH_ROWS".to_string(), "77".to_string())];
         let env = |k: &str| (k == "OUT_DIR").then(|| "/tmp/o".to_string());
         let p = parse(text, "p.toml", "p", PathBuf::from("."), &env, &overrides).unwrap();

@@ -26,19 +26,34 @@ struct Inner {
 
 impl Rejections {
     pub fn new(policy: OnError, max: Option<u64>, path: PathBuf) -> Self {
-        Rejections { policy, max, path, inner: Mutex::new(Inner { count: 0, file: None, first: None }) }
+        Rejections {
+            policy,
+            max,
+            path,
+            inner: Mutex::new(Inner {
+                count: 0,
+                file: None,
+                first: None,
+            }),
+        }
     }
 
     /// Handles one rejection; `Err` means the run must stop.
     pub fn reject(&self, r: &Rejection) -> Result<()> {
-        let mut inner = self.inner.lock().map_err(|_| Error::Internal("rejection log poisoned".into()))?;
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| Error::Internal("rejection log poisoned".into()))?;
         inner.count += 1;
         if inner.first.is_none() {
             inner.first = Some(r.describe());
         }
         match self.policy {
             OnError::Stop => {
-                return Err(Error::Rejected(format!("{} (on_error = \"stop\"; use --on-error skip|dlq to go on)", r.describe())));
+                return Err(Error::Rejected(format!(
+                    "{} (on_error = \"stop\"; use --on-error skip|dlq to go on)",
+                    r.describe()
+                )));
             }
             OnError::Skip => tracing::debug!(rejection = %r.describe(), "skipped row"),
             OnError::Dlq => {
@@ -55,13 +70,13 @@ impl Rejections {
                 }
             }
         }
-        if let Some(max) = self.max {
-            if inner.count > max {
-                return Err(Error::Rejected(format!(
-                    "more than max_errors = {max} rows rejected; the first was {}",
-                    inner.first.as_deref().unwrap_or("?")
-                )));
-            }
+        if let Some(max) = self.max
+            && inner.count > max
+        {
+            return Err(Error::Rejected(format!(
+                "more than max_errors = {max} rows rejected; the first was {}",
+                inner.first.as_deref().unwrap_or("?")
+            )));
         }
         Ok(())
     }
@@ -73,7 +88,10 @@ impl Rejections {
 
     /// Flushes the dead-letter file to disk.
     pub fn flush(&self) -> Result<()> {
-        let mut inner = self.inner.lock().map_err(|_| Error::Internal("rejection log poisoned".into()))?;
+        let mut inner = self
+            .inner
+            .lock()
+            .map_err(|_| Error::Internal("rejection log poisoned".into()))?;
         if let Some(f) = inner.file.as_mut() {
             f.flush().map_err(|e| Error::io(&self.path, e))?;
             f.get_ref().sync_data().map_err(|e| Error::io(&self.path, e))?;
@@ -83,6 +101,9 @@ impl Rejections {
 
     /// The dead-letter file, if one was written.
     pub fn written_path(&self) -> Option<PathBuf> {
-        self.inner.lock().ok().and_then(|i| i.file.as_ref().map(|_| self.path.clone()))
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|i| i.file.as_ref().map(|_| self.path.clone()))
     }
 }

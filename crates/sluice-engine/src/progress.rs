@@ -39,7 +39,8 @@ impl StreamStats {
 
     /// Marks the stream finished, freezing its duration.
     pub fn finish(&self) {
-        self.elapsed_ms.store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+        self.elapsed_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
         self.done.store(true, Ordering::Relaxed);
     }
 
@@ -55,7 +56,11 @@ impl StreamStats {
     /// Rows read per second.
     pub fn rate(&self) -> f64 {
         let secs = self.elapsed().as_secs_f64();
-        if secs > 0.0 { self.read.load(Ordering::Relaxed) as f64 / secs } else { 0.0 }
+        if secs > 0.0 {
+            self.read.load(Ordering::Relaxed) as f64 / secs
+        } else {
+            0.0
+        }
     }
 }
 

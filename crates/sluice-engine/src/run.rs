@@ -28,8 +28,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use sluice_core::{
-    Batch, BatchLimits, Error, Position, ReadContext, Result, Sink, SinkConnector, Source, SourceEvent, StreamInfo, StreamSpec,
-    Transform, TransformFactory,
+    Batch, BatchLimits, Error, Position, ReadContext, Result, Sink, SinkConnector, Source, SourceEvent, StreamInfo,
+    StreamSpec, Transform, TransformFactory,
 };
 use sluice_state::{StateStore, Status, StreamCounts};
 use tokio::sync::{Semaphore, mpsc};
@@ -39,6 +39,12 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Pipeline;
 use crate::dlq::Rejections;
 use crate::progress::{RunProgress, StreamStats};
+
+/// The coordinator's error when a sink task ended early; replaced by the sink's own.
+const SINK_STOPPED: &str = "a sink stopped early";
+
+/// How long readers may take to stop once cancelled.
+const READER_GRACE: Duration = Duration::from_secs(3);
 
 /// What one stream did.
 #[derive(Debug, Clone)]
@@ -84,7 +90,11 @@ pub async fn run(pipeline: &Pipeline, progress: Arc<RunProgress>, cancel: Cancel
     let rt = &pipeline.config.runtime;
     let rejections = Arc::new(Rejections::new(rt.on_error, rt.max_errors, pipeline.dlq_path()));
     let shared = Shared {
-        limits: BatchLimits { rows: rt.batch_rows, bytes: rt.batch_bytes.0 as usize, linger: Duration::from_millis(rt.linger_ms) },
+        limits: BatchLimits {
+            rows: rt.batch_rows,
+            bytes: rt.batch_bytes.0 as usize,
+            linger: Duration::from_millis(rt.linger_ms),
+        },
         threads: rt.threads(),
         capacity: rt.channel_capacity,
         rejections: rejections.clone(),
@@ -102,15 +112,25 @@ pub async fn run(pipeline: &Pipeline, progress: Arc<RunProgress>, cancel: Cancel
     RunOutcome { report, error }
 }
 
-async fn run_streams(pipeline: &Pipeline, shared: &Shared, progress: &Arc<RunProgress>, report: &mut RunReport) -> Result<()> {
+async fn run_streams(
+    pipeline: &Pipeline,
+    shared: &Shared,
+    progress: &Arc<RunProgress>,
+    report: &mut RunReport,
+) -> Result<()> {
     let cfg = &pipeline.config;
     let source: Arc<dyn Source> = Arc::from(sluice_connectors::build_source(&cfg.source)?);
-    let sinks: Vec<Arc<dyn SinkConnector>> =
-        cfg.sinks.iter().map(|s| sluice_connectors::build_sink(s).map(Arc::from)).collect::<Result<_>>()?;
+    let sinks: Vec<Arc<dyn SinkConnector>> = cfg
+        .sinks
+        .iter()
+        .map(|s| sluice_connectors::build_sink(s).map(Arc::from))
+        .collect::<Result<_>>()?;
     let factories = sluice_transforms::build(&cfg.transforms)?;
     let mut state = StateStore::open(&pipeline.state_dir())?;
     let state_err = |e: sluice_state::StateError| Error::connection("state store", e.to_string());
-    let run_id = state.begin_run(&pipeline.name, &pipeline.plan_hash).map_err(state_err)?;
+    let run_id = state
+        .begin_run(&pipeline.name, &pipeline.plan_hash)
+        .map_err(state_err)?;
     let streams = match source.discover().await {
         Ok(s) => s,
         Err(e) => {
@@ -124,7 +144,14 @@ async fn run_streams(pipeline: &Pipeline, shared: &Shared, progress: &Arc<RunPro
             break;
         }
         let stats = progress.start_stream(&spec.name, spec.total_bytes(), spec.total_rows());
-        let mut run = StreamRun { pipeline, shared, state: &mut state, run_id, stats: stats.clone(), pending: VecDeque::new() };
+        let mut run = StreamRun {
+            pipeline,
+            shared,
+            state: &mut state,
+            run_id,
+            stats: stats.clone(),
+            pending: VecDeque::new(),
+        };
         let outcome = run.go(&source, &spec, &factories, &sinks).await;
         stats.finish();
         let counts = StreamCounts {
@@ -138,7 +165,14 @@ async fn run_streams(pipeline: &Pipeline, shared: &Shared, progress: &Arc<RunPro
             (Ok(_), false) => Status::Completed,
         };
         let last_error = outcome.as_ref().err().map(|e| e.to_string());
-        if let Err(e) = state.update_stream(&pipeline.name, &spec.name, run_id, status, &counts, last_error.as_deref()) {
+        if let Err(e) = state.update_stream(
+            &pipeline.name,
+            &spec.name,
+            run_id,
+            status,
+            &counts,
+            last_error.as_deref(),
+        ) {
             tracing::error!(error = %e, "cannot record stream state");
         }
         report.streams.push(StreamReport {
@@ -198,7 +232,10 @@ impl StreamRun<'_> {
             schema = t.output_schema();
             chain.push(t);
         }
-        let info = StreamInfo { name: spec.name.clone(), schema };
+        let info = StreamInfo {
+            name: spec.name.clone(),
+            schema,
+        };
         let complete = Arc::new(AtomicBool::new(false));
         let mut lanes = Vec::with_capacity(sinks.len());
         for s in sinks {
@@ -209,10 +246,22 @@ impl StreamRun<'_> {
                     return Err(e);
                 }
             };
-            lanes.push(spawn_sink(sink, self.shared.capacity, self.shared.rejections.clone(), complete.clone()));
+            lanes.push(spawn_sink(
+                sink,
+                self.shared.capacity,
+                self.shared.rejections.clone(),
+                complete.clone(),
+            ));
         }
         self.state
-            .update_stream(&self.pipeline.name, &spec.name, self.run_id, Status::Running, &StreamCounts::default(), None)
+            .update_stream(
+                &self.pipeline.name,
+                &spec.name,
+                self.run_id,
+                Status::Running,
+                &StreamCounts::default(),
+                None,
+            )
             .map_err(|e| Error::connection("state store", e.to_string()))?;
 
         let read_cancel = self.shared.cancel.child_token();
@@ -223,10 +272,24 @@ impl StreamRun<'_> {
         let mut seq = 0u64;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // After cancellation, readers get a grace period to hand over what
+        // they hold; one blocked on a quiet stdin is left behind.
+        let mut grace: Option<tokio::time::Instant> = None;
+        let mut abandoned = false;
         loop {
+            if grace.is_none() && read_cancel.is_cancelled() {
+                grace = Some(tokio::time::Instant::now() + READER_GRACE);
+            }
+            let deadline = grace.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(3600));
             let event = tokio::select! {
                 biased;
                 ev = rx.recv() => ev,
+                _ = tokio::time::sleep_until(deadline), if grace.is_some() => {
+                    tracing::warn!(stream = %spec.name, "a reader did not stop in time; leaving it behind");
+                    abandoned = true;
+                    break;
+                }
+                _ = read_cancel.cancelled(), if grace.is_none() => continue,
                 _ = tick.tick() => {
                     self.refresh_written(&lanes);
                     if let Err(e) = self.checkpoint(&spec.name, &lanes) { error.get_or_insert(e); read_cancel.cancel(); }
@@ -240,11 +303,11 @@ impl StreamRun<'_> {
                 }
                 SourceEvent::Reject(r) => {
                     self.stats.rejected.fetch_add(1, Ordering::Relaxed);
-                    if error.is_none() {
-                        if let Err(e) = self.shared.rejections.reject(&r) {
-                            error = Some(e);
-                            read_cancel.cancel();
-                        }
+                    if error.is_none()
+                        && let Err(e) = self.shared.rejections.reject(&r)
+                    {
+                        error = Some(e);
+                        read_cancel.cancel();
                     }
                 }
                 SourceEvent::Batch(batch) => {
@@ -264,6 +327,10 @@ impl StreamRun<'_> {
             }
         }
         for r in readers {
+            if abandoned {
+                r.abort();
+                continue;
+            }
             match r.await {
                 Ok(Ok(())) => {}
                 Ok(Err(Error::Interrupted)) => {}
@@ -311,7 +378,13 @@ impl StreamRun<'_> {
         }
         complete.store(error.is_none() && !self.shared.cancel.is_cancelled(), Ordering::Relaxed);
         if let Some(e) = close_lanes(&mut lanes, &complete).await {
-            error.get_or_insert(e);
+            // A sink that stopped knows why better than the coordinator that found it gone.
+            match error {
+                Some(Error::Internal(ref m)) if m == SINK_STOPPED => error = Some(e),
+                _ => {
+                    error.get_or_insert(e);
+                }
+            }
         }
         self.refresh_written(&lanes);
         if let Err(e) = self.checkpoint(&spec.name, &lanes) {
@@ -341,8 +414,13 @@ impl StreamRun<'_> {
                     resume: None,
                     parallelism: self.shared.threads,
                 };
-                let (source, spec, partition, permits, cancel) =
-                    (source.clone(), spec.clone(), partition.clone(), permits.clone(), cancel.clone());
+                let (source, spec, partition, permits, cancel) = (
+                    source.clone(),
+                    spec.clone(),
+                    partition.clone(),
+                    permits.clone(),
+                    cancel.clone(),
+                );
                 tokio::spawn(async move {
                     let _permit = permits.acquire_owned().await.map_err(|_| Error::Interrupted)?;
                     if cancel.is_cancelled() {
@@ -369,7 +447,7 @@ impl StreamRun<'_> {
             for lane in lanes {
                 let Some(tx) = &lane.tx else { continue };
                 if tx.send((*seq, batch.clone())).await.is_err() {
-                    return Err(Error::Internal("a sink stopped early".into()));
+                    return Err(Error::Internal(SINK_STOPPED.into()));
                 }
             }
         }
@@ -377,13 +455,21 @@ impl StreamRun<'_> {
     }
 
     fn refresh_written(&self, lanes: &[SinkLane]) {
-        let written = lanes.iter().map(|l| l.written.load(Ordering::Relaxed)).min().unwrap_or(0);
+        let written = lanes
+            .iter()
+            .map(|l| l.written.load(Ordering::Relaxed))
+            .min()
+            .unwrap_or(0);
         self.stats.written.store(written, Ordering::Relaxed);
     }
 
     /// Stores the positions every sink has made durable.
     fn checkpoint(&mut self, stream: &str, lanes: &[SinkLane]) -> Result<()> {
-        let acked = lanes.iter().map(|l| l.acked.load(Ordering::Acquire)).min().unwrap_or(u64::MAX);
+        let acked = lanes
+            .iter()
+            .map(|l| l.acked.load(Ordering::Acquire))
+            .min()
+            .unwrap_or(u64::MAX);
         let mut latest: HashMap<Arc<str>, Position> = HashMap::new();
         while self.pending.front().is_some_and(|(s, _)| *s <= acked) {
             if let Some((_, p)) = self.pending.pop_front() {
@@ -396,7 +482,9 @@ impl StreamRun<'_> {
         // Rejected rows before these positions must be on disk first.
         self.shared.rejections.flush()?;
         let positions: Vec<Position> = latest.into_values().collect();
-        self.state.save_checkpoint(&self.pipeline.name, stream, &positions).map_err(|e| Error::connection("state store", e.to_string()))?;
+        self.state
+            .save_checkpoint(&self.pipeline.name, stream, &positions)
+            .map_err(|e| Error::connection("state store", e.to_string()))?;
         let counts = StreamCounts {
             read: self.stats.read.load(Ordering::Relaxed),
             written: self.stats.written.load(Ordering::Relaxed),
@@ -430,7 +518,12 @@ async fn apply_chain(
     Ok(current.into_iter().collect())
 }
 
-fn spawn_sink(mut sink: Box<dyn Sink>, capacity: usize, rejections: Arc<Rejections>, complete: Arc<AtomicBool>) -> SinkLane {
+fn spawn_sink(
+    mut sink: Box<dyn Sink>,
+    capacity: usize,
+    rejections: Arc<Rejections>,
+    complete: Arc<AtomicBool>,
+) -> SinkLane {
     let (tx, mut rx) = mpsc::channel::<(u64, Arc<Batch>)>(capacity);
     let acked = Arc::new(AtomicU64::new(0));
     let written = Arc::new(AtomicU64::new(0));
@@ -470,7 +563,12 @@ fn spawn_sink(mut sink: Box<dyn Sink>, capacity: usize, rejections: Arc<Rejectio
             }
         }
     });
-    SinkLane { tx: Some(tx), acked, written, task }
+    SinkLane {
+        tx: Some(tx),
+        acked,
+        written,
+        task,
+    }
 }
 
 /// Closes every sink's input and waits for the sinks to finish; returns the first error.

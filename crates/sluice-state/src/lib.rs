@@ -109,18 +109,25 @@ impl StateStore {
     pub fn open(dir: &Path) -> std::result::Result<StateStore, sluice_core::Error> {
         std::fs::create_dir_all(dir).map_err(|e| sluice_core::Error::io(dir, e))?;
         let path = dir.join("state.db");
-        let store = Self::open_file(&path).map_err(|e| sluice_core::Error::connection(path.display().to_string(), e.source.to_string()))?;
+        let store = Self::open_file(&path)
+            .map_err(|e| sluice_core::Error::connection(path.display().to_string(), e.source.to_string()))?;
         Ok(store)
     }
 
     fn open_file(path: &Path) -> Result<StateStore> {
-        let wrap = |source| StateError { path: path.to_owned(), source };
+        let wrap = |source| StateError {
+            path: path.to_owned(),
+            source,
+        };
         let conn = Connection::open(path).map_err(wrap)?;
         conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(wrap)?;
         conn.pragma_update(None, "journal_mode", "WAL").map_err(wrap)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(wrap)?;
         conn.execute_batch(SCHEMA).map_err(wrap)?;
-        Ok(StateStore { conn, path: path.to_owned() })
+        Ok(StateStore {
+            conn,
+            path: path.to_owned(),
+        })
     }
 
     /// Path of the database file.
@@ -129,7 +136,10 @@ impl StateStore {
     }
 
     fn wrap(&self, source: rusqlite::Error) -> StateError {
-        StateError { path: self.path.clone(), source }
+        StateError {
+            path: self.path.clone(),
+            source,
+        }
     }
 
     /// Records the start of a run and returns its id.
@@ -190,7 +200,10 @@ impl StateStore {
     /// Stores the delivered positions of a stream in one transaction.
     pub fn save_checkpoint(&mut self, pipeline: &str, stream: &str, positions: &[Position]) -> Result<()> {
         let path = self.path.clone();
-        let wrap = |source| StateError { path: path.clone(), source };
+        let wrap = |source| StateError {
+            path: path.clone(),
+            source,
+        };
         let tx = self.conn.transaction().map_err(wrap)?;
         {
             let mut stmt = tx
@@ -201,8 +214,15 @@ impl StateStore {
                 .map_err(wrap)?;
             let at = now();
             for p in positions {
-                stmt.execute(params![pipeline, stream, &*p.partition, p.cursor.to_string(), p.rows as i64, at])
-                    .map_err(wrap)?;
+                stmt.execute(params![
+                    pipeline,
+                    stream,
+                    &*p.partition,
+                    p.cursor.to_string(),
+                    p.rows as i64,
+                    at
+                ])
+                .map_err(wrap)?;
             }
         }
         tx.commit().map_err(wrap)
@@ -258,7 +278,10 @@ impl StateStore {
 
     /// Every pipeline with recorded streams.
     pub fn pipelines(&self) -> Result<Vec<String>> {
-        let mut stmt = self.conn.prepare("SELECT DISTINCT pipeline FROM streams ORDER BY pipeline").map_err(|e| self.wrap(e))?;
+        let mut stmt = self
+            .conn
+            .prepare("SELECT DISTINCT pipeline FROM streams ORDER BY pipeline")
+            .map_err(|e| self.wrap(e))?;
         let rows = stmt.query_map([], |r| r.get(0)).map_err(|e| self.wrap(e))?;
         rows.collect::<std::result::Result<_, _>>().map_err(|e| self.wrap(e))
     }
@@ -286,7 +309,11 @@ mod tests {
         {
             let mut store = StateStore::open(dir.path()).unwrap();
             let run = store.begin_run("p", "h1").unwrap();
-            let pos = |c: u64, rows| Position { partition: "a.csv".into(), cursor: c.into(), rows };
+            let pos = |c: u64, rows| Position {
+                partition: "a.csv".into(),
+                cursor: c.into(),
+                rows,
+            };
             store.save_checkpoint("p", "s", &[pos(100, 10)]).unwrap();
             store.save_checkpoint("p", "s", &[pos(250, 25)]).unwrap();
             store.end_run(run, Status::Completed, None).unwrap();
@@ -304,7 +331,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path()).unwrap();
         let run = store.begin_run("p", "h").unwrap();
-        let c = StreamCounts { read: 5, written: 4, rejected: 1 };
+        let c = StreamCounts {
+            read: 5,
+            written: 4,
+            rejected: 1,
+        };
         store.update_stream("p", "s", run, Status::Running, &c, None).unwrap();
         store.update_stream("p", "s", run, Status::Completed, &c, None).unwrap();
         let s = store.streams("p").unwrap();

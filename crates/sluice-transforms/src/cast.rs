@@ -37,25 +37,41 @@ impl TransformFactory for CastFactory {
         let mut targets = Vec::new();
         let mut fields: Vec<Field> = input.fields().iter().map(|f| f.as_ref().clone()).collect();
         for (column, ty) in &self.columns {
-            let idx = input.index_of(column).map_err(|_| unknown_column(&self.label, column, &input))?;
+            let idx = input
+                .index_of(column)
+                .map_err(|_| unknown_column(&self.label, column, &input))?;
             let to = parse_type(ty).map_err(|e| Error::config(format!("{}.columns.{column}", self.label), e))?;
             if !arrow::compute::can_cast_types(input.field(idx).data_type(), &to) {
                 return Err(Error::config(
                     format!("{}.columns.{column}", self.label),
-                    format!("cannot cast {} to {}", arrow_type_name(input.field(idx).data_type()), arrow_type_name(&to)),
+                    format!(
+                        "cannot cast {} to {}",
+                        arrow_type_name(input.field(idx).data_type()),
+                        arrow_type_name(&to)
+                    ),
                 ));
             }
             fields[idx] = Field::new(column, to.clone(), true);
             targets.push((idx, to));
         }
-        Ok(Box::new(Cast { label: self.label.as_str().into(), targets, output: Arc::new(Schema::new(fields)) }))
+        Ok(Box::new(Cast {
+            label: self.label.as_str().into(),
+            targets,
+            output: Arc::new(Schema::new(fields)),
+        }))
     }
 }
 
 /// The config error for a column the stream does not have.
 pub(crate) fn unknown_column(label: &str, column: &str, schema: &Schema) -> Error {
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
-    Error::config(label, format!("no column `{column}` in the stream; its columns are {}", names.join(", ")))
+    Error::config(
+        label,
+        format!(
+            "no column `{column}` in the stream; its columns are {}",
+            names.join(", ")
+        ),
+    )
 }
 
 struct Cast {
@@ -71,7 +87,10 @@ impl Transform for Cast {
     }
 
     async fn apply(&mut self, batch: Batch) -> Result<Applied> {
-        let safe = CastOptions { safe: true, ..Default::default() };
+        let safe = CastOptions {
+            safe: true,
+            ..Default::default()
+        };
         let n = batch.num_rows();
         let mut columns: Vec<ArrayRef> = batch.data.columns().to_vec();
         let mut bad: Vec<Option<String>> = vec![None; n];
@@ -83,7 +102,11 @@ impl Transform for Cast {
                 let name = self.output.field(*idx).name();
                 for (i, reason) in bad.iter_mut().enumerate() {
                     if cast.is_null(i) && from.is_valid(i) && reason.is_none() {
-                        *reason = Some(format!("column `{name}`: cannot cast '{}' to {}", shown.value(i), arrow_type_name(to)));
+                        *reason = Some(format!(
+                            "column `{name}`: cannot cast '{}' to {}",
+                            shown.value(i),
+                            arrow_type_name(to)
+                        ));
                     }
                 }
             }
@@ -92,7 +115,10 @@ impl Transform for Cast {
         let data = RecordBatch::try_new(self.output.clone(), columns)?;
         let out = batch.with_data(data);
         if bad.iter().all(Option::is_none) {
-            return Ok(Applied { batch: Some(out), rejections: Vec::new() });
+            return Ok(Applied {
+                batch: Some(out),
+                rejections: Vec::new(),
+            });
         }
         let rejections = bad
             .iter()
@@ -111,6 +137,9 @@ impl Transform for Cast {
             })
             .collect();
         let keep = BooleanArray::from(bad.iter().map(Option::is_none).collect::<Vec<_>>());
-        Ok(Applied { batch: Some(out.filter(&keep)?), rejections })
+        Ok(Applied {
+            batch: Some(out.filter(&keep)?),
+            rejections,
+        })
     }
 }

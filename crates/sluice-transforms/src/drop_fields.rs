@@ -9,7 +9,14 @@ use async_trait::async_trait;
 use sluice_core::{Applied, Batch, Result, Transform, TransformFactory};
 
 /// The metadata fields of Rally JSON exports, dropped by default.
-pub const RALLY_FIELDS: [&str; 6] = ["_rallyAPIMajor", "_rallyAPIMinor", "_ref", "_refObjectUUID", "_objectVersion", "_CreatedAt"];
+pub const RALLY_FIELDS: [&str; 6] = [
+    "_rallyAPIMajor",
+    "_rallyAPIMinor",
+    "_ref",
+    "_refObjectUUID",
+    "_objectVersion",
+    "_CreatedAt",
+];
 
 /// Plans a `drop_fields` transform.
 pub struct DropFieldsFactory {
@@ -20,7 +27,10 @@ pub struct DropFieldsFactory {
 impl DropFieldsFactory {
     pub fn new(label: impl Into<String>, fields: Option<Vec<String>>) -> Self {
         let fields = fields.unwrap_or_else(|| RALLY_FIELDS.iter().map(|s| s.to_string()).collect());
-        DropFieldsFactory { label: label.into(), fields }
+        DropFieldsFactory {
+            label: label.into(),
+            fields,
+        }
     }
 }
 
@@ -30,16 +40,27 @@ impl TransformFactory for DropFieldsFactory {
     }
 
     fn plan(&self, _stream: &str, input: SchemaRef) -> Result<Box<dyn Transform>> {
-        let fields: Vec<FieldRef> =
-            input.fields().iter().filter(|f| !self.fields.contains(f.name())).map(|f| Arc::new(prune_field(f, &self.fields))).collect();
-        Ok(Box::new(DropFields { drop: self.fields.clone(), output: Arc::new(Schema::new(fields)) }))
+        let fields: Vec<FieldRef> = input
+            .fields()
+            .iter()
+            .filter(|f| !self.fields.contains(f.name()))
+            .map(|f| Arc::new(prune_field(f, &self.fields)))
+            .collect();
+        Ok(Box::new(DropFields {
+            drop: self.fields.clone(),
+            output: Arc::new(Schema::new(fields)),
+        }))
     }
 }
 
 fn prune_type(t: &DataType, drop: &[String]) -> DataType {
     match t {
         DataType::Struct(fields) => DataType::Struct(
-            fields.iter().filter(|f| !drop.contains(f.name())).map(|f| Arc::new(prune_field(f, drop))).collect::<Fields>(),
+            fields
+                .iter()
+                .filter(|f| !drop.contains(f.name()))
+                .map(|f| Arc::new(prune_field(f, drop)))
+                .collect::<Fields>(),
         ),
         DataType::List(item) => DataType::List(Arc::new(prune_field(item, drop))),
         other => other.clone(),
@@ -62,12 +83,21 @@ fn prune_array(array: &ArrayRef, drop: &[String]) -> Result<ArrayRef> {
                     kept.push(prune_array(c, drop)?);
                 }
             }
-            Arc::new(StructArray::try_new(Fields::from(kept_fields), kept, s.nulls().cloned())?)
+            Arc::new(StructArray::try_new(
+                Fields::from(kept_fields),
+                kept,
+                s.nulls().cloned(),
+            )?)
         }
         DataType::List(item) => {
             let l = array.as_list::<i32>();
             let values = prune_array(l.values(), drop)?;
-            Arc::new(ListArray::try_new(Arc::new(prune_field(item, drop)), l.offsets().clone(), values, l.nulls().cloned())?)
+            Arc::new(ListArray::try_new(
+                Arc::new(prune_field(item, drop)),
+                l.offsets().clone(),
+                values,
+                l.nulls().cloned(),
+            )?)
         }
         _ => array.clone(),
     })
@@ -94,6 +124,9 @@ impl Transform for DropFields {
         }
         let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
         let data = RecordBatch::try_new_with_options(self.output.clone(), columns, &options)?;
-        Ok(Applied { batch: Some(batch.with_data(data)), rejections: Vec::new() })
+        Ok(Applied {
+            batch: Some(batch.with_data(data)),
+            rejections: Vec::new(),
+        })
     }
 }

@@ -36,7 +36,10 @@ pub struct SqlFactory {
 impl SqlFactory {
     /// `label` names the transform in errors (`transforms[2] (filter)`).
     pub fn new(label: impl Into<String>, query: impl Into<String>) -> Self {
-        SqlFactory { label: label.into(), query: query.into() }
+        SqlFactory {
+            label: label.into(),
+            query: query.into(),
+        }
     }
 }
 
@@ -55,10 +58,15 @@ impl TransformFactory for SqlFactory {
         let config_err = |e: datafusion::error::DataFusionError| Error::config(&self.label, format!("{e}"));
         let ctx = context(input.clone(), Vec::new()).map_err(config_err)?;
         // Planning needs no runtime: it only resolves names and types.
-        let plan = futures::executor::block_on(async { ctx.sql(&self.query).await?.into_optimized_plan() }).map_err(config_err)?;
+        let plan = futures::executor::block_on(async { ctx.sql(&self.query).await?.into_optimized_plan() })
+            .map_err(config_err)?;
         let output: SchemaRef = Arc::new(plan.schema().as_arrow().clone());
         match Program::compile(&ctx, &plan).map_err(config_err)? {
-            Some(program) => Ok(Box::new(RowwiseSql { label: self.label.as_str().into(), program, output })),
+            Some(program) => Ok(Box::new(RowwiseSql {
+                label: self.label.as_str().into(),
+                program,
+                output,
+            })),
             None => Ok(Box::new(WholeStreamSql {
                 label: self.label.clone(),
                 query: self.query.clone(),
@@ -107,7 +115,9 @@ impl Program {
                     steps.push(Step::Columns(p.clone()));
                 }
                 for f in &scan.filters {
-                    steps.push(Step::Filter(state.create_physical_expr(f.clone(), scan.projected_schema.as_ref())?));
+                    steps.push(Step::Filter(
+                        state.create_physical_expr(f.clone(), scan.projected_schema.as_ref())?,
+                    ));
                 }
                 Ok(true)
             }
@@ -124,7 +134,11 @@ impl Program {
                     return Ok(false);
                 }
                 let schema: &DFSchema = p.input.schema();
-                let exprs = p.expr.iter().map(|e| state.create_physical_expr(e.clone(), schema)).collect::<datafusion::error::Result<_>>()?;
+                let exprs = p
+                    .expr
+                    .iter()
+                    .map(|e| state.create_physical_expr(e.clone(), schema))
+                    .collect::<datafusion::error::Result<_>>()?;
                 steps.push(Step::Project(exprs, Arc::new(p.schema.as_arrow().clone())));
                 Ok(true)
             }
@@ -139,17 +153,25 @@ impl Program {
                 Step::Columns(idx) => batch.with_data(batch.data.project(idx)?),
                 Step::Filter(pred) => {
                     let mask = pred.evaluate(&batch.data)?.into_array(batch.num_rows())?;
-                    let mask = mask
-                        .as_any()
-                        .downcast_ref::<BooleanArray>()
-                        .ok_or_else(|| datafusion::error::DataFusionError::Plan("filter is not a boolean expression".into()))?;
+                    let mask = mask.as_any().downcast_ref::<BooleanArray>().ok_or_else(|| {
+                        datafusion::error::DataFusionError::Plan("filter is not a boolean expression".into())
+                    })?;
                     // NULL counts as false, as in SQL WHERE.
-                    let mask = if mask.null_count() > 0 { arrow::compute::prep_null_mask_filter(mask) } else { mask.clone() };
-                    batch.filter(&mask).map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
+                    let mask = if mask.null_count() > 0 {
+                        arrow::compute::prep_null_mask_filter(mask)
+                    } else {
+                        mask.clone()
+                    };
+                    batch
+                        .filter(&mask)
+                        .map_err(|e| datafusion::error::DataFusionError::External(Box::new(e)))?
                 }
                 Step::Project(exprs, schema) => {
                     let n = batch.num_rows();
-                    let columns = exprs.iter().map(|e| e.evaluate(&batch.data)?.into_array(n)).collect::<datafusion::error::Result<Vec<_>>>()?;
+                    let columns = exprs
+                        .iter()
+                        .map(|e| e.evaluate(&batch.data)?.into_array(n))
+                        .collect::<datafusion::error::Result<Vec<_>>>()?;
                     let options = arrow::record_batch::RecordBatchOptions::new().with_row_count(Some(n));
                     batch.with_data(RecordBatch::try_new_with_options(schema.clone(), columns, &options)?)
                 }
@@ -196,8 +218,12 @@ impl RowwiseSql {
 /// DataFusion's message without its layer prefixes.
 pub(crate) fn clean(e: &datafusion::error::DataFusionError) -> String {
     let s = e.to_string();
-    let s = s.trim_start_matches("Arrow error: ").trim_start_matches("Execution error: ");
-    s.trim_start_matches("Cast error: ").trim_start_matches("Compute error: ").to_string()
+    let s = s
+        .trim_start_matches("Arrow error: ")
+        .trim_start_matches("Execution error: ");
+    s.trim_start_matches("Cast error: ")
+        .trim_start_matches("Compute error: ")
+        .to_string()
 }
 
 #[async_trait]
@@ -208,7 +234,10 @@ impl Transform for RowwiseSql {
 
     async fn apply(&mut self, batch: Batch) -> Result<Applied> {
         if let Ok(out) = self.program.run(batch.clone()) {
-            return Ok(Applied { batch: Some(out), rejections: Vec::new() });
+            return Ok(Applied {
+                batch: Some(out),
+                rejections: Vec::new(),
+            });
         }
         let mut kept = Vec::new();
         let mut rejections = Vec::new();
@@ -216,9 +245,15 @@ impl Transform for RowwiseSql {
         let datas: Vec<RecordBatch> = kept.iter().map(|b| b.data.clone()).collect();
         let data = concat_batches(&self.output, &datas)?;
         let mut out = batch.with_data(data);
-        let lines: Vec<u64> = kept.iter().flat_map(|b| (0..b.num_rows()).filter_map(move |i| b.line(i))).collect();
+        let lines: Vec<u64> = kept
+            .iter()
+            .flat_map(|b| (0..b.num_rows()).filter_map(move |i| b.line(i)))
+            .collect();
         out.lines = (lines.len() == out.num_rows()).then(|| Arc::new(arrow::array::UInt64Array::from(lines)));
-        Ok(Applied { batch: Some(out), rejections })
+        Ok(Applied {
+            batch: Some(out),
+            rejections,
+        })
     }
 }
 
@@ -247,15 +282,28 @@ impl Transform for WholeStreamSql {
     }
 
     async fn finish(&mut self) -> Result<Applied> {
-        let Some(first) = self.held.first() else { return Ok(Applied::default()) };
+        let Some(first) = self.held.first() else {
+            return Ok(Applied::default());
+        };
         let (stream, origin) = (first.stream.clone(), first.origin.clone());
         let batches: Vec<RecordBatch> = self.held.drain(..).map(|b| b.data).collect();
-        let fail = |e: datafusion::error::DataFusionError| Error::data(format!("{} in stream {stream}", self.label), clean(&e));
+        let fail = |e: datafusion::error::DataFusionError| {
+            Error::data(format!("{} in stream {stream}", self.label), clean(&e))
+        };
         let ctx = context(self.input.clone(), batches).map_err(fail)?;
-        let results = ctx.sql(&self.query).await.map_err(fail)?.collect().await.map_err(fail)?;
+        let results = ctx
+            .sql(&self.query)
+            .await
+            .map_err(fail)?
+            .collect()
+            .await
+            .map_err(fail)?;
         let data = concat_batches(&self.output, &results)?;
         let mut out = Batch::new(stream.clone(), origin, data);
         out.position = self.last.take();
-        Ok(Applied { batch: Some(out), rejections: Vec::new() })
+        Ok(Applied {
+            batch: Some(out),
+            rejections: Vec::new(),
+        })
     }
 }

@@ -92,23 +92,43 @@ impl TransformFactory for ValidateFactory {
 
     fn plan(&self, _stream: &str, input: SchemaRef) -> Result<Box<dyn Transform>> {
         let col = |c: &str| input.index_of(c).map_err(|_| unknown_column(&self.label, c, &input));
-        let df_schema = DFSchema::try_from(input.as_ref().clone()).map_err(|e| Error::config(&self.label, e.to_string()))?;
+        let df_schema =
+            DFSchema::try_from(input.as_ref().clone()).map_err(|e| Error::config(&self.label, e.to_string()))?;
         let ctx = SessionContext::new();
         let compile = |key: String, sql: String| -> Result<Arc<dyn PhysicalExpr>> {
-            let expr = ctx.parse_sql_expr(&sql, &df_schema).map_err(|e| Error::config(&key, e.to_string()))?;
-            ctx.state().create_physical_expr(expr, &df_schema).map_err(|e| Error::config(&key, e.to_string()))
+            let expr = ctx
+                .parse_sql_expr(&sql, &df_schema)
+                .map_err(|e| Error::config(&key, e.to_string()))?;
+            ctx.state()
+                .create_physical_expr(expr, &df_schema)
+                .map_err(|e| Error::config(&key, e.to_string()))
         };
         let mut rules = Vec::new();
         for c in &self.cfg.required {
             let i = col(c)?;
-            let text = matches!(input.field(i).data_type(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View);
-            let sql = if text { format!("{} IS NOT NULL AND {} <> ''", ident(c), ident(c)) } else { format!("{} IS NOT NULL", ident(c)) };
-            rules.push(ExprRule { expr: compile(format!("{}.required", self.label), sql)?, column: None, reason: format!("column `{c}` is required") });
+            let text = matches!(
+                input.field(i).data_type(),
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View
+            );
+            let sql = if text {
+                format!("{} IS NOT NULL AND {} <> ''", ident(c), ident(c))
+            } else {
+                format!("{} IS NOT NULL", ident(c))
+            };
+            rules.push(ExprRule {
+                expr: compile(format!("{}.required", self.label), sql)?,
+                column: None,
+                reason: format!("column `{c}` is required"),
+            });
         }
         for c in &self.cfg.not_null {
             col(c)?;
             let sql = format!("{} IS NOT NULL", ident(c));
-            rules.push(ExprRule { expr: compile(format!("{}.not_null", self.label), sql)?, column: None, reason: format!("column `{c}` is null") });
+            rules.push(ExprRule {
+                expr: compile(format!("{}.not_null", self.label), sql)?,
+                column: None,
+                reason: format!("column `{c}` is null"),
+            });
         }
         for (c, pattern) in &self.cfg.regex {
             let i = col(c)?;
@@ -130,7 +150,11 @@ impl TransformFactory for ValidateFactory {
             });
         }
         for (name, sql) in &self.cfg.checks {
-            rules.push(ExprRule { expr: compile(format!("{}.checks.{name}", self.label), sql.clone())?, column: None, reason: format!("check `{name}` ({sql}) failed") });
+            rules.push(ExprRule {
+                expr: compile(format!("{}.checks.{name}", self.label), sql.clone())?,
+                column: None,
+                reason: format!("check `{name}` ({sql}) failed"),
+            });
         }
         let mut types = Vec::new();
         for (c, t) in &self.cfg.types {
@@ -141,7 +165,13 @@ impl TransformFactory for ValidateFactory {
         for c in &self.cfg.unique {
             unique.push((col(c)?, HashSet::new()));
         }
-        Ok(Box::new(Validate { label: self.label.as_str().into(), schema: input, rules, types, unique }))
+        Ok(Box::new(Validate {
+            label: self.label.as_str().into(),
+            schema: input,
+            rules,
+            types,
+            unique,
+        }))
     }
 }
 
@@ -166,12 +196,16 @@ impl Transform for Validate {
         let fmt = FormatOptions::default();
         let field_name = |i: usize| self.schema.field(i).name().clone();
         for rule in &self.rules {
-            let result = rule
-                .expr
-                .evaluate(data)
-                .and_then(|v| v.into_array(n))
-                .map_err(|e| Error::data(batch.origin.to_string(), format!("{}: {}", self.label, crate::sql::clean(&e))))?;
-            let ok = result.as_any().downcast_ref::<BooleanArray>().ok_or_else(|| Error::Internal("rule is not boolean".into()))?;
+            let result = rule.expr.evaluate(data).and_then(|v| v.into_array(n)).map_err(|e| {
+                Error::data(
+                    batch.origin.to_string(),
+                    format!("{}: {}", self.label, crate::sql::clean(&e)),
+                )
+            })?;
+            let ok = result
+                .as_any()
+                .downcast_ref::<BooleanArray>()
+                .ok_or_else(|| Error::Internal("rule is not boolean".into()))?;
             let shown = match rule.column {
                 Some(c) => Some(ArrayFormatter::try_new(data.column(c).as_ref(), &fmt)?),
                 None => None,
@@ -185,7 +219,10 @@ impl Transform for Validate {
                 }
             }
         }
-        let safe = CastOptions { safe: true, ..Default::default() };
+        let safe = CastOptions {
+            safe: true,
+            ..Default::default()
+        };
         for (c, to) in &self.types {
             let from = data.column(*c);
             let cast = cast_with_options(from, to, &safe)?;
@@ -193,7 +230,12 @@ impl Transform for Validate {
                 let shown = ArrayFormatter::try_new(from.as_ref(), &fmt)?;
                 for (i, f) in failures.iter_mut().enumerate() {
                     if cast.is_null(i) && from.is_valid(i) {
-                        f.push(format!("column `{}`: '{}' is not a valid {}", field_name(*c), shown.value(i), arrow_type_name(to)));
+                        f.push(format!(
+                            "column `{}`: '{}' is not a valid {}",
+                            field_name(*c),
+                            shown.value(i),
+                            arrow_type_name(to)
+                        ));
                     }
                 }
             }
@@ -206,7 +248,10 @@ impl Transform for Validate {
                 if column.is_valid(i) && f.is_empty() {
                     let v = shown.value(i).to_string();
                     if seen.contains(&v) {
-                        f.push(format!("column `{}`: '{v}' is a duplicate", self.schema.field(*c).name()));
+                        f.push(format!(
+                            "column `{}`: '{v}' is a duplicate",
+                            self.schema.field(*c).name()
+                        ));
                     } else {
                         seen.insert(v);
                     }
@@ -214,7 +259,10 @@ impl Transform for Validate {
             }
         }
         if failures.iter().all(Vec::is_empty) {
-            return Ok(Applied { batch: Some(batch), rejections: Vec::new() });
+            return Ok(Applied {
+                batch: Some(batch),
+                rejections: Vec::new(),
+            });
         }
         let rejections = failures
             .iter()
@@ -232,6 +280,9 @@ impl Transform for Validate {
             })
             .collect();
         let keep = BooleanArray::from(failures.iter().map(Vec::is_empty).collect::<Vec<_>>());
-        Ok(Applied { batch: Some(batch.filter(&keep)?), rejections })
+        Ok(Applied {
+            batch: Some(batch.filter(&keep)?),
+            rejections,
+        })
     }
 }

@@ -25,7 +25,10 @@ impl Format {
     /// The format a path's extension names, looking through `.gz`/`.zst`.
     pub fn from_path(path: &str) -> Option<Format> {
         let lower = path.to_ascii_lowercase();
-        let stem = lower.trim_end_matches(".gz").trim_end_matches(".zst").trim_end_matches(".zstd");
+        let stem = lower
+            .trim_end_matches(".gz")
+            .trim_end_matches(".zst")
+            .trim_end_matches(".zstd");
         let ext = stem.rsplit_once('.').map(|(_, e)| e)?;
         match ext {
             "csv" | "tsv" | "txt" => Some(Format::Csv),
@@ -99,7 +102,14 @@ pub struct CsvOptions {
 
 impl Default for CsvOptions {
     fn default() -> Self {
-        CsvOptions { header: true, delimiter: ',', quote: '"', escape: None, null: None, comment: None }
+        CsvOptions {
+            header: true,
+            delimiter: ',',
+            quote: '"',
+            escape: None,
+            null: None,
+            comment: None,
+        }
     }
 }
 

@@ -47,12 +47,18 @@ impl CsvDecoder {
         static LINE: LazyLock<Regex> = LazyLock::new(|| Regex::new(r" (for|at) line \d+").expect("static regex"));
         static ROW_DATA: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"\.? ?Row data: .*$").expect("static regex"));
         static COLUMN: LazyLock<Regex> = LazyLock::new(|| Regex::new(r"for column (\d+)").expect("static regex"));
-        let m = message.trim_start_matches("Csv error: ").trim_start_matches("Parser error: ");
+        let m = message
+            .trim_start_matches("Csv error: ")
+            .trim_start_matches("Parser error: ");
         let m = LINE.replace_all(m, "");
         let m = ROW_DATA.replace(&m, "");
         COLUMN
             .replace(&m, |c: &regex::Captures| {
-                let name = c[1].parse::<usize>().ok().and_then(|i| self.schema.fields().get(i)).map(|f| f.name().clone());
+                let name = c[1]
+                    .parse::<usize>()
+                    .ok()
+                    .and_then(|i| self.schema.fields().get(i))
+                    .map(|f| f.name().clone());
                 match name {
                     Some(n) => format!("for column `{n}`"),
                     None => c[0].to_string(),
@@ -89,7 +95,9 @@ fn null_regex(opts: &CsvOptions) -> Result<Option<Regex>, String> {
     match &opts.null {
         None => Ok(None),
         Some(s) if s.is_empty() => Ok(None),
-        Some(s) => Regex::new(&format!("^(?:{})$", regex::escape(s))).map(Some).map_err(|e| e.to_string()),
+        Some(s) => Regex::new(&format!("^(?:{})$", regex::escape(s)))
+            .map(Some)
+            .map_err(|e| e.to_string()),
     }
 }
 
@@ -113,7 +121,9 @@ pub(crate) fn infer(sample: &[u8], opts: &CsvOptions, max_records: usize) -> Res
     }
     // The sample may end inside a record; inference reads whole lines only.
     let cut = sample.iter().rposition(|&b| b == b'\n').map_or(sample.len(), |i| i + 1);
-    let (schema, _) = format.infer_schema(&sample[..cut], Some(max_records)).map_err(|e| e.to_string())?;
+    let (schema, _) = format
+        .infer_schema(&sample[..cut], Some(max_records))
+        .map_err(|e| e.to_string())?;
     Ok(dedupe_names(schema))
 }
 
@@ -125,7 +135,11 @@ fn dedupe_names(schema: Schema) -> Schema {
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            let base = if f.name().trim().is_empty() { format!("column_{}", i + 1) } else { f.name().trim().to_string() };
+            let base = if f.name().trim().is_empty() {
+                format!("column_{}", i + 1)
+            } else {
+                f.name().trim().to_string()
+            };
             let mut name = base.clone();
             let mut n = 2;
             while !seen.insert(name.clone()) {
@@ -141,7 +155,14 @@ fn dedupe_names(schema: Schema) -> Schema {
 /// The header names of a CSV sample, as [`infer`] would name them.
 pub(crate) fn header_of(sample: &[u8], opts: &CsvOptions) -> Result<Vec<String>, String> {
     let line_end = sample.iter().position(|&b| b == b'\n').map_or(sample.len(), |i| i + 1);
-    let schema = infer(&sample[..line_end], &CsvOptions { header: true, ..opts.clone() }, 0)?;
+    let schema = infer(
+        &sample[..line_end],
+        &CsvOptions {
+            header: true,
+            ..opts.clone()
+        },
+        0,
+    )?;
     Ok(schema.fields().iter().map(|f| f.name().clone()).collect())
 }
 

@@ -37,6 +37,9 @@ pub(crate) struct Labels {
     pub by: Arc<str>,
 }
 
+/// A decoder thread: chunks (with the rows before them) in, results out.
+type Lane = (SyncSender<(Chunk, u64)>, Receiver<Decoded>);
+
 /// What decoding one chunk produced, in order.
 struct Decoded {
     events: Vec<SourceEvent>,
@@ -58,7 +61,7 @@ pub(crate) fn run(
     let send = |ev: SourceEvent| ctx.out.blocking_send(ev).map_err(|_| Error::Interrupted);
 
     std::thread::scope(|scope| -> Result<()> {
-        let mut lanes: Vec<(SyncSender<(Chunk, u64)>, Receiver<Decoded>)> = Vec::with_capacity(workers);
+        let mut lanes: Vec<Lane> = Vec::with_capacity(workers);
         for _ in 0..workers {
             let (in_tx, in_rx) = sync_channel::<(Chunk, u64)>(1);
             let (out_tx, out_rx) = sync_channel::<Decoded>(1);
@@ -81,12 +84,14 @@ pub(crate) fn run(
         let mut read_buf = vec![0u8; 1 << 20];
         let mut eof = false;
         let mut result = Ok(());
+        let mut last_emit = std::time::Instant::now();
+        let mut target = chunk_bytes;
         while !eof {
             if ctx.cancel.is_cancelled() {
                 break;
             }
-            // Fill the framer up to one chunk.
-            while framer.buffered() < chunk_bytes {
+            // Fill the framer up to one chunk (more if one record is bigger).
+            while framer.buffered() < target {
                 let n = match input.read(&mut read_buf) {
                     Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
@@ -104,28 +109,58 @@ pub(crate) fn run(
                 if send(SourceEvent::Progress { bytes: n as u64 }).is_err() {
                     return Err(Error::Interrupted);
                 }
+                // Slow input (a pipe) still moves every `linger`.
+                if last_emit.elapsed() >= ctx.limits.linger {
+                    break;
+                }
             }
             let chunk = if eof { framer.finish() } else { framer.take() };
-            let Some(chunk) = chunk else { continue };
+            let Some(chunk) = chunk else {
+                target = framer.buffered() + read_buf.len();
+                continue;
+            };
+            target = chunk_bytes;
+            last_emit = std::time::Instant::now();
             let records = chunk.len() as u64;
             // Take back the oldest result before reusing its lane.
             if sent - received == workers {
                 let lane = received % workers;
-                let decoded = lanes[lane].1.recv().map_err(|_| Error::Internal("decoder thread stopped".into()))?;
+                let decoded = lanes[lane]
+                    .1
+                    .recv()
+                    .map_err(|_| Error::Internal("decoder thread stopped".into()))?;
                 received += 1;
                 for ev in decoded.events {
                     send(ev)?;
                 }
             }
             let lane = sent % workers;
-            lanes[lane].0.send((chunk, rows_before)).map_err(|_| Error::Internal("decoder thread stopped".into()))?;
+            lanes[lane]
+                .0
+                .send((chunk, rows_before))
+                .map_err(|_| Error::Internal("decoder thread stopped".into()))?;
             rows_before += records;
             sent += 1;
+            // Forward results that are already done, so slow input is not held back.
+            while received < sent {
+                match lanes[received % workers].1.try_recv() {
+                    Ok(decoded) => {
+                        received += 1;
+                        for ev in decoded.events {
+                            send(ev)?;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
         }
         // Drain what is in flight, in order.
         while received < sent {
             let lane = received % workers;
-            let decoded = lanes[lane].1.recv().map_err(|_| Error::Internal("decoder thread stopped".into()))?;
+            let decoded = lanes[lane]
+                .1
+                .recv()
+                .map_err(|_| Error::Internal("decoder thread stopped".into()))?;
             received += 1;
             for ev in decoded.events {
                 send(ev)?;

@@ -42,7 +42,11 @@ impl Chunk {
 
     /// Byte range of records `a..b`.
     pub fn span(&self, a: usize, b: usize) -> std::ops::Range<usize> {
-        let end = if b < self.starts.len() { self.starts[b] } else { self.data.len() };
+        let end = if b < self.starts.len() {
+            self.starts[b]
+        } else {
+            self.data.len()
+        };
         self.starts[a]..end
     }
 
@@ -70,8 +74,9 @@ pub(crate) struct Framer {
     /// Records still to skip (a CSV header).
     skip: usize,
     in_quotes: bool,
-    /// JSON array state.
+    /// JSON state: nesting depth, and whether the input is one outer array.
     depth: u32,
+    outer_array: Option<bool>,
     escaped: bool,
     /// Whether the current (last) record has any non-blank byte yet.
     open_nonblank: bool,
@@ -91,6 +96,7 @@ impl Framer {
             skip,
             in_quotes: false,
             depth: 0,
+            outer_array: None,
             escaped: false,
             open_nonblank: false,
         }
@@ -133,6 +139,17 @@ impl Framer {
         self.begin_record(next);
     }
 
+    /// A JSON element starts at its first byte, not at the separator before it.
+    fn note_first(&mut self, at: usize) {
+        if !self.open_nonblank {
+            if let (Some(s), Some(l)) = (self.starts.last_mut(), self.lines.last_mut()) {
+                *s = at;
+                *l = self.line;
+            }
+            self.open_nonblank = true;
+        }
+    }
+
     fn mark_nonblank(&mut self, from: usize, to: usize) {
         if !self.open_nonblank && self.buf[from..to].iter().any(|b| !b.is_ascii_whitespace()) {
             self.open_nonblank = true;
@@ -142,7 +159,9 @@ impl Framer {
     fn scan_csv(&mut self, quote: u8, escape: Option<u8>) {
         let start = self.scanned;
         let mut seg = start;
-        let hits: Vec<usize> = memchr2_iter(quote, b'\n', &self.buf[start..]).map(|i| i + start).collect();
+        let hits: Vec<usize> = memchr2_iter(quote, b'\n', &self.buf[start..])
+            .map(|i| i + start)
+            .collect();
         for i in hits {
             let b = self.buf[i];
             if b == quote {
@@ -198,32 +217,42 @@ impl Framer {
             match b {
                 b'"' => {
                     self.in_quotes = true;
-                    self.open_nonblank = true;
+                    self.note_first(i);
                 }
-                b'[' | b'{' if self.depth == 0 && b == b'[' => {
-                    // The outer array's bracket is not part of any element.
+                // The outer array's brackets and commas belong to no element.
+                b'[' if self.depth == 0 && self.outer_array != Some(false) => {
+                    self.outer_array = Some(true);
                     self.buf[i] = b' ';
                     self.depth = 1;
                     self.begin_record(i + 1);
                 }
                 b'[' | b'{' => {
+                    if self.depth == 0 {
+                        self.outer_array = Some(false);
+                    }
                     self.depth += 1;
-                    self.open_nonblank = true;
-                }
-                b']' if self.depth == 1 => {
-                    self.buf[i] = b' ';
-                    self.depth = 0;
-                    self.end_record(i + 1);
+                    self.note_first(i);
                 }
                 b']' | b'}' => {
                     self.depth = self.depth.saturating_sub(1);
-                    self.open_nonblank = true;
+                    match (self.outer_array, self.depth) {
+                        (Some(true), 0) => {
+                            self.buf[i] = b' ';
+                            self.end_record(i + 1);
+                        }
+                        // Top-level objects one after another: each is a record.
+                        (Some(false), 0) => {
+                            self.open_nonblank = true;
+                            self.end_record(i + 1);
+                        }
+                        _ => self.open_nonblank = true,
+                    }
                 }
-                b',' if self.depth == 1 => {
+                b',' if self.depth == 1 && self.outer_array == Some(true) => {
                     self.buf[i] = b' ';
                     self.end_record(i + 1);
                 }
-                c if !c.is_ascii_whitespace() => self.open_nonblank = true,
+                c if !c.is_ascii_whitespace() => self.note_first(i),
                 _ => {}
             }
         }
@@ -243,7 +272,12 @@ impl Framer {
         self.starts.pop();
         let starts = std::mem::take(&mut self.starts);
         let lines = std::mem::take(&mut self.lines);
-        let chunk = Chunk { data, starts, lines, base: self.base };
+        let chunk = Chunk {
+            data,
+            starts,
+            lines,
+            base: self.base,
+        };
         self.base += cut as u64;
         self.scanned -= cut;
         self.starts.push(0);
@@ -299,10 +333,22 @@ mod tests {
     fn csv_records_keep_quoted_newlines_and_report_start_lines() {
         let input = b"a,b\n1,\"x\ny\"\n\n2,z\n3,\"q\"\"\"";
         for step in [1, 3, 100] {
-            let recs = frame(FrameKind::Csv { quote: b'"', escape: None }, 1, input, step);
+            let recs = frame(
+                FrameKind::Csv {
+                    quote: b'"',
+                    escape: None,
+                },
+                1,
+                input,
+                step,
+            );
             assert_eq!(
                 recs,
-                vec![(2, "1,\"x\ny\"".to_string()), (5, "2,z".to_string()), (6, "3,\"q\"\"\"".to_string())],
+                vec![
+                    (2, "1,\"x\ny\"".to_string()),
+                    (5, "2,z".to_string()),
+                    (6, "3,\"q\"\"\"".to_string())
+                ],
                 "step {step}"
             );
         }
@@ -317,6 +363,18 @@ mod tests {
             assert_eq!(recs[0], (2, "{\"a\": [1,2], \"s\": \"x,]\"}".to_string()));
             assert_eq!(recs[1].0, 3);
         }
+    }
+
+    #[test]
+    fn concatenated_top_level_objects_are_records() {
+        let recs = frame(FrameKind::JsonArray, 0, b"{\"a\": {\"b\": 1}, \"c\": 2}\n{\"a\": 3}", 5);
+        assert_eq!(
+            recs,
+            vec![
+                (1, "{\"a\": {\"b\": 1}, \"c\": 2}".to_string()),
+                (2, "{\"a\": 3}".to_string())
+            ]
+        );
     }
 
     #[test]

@@ -16,7 +16,10 @@ pub(crate) fn expand(pattern: &str) -> Result<Vec<String>> {
     }
     if !pattern.contains(['*', '?', '[']) {
         if !Path::new(pattern).is_file() {
-            return Err(Error::io(pattern, io::Error::new(io::ErrorKind::NotFound, "no such file")));
+            return Err(Error::io(
+                pattern,
+                io::Error::new(io::ErrorKind::NotFound, "no such file"),
+            ));
         }
         return Ok(vec![pattern.into()]);
     }
@@ -28,7 +31,10 @@ pub(crate) fn expand(pattern: &str) -> Result<Vec<String>> {
         .collect();
     files.sort();
     if files.is_empty() {
-        return Err(Error::io(pattern, io::Error::new(io::ErrorKind::NotFound, "the glob matches no file")));
+        return Err(Error::io(
+            pattern,
+            io::Error::new(io::ErrorKind::NotFound, "the glob matches no file"),
+        ));
     }
     Ok(files)
 }
@@ -41,7 +47,10 @@ pub(crate) fn open_read(path: &str, compression: Compression) -> Result<Box<dyn 
         Box::new(File::open(path).map_err(|e| Error::io(path, e))?)
     };
     Ok(match compression.resolve(path) {
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(1 << 20, raw))),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(
+            1 << 20,
+            raw,
+        ))),
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(raw).map_err(|e| Error::io(path, e))?),
         Compression::None | Compression::Auto => raw,
     })
@@ -73,7 +82,11 @@ impl Output {
     /// Creates `PATH.part` (or writes to standard output for `-`).
     pub fn create(path: &str, compression: Compression) -> Result<Output> {
         if path == "-" {
-            return Ok(Output { inner: Inner::Stdout(BufWriter::with_capacity(1 << 20, io::stdout())), path: "-".into(), part: None });
+            return Ok(Output {
+                inner: Inner::Stdout(BufWriter::with_capacity(1 << 20, io::stdout())),
+                path: "-".into(),
+                part: None,
+            });
         }
         if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
@@ -82,10 +95,16 @@ impl Output {
         let file = BufWriter::with_capacity(1 << 20, File::create(&part).map_err(|e| Error::io(&part, e))?);
         let inner = match compression.resolve(path) {
             Compression::Gzip => Inner::Gzip(flate2::write::GzEncoder::new(file, flate2::Compression::fast())),
-            Compression::Zstd => Inner::Zstd(zstd::stream::write::Encoder::new(file, 3).map_err(|e| Error::io(path, e))?),
+            Compression::Zstd => {
+                Inner::Zstd(zstd::stream::write::Encoder::new(file, 3).map_err(|e| Error::io(path, e))?)
+            }
             Compression::None | Compression::Auto => Inner::Plain(file),
         };
-        Ok(Output { inner, path: path.into(), part: Some(part) })
+        Ok(Output {
+            inner,
+            path: path.into(),
+            part: Some(part),
+        })
     }
 
     /// Writes trailers, syncs, and moves `PATH.part` to `PATH`.
@@ -94,8 +113,18 @@ impl Output {
         let wrap = |e| Error::io(&path, e);
         let file = match self.inner {
             Inner::Plain(w) => Some(w.into_inner().map_err(|e| wrap(e.into_error()))?),
-            Inner::Gzip(w) => Some(w.finish().map_err(wrap)?.into_inner().map_err(|e| wrap(e.into_error()))?),
-            Inner::Zstd(w) => Some(w.finish().map_err(wrap)?.into_inner().map_err(|e| wrap(e.into_error()))?),
+            Inner::Gzip(w) => Some(
+                w.finish()
+                    .map_err(wrap)?
+                    .into_inner()
+                    .map_err(|e| wrap(e.into_error()))?,
+            ),
+            Inner::Zstd(w) => Some(
+                w.finish()
+                    .map_err(wrap)?
+                    .into_inner()
+                    .map_err(|e| wrap(e.into_error()))?,
+            ),
             Inner::Stdout(mut w) => {
                 match w.flush() {
                     // A closed pipe (`| head`) is not a failure of the run.

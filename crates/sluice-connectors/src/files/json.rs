@@ -45,7 +45,9 @@ impl RecordDecoder for JsonDecoder {
 
 fn explain(e: arrow::error::ArrowError) -> String {
     let m = e.to_string();
-    let m = m.trim_start_matches("Json error: ").trim_start_matches("Parser error: ");
+    let m = m
+        .trim_start_matches("Json error: ")
+        .trim_start_matches("Parser error: ");
     if let Some(pos) = m.find("column '").filter(|_| m.contains("missing from schema")) {
         let field = m[pos + 8..].split('\'').next().unwrap_or_default();
         return format!(
@@ -63,18 +65,21 @@ pub(crate) fn infer(sample: &[u8], kind: FrameKind, max_records: usize) -> Resul
     let mut values = Vec::new();
     if let Some(chunk) = chunk {
         for i in 0..chunk.len().min(max_records) {
-            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&chunk.data[chunk.span(i, i + 1)]) {
-                if v.is_object() {
-                    values.push(v);
-                }
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&chunk.data[chunk.span(i, i + 1)])
+                && v.is_object()
+            {
+                values.push(v);
             }
         }
     }
     if values.is_empty() {
         // The whole sample may be one record without a terminator.
-        let v: serde_json::Value = serde_json::from_slice(sample).map_err(|e| format!("no JSON object found in the first records: {e}"))?;
+        let v: serde_json::Value =
+            serde_json::from_slice(sample).map_err(|e| format!("no JSON object found in the first records: {e}"))?;
         match v {
-            serde_json::Value::Array(items) => values.extend(items.into_iter().filter(|v| v.is_object()).take(max_records)),
+            serde_json::Value::Array(items) => {
+                values.extend(items.into_iter().filter(|v| v.is_object()).take(max_records))
+            }
             v if v.is_object() => values.push(v),
             _ => return Err("expected JSON objects (one per line, or an array of objects)".into()),
         }
@@ -107,6 +112,9 @@ mod tests {
     fn infers_nested_objects_from_an_array() {
         let s = infer(b"[{\"a\":1,\"m\":{\"x\":\"y\"}},{\"a\":2}]", FrameKind::JsonArray, 10).unwrap();
         assert_eq!(s.fields().len(), 2);
-        assert!(matches!(s.field_with_name("m").unwrap().data_type(), arrow::datatypes::DataType::Struct(_)));
+        assert!(matches!(
+            s.field_with_name("m").unwrap().data_type(),
+            arrow::datatypes::DataType::Struct(_)
+        ));
     }
 }

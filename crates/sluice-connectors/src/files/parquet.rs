@@ -19,7 +19,8 @@ use super::io::Output;
 
 fn open(path: &str) -> Result<ParquetRecordBatchReaderBuilder<File>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
-    ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| Error::data(path, format!("not a readable Parquet file: {e}")))
+    ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| Error::data(path, format!("not a readable Parquet file: {e}")))
 }
 
 /// The Arrow schema stored in a Parquet file.
@@ -31,9 +32,15 @@ pub(crate) fn schema(path: &str) -> Result<Schema> {
 pub(crate) fn read(path: &str, schema: SchemaRef, labels: Labels, ctx: &ReadContext) -> Result<()> {
     let builder = open(path)?;
     if builder.schema().fields() != schema.fields() {
-        return Err(Error::data(path, "schema differs from the first file of the stream; files of one stream must share their columns"));
+        return Err(Error::data(
+            path,
+            "schema differs from the first file of the stream; files of one stream must share their columns",
+        ));
     }
-    let reader = builder.with_batch_size(ctx.limits.rows.max(1)).build().map_err(|e| Error::data(path, e.to_string()))?;
+    let reader = builder
+        .with_batch_size(ctx.limits.rows.max(1))
+        .build()
+        .map_err(|e| Error::data(path, e.to_string()))?;
     let mut rows = 0u64;
     for batch in reader {
         if ctx.cancel.is_cancelled() {
@@ -45,9 +52,17 @@ pub(crate) fn read(path: &str, schema: SchemaRef, labels: Labels, ctx: &ReadCont
         let mut b = Batch::new(labels.stream.clone(), labels.origin.clone(), data);
         b.lines = Some(Arc::new(UInt64Array::from_iter_values(rows + 1..=rows + n)));
         rows += n;
-        b.position = Some(Position { partition: labels.partition.clone(), cursor: serde_json::json!({ "row": rows }), rows });
-        ctx.out.blocking_send(SourceEvent::Progress { bytes }).map_err(|_| Error::Interrupted)?;
-        ctx.out.blocking_send(SourceEvent::Batch(b)).map_err(|_| Error::Interrupted)?;
+        b.position = Some(Position {
+            partition: labels.partition.clone(),
+            cursor: serde_json::json!({ "row": rows }),
+            rows,
+        });
+        ctx.out
+            .blocking_send(SourceEvent::Progress { bytes })
+            .map_err(|_| Error::Interrupted)?;
+        ctx.out
+            .blocking_send(SourceEvent::Batch(b))
+            .map_err(|_| Error::Interrupted)?;
     }
     Ok(())
 }
@@ -68,16 +83,21 @@ impl ParquetWriter {
             .set_compression(compression)
             .set_max_row_group_row_count(Some(row_group_rows.max(1)))
             .build();
-        let writer = ArrowWriter::try_new(out, schema, Some(props)).map_err(|e| Error::Internal(format!("parquet writer: {e}")))?;
+        let writer = ArrowWriter::try_new(out, schema, Some(props))
+            .map_err(|e| Error::Internal(format!("parquet writer: {e}")))?;
         Ok(ParquetWriter { writer })
     }
 
     pub fn write(&mut self, data: &RecordBatch, path: &str) -> Result<()> {
-        self.writer.write(data).map_err(|e| Error::data(path, format!("parquet: {e}")))
+        self.writer
+            .write(data)
+            .map_err(|e| Error::data(path, format!("parquet: {e}")))
     }
 
     /// Writes the footer and returns the output for finishing.
     pub fn close(self, path: &str) -> Result<Output> {
-        self.writer.into_inner().map_err(|e| Error::data(path, format!("parquet: {e}")))
+        self.writer
+            .into_inner()
+            .map_err(|e| Error::data(path, format!("parquet: {e}")))
     }
 }

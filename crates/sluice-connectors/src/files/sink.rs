@@ -30,11 +30,17 @@ impl FileSink {
             )
         })?;
         if format == Format::Table && cfg.path != "-" {
-            return Err(Error::config("sinks.format", "the `table` format is for previews on standard output; set path = \"-\""));
+            return Err(Error::config(
+                "sinks.format",
+                "the `table` format is for previews on standard output; set path = \"-\"",
+            ));
         }
         #[cfg(not(feature = "parquet"))]
         if format == Format::Parquet {
-            return Err(Error::config("sinks.format", "this build has no Parquet support (cargo feature `parquet`)"));
+            return Err(Error::config(
+                "sinks.format",
+                "this build has no Parquet support (cargo feature `parquet`)",
+            ));
         }
         Ok(FileSink { cfg, format })
     }
@@ -59,17 +65,17 @@ impl SinkConnector for FileSink {
 
     async fn open(&self, stream: &StreamInfo) -> Result<Box<dyn Sink>> {
         let path = self.path_for(&stream.name);
-        if matches!(self.format, Format::Csv) {
-            if let Some(f) = stream.schema.fields().iter().find(|f| f.data_type().is_nested()) {
-                return Err(Error::config(
-                    "sinks.format",
-                    format!(
-                        "CSV cannot hold the nested column `{}` ({}); write ndjson, json or parquet, or flatten it with a `set` or `sql` transform",
-                        f.name(),
-                        f.data_type()
-                    ),
-                ));
-            }
+        if matches!(self.format, Format::Csv)
+            && let Some(f) = stream.schema.fields().iter().find(|f| f.data_type().is_nested())
+        {
+            return Err(Error::config(
+                "sinks.format",
+                format!(
+                    "CSV cannot hold the nested column `{}` ({}); write ndjson, json or parquet, or flatten it with a `set` or `sql` transform",
+                    f.name(),
+                    f.data_type()
+                ),
+            ));
         }
         let out = Output::create(&path, self.cfg.compression)?;
         let writer = match self.format {
@@ -91,9 +97,18 @@ impl SinkConnector for FileSink {
             )?),
             #[cfg(not(feature = "parquet"))]
             Format::Parquet => return Err(Error::config("sinks.format", "this build has no Parquet support")),
-            Format::Table => Writer::Table { out, shown: Vec::new(), total: 0, limit: self.cfg.limit, schema: stream.schema.clone() },
+            Format::Table => Writer::Table {
+                out,
+                shown: Vec::new(),
+                total: 0,
+                limit: self.cfg.limit,
+                schema: stream.schema.clone(),
+            },
         };
-        Ok(Box::new(FileStreamSink { writer: Some(writer), path }))
+        Ok(Box::new(FileStreamSink {
+            writer: Some(writer),
+            path,
+        }))
     }
 }
 
@@ -104,7 +119,13 @@ enum Writer {
     Json(arrow::json::ArrayWriter<Output>, bool),
     #[cfg(feature = "parquet")]
     Parquet(super::parquet::ParquetWriter),
-    Table { out: Output, shown: Vec<RecordBatch>, total: usize, limit: usize, schema: SchemaRef },
+    Table {
+        out: Output,
+        shown: Vec<RecordBatch>,
+        total: usize,
+        limit: usize,
+        schema: SchemaRef,
+    },
 }
 
 struct FileStreamSink {
@@ -125,7 +146,9 @@ impl FileStreamSink {
             }
             #[cfg(feature = "parquet")]
             Some(Writer::Parquet(w)) => w.write(data, path),
-            Some(Writer::Table { shown, total, limit, .. }) => {
+            Some(Writer::Table {
+                shown, total, limit, ..
+            }) => {
                 let have: usize = shown.iter().map(|b| b.num_rows()).sum();
                 if have < *limit {
                     shown.push(data.slice(0, (*limit - have).min(data.num_rows())));
@@ -157,7 +180,13 @@ impl FileStreamSink {
             }
             #[cfg(feature = "parquet")]
             Some(Writer::Parquet(w)) => w.close(&path)?,
-            Some(Writer::Table { mut out, shown, total, schema, .. }) => {
+            Some(Writer::Table {
+                mut out,
+                shown,
+                total,
+                schema,
+                ..
+            }) => {
                 let table = if shown.is_empty() {
                     arrow::util::pretty::pretty_format_batches(&[RecordBatch::new_empty(schema)])
                 } else {
@@ -165,8 +194,13 @@ impl FileStreamSink {
                 }
                 .map_err(fail)?;
                 let listed: usize = shown.iter().map(|b| b.num_rows()).sum();
-                let note = if listed < total { format!("({listed} of {total} rows shown)\n") } else { format!("({total} rows)\n") };
-                std::io::Write::write_all(&mut out, format!("{table}\n{note}").as_bytes()).map_err(|e| Error::io(&path, e))?;
+                let note = if listed < total {
+                    format!("({listed} of {total} rows shown)\n")
+                } else {
+                    format!("({total} rows)\n")
+                };
+                std::io::Write::write_all(&mut out, format!("{table}\n{note}").as_bytes())
+                    .map_err(|e| Error::io(&path, e))?;
                 out
             }
             None => return Ok(()),

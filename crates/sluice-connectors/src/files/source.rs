@@ -37,27 +37,59 @@ impl FileSource {
             )
         })?;
         if format == Format::Table {
-            return Err(Error::config("source.format", "`table` is an output format; read csv, json, ndjson or parquet"));
+            return Err(Error::config(
+                "source.format",
+                "`table` is an output format; read csv, json, ndjson or parquet",
+            ));
         }
         if format == Format::Parquet && cfg.path == "-" {
-            return Err(Error::config("source.path", "Parquet cannot be read from standard input; write it to a file first"));
+            return Err(Error::config(
+                "source.path",
+                "Parquet cannot be read from standard input; write it to a file first",
+            ));
         }
         if format != Format::Csv && cfg.csv != CsvOptions::default() {
-            return Err(Error::config("source.csv", format!("CSV options do not apply to {} input; remove [source.csv]", format.name())));
+            return Err(Error::config(
+                "source.csv",
+                format!(
+                    "CSV options do not apply to {} input; remove [source.csv]",
+                    format.name()
+                ),
+            ));
         }
         for (column, ty) in &cfg.schema {
             parse_type(ty).map_err(|e| Error::config(format!("source.schema.{column}"), e))?;
         }
         let mut csv = cfg.csv.clone();
-        if csv.delimiter == ',' && cfg.path.to_ascii_lowercase().trim_end_matches(".gz").trim_end_matches(".zst").ends_with(".tsv") {
+        if csv.delimiter == ','
+            && cfg
+                .path
+                .to_ascii_lowercase()
+                .trim_end_matches(".gz")
+                .trim_end_matches(".zst")
+                .ends_with(".tsv")
+        {
             csv.delimiter = '\t';
         }
-        for (key, c) in [("delimiter", Some(csv.delimiter)), ("quote", Some(csv.quote)), ("escape", csv.escape), ("comment", csv.comment)] {
+        for (key, c) in [
+            ("delimiter", Some(csv.delimiter)),
+            ("quote", Some(csv.quote)),
+            ("escape", csv.escape),
+            ("comment", csv.comment),
+        ] {
             if c.is_some_and(|c| !c.is_ascii()) {
-                return Err(Error::config(format!("source.csv.{key}"), "must be a single ASCII character"));
+                return Err(Error::config(
+                    format!("source.csv.{key}"),
+                    "must be a single ASCII character",
+                ));
             }
         }
-        Ok(FileSource { cfg, format, csv, stdin_prefix: Mutex::new(None) })
+        Ok(FileSource {
+            cfg,
+            format,
+            csv,
+            stdin_prefix: Mutex::new(None),
+        })
     }
 
     fn stream_name(&self, first: &str) -> String {
@@ -67,13 +99,23 @@ impl FileSource {
         if first == "-" {
             return "stdin".into();
         }
-        let name = Path::new(first).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| first.to_string());
-        name.split('.').next().filter(|s| !s.is_empty()).unwrap_or("data").to_string()
+        let name = Path::new(first)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| first.to_string());
+        name.split('.')
+            .next()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("data")
+            .to_string()
     }
 
     fn frame_kind(&self) -> FrameKind {
         match self.format {
-            Format::Csv => FrameKind::Csv { quote: self.csv.quote as u8, escape: self.csv.escape.map(|c| c as u8) },
+            Format::Csv => FrameKind::Csv {
+                quote: self.csv.quote as u8,
+                escape: self.csv.escape.map(|c| c as u8),
+            },
             Format::Ndjson => FrameKind::Lines,
             _ => FrameKind::JsonArray,
         }
@@ -91,7 +133,10 @@ impl FileSource {
         }
         .map_err(|e| Error::data(first, format!("cannot infer a schema: {e}")))?;
         if first == "-" {
-            *self.stdin_prefix.lock().map_err(|_| Error::Internal("stdin buffer poisoned".into()))? = Some(sample);
+            *self
+                .stdin_prefix
+                .lock()
+                .map_err(|_| Error::Internal("stdin buffer poisoned".into()))? = Some(sample);
         }
         self.apply_declared(inferred, first)
     }
@@ -107,7 +152,10 @@ impl FileSource {
                     let names: Vec<_> = fields.iter().map(|f| f.name().as_str()).collect();
                     return Err(Error::config(
                         format!("source.schema.{column}"),
-                        format!("`{first}` has no column `{column}`; its columns are {}", names.join(", ")),
+                        format!(
+                            "`{first}` has no column `{column}`; its columns are {}",
+                            names.join(", ")
+                        ),
                     ));
                 }
                 None => fields.push(Field::new(column, dt, true)),
@@ -124,7 +172,10 @@ fn parquet_schema(path: &str) -> Result<Schema> {
     }
     #[cfg(not(feature = "parquet"))]
     {
-        Err(Error::config("source.format", format!("{path}: this build has no Parquet support (cargo feature `parquet`)")))
+        Err(Error::config(
+            "source.format",
+            format!("{path}: this build has no Parquet support (cargo feature `parquet`)"),
+        ))
     }
 }
 
@@ -143,18 +194,34 @@ impl Source for FileSource {
             .iter()
             .map(|f| {
                 let plain = self.cfg.compression.resolve(f) == super::config::Compression::None;
-                let bytes = if f == "-" || !plain { None } else { std::fs::metadata(f).ok().map(|m| m.len()) };
-                PartitionSpec { id: f.as_str().into(), bytes, rows: None }
+                let bytes = if f == "-" || !plain {
+                    None
+                } else {
+                    std::fs::metadata(f).ok().map(|m| m.len())
+                };
+                PartitionSpec {
+                    id: f.as_str().into(),
+                    bytes,
+                    rows: None,
+                }
             })
             .collect();
-        Ok(vec![StreamSpec { name: self.stream_name(&first).into(), schema: Arc::new(schema), partitions }])
+        Ok(vec![StreamSpec {
+            name: self.stream_name(&first).into(),
+            schema: Arc::new(schema),
+            partitions,
+        }])
     }
 
     async fn read(&self, stream: &StreamSpec, partition: &PartitionSpec, ctx: ReadContext) -> Result<()> {
         let path = partition.id.to_string();
         let labels = Labels {
             stream: stream.name.clone(),
-            origin: if path == "-" { "stdin".into() } else { partition.id.clone() },
+            origin: if path == "-" {
+                "stdin".into()
+            } else {
+                partition.id.clone()
+            },
             partition: partition.id.clone(),
             by: self.format.name().into(),
         };
@@ -167,7 +234,11 @@ impl Source for FileSource {
         }
         let mut input = io::open_read(&path, self.cfg.compression)?;
         if path == "-" {
-            let prefix = self.stdin_prefix.lock().map_err(|_| Error::Internal("stdin buffer poisoned".into()))?.take();
+            let prefix = self
+                .stdin_prefix
+                .lock()
+                .map_err(|_| Error::Internal("stdin buffer poisoned".into()))?
+                .take();
             if let Some(prefix) = prefix {
                 input = Box::new(Cursor::new(prefix).chain(input));
             }
@@ -191,7 +262,12 @@ impl Source for FileSource {
 }
 
 /// Every file of a glob must have the columns of the first one.
-fn check_header(mut input: Box<dyn Read + Send>, path: &str, schema: &SchemaRef, opts: &CsvOptions) -> Result<Box<dyn Read + Send>> {
+fn check_header(
+    mut input: Box<dyn Read + Send>,
+    path: &str,
+    schema: &SchemaRef,
+    opts: &CsvOptions,
+) -> Result<Box<dyn Read + Send>> {
     let head = io::sample(&mut input, 64 << 10).map_err(|e| Error::io(path, e))?;
     let names = csv::header_of(&head, opts).map_err(|e| Error::data(path, e))?;
     let expected: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();

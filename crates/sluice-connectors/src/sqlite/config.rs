@@ -59,6 +59,11 @@ fn default_table() -> String {
 impl SqliteSinkConfig {
     /// A sink into `path`, table `{stream}`, appending.
     pub fn new(path: impl Into<String>) -> Self {
-        SqliteSinkConfig { path: path.into(), table: default_table(), mode: WriteMode::Append, key: Vec::new() }
+        SqliteSinkConfig {
+            path: path.into(),
+            table: default_table(),
+            mode: WriteMode::Append,
+            key: Vec::new(),
+        }
     }
 }

@@ -9,7 +9,10 @@
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::{DataType, Int8Type, Int16Type, Int32Type, Int64Type, SchemaRef, UInt8Type, UInt16Type, UInt32Type, UInt64Type, Float32Type, Float64Type};
+use arrow::datatypes::{
+    DataType, Float32Type, Float64Type, Int8Type, Int16Type, Int32Type, Int64Type, SchemaRef, UInt8Type, UInt16Type,
+    UInt32Type, UInt64Type,
+};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use async_trait::async_trait;
 use rusqlite::types::ValueRef;
@@ -28,7 +31,10 @@ impl SqliteSink {
     /// Checks the configuration; opens nothing.
     pub fn new(cfg: SqliteSinkConfig) -> Result<Self> {
         if cfg.mode == WriteMode::Upsert && cfg.key.is_empty() {
-            return Err(Error::config("sinks.key", "mode = \"upsert\" needs key = [\"column\", ...] naming the columns rows are matched on"));
+            return Err(Error::config(
+                "sinks.key",
+                "mode = \"upsert\" needs key = [\"column\", ...] naming the columns rows are matched on",
+            ));
         }
         if cfg.table.trim().is_empty() {
             return Err(Error::config("sinks.table", "must not be empty"));
@@ -88,7 +94,10 @@ struct StreamWriter {
 
 impl StreamWriter {
     fn open(cfg: SqliteSinkConfig, table: String, schema: SchemaRef) -> Result<Self> {
-        if let Some(dir) = std::path::Path::new(&cfg.path).parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Some(dir) = std::path::Path::new(&cfg.path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+        {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
         let location = format!("{}#{}", cfg.path, table);
@@ -99,7 +108,10 @@ impl StreamWriter {
         conn.pragma_update(None, "synchronous", "FULL").map_err(fail)?;
         for k in &cfg.key {
             if schema.field_with_name(k).is_err() {
-                return Err(Error::config("sinks.key", format!("`{k}` is not a column of stream for table `{table}`")));
+                return Err(Error::config(
+                    "sinks.key",
+                    format!("`{k}` is not a column of stream for table `{table}`"),
+                ));
             }
         }
         let target = match cfg.mode {
@@ -107,14 +119,20 @@ impl StreamWriter {
             _ => table.clone(),
         };
         if cfg.mode == WriteMode::Replace {
-            conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote_ident(&target))).map_err(fail)?;
+            conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote_ident(&target)))
+                .map_err(fail)?;
         }
         let existing = columns_of(&conn, &target).map_err(fail)?;
         if existing.is_empty() {
-            conn.execute_batch(&create_table(&target, &schema, &cfg.key)).map_err(fail)?;
+            conn.execute_batch(&create_table(&target, &schema, &cfg.key))
+                .map_err(fail)?;
         } else {
-            let missing: Vec<&str> =
-                schema.fields().iter().map(|f| f.name().as_str()).filter(|n| !existing.iter().any(|e| e == n)).collect();
+            let missing: Vec<&str> = schema
+                .fields()
+                .iter()
+                .map(|f| f.name().as_str())
+                .filter(|n| !existing.iter().any(|e| e == n))
+                .collect();
             if !missing.is_empty() {
                 return Err(Error::config(
                     "sinks.table",
@@ -132,12 +150,23 @@ impl StreamWriter {
             if msg.contains("ON CONFLICT") {
                 return Err(Error::config(
                     "sinks.key",
-                    format!("table `{target}` has no primary key or unique index on ({}); create one or use mode = \"append\"", cfg.key.join(", ")),
+                    format!(
+                        "table `{target}` has no primary key or unique index on ({}); create one or use mode = \"append\"",
+                        cfg.key.join(", ")
+                    ),
                 ));
             }
             return Err(fail(e));
         }
-        Ok(StreamWriter { conn, cfg, table, target, insert, in_tx: false, location })
+        Ok(StreamWriter {
+            conn,
+            cfg,
+            table,
+            target,
+            insert,
+            in_tx: false,
+            location,
+        })
     }
 
     fn write_sync(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
@@ -149,7 +178,11 @@ impl StreamWriter {
         }
         let data = &batch.data;
         let options = FormatOptions::default().with_null("");
-        let columns: Vec<Column> = data.columns().iter().map(|c| Column::new(c.as_ref(), &options)).collect::<std::result::Result<_, _>>()?;
+        let columns: Vec<Column> = data
+            .columns()
+            .iter()
+            .map(|c| Column::new(c.as_ref(), &options))
+            .collect::<std::result::Result<_, _>>()?;
         let mut stmt = self.conn.prepare_cached(&self.insert).map_err(fail)?;
         let mut rejections = Vec::new();
         for row in 0..data.num_rows() {
@@ -182,7 +215,9 @@ impl StreamWriter {
 
     fn commit(&mut self) -> Result<()> {
         if self.in_tx {
-            self.conn.execute_batch("COMMIT").map_err(|e| Error::connection(self.location.clone(), e.to_string()))?;
+            self.conn
+                .execute_batch("COMMIT")
+                .map_err(|e| Error::connection(self.location.clone(), e.to_string()))?;
             self.in_tx = false;
         }
         Ok(())
@@ -196,7 +231,9 @@ impl StreamWriter {
                 t = quote_ident(&self.table),
                 n = quote_ident(&self.target)
             );
-            self.conn.execute_batch(&sql).map_err(|e| Error::connection(self.location.clone(), e.to_string()))?;
+            self.conn
+                .execute_batch(&sql)
+                .map_err(|e| Error::connection(self.location.clone(), e.to_string()))?;
         }
         Ok(())
     }
@@ -209,9 +246,16 @@ fn columns_of(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
 }
 
 fn create_table(table: &str, schema: &SchemaRef, key: &[String]) -> String {
-    let mut cols: Vec<String> = schema.fields().iter().map(|f| format!("{} {}", quote_ident(f.name()), sql_type(f.data_type()))).collect();
+    let mut cols: Vec<String> = schema
+        .fields()
+        .iter()
+        .map(|f| format!("{} {}", quote_ident(f.name()), sql_type(f.data_type())))
+        .collect();
     if !key.is_empty() {
-        cols.push(format!("PRIMARY KEY ({})", key.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")));
+        cols.push(format!(
+            "PRIMARY KEY ({})",
+            key.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")
+        ));
     }
     format!("CREATE TABLE {} ({})", quote_ident(table), cols.join(", "))
 }
@@ -219,15 +263,27 @@ fn create_table(table: &str, schema: &SchemaRef, key: &[String]) -> String {
 fn insert_sql(table: &str, schema: &SchemaRef, cfg: &SqliteSinkConfig) -> String {
     let names: Vec<String> = schema.fields().iter().map(|f| quote_ident(f.name())).collect();
     let params = vec!["?"; names.len()].join(", ");
-    let mut sql = format!("INSERT INTO {} ({}) VALUES ({params})", quote_ident(table), names.join(", "));
+    let mut sql = format!(
+        "INSERT INTO {} ({}) VALUES ({params})",
+        quote_ident(table),
+        names.join(", ")
+    );
     if cfg.mode == WriteMode::Upsert {
         let keys: Vec<String> = cfg.key.iter().map(|k| quote_ident(k)).collect();
-        let updates: Vec<String> =
-            schema.fields().iter().filter(|f| !cfg.key.contains(f.name())).map(|f| format!("{c} = excluded.{c}", c = quote_ident(f.name()))).collect();
+        let updates: Vec<String> = schema
+            .fields()
+            .iter()
+            .filter(|f| !cfg.key.contains(f.name()))
+            .map(|f| format!("{c} = excluded.{c}", c = quote_ident(f.name())))
+            .collect();
         if updates.is_empty() {
             sql.push_str(&format!(" ON CONFLICT ({}) DO NOTHING", keys.join(", ")));
         } else {
-            sql.push_str(&format!(" ON CONFLICT ({}) DO UPDATE SET {}", keys.join(", "), updates.join(", ")));
+            sql.push_str(&format!(
+                " ON CONFLICT ({}) DO UPDATE SET {}",
+                keys.join(", "),
+                updates.join(", ")
+            ));
         }
     }
     sql
@@ -295,7 +351,9 @@ impl<'a> Column<'a> {
             Column::Text(_, f) => Cell::Owned(f.value(i).to_string()),
             Column::Json(a) => {
                 let row = arrow::record_batch::RecordBatch::try_from_iter([("v", a.slice(i, 1))]).ok();
-                let v = row.map(|r| sluice_core::row_json(&r, 0)).and_then(|mut v| v.get_mut("v").map(|x| x.take()));
+                let v = row
+                    .map(|r| sluice_core::row_json(&r, 0))
+                    .and_then(|mut v| v.get_mut("v").map(|x| x.take()));
                 Cell::Owned(v.map(|v| v.to_string()).unwrap_or_default())
             }
         }

@@ -6,13 +6,17 @@
 
 use std::sync::Arc;
 
-use arrow::array::{ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, UInt64Array};
+use arrow::array::{
+    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, UInt64Array,
+};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
-use sluice_core::{Batch, Error, PartitionSpec, Position, ReadContext, Rejection, Result, Source, SourceEvent, Stage, StreamSpec};
+use sluice_core::{
+    Batch, Error, PartitionSpec, Position, ReadContext, Rejection, Result, Source, SourceEvent, Stage, StreamSpec,
+};
 
 use super::config::SqliteSourceConfig;
 use super::quote_ident;
@@ -25,28 +29,41 @@ pub struct SqliteSource {
 impl SqliteSource {
     /// Checks the configuration; opens nothing.
     pub fn new(cfg: SqliteSourceConfig) -> Result<Self> {
-        let chosen = usize::from(cfg.table.is_some()) + usize::from(!cfg.tables.is_empty()) + usize::from(cfg.query.is_some());
+        let chosen =
+            usize::from(cfg.table.is_some()) + usize::from(!cfg.tables.is_empty()) + usize::from(cfg.query.is_some());
         if chosen > 1 {
             return Err(Error::config("source", "set only one of table, tables and query"));
         }
         if cfg.stream.is_some() && cfg.query.is_none() {
-            return Err(Error::config("source.stream", "only applies with query; table streams are named after their tables"));
+            return Err(Error::config(
+                "source.stream",
+                "only applies with query; table streams are named after their tables",
+            ));
         }
         Ok(SqliteSource { cfg })
     }
 
     fn connect(&self) -> Result<Connection> {
         if !std::path::Path::new(&self.cfg.path).is_file() {
-            return Err(Error::io(&self.cfg.path, std::io::Error::new(std::io::ErrorKind::NotFound, "no such database file")));
+            return Err(Error::io(
+                &self.cfg.path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "no such database file"),
+            ));
         }
-        Connection::open_with_flags(&self.cfg.path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-            .map_err(|e| Error::connection(&self.cfg.path, e.to_string()))
+        Connection::open_with_flags(
+            &self.cfg.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|e| Error::connection(&self.cfg.path, e.to_string()))
     }
 
     /// The (stream, SQL) pairs to read.
     fn queries(&self, conn: &Connection) -> Result<Vec<(String, String)>> {
         if let Some(q) = &self.cfg.query {
-            return Ok(vec![(self.cfg.stream.clone().unwrap_or_else(|| "query".into()), q.clone())]);
+            return Ok(vec![(
+                self.cfg.stream.clone().unwrap_or_else(|| "query".into()),
+                q.clone(),
+            )]);
         }
         let tables = if let Some(t) = &self.cfg.table {
             vec![t.clone()]
@@ -54,12 +71,21 @@ impl SqliteSource {
             self.cfg.tables.clone()
         } else {
             let mut stmt = conn
-                .prepare("SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name")
+                .prepare(
+                    "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
+                )
                 .map_err(|e| Error::connection(&self.cfg.path, e.to_string()))?;
-            let names = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(|e| Error::connection(&self.cfg.path, e.to_string()))?;
-            names.collect::<rusqlite::Result<Vec<_>>>().map_err(|e| Error::connection(&self.cfg.path, e.to_string()))?
+            let names = stmt
+                .query_map([], |r| r.get::<_, String>(0))
+                .map_err(|e| Error::connection(&self.cfg.path, e.to_string()))?;
+            names
+                .collect::<rusqlite::Result<Vec<_>>>()
+                .map_err(|e| Error::connection(&self.cfg.path, e.to_string()))?
         };
-        Ok(tables.into_iter().map(|t| (t.clone(), format!("SELECT * FROM {}", quote_ident(&t)))).collect())
+        Ok(tables
+            .into_iter()
+            .map(|t| (t.clone(), format!("SELECT * FROM {}", quote_ident(&t))))
+            .collect())
     }
 }
 
@@ -92,17 +118,28 @@ impl Source for SqliteSource {
         let conn = self.connect()?;
         let mut streams = Vec::new();
         for (name, sql) in self.queries(&conn)? {
-            let stmt = conn.prepare(&sql).map_err(|e| Error::connection(format!("{}#{name}", self.cfg.path), e.to_string()))?;
-            let fields: Vec<Field> = stmt.columns().map(|c| Field::new(c.name(), arrow_type(c.decl_type()), true)).collect();
+            let stmt = conn
+                .prepare(&sql)
+                .map_err(|e| Error::connection(format!("{}#{name}", self.cfg.path), e.to_string()))?;
+            let fields: Vec<Field> = stmt
+                .columns()
+                .map(|c| Field::new(c.name(), arrow_type(c.decl_type()), true))
+                .collect();
             let rows = if self.cfg.query.is_none() {
-                conn.query_row(&format!("SELECT count(*) FROM ({sql})"), [], |r| r.get::<_, i64>(0)).ok().map(|n| n as u64)
+                conn.query_row(&format!("SELECT count(*) FROM ({sql})"), [], |r| r.get::<_, i64>(0))
+                    .ok()
+                    .map(|n| n as u64)
             } else {
                 None
             };
             streams.push(StreamSpec {
                 name: name.as_str().into(),
                 schema: Arc::new(Schema::new(fields)),
-                partitions: vec![PartitionSpec { id: format!("{}#{name}", self.cfg.path).into(), bytes: None, rows }],
+                partitions: vec![PartitionSpec {
+                    id: format!("{}#{name}", self.cfg.path).into(),
+                    bytes: None,
+                    rows,
+                }],
             });
         }
         Ok(streams)
@@ -124,7 +161,13 @@ impl Source for SqliteSource {
     }
 }
 
-fn read_query(conn: &Connection, sql: &str, stream: &StreamSpec, partition: &PartitionSpec, ctx: &ReadContext) -> Result<()> {
+fn read_query(
+    conn: &Connection,
+    sql: &str,
+    stream: &StreamSpec,
+    partition: &PartitionSpec,
+    ctx: &ReadContext,
+) -> Result<()> {
     let location = partition.id.clone();
     let fail = |e: rusqlite::Error| Error::connection(location.to_string(), e.to_string());
     let mut stmt = conn.prepare(sql).map_err(fail)?;
@@ -170,7 +213,11 @@ struct RowsBuilder {
 impl RowsBuilder {
     fn new(schema: &Schema) -> Self {
         let types: Vec<DataType> = schema.fields().iter().map(|f| f.data_type().clone()).collect();
-        RowsBuilder { columns: types.iter().map(new_builder).collect(), types, lines: Vec::new() }
+        RowsBuilder {
+            columns: types.iter().map(new_builder).collect(),
+            types,
+            lines: Vec::new(),
+        }
     }
 
     fn len(&self) -> usize {
@@ -198,7 +245,11 @@ impl RowsBuilder {
         let lines = std::mem::take(&mut self.lines);
         let mut batch = Batch::new(stream.name.clone(), location.clone(), data);
         batch.lines = Some(Arc::new(UInt64Array::from(lines)));
-        batch.position = Some(Position { partition: location.clone(), cursor: serde_json::json!({ "row": n }), rows: n });
+        batch.position = Some(Position {
+            partition: location.clone(),
+            cursor: serde_json::json!({ "row": n }),
+            rows: n,
+        });
         Ok(SourceEvent::Batch(batch))
     }
 }
@@ -222,10 +273,12 @@ fn convert(v: ValueRef<'_>, t: &DataType) -> std::result::Result<Value, String> 
         (ValueRef::Integer(i), DataType::Boolean) if i == 0 || i == 1 => Value::Bool(i == 1),
         (ValueRef::Integer(i), DataType::Utf8) => Value::Text(i.to_string()),
         (ValueRef::Real(f), DataType::Utf8) => Value::Text(f.to_string()),
-        (ValueRef::Text(s), DataType::Utf8) => Value::Text(String::from_utf8(s.to_vec()).map_err(|_| "text is not valid UTF-8".to_string())?),
-        (ValueRef::Blob(b), DataType::Utf8) => {
-            Value::Text(String::from_utf8(b.to_vec()).map_err(|_| "blob in a text column is not valid UTF-8".to_string())?)
+        (ValueRef::Text(s), DataType::Utf8) => {
+            Value::Text(String::from_utf8(s.to_vec()).map_err(|_| "text is not valid UTF-8".to_string())?)
         }
+        (ValueRef::Blob(b), DataType::Utf8) => Value::Text(
+            String::from_utf8(b.to_vec()).map_err(|_| "blob in a text column is not valid UTF-8".to_string())?,
+        ),
         (ValueRef::Blob(b), DataType::Binary) | (ValueRef::Text(b), DataType::Binary) => Value::Blob(b.to_vec()),
         (other, t) => {
             let shown = match other {
@@ -235,7 +288,10 @@ fn convert(v: ValueRef<'_>, t: &DataType) -> std::result::Result<Value, String> 
                 ValueRef::Blob(b) => format!("blob of {} bytes", b.len()),
                 ValueRef::Null => "null".into(),
             };
-            return Err(format!("{shown} does not fit the declared type ({})", sluice_core::types::arrow_type_name(t)));
+            return Err(format!(
+                "{shown} does not fit the declared type ({})",
+                sluice_core::types::arrow_type_name(t)
+            ));
         }
     })
 }
