@@ -254,7 +254,7 @@ fn list() {
     println!("\nRuntime ([runtime])");
     for (k, v) in [
         ("batch_rows", "most rows per batch (32768)"),
-        ("batch_bytes", "input bytes per decoding unit (8MiB)"),
+        ("batch_bytes", "input bytes per decoding unit (2MiB)"),
         ("linger_ms", "longest a partial batch waits for slow input (500)"),
         (
             "parallelism",

@@ -39,7 +39,7 @@ impl Default for BatchLimits {
     fn default() -> Self {
         BatchLimits {
             rows: 32 * 1024,
-            bytes: 8 << 20,
+            bytes: 2 << 20,
             linger: Duration::from_millis(500),
         }
     }

@@ -56,7 +56,7 @@ pub enum OnError {
 pub struct RuntimeConfig {
     /// Most rows per batch. Default 32768.
     pub batch_rows: usize,
-    /// Input bytes per batch (decoding unit): an integer or "8MiB". Default 8 MiB.
+    /// Input bytes per decoding unit (a chunk of a file): an integer or "2MiB". Default 2 MiB.
     pub batch_bytes: ByteSize,
     /// Longest a partial batch waits for slow input, in milliseconds. Default 500.
     pub linger_ms: u64,
@@ -80,7 +80,7 @@ impl Default for RuntimeConfig {
     fn default() -> Self {
         RuntimeConfig {
             batch_rows: 32 * 1024,
-            batch_bytes: ByteSize(8 << 20),
+            batch_bytes: ByteSize(2 << 20),
             linger_ms: 500,
             parallelism: 0,
             channel_capacity: 4,
@@ -167,15 +167,6 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
-
-impl From<ConfigError> for sluice_core::Error {
-    fn from(e: ConfigError) -> Self {
-        sluice_core::Error::Config {
-            key: e.to_string(),
-            message: String::new(),
-        }
-    }
-}
 
 /// A loaded, validated pipeline.
 #[derive(Debug, Clone)]

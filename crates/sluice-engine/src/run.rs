@@ -272,8 +272,8 @@ impl StreamRun<'_> {
         let mut seq = 0u64;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        // After cancellation, readers get a grace period to hand over what
-        // they hold; one blocked on a quiet stdin is left behind.
+        // After cancellation, readers hand over what they hold; one silent
+        // for READER_GRACE (blocked on a quiet stdin) is left behind.
         let mut grace: Option<tokio::time::Instant> = None;
         let mut abandoned = false;
         loop {
@@ -297,6 +297,10 @@ impl StreamRun<'_> {
                 }
             };
             let Some(event) = event else { break };
+            if grace.is_some() {
+                // The grace period is for silence, not for draining.
+                grace = Some(tokio::time::Instant::now() + READER_GRACE);
+            }
             match event {
                 SourceEvent::Progress { bytes } => {
                     self.stats.bytes.fetch_add(bytes, Ordering::Relaxed);

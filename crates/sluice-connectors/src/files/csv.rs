@@ -4,7 +4,7 @@
 use std::sync::{Arc, LazyLock};
 
 use arrow::csv::reader::Format;
-use arrow::datatypes::{Field, Schema, SchemaRef};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use regex::Regex;
 
@@ -146,10 +146,20 @@ fn dedupe_names(schema: Schema) -> Schema {
                 name = format!("{base}_{n}");
                 n += 1;
             }
-            Field::new(name, f.data_type().clone(), true)
+            Field::new(name, widen(f.data_type()), true)
         })
         .collect();
     Schema::new(fields)
+}
+
+/// Timestamps are inferred at the precision of the sample's fractional
+/// digits; a later value with more digits would then fail to parse. Seconds
+/// and milliseconds are widened to microseconds (what databases store).
+fn widen(t: &DataType) -> DataType {
+    match t {
+        DataType::Timestamp(TimeUnit::Second | TimeUnit::Millisecond, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+        other => other.clone(),
+    }
 }
 
 /// The header names of a CSV sample, as [`infer`] would name them.
@@ -174,7 +184,6 @@ pub(crate) fn decoder(schema: SchemaRef, opts: &CsvOptions) -> Result<Arc<dyn Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use arrow::datatypes::DataType;
 
     fn opts() -> CsvOptions {
         CsvOptions::default()
@@ -188,6 +197,14 @@ mod tests {
         assert_eq!(s.field(0).data_type(), &DataType::Int64);
         assert_eq!(s.field(2).data_type(), &DataType::Float64);
         assert_eq!(s.field(3).data_type(), &DataType::Date32);
+    }
+
+    #[test]
+    fn second_precision_timestamps_are_widened_so_later_fractions_parse() {
+        let schema = Arc::new(infer(b"at\n2024-01-02T03:04:05\n", &opts(), 10).unwrap());
+        assert_eq!(schema.field(0).data_type(), &DataType::Timestamp(TimeUnit::Microsecond, None));
+        let d = CsvDecoder::new(schema, opts()).unwrap();
+        assert_eq!(d.decode(b"2024-01-02T03:04:05.123456\n", 1).unwrap().num_rows(), 1);
     }
 
     #[test]
