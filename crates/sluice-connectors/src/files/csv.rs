@@ -157,7 +157,9 @@ fn dedupe_names(schema: Schema) -> Schema {
 /// and milliseconds are widened to microseconds (what databases store).
 fn widen(t: &DataType) -> DataType {
     match t {
-        DataType::Timestamp(TimeUnit::Second | TimeUnit::Millisecond, tz) => DataType::Timestamp(TimeUnit::Microsecond, tz.clone()),
+        DataType::Timestamp(TimeUnit::Second | TimeUnit::Millisecond, tz) => {
+            DataType::Timestamp(TimeUnit::Microsecond, tz.clone())
+        }
         other => other.clone(),
     }
 }
@@ -202,7 +204,10 @@ mod tests {
     #[test]
     fn second_precision_timestamps_are_widened_so_later_fractions_parse() {
         let schema = Arc::new(infer(b"at\n2024-01-02T03:04:05\n", &opts(), 10).unwrap());
-        assert_eq!(schema.field(0).data_type(), &DataType::Timestamp(TimeUnit::Microsecond, None));
+        assert_eq!(
+            schema.field(0).data_type(),
+            &DataType::Timestamp(TimeUnit::Microsecond, None)
+        );
         let d = CsvDecoder::new(schema, opts()).unwrap();
         assert_eq!(d.decode(b"2024-01-02T03:04:05.123456\n", 1).unwrap().num_rows(), 1);
     }

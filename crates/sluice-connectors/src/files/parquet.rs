@@ -4,19 +4,19 @@
 use std::fs::File;
 use std::sync::Arc;
 
+use arrow::array::ArrayRef;
 use arrow::array::UInt64Array;
 use arrow::datatypes::{Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
-use arrow::array::ArrayRef;
 use arrow::row::{RowConverter, SortField};
 use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::arrow_writer::{ArrowColumnWriter, ArrowLeafColumn, ArrowRowGroupWriterFactory, compute_leaves};
+use parquet::basic::{Compression as Codec, ZstdLevel};
 use parquet::errors::ParquetError;
+use parquet::file::properties::WriterProperties;
 use parquet::file::writer::SerializedFileWriter;
 use parquet::schema::types::ColumnPath;
-use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use parquet::basic::{Compression as Codec, ZstdLevel};
-use parquet::file::properties::WriterProperties;
 use sluice_core::{Batch, Error, Position, ReadContext, Result, SourceEvent};
 
 use super::config::ParquetCodec;
@@ -133,7 +133,8 @@ impl ParquetWriter {
             .set_max_row_group_row_count(Some(self.row_group_rows));
         let n = sample.num_rows().min(8192);
         for (field, column) in self.schema.fields().iter().zip(sample.columns()) {
-            if n > 0 && !field.data_type().is_nested() && distinct_share(&column.slice(0, n)) > DICTIONARY_MAX_DISTINCT {
+            if n > 0 && !field.data_type().is_nested() && distinct_share(&column.slice(0, n)) > DICTIONARY_MAX_DISTINCT
+            {
                 props = props.set_column_dictionary_enabled(ColumnPath::from(field.name().as_str()), false);
             }
         }
@@ -142,12 +143,22 @@ impl ParquetWriter {
 
     fn open(&mut self, sample: &RecordBatch, path: &str) -> Result<&mut OpenWriter> {
         if let WriterState::Pending(out) = &mut self.state {
-            let out = out.take().ok_or_else(|| Error::Internal(format!("{path}: parquet output lost")))?;
+            let out = out
+                .take()
+                .ok_or_else(|| Error::Internal(format!("{path}: parquet output lost")))?;
             let props = self.properties(sample);
             let writer = ArrowWriter::try_new(out, self.schema.clone(), Some(props))
                 .map_err(|e| Error::Internal(format!("parquet writer: {e}")))?;
-            let (file, factory) = writer.into_serialized_writer().map_err(|e| Error::data(path, format!("parquet: {e}")))?;
-            self.state = WriterState::Open(Box::new(OpenWriter { file, factory, columns: None, rows_in_group: 0, row_groups: 0 }));
+            let (file, factory) = writer
+                .into_serialized_writer()
+                .map_err(|e| Error::data(path, format!("parquet: {e}")))?;
+            self.state = WriterState::Open(Box::new(OpenWriter {
+                file,
+                factory,
+                columns: None,
+                rows_in_group: 0,
+                row_groups: 0,
+            }));
         }
         match &mut self.state {
             WriterState::Open(w) => Ok(w),
@@ -173,7 +184,10 @@ impl ParquetWriter {
             for (field, column) in schema.fields().iter().zip(slice.columns()) {
                 leaves.extend(compute_leaves(field, column).map_err(fail)?);
             }
-            let columns = w.columns.as_mut().ok_or_else(|| Error::Internal("no column writers".into()))?;
+            let columns = w
+                .columns
+                .as_mut()
+                .ok_or_else(|| Error::Internal("no column writers".into()))?;
             encode_parallel(columns, leaves, threads).map_err(fail)?;
             w.rows_in_group += take;
             offset += take;
@@ -204,7 +218,9 @@ impl ParquetWriter {
 
 impl OpenWriter {
     fn close_group(&mut self) -> parquet::errors::Result<()> {
-        let Some(columns) = self.columns.take() else { return Ok(()) };
+        let Some(columns) = self.columns.take() else {
+            return Ok(());
+        };
         let mut group = self.file.next_row_group()?;
         for c in columns {
             c.close()?.append_to_row_group(&mut group)?;
@@ -228,7 +244,10 @@ fn encode_parallel(
             .map(|_| {
                 scope.spawn(|| -> parquet::errors::Result<()> {
                     loop {
-                        let next = queue.lock().map_err(|_| ParquetError::General("encoder poisoned".into()))?.next();
+                        let next = queue
+                            .lock()
+                            .map_err(|_| ParquetError::General("encoder poisoned".into()))?
+                            .next();
                         match next {
                             Some((writer, leaf)) => writer.write(&leaf)?,
                             None => return Ok(()),
@@ -238,7 +257,8 @@ fn encode_parallel(
             })
             .collect();
         for w in workers {
-            w.join().map_err(|_| ParquetError::General("encoder thread panicked".into()))??;
+            w.join()
+                .map_err(|_| ParquetError::General("encoder thread panicked".into()))??;
         }
         Ok(())
     })
@@ -246,8 +266,12 @@ fn encode_parallel(
 
 /// Share of distinct values in a column sample.
 fn distinct_share(column: &ArrayRef) -> f64 {
-    let Ok(converter) = RowConverter::new(vec![SortField::new(column.data_type().clone())]) else { return 0.0 };
-    let Ok(rows) = converter.convert_columns(std::slice::from_ref(column)) else { return 0.0 };
+    let Ok(converter) = RowConverter::new(vec![SortField::new(column.data_type().clone())]) else {
+        return 0.0;
+    };
+    let Ok(rows) = converter.convert_columns(std::slice::from_ref(column)) else {
+        return 0.0;
+    };
     let distinct: std::collections::HashSet<&[u8]> = rows.iter().map(|r| r.data()).collect();
     distinct.len() as f64 / column.len().max(1) as f64
 }
