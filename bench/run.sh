@@ -22,7 +22,7 @@ SEED=${SEED:-42}
 REPEAT=${REPEAT:-3}
 DATA=bench/data
 OUT=bench/out
-RESULTS=bench/results-$(date +%F).md
+RESULTS=bench/RESULTS.md
 MEASUREMENTS=$OUT/measurements.tsv
 FAILED=0
 
