@@ -158,7 +158,7 @@ async fn execute(pipeline: Pipeline, global: &cli::Global) -> ExitCode {
     if let Some(d) = display {
         let _ = d.await;
     }
-    if !global.quiet {
+    if !global.quiet && (!outcome.report.streams.is_empty() || outcome.error.is_none()) {
         eprintln!("{}", display::summary(&outcome.report));
     }
     match outcome.error {

@@ -330,8 +330,10 @@ fn refine_span(text: &str, span: Option<std::ops::Range<usize>>, message: &str) 
         .strip_prefix("unknown field `")
         .and_then(|r| r.split('`').next());
     if let Some(field) = field {
-        let region = &text[span.start..span.end.min(text.len())];
-        for (off, line) in line_starts(region) {
+        // The first such key from the table the error points at onwards: a
+        // sub-table such as [source.csv] is reported at its parent's span.
+        let rest = &text[span.start.min(text.len())..];
+        for (off, line) in line_starts(rest) {
             let t = line.trim_start();
             if t.starts_with(field) && t[field.len()..].trim_start().starts_with('=') {
                 let at = span.start + off + (line.len() - t.len());
@@ -365,7 +367,11 @@ fn locate(text: &str, key: &str) -> Option<std::ops::Range<usize>> {
     let leaf = parts.pop()?;
     let (table, index) = match parts.first() {
         Some(t) => match t.split_once('[') {
-            Some((name, idx)) => (name.to_string(), idx.trim_end_matches(']').parse::<usize>().ok()),
+            // `sinks[1]`, or a transform label such as `transforms[2] (filter)`.
+            Some((name, idx)) => (
+                name.to_string(),
+                idx.split(']').next().and_then(|i| i.parse::<usize>().ok()),
+            ),
             None => (t.to_string(), None),
         },
         None => (String::new(), None),
@@ -617,6 +623,21 @@ mod tests {
         let e = parse_str(text).unwrap_err();
         assert_eq!(e.line, Some(9), "{e}");
         assert!(e.to_string().contains("batch_rowz"), "{e}");
+    }
+
+    #[test]
+    fn unknown_key_in_a_sub_table_names_its_own_line() {
+        let text = "[source]\ntype = \"file\"\npath = \"in.csv\"\n[source.csv]\ndelimter = \";\"\n\n[[sinks]]\ntype = \"null\"\n";
+        let e = parse_str(text).unwrap_err();
+        assert_eq!(e.line, Some(5), "{e}");
+    }
+
+    #[test]
+    fn sql_syntax_errors_are_found_without_data() {
+        let text = format!("{OK}\n[[transforms]]\ntype = \"filter\"\npredicate = \"amount >\"\n");
+        let e = parse_str(&text).unwrap_err();
+        assert!(e.to_string().contains("transforms[0] (filter)"), "{e}");
+        assert_eq!(e.line, Some(10), "{e}");
     }
 
     #[test]

@@ -132,7 +132,39 @@ pub fn build(configs: &[TransformConfig]) -> Result<Vec<Box<dyn TransformFactory
         .collect()
 }
 
+/// Checks SQL syntax without a schema, so `validate` catches typos.
+fn check_syntax(label: &str, key: &str, sql: &str) -> Result<()> {
+    datafusion::sql::parser::DFParser::parse_sql(sql)
+        .map(|_| ())
+        .map_err(|e| Error::config(format!("{label}.{key}"), e.to_string()))
+}
+
 fn build_one(label: &str, cfg: &TransformConfig) -> Result<Box<dyn TransformFactory>> {
+    match cfg {
+        TransformConfig::Sql { query } => check_syntax(label, "query", query)?,
+        TransformConfig::Filter { predicate } => {
+            check_syntax(label, "predicate", &format!("SELECT * FROM {INPUT} WHERE {predicate}"))?
+        }
+        TransformConfig::Set { columns } => {
+            for (name, expr) in columns {
+                check_syntax(
+                    label,
+                    &format!("columns.{name}"),
+                    &format!("SELECT {expr} FROM {INPUT}"),
+                )?;
+            }
+        }
+        TransformConfig::Validate(v) => {
+            for (name, expr) in &v.checks {
+                check_syntax(
+                    label,
+                    &format!("checks.{name}"),
+                    &format!("SELECT 1 FROM {INPUT} WHERE {expr}"),
+                )?;
+            }
+        }
+        _ => {}
+    }
     let label_s = label.to_string();
     let generated = |generate: Generator| -> Box<dyn TransformFactory> {
         Box::new(GeneratedSql {
