@@ -32,7 +32,7 @@ use sluice_core::{
     StreamSpec, Transform, TransformFactory,
 };
 use sluice_state::{StateStore, Status, StreamCounts};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -131,7 +131,13 @@ async fn run_streams(
     let run_id = state
         .begin_run(&pipeline.name, &pipeline.plan_hash)
         .map_err(state_err)?;
-    let streams = match source.discover().await {
+    // Discovery may wait on a pipe for its first rows; Ctrl-C still ends it.
+    let discovered = tokio::select! {
+        biased;
+        _ = shared.cancel.cancelled() => Err(Error::Interrupted),
+        r = source.discover() => r,
+    };
+    let streams = match discovered {
         Ok(s) => s,
         Err(e) => {
             let _ = state.end_run(run_id, Status::Failed, Some(&e.to_string()));
@@ -400,6 +406,9 @@ impl StreamRun<'_> {
         }
     }
 
+    /// Starts `parallelism` readers that take partitions in order from a
+    /// shared queue: with one reader, files are read one after another in
+    /// sorted order.
     fn spawn_readers(
         &self,
         source: &Arc<dyn Source>,
@@ -407,35 +416,38 @@ impl StreamRun<'_> {
         tx: mpsc::Sender<SourceEvent>,
         cancel: &CancellationToken,
     ) -> Vec<JoinHandle<Result<()>>> {
-        let permits = Arc::new(Semaphore::new(self.shared.threads.max(1)));
-        spec.partitions
-            .iter()
-            .map(|partition| {
-                let ctx = ReadContext {
-                    out: tx.clone(),
-                    cancel: cancel.clone(),
-                    limits: self.shared.limits,
-                    resume: None,
-                    parallelism: self.shared.threads,
-                };
-                let (source, spec, partition, permits, cancel) = (
-                    source.clone(),
-                    spec.clone(),
-                    partition.clone(),
-                    permits.clone(),
-                    cancel.clone(),
-                );
+        let queue = Arc::new(std::sync::Mutex::new(
+            spec.partitions.iter().cloned().collect::<VecDeque<_>>(),
+        ));
+        let readers = self.shared.threads.clamp(1, spec.partitions.len().max(1));
+        (0..readers)
+            .map(|_| {
+                let (source, spec, queue, cancel, tx) =
+                    (source.clone(), spec.clone(), queue.clone(), cancel.clone(), tx.clone());
+                let (limits, parallelism) = (self.shared.limits, self.shared.threads);
                 tokio::spawn(async move {
-                    let _permit = permits.acquire_owned().await.map_err(|_| Error::Interrupted)?;
-                    if cancel.is_cancelled() {
-                        return Ok(());
+                    loop {
+                        let next = queue
+                            .lock()
+                            .map_err(|_| Error::Internal("partition queue poisoned".into()))?
+                            .pop_front();
+                        let Some(partition) = next else { return Ok(()) };
+                        if cancel.is_cancelled() {
+                            return Ok(());
+                        }
+                        let ctx = ReadContext {
+                            out: tx.clone(),
+                            cancel: cancel.clone(),
+                            limits,
+                            resume: None,
+                            parallelism,
+                        };
+                        if let Err(e) = source.read(&spec, &partition, ctx).await {
+                            // One broken partition ends the stream; the others stop too.
+                            cancel.cancel();
+                            return Err(e);
+                        }
                     }
-                    let r = source.read(&spec, &partition, ctx).await;
-                    if r.is_err() {
-                        // One broken partition ends the stream; the others stop too.
-                        cancel.cancel();
-                    }
-                    r
                 })
             })
             .collect()

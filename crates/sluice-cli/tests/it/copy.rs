@@ -225,7 +225,12 @@ fn interrupt_drains_and_leaves_a_valid_parquet_file() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
+    // Interrupt once the first row group is on disk, however fast the machine.
+    let part = d.join("big.parquet.part");
+    let started = std::time::Instant::now();
+    while std::fs::metadata(&part).map_or(0, |m| m.len()) == 0 && started.elapsed().as_secs() < 60 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
     let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
     let out = child.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -243,4 +248,53 @@ fn interrupt_drains_and_leaves_a_valid_parquet_file() {
         written.contains(&format!(" {rows} ")),
         "summary {written} vs file {rows}"
     );
+}
+
+#[test]
+fn interrupt_with_a_quiet_stdin_still_delivers_what_arrived() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["copy", "-", "out.ndjson", "--input-format", "csv", "--no-progress"])
+        .current_dir(dir.path())
+        .env("XDG_STATE_HOME", dir.path().join("state"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Rows arrive, then the producer goes quiet without closing the pipe.
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"id,word\n1,one\n2,two\n3,three\n").unwrap();
+    stdin.flush().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(130), "{stderr}");
+    let rows = ndjson(&dir.path().join("out.ndjson"));
+    assert_eq!(rows.len(), 3, "{stderr}");
+    assert_eq!(rows[2]["word"], "three");
+}
+
+#[test]
+fn interrupt_before_any_input_arrives_exits_promptly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["copy", "-", "out.ndjson", "--input-format", "csv", "--no-progress"])
+        .current_dir(dir.path())
+        .env("XDG_STATE_HOME", dir.path().join("state"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    drop(stdin);
+    assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed().as_secs() < 10, "took {:?}", started.elapsed());
 }

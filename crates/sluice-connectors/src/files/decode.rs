@@ -87,14 +87,32 @@ pub(crate) fn run(
         let mut last_emit = std::time::Instant::now();
         let mut target = chunk_bytes;
         while !eof {
+            // Forward results that are already done, so slow input is not held back.
+            while received < sent {
+                match lanes[received % workers].1.try_recv() {
+                    Ok(decoded) => {
+                        received += 1;
+                        for ev in decoded.events {
+                            send(ev)?;
+                        }
+                    }
+                    Err(_) => break,
+                }
+            }
             if ctx.cancel.is_cancelled() {
                 break;
             }
             // Fill the framer up to one chunk (more if one record is bigger).
+            let mut quiet = false;
             while framer.buffered() < target {
                 let n = match input.read(&mut read_buf) {
                     Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    // A quiet pipe: hand over what is framed and look at cancellation.
+                    Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                        quiet = true;
+                        break;
+                    }
                     Err(e) => {
                         result = Err(Error::io(labels.origin.to_string(), e));
                         eof = true;
@@ -116,7 +134,9 @@ pub(crate) fn run(
             }
             let chunk = if eof { framer.finish() } else { framer.take() };
             let Some(chunk) = chunk else {
-                target = framer.buffered() + read_buf.len();
+                if !quiet && !eof {
+                    target = framer.buffered() + read_buf.len();
+                }
                 continue;
             };
             target = chunk_bytes;
@@ -141,18 +161,6 @@ pub(crate) fn run(
                 .map_err(|_| Error::Internal("decoder thread stopped".into()))?;
             rows_before += records;
             sent += 1;
-            // Forward results that are already done, so slow input is not held back.
-            while received < sent {
-                match lanes[received % workers].1.try_recv() {
-                    Ok(decoded) => {
-                        received += 1;
-                        for ev in decoded.events {
-                            send(ev)?;
-                        }
-                    }
-                    Err(_) => break,
-                }
-            }
         }
         // Drain what is in flight, in order.
         while received < sent {

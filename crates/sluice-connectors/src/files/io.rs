@@ -4,6 +4,8 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::time::{Duration, Instant};
 
 use sluice_core::{Error, Result};
 
@@ -39,13 +41,18 @@ pub(crate) fn expand(pattern: &str) -> Result<Vec<String>> {
     Ok(files)
 }
 
-/// Opens a file (or standard input for `-`), decompressing as configured.
+/// Opens a file, decompressing as configured.
 pub(crate) fn open_read(path: &str, compression: Compression) -> Result<Box<dyn Read + Send>> {
-    let raw: Box<dyn Read + Send> = if path == "-" {
-        Box::new(io::stdin())
-    } else {
-        Box::new(File::open(path).map_err(|e| Error::io(path, e))?)
-    };
+    let raw: Box<dyn Read + Send> = Box::new(File::open(path).map_err(|e| Error::io(path, e))?);
+    decompress(raw, path, compression)
+}
+
+/// Wraps `raw` in the decompressor `compression` asks for.
+pub(crate) fn decompress(
+    raw: Box<dyn Read + Send>,
+    path: &str,
+    compression: Compression,
+) -> Result<Box<dyn Read + Send>> {
     Ok(match compression.resolve(path) {
         Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::with_capacity(
             1 << 20,
@@ -54,6 +61,106 @@ pub(crate) fn open_read(path: &str, compression: Compression) -> Result<Box<dyn 
         Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(raw).map_err(|e| Error::io(path, e))?),
         Compression::None | Compression::Auto => raw,
     })
+}
+
+/// Standard input read by a thread of its own, so that a quiet pipe never
+/// blocks a reader: [`Read::read`] waits at most `timeout` and then answers
+/// `ErrorKind::TimedOut`, which readers take as "nothing new yet" (hand over
+/// what is framed, look at cancellation, read again).
+pub(crate) struct StdinPump {
+    rx: Receiver<io::Result<Vec<u8>>>,
+    pending: Vec<u8>,
+    pos: usize,
+    timeout: Duration,
+    done: bool,
+}
+
+impl StdinPump {
+    pub fn start(timeout: Duration) -> StdinPump {
+        let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(4);
+        std::thread::spawn(move || {
+            let mut stdin = io::stdin().lock();
+            loop {
+                let mut buf = vec![0u8; 1 << 20];
+                match stdin.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if tx.send(Ok(buf)).is_err() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        break;
+                    }
+                }
+            }
+        });
+        StdinPump {
+            rx,
+            pending: Vec::new(),
+            pos: 0,
+            timeout,
+            done: false,
+        }
+    }
+
+    /// Reads the start of stdin for inference: until `limit` bytes or
+    /// `records` lines, the end of input, or — once a whole line is in —
+    /// `quiet` without new data.
+    pub fn sample(&mut self, limit: usize, records: usize, quiet: Duration) -> io::Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        let mut last = Instant::now();
+        while buf.len() < limit && memchr::memchr_iter(b'\n', &buf).count() <= records {
+            let got = if buf.contains(&b'\n') {
+                match self.rx.recv_timeout(quiet.saturating_sub(last.elapsed())) {
+                    Ok(r) => Some(r),
+                    Err(RecvTimeoutError::Timeout) => break,
+                    Err(RecvTimeoutError::Disconnected) => None,
+                }
+            } else {
+                self.rx.recv().ok()
+            };
+            match got {
+                Some(chunk) => {
+                    buf.extend_from_slice(&chunk?);
+                    last = Instant::now();
+                }
+                None => {
+                    self.done = true;
+                    break;
+                }
+            }
+        }
+        Ok(buf)
+    }
+}
+
+impl Read for StdinPump {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        if self.pos == self.pending.len() {
+            if self.done {
+                return Ok(0);
+            }
+            match self.rx.recv_timeout(self.timeout) {
+                Ok(chunk) => {
+                    self.pending = chunk?;
+                    self.pos = 0;
+                }
+                Err(RecvTimeoutError::Timeout) => return Err(io::Error::new(io::ErrorKind::TimedOut, "no input yet")),
+                Err(RecvTimeoutError::Disconnected) => {
+                    self.done = true;
+                    return Ok(0);
+                }
+            }
+        }
+        let n = out.len().min(self.pending.len() - self.pos);
+        out[..n].copy_from_slice(&self.pending[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
 }
 
 /// Reads up to `limit` bytes from the start of an input, for inference.

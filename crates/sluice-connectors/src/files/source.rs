@@ -4,6 +4,7 @@
 use std::io::{Cursor, Read};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arrow::datatypes::{Field, Schema, SchemaRef};
 use async_trait::async_trait;
@@ -18,13 +19,26 @@ use super::{csv, io, json};
 /// Bytes read from the start of the first file to infer a schema.
 const SAMPLE_BYTES: usize = 4 << 20;
 
+/// How long stdin may stay quiet before inference works with what it has.
+const STDIN_QUIET: Duration = Duration::from_millis(500);
+
+/// How often a reader of a quiet stdin wakes to hand over rows and look at cancellation.
+const STDIN_POLL: Duration = Duration::from_millis(100);
+
 /// Reads files of one format as one stream.
 pub struct FileSource {
+    inner: Arc<Inner>,
+}
+
+/// Standard input after inference: what it read, and the rest of the stream.
+type SampledStdin = (Vec<u8>, Box<dyn Read + Send>);
+
+struct Inner {
     cfg: FileSourceConfig,
     format: Format,
     csv: CsvOptions,
-    /// What inference read from standard input, replayed before the rest.
-    stdin_prefix: Mutex<Option<Vec<u8>>>,
+    /// Standard input after inference.
+    stdin: Mutex<Option<SampledStdin>>,
 }
 
 impl FileSource {
@@ -85,13 +99,17 @@ impl FileSource {
             }
         }
         Ok(FileSource {
-            cfg,
-            format,
-            csv,
-            stdin_prefix: Mutex::new(None),
+            inner: Arc::new(Inner {
+                cfg,
+                format,
+                csv,
+                stdin: Mutex::new(None),
+            }),
         })
     }
+}
 
+impl Inner {
     fn stream_name(&self, first: &str) -> String {
         if let Some(s) = &self.cfg.stream {
             return s.clone();
@@ -125,19 +143,40 @@ impl FileSource {
         if self.format == Format::Parquet {
             return parquet_schema(first);
         }
-        let mut input = io::open_read(first, self.cfg.compression)?;
-        let sample = io::sample(&mut input, SAMPLE_BYTES).map_err(|e| Error::io(first, e))?;
+        let sample = if first == "-" {
+            let plain = self.cfg.compression.resolve("-") == super::config::Compression::None;
+            let (sample, rest): (Vec<u8>, Box<dyn Read + Send>) = if plain {
+                let mut pump = io::StdinPump::start(STDIN_POLL);
+                let sample = pump
+                    .sample(SAMPLE_BYTES, self.cfg.infer_rows + 1, STDIN_QUIET)
+                    .map_err(|e| Error::io("stdin", e))?;
+                (sample, Box::new(pump))
+            } else {
+                // A compressed stream cannot be cut into quiet pieces: wait for a full sample.
+                let pump = io::StdinPump::start(Duration::from_secs(u32::MAX as u64));
+                let mut rest = io::decompress(Box::new(pump), "-", self.cfg.compression)?;
+                let sample = io::sample(&mut rest, SAMPLE_BYTES).map_err(|e| Error::io("stdin", e))?;
+                (sample, rest)
+            };
+            *self
+                .stdin
+                .lock()
+                .map_err(|_| Error::Internal("stdin buffer poisoned".into()))? = Some((sample.clone(), rest));
+            sample
+        } else {
+            let mut input = io::open_read(first, self.cfg.compression)?;
+            io::sample(&mut input, SAMPLE_BYTES).map_err(|e| Error::io(first, e))?
+        };
         let inferred = match self.format {
             Format::Csv => csv::infer(&sample, &self.csv, self.cfg.infer_rows),
             _ => json::infer(&sample, self.frame_kind(), self.cfg.infer_rows),
         }
-        .map_err(|e| Error::data(first, format!("cannot infer a schema: {e}")))?;
-        if first == "-" {
-            *self
-                .stdin_prefix
-                .lock()
-                .map_err(|_| Error::Internal("stdin buffer poisoned".into()))? = Some(sample);
-        }
+        .map_err(|e| {
+            Error::data(
+                if first == "-" { "stdin" } else { first },
+                format!("cannot infer a schema: {e}"),
+            )
+        })?;
         self.apply_declared(inferred, first)
     }
 
@@ -182,18 +221,23 @@ fn parquet_schema(path: &str) -> Result<Schema> {
 #[async_trait]
 impl Source for FileSource {
     fn name(&self) -> &str {
-        self.format.name()
+        self.inner.format.name()
     }
 
     async fn discover(&self) -> Result<Vec<StreamSpec>> {
-        let files = io::expand(&self.cfg.path)?;
+        let this = &self.inner;
+        let files = io::expand(&this.cfg.path)?;
         let first = files[0].clone();
-        // Inference reads one sample of the first file; short enough to do inline.
-        let schema = self.infer(&first)?;
+        // Inference may wait on a pipe: keep it off the runtime so Ctrl-C is heard.
+        let inner = self.inner.clone();
+        let f = first.clone();
+        let schema = tokio::task::spawn_blocking(move || inner.infer(&f))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))??;
         let partitions = files
             .iter()
             .map(|f| {
-                let plain = self.cfg.compression.resolve(f) == super::config::Compression::None;
+                let plain = this.cfg.compression.resolve(f) == super::config::Compression::None;
                 let bytes = if f == "-" || !plain {
                     None
                 } else {
@@ -207,13 +251,14 @@ impl Source for FileSource {
             })
             .collect();
         Ok(vec![StreamSpec {
-            name: self.stream_name(&first).into(),
+            name: this.stream_name(&first).into(),
             schema: Arc::new(schema),
             partitions,
         }])
     }
 
     async fn read(&self, stream: &StreamSpec, partition: &PartitionSpec, ctx: ReadContext) -> Result<()> {
+        let this = &self.inner;
         let path = partition.id.to_string();
         let labels = Labels {
             stream: stream.name.clone(),
@@ -223,35 +268,38 @@ impl Source for FileSource {
                 partition.id.clone()
             },
             partition: partition.id.clone(),
-            by: self.format.name().into(),
+            by: this.format.name().into(),
         };
         let schema = stream.schema.clone();
-        if self.format == Format::Parquet {
+        if this.format == Format::Parquet {
             #[cfg(feature = "parquet")]
             return tokio::task::spawn_blocking(move || super::parquet::read(&path, schema, labels, &ctx))
                 .await
                 .map_err(|e| Error::Internal(e.to_string()))?;
         }
-        let mut input = io::open_read(&path, self.cfg.compression)?;
-        if path == "-" {
-            let prefix = self
-                .stdin_prefix
+        let mut input: Box<dyn Read + Send> = if path == "-" {
+            let taken = this
+                .stdin
                 .lock()
                 .map_err(|_| Error::Internal("stdin buffer poisoned".into()))?
                 .take();
-            if let Some(prefix) = prefix {
-                input = Box::new(Cursor::new(prefix).chain(input));
+            match taken {
+                Some((prefix, rest)) => Box::new(Cursor::new(prefix).chain(rest)),
+                None => return Err(Error::Internal("standard input was not sampled".into())),
             }
-        }
-        let header = self.format == Format::Csv && self.csv.header;
-        let decoder = match self.format {
-            Format::Csv => csv::decoder(schema.clone(), &self.csv).map_err(|e| Error::config("source.csv.null", e))?,
+        } else {
+            io::open_read(&path, this.cfg.compression)?
+        };
+        let header = this.format == Format::Csv && this.csv.header;
+        let decoder = match this.format {
+            Format::Csv => csv::decoder(schema.clone(), &this.csv).map_err(|e| Error::config("source.csv.null", e))?,
             _ => json::decoder(schema.clone()),
         };
-        let framer = Framer::new(self.frame_kind(), usize::from(header));
-        let csv_opts = self.csv.clone();
+        let framer = Framer::new(this.frame_kind(), usize::from(header));
+        let csv_opts = this.csv.clone();
         tokio::task::spawn_blocking(move || {
-            if header {
+            // Standard input is one partition: its header is the one inferred from.
+            if header && path != "-" {
                 input = check_header(input, &path, &schema, &csv_opts)?;
             }
             decode::run(input, framer, decoder, labels, &ctx)

@@ -58,7 +58,11 @@ async fn a_run_cancelled_before_it_starts_writes_nothing() {
     let cancel = CancellationToken::new();
     cancel.cancel();
     let outcome = sluice_engine::run(&p, Arc::new(RunProgress::default()), cancel).await;
-    assert!(outcome.error.is_none());
+    assert!(
+        matches!(outcome.error, Some(sluice_core::Error::Interrupted)),
+        "{:?}",
+        outcome.error.map(|e| e.to_string())
+    );
     assert!(outcome.report.interrupted);
     assert!(outcome.report.streams.is_empty());
     assert!(!d.join("o.ndjson").exists());
