@@ -8,7 +8,7 @@ use arrow::compute::{filter, filter_record_batch, take, take_record_batch};
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
-use crate::Result;
+use crate::{Rejection, Result, Stage};
 
 /// How far a source partition has been read: the cursor to resume from.
 ///
@@ -130,6 +130,20 @@ impl Batch {
     /// Row `i` as a JSON object, for dead-letter output.
     pub fn row_json(&self, i: usize) -> serde_json::Value {
         row_json(&self.data, i)
+    }
+
+    /// A rejection of row `i`, carrying the row as it was when refused.
+    pub fn reject_row(&self, i: usize, stage: Stage, by: &Arc<str>, reason: String) -> Rejection {
+        Rejection {
+            stream: self.stream.clone(),
+            stage,
+            by: by.clone(),
+            origin: self.origin.clone(),
+            line: self.line(i),
+            reason,
+            raw: None,
+            record: Some(self.row_json(i)),
+        }
     }
 
     /// The same metadata around new rows (the result of a row-preserving transform).

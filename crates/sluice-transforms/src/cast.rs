@@ -10,7 +10,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use async_trait::async_trait;
 use sluice_core::types::{arrow_type_name, parse_type};
-use sluice_core::{Applied, Batch, Error, Rejection, Result, Stage, Transform, TransformFactory};
+use sluice_core::{Applied, Batch, Error, Result, Stage, Transform, TransformFactory};
 
 /// Plans a `cast` transform.
 pub struct CastFactory {
@@ -124,16 +124,8 @@ impl Transform for Cast {
             .iter()
             .enumerate()
             .filter_map(|(i, r)| {
-                r.as_ref().map(|reason| Rejection {
-                    stream: batch.stream.clone(),
-                    stage: Stage::Transform,
-                    by: self.label.clone(),
-                    origin: batch.origin.clone(),
-                    line: batch.line(i),
-                    reason: reason.clone(),
-                    raw: None,
-                    record: Some(batch.row_json(i)),
-                })
+                r.as_ref()
+                    .map(|reason| batch.reject_row(i, Stage::Transform, &self.label, reason.clone()))
             })
             .collect();
         let keep = BooleanArray::from(bad.iter().map(Option::is_none).collect::<Vec<_>>());

@@ -194,16 +194,7 @@ impl RowwiseSql {
             Ok(out) => kept.push(out),
             Err(e) if batch.num_rows() <= 1 => {
                 if batch.num_rows() == 1 {
-                    rejections.push(Rejection {
-                        stream: batch.stream.clone(),
-                        stage: Stage::Transform,
-                        by: self.label.clone(),
-                        origin: batch.origin.clone(),
-                        line: batch.line(0),
-                        reason: clean(&e),
-                        raw: None,
-                        record: Some(batch.row_json(0)),
-                    });
+                    rejections.push(batch.reject_row(0, Stage::Transform, &self.label, clean(&e)));
                 }
             }
             Err(_) => {

@@ -19,7 +19,7 @@ use datafusion::physical_expr::PhysicalExpr;
 use datafusion::prelude::SessionContext;
 use serde::Deserialize;
 use sluice_core::types::{arrow_type_name, parse_type};
-use sluice_core::{Applied, Batch, Error, Rejection, Result, Stage, Transform, TransformFactory};
+use sluice_core::{Applied, Batch, Error, Result, Stage, Transform, TransformFactory};
 
 use crate::cast::unknown_column;
 
@@ -268,16 +268,7 @@ impl Transform for Validate {
             .iter()
             .enumerate()
             .filter(|(_, f)| !f.is_empty())
-            .map(|(i, f)| Rejection {
-                stream: batch.stream.clone(),
-                stage: Stage::Transform,
-                by: self.label.clone(),
-                origin: batch.origin.clone(),
-                line: batch.line(i),
-                reason: f.join("; "),
-                raw: None,
-                record: Some(batch.row_json(i)),
-            })
+            .map(|(i, f)| batch.reject_row(i, Stage::Transform, &self.label, f.join("; ")))
             .collect();
         let keep = BooleanArray::from(failures.iter().map(Vec::is_empty).collect::<Vec<_>>());
         Ok(Applied {

@@ -250,18 +250,23 @@ fn interrupt_drains_and_leaves_a_valid_parquet_file() {
     );
 }
 
-#[test]
-fn interrupt_with_a_quiet_stdin_still_delivers_what_arrived() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+/// Starts `sluice copy - out.ndjson` reading CSV from a pipe the test holds.
+fn copy_from_pipe(dir: &std::path::Path) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(["copy", "-", "out.ndjson", "--input-format", "csv", "--no-progress"])
-        .current_dir(dir.path())
-        .env("XDG_STATE_HOME", dir.path().join("state"))
+        .current_dir(dir)
+        .env("XDG_STATE_HOME", dir.join("state"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn interrupt_with_a_quiet_stdin_still_delivers_what_arrived() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = copy_from_pipe(dir.path());
     // Rows arrive, then the producer goes quiet without closing the pipe.
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"id,word\n1,one\n2,two\n3,three\n").unwrap();
@@ -280,15 +285,7 @@ fn interrupt_with_a_quiet_stdin_still_delivers_what_arrived() {
 #[test]
 fn interrupt_before_any_input_arrives_exits_promptly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["copy", "-", "out.ndjson", "--input-format", "csv", "--no-progress"])
-        .current_dir(dir.path())
-        .env("XDG_STATE_HOME", dir.path().join("state"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = copy_from_pipe(dir.path());
     let stdin = child.stdin.take().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(500));
     let _ = Command::new("kill").args(["-INT", &child.id().to_string()]).status();

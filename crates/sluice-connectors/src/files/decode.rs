@@ -59,9 +59,19 @@ pub(crate) fn run(
     let chunk_bytes = ctx.limits.bytes.clamp(64 << 10, 64 << 20);
     let mut rows_before = 0u64;
     let send = |ev: SourceEvent| ctx.out.blocking_send(ev).map_err(|_| Error::Interrupted);
+    let forward = |decoded: Decoded| -> Result<()> {
+        for ev in decoded.events {
+            send(ev)?;
+        }
+        Ok(())
+    };
 
     std::thread::scope(|scope| -> Result<()> {
-        let mut lanes: Vec<Lane> = Vec::with_capacity(workers);
+        let mut lanes = InOrder {
+            lanes: Vec::with_capacity(workers),
+            sent: 0,
+            received: 0,
+        };
         for _ in 0..workers {
             let (in_tx, in_rx) = sync_channel::<(Chunk, u64)>(1);
             let (out_tx, out_rx) = sync_channel::<Decoded>(1);
@@ -76,11 +86,9 @@ pub(crate) fn run(
                     }
                 }
             });
-            lanes.push((in_tx, out_rx));
+            lanes.lanes.push((in_tx, out_rx));
         }
 
-        let mut sent = 0usize;
-        let mut received = 0usize;
         let mut read_buf = vec![0u8; 1 << 20];
         let mut eof = false;
         let mut result = Ok(());
@@ -88,16 +96,8 @@ pub(crate) fn run(
         let mut target = chunk_bytes;
         while !eof {
             // Forward results that are already done, so slow input is not held back.
-            while received < sent {
-                match lanes[received % workers].1.try_recv() {
-                    Ok(decoded) => {
-                        received += 1;
-                        for ev in decoded.events {
-                            send(ev)?;
-                        }
-                    }
-                    Err(_) => break,
-                }
+            while let Some(decoded) = lanes.next(false)? {
+                forward(decoded)?;
             }
             if ctx.cancel.is_cancelled() {
                 break;
@@ -143,40 +143,66 @@ pub(crate) fn run(
             last_emit = std::time::Instant::now();
             let records = chunk.len() as u64;
             // Take back the oldest result before reusing its lane.
-            if sent - received == workers {
-                let lane = received % workers;
-                let decoded = lanes[lane]
-                    .1
-                    .recv()
-                    .map_err(|_| Error::Internal("decoder thread stopped".into()))?;
-                received += 1;
-                for ev in decoded.events {
-                    send(ev)?;
-                }
+            if lanes.full()
+                && let Some(decoded) = lanes.next(true)?
+            {
+                forward(decoded)?;
             }
-            let lane = sent % workers;
-            lanes[lane]
-                .0
-                .send((chunk, rows_before))
-                .map_err(|_| Error::Internal("decoder thread stopped".into()))?;
+            lanes.submit(chunk, rows_before)?;
             rows_before += records;
-            sent += 1;
         }
         // Drain what is in flight, in order.
-        while received < sent {
-            let lane = received % workers;
-            let decoded = lanes[lane]
-                .1
-                .recv()
-                .map_err(|_| Error::Internal("decoder thread stopped".into()))?;
-            received += 1;
-            for ev in decoded.events {
-                send(ev)?;
-            }
+        while let Some(decoded) = lanes.next(true)? {
+            forward(decoded)?;
         }
         drop(lanes);
         result
     })
+}
+
+/// Decoder threads fed round-robin and read back in the same order, so
+/// results leave in input order.
+struct InOrder {
+    lanes: Vec<Lane>,
+    sent: usize,
+    received: usize,
+}
+
+impl InOrder {
+    /// Every thread has a chunk in flight.
+    fn full(&self) -> bool {
+        self.sent - self.received == self.lanes.len()
+    }
+
+    fn submit(&mut self, chunk: Chunk, rows_before: u64) -> Result<()> {
+        let lane = &self.lanes[self.sent % self.lanes.len()];
+        lane.0
+            .send((chunk, rows_before))
+            .map_err(|_| Error::Internal("decoder thread stopped".into()))?;
+        self.sent += 1;
+        Ok(())
+    }
+
+    /// The oldest result, waiting for it or only if it is ready.
+    fn next(&mut self, wait: bool) -> Result<Option<Decoded>> {
+        if self.received == self.sent {
+            return Ok(None);
+        }
+        let lane = &self.lanes[self.received % self.lanes.len()];
+        let decoded = if wait {
+            lane.1
+                .recv()
+                .map_err(|_| Error::Internal("decoder thread stopped".into()))?
+        } else {
+            match lane.1.try_recv() {
+                Ok(d) => d,
+                Err(std::sync::mpsc::TryRecvError::Empty) => return Ok(None),
+                Err(_) => return Err(Error::Internal("decoder thread stopped".into())),
+            }
+        };
+        self.received += 1;
+        Ok(Some(decoded))
+    }
 }
 
 fn decode_chunk(decoder: &dyn RecordDecoder, chunk: &Chunk, rows: usize, rows_before: u64, labels: &Labels) -> Decoded {

@@ -90,6 +90,7 @@ struct StreamWriter {
     insert: String,
     in_tx: bool,
     location: String,
+    by: Arc<str>,
 }
 
 impl StreamWriter {
@@ -166,6 +167,7 @@ impl StreamWriter {
             insert,
             in_tx: false,
             location,
+            by: Arc::from("sqlite"),
         })
     }
 
@@ -196,16 +198,8 @@ impl StreamWriter {
             match stmt.raw_execute() {
                 Ok(_) => {}
                 Err(rusqlite::Error::SqliteFailure(e, msg)) if e.code == ErrorCode::ConstraintViolation => {
-                    rejections.push(Rejection {
-                        stream: batch.stream.clone(),
-                        stage: Stage::Sink,
-                        by: Arc::from("sqlite"),
-                        origin: batch.origin.clone(),
-                        line: batch.line(row),
-                        reason: msg.unwrap_or_else(|| e.to_string()),
-                        raw: None,
-                        record: Some(batch.row_json(row)),
-                    });
+                    let reason = msg.unwrap_or_else(|| e.to_string());
+                    rejections.push(batch.reject_row(row, Stage::Sink, &self.by, reason));
                 }
                 Err(e) => return Err(fail(e)),
             }
