@@ -21,7 +21,7 @@ Exit codes: 0 ok, 2 configuration error, 3 connection or I/O error,
 /// sluice moves data between files, databases, search engines and brokers:
 /// resumable migrations, change-data-capture sync and TOML pipelines.
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about, after_help = EXAMPLES)]
+#[command(name = "sluice", version, after_help = EXAMPLES)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
