@@ -18,8 +18,8 @@ Exit codes: 0 ok, 2 configuration error, 3 connection or I/O error,
 4 data rejected (on_error = stop, or max_errors), 70 internal error,
 130 interrupted (SIGINT), 143 terminated (SIGTERM).";
 
-/// sluice moves data between files, databases, search engines and brokers:
-/// resumable migrations, change-data-capture sync and TOML pipelines.
+/// sluice moves data between files and databases, in one-line copies or TOML
+/// pipelines with SQL transforms; every row it cannot move is accounted for.
 #[derive(Debug, Parser)]
 #[command(name = "sluice", version, after_help = EXAMPLES)]
 pub struct Cli {
