@@ -23,6 +23,22 @@ use cli::{Cli, Command, LogFormat};
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// `println!` that ignores a closed stdout (`sluice list | head`).
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
+/// `eprintln!` that ignores a closed stderr.
+macro_rules! err {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
 /// Exit codes, one per class of failure (documented in `--help` and the README).
 mod exit {
     pub const CONFIG: u8 = 2;
@@ -58,7 +74,7 @@ fn main() -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: cannot start the runtime: {e}");
+            err!("error: cannot start the runtime: {e}");
             return ExitCode::from(exit::INTERNAL);
         }
     };
@@ -69,7 +85,7 @@ fn main() -> ExitCode {
 }
 
 fn config_failure(e: &ConfigError) -> ExitCode {
-    eprintln!("error: {e}");
+    err!("error: {e}");
     ExitCode::from(exit::CONFIG)
 }
 
@@ -78,7 +94,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::Validate { pipeline } => match sluice_engine::load(pipeline) {
             Ok(p) => {
                 if !cli.global.quiet {
-                    println!(
+                    out!(
                         "{}: valid ({} transform(s), {} sink(s), plan {})",
                         pipeline.display(),
                         p.config.transforms.len(),
@@ -125,7 +141,7 @@ fn watch_signals(cancel: CancellationToken) -> Arc<std::sync::atomic::AtomicU8> 
                 exit::SIGINT
             };
             if cancel.is_cancelled() {
-                eprintln!("second signal: aborting now");
+                err!("second signal: aborting now");
                 std::process::exit(i32::from(which));
             }
             seen.store(which, std::sync::atomic::Ordering::Relaxed);
@@ -159,7 +175,7 @@ async fn execute(pipeline: Pipeline, global: &cli::Global) -> ExitCode {
         let _ = d.await;
     }
     if !global.quiet && (!outcome.report.streams.is_empty() || outcome.error.is_none()) {
-        eprintln!("{}", display::summary(&outcome.report));
+        err!("{}", display::summary(&outcome.report));
     }
     match outcome.error {
         None if cancel.is_cancelled() => {
@@ -172,7 +188,7 @@ async fn execute(pipeline: Pipeline, global: &cli::Global) -> ExitCode {
             if e.to_string().contains("Broken pipe") {
                 return ExitCode::SUCCESS;
             }
-            eprintln!("error: {e}");
+            err!("error: {e}");
             ExitCode::from(match e.kind() {
                 ErrorKind::Config => exit::CONFIG,
                 ErrorKind::Connection => exit::CONNECTION,
@@ -193,13 +209,13 @@ fn status(pipeline: Option<&Path>) -> ExitCode {
         None => (None, copy::default_state_dir()),
     };
     if !dir.join("state.db").is_file() {
-        println!("no state yet in {}", dir.display());
+        out!("no state yet in {}", dir.display());
         return ExitCode::SUCCESS;
     }
     let store = match sluice_state::StateStore::open(&dir) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            err!("error: {e}");
             return ExitCode::from(exit::CONNECTION);
         }
     };
@@ -233,25 +249,25 @@ fn status(pipeline: Option<&Path>) -> ExitCode {
             ]);
         }
     }
-    println!("{t}");
+    out!("{t}");
     ExitCode::SUCCESS
 }
 
 fn list() {
-    println!("Connectors");
+    out!("Connectors");
     for c in sluice_connectors::catalog() {
-        println!("\n  {} ({}): {}", c.name, c.role, c.summary);
+        out!("\n  {} ({}): {}", c.name, c.role, c.summary);
         for (k, v) in c.options {
-            println!("      {k:<40} {v}");
+            out!("      {k:<40} {v}");
         }
     }
-    println!("\nFormats\n  csv, tsv, json (array of objects), ndjson/jsonl, parquet; table (output preview only)");
-    println!("  compression by extension: .gz (gzip), .zst (zstd)");
-    println!("\nTransforms");
+    out!("\nFormats\n  csv, tsv, json (array of objects), ndjson/jsonl, parquet; table (output preview only)");
+    out!("  compression by extension: .gz (gzip), .zst (zstd)");
+    out!("\nTransforms");
     for (name, opts) in sluice_transforms::CATALOG {
-        println!("  {name:<12} {opts}");
+        out!("  {name:<12} {opts}");
     }
-    println!("\nRuntime ([runtime])");
+    out!("\nRuntime ([runtime])");
     for (k, v) in [
         ("batch_rows", "most rows per batch (32768)"),
         ("batch_bytes", "input bytes per decoding unit (2MiB)"),
@@ -273,6 +289,6 @@ fn list() {
             "seconds between progress lines when not on a terminal (10)",
         ),
     ] {
-        println!("  {k:<20} {v}");
+        out!("  {k:<20} {v}");
     }
 }

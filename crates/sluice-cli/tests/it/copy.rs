@@ -295,3 +295,26 @@ fn interrupt_before_any_input_arrives_exits_promptly() {
     assert_eq!(out.status.code(), Some(130), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(started.elapsed().as_secs() < 10, "took {:?}", started.elapsed());
 }
+
+#[test]
+fn a_reader_closing_stdout_early_is_not_a_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let films = crate::repo().join("examples/data/films.csv");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["copy", films.to_str().unwrap(), "-", "--no-progress"])
+        .current_dir(dir.path())
+        .env("XDG_STATE_HOME", dir.path().join("state"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read the header, then hang up, as `| head -1` does.
+    let mut first = [0u8; 7];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut first).unwrap();
+    assert_eq!(&first, b"film_id");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

@@ -4,6 +4,8 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
 use std::time::{Duration, Instant};
 
@@ -176,6 +178,8 @@ pub(crate) struct Output {
     inner: Inner,
     path: String,
     part: Option<PathBuf>,
+    /// Set when the reader of standard output went away (`| head`).
+    closed: Arc<AtomicBool>,
 }
 
 enum Inner {
@@ -193,6 +197,7 @@ impl Output {
                 inner: Inner::Stdout(BufWriter::with_capacity(1 << 20, io::stdout())),
                 path: "-".into(),
                 part: None,
+                closed: Arc::new(AtomicBool::new(false)),
             });
         }
         if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
@@ -211,7 +216,14 @@ impl Output {
             inner,
             path: path.into(),
             part: Some(part),
+            closed: Arc::new(AtomicBool::new(false)),
         })
+    }
+
+    /// Raised once the reader of standard output has gone away; writes are
+    /// then discarded (so no writer fails half-way) and the sink stops.
+    pub fn closed_flag(&self) -> Arc<AtomicBool> {
+        self.closed.clone()
     }
 
     /// Writes trailers, syncs, and moves `PATH.part` to `PATH`.
@@ -257,7 +269,14 @@ impl Write for Output {
             Inner::Plain(w) => w.write(buf),
             Inner::Gzip(w) => w.write(buf),
             Inner::Zstd(w) => w.write(buf),
-            Inner::Stdout(w) => w.write(buf),
+            Inner::Stdout(_) if self.closed.load(Ordering::Relaxed) => Ok(buf.len()),
+            Inner::Stdout(w) => match w.write(buf) {
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                    self.closed.store(true, Ordering::Relaxed);
+                    Ok(buf.len())
+                }
+                other => other,
+            },
         }
     }
 
@@ -266,7 +285,14 @@ impl Write for Output {
             Inner::Plain(w) => w.flush(),
             Inner::Gzip(w) => w.flush(),
             Inner::Zstd(w) => w.flush(),
-            Inner::Stdout(w) => w.flush(),
+            Inner::Stdout(_) if self.closed.load(Ordering::Relaxed) => Ok(()),
+            Inner::Stdout(w) => match w.flush() {
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                    self.closed.store(true, Ordering::Relaxed);
+                    Ok(())
+                }
+                other => other,
+            },
         }
     }
 }

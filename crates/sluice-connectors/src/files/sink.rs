@@ -6,6 +6,9 @@
 //! complete and valid (a Parquet footer is always written). Output therefore
 //! becomes durable at `finish`, which is when its batches are acknowledged.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use arrow::datatypes::SchemaRef;
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
@@ -78,6 +81,7 @@ impl SinkConnector for FileSink {
             ));
         }
         let out = Output::create(&path, self.cfg.compression)?;
+        let closed = out.closed_flag();
         let writer = match self.format {
             Format::Csv => Writer::Csv(
                 arrow::csv::WriterBuilder::new()
@@ -108,6 +112,7 @@ impl SinkConnector for FileSink {
         Ok(Box::new(FileStreamSink {
             writer: Some(writer),
             path,
+            closed,
         }))
     }
 }
@@ -134,6 +139,8 @@ enum Writer {
 struct FileStreamSink {
     writer: Option<Writer>,
     path: String,
+    /// Standard output's reader went away: stop, it is not a failure.
+    closed: Arc<AtomicBool>,
 }
 
 impl FileStreamSink {
@@ -216,6 +223,12 @@ impl FileStreamSink {
 impl Sink for FileStreamSink {
     async fn write(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
         tokio::task::block_in_place(|| self.write_sync(&batch.data))?;
+        if self.closed.load(Ordering::Relaxed) {
+            return Err(Error::connection(
+                "stdout",
+                "Broken pipe: the reader closed standard output",
+            ));
+        }
         Ok(Vec::new())
     }
 
