@@ -3,8 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use arrow::array::{Array, BooleanArray, UInt32Array, UInt64Array};
-use arrow::compute::{filter, filter_record_batch, take, take_record_batch};
+use arrow::array::{Array, BooleanArray, UInt64Array};
+use arrow::compute::{filter, filter_record_batch};
 use arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
@@ -92,20 +92,6 @@ impl Batch {
         let data = filter_record_batch(&self.data, mask)?;
         let lines = match &self.lines {
             Some(l) => Some(Arc::new(downcast_u64(filter(l.as_ref(), mask)?.as_ref()))),
-            None => None,
-        };
-        Ok(Batch {
-            data,
-            lines,
-            ..self.clone()
-        })
-    }
-
-    /// Keeps the rows at `indices`, in that order, line numbers included.
-    pub fn take(&self, indices: &UInt32Array) -> Result<Batch> {
-        let data = take_record_batch(&self.data, indices)?;
-        let lines = match &self.lines {
-            Some(l) => Some(Arc::new(downcast_u64(take(l.as_ref(), indices, None)?.as_ref()))),
             None => None,
         };
         Ok(Batch {

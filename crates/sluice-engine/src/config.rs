@@ -178,8 +178,6 @@ pub struct Pipeline {
     pub base_dir: PathBuf,
     /// Hash of the effective configuration; a changed plan changes it.
     pub plan_hash: String,
-    /// Where the file came from (`copy` for one-liners).
-    pub origin: String,
 }
 
 impl Pipeline {
@@ -305,7 +303,6 @@ fn finish(table: toml::Table, origin: &str, default_name: &str, base_dir: PathBu
         config,
         base_dir,
         plan_hash,
-        origin: origin.to_string(),
     })
 }
 

@@ -248,7 +248,7 @@ impl StreamRun<'_> {
             let sink = match s.open(&info).await {
                 Ok(sink) => sink,
                 Err(e) => {
-                    close_lanes(&mut lanes, &complete).await;
+                    close_lanes(&mut lanes).await;
                     return Err(e);
                 }
             };
@@ -387,7 +387,7 @@ impl StreamRun<'_> {
             }
         }
         complete.store(error.is_none() && !self.shared.cancel.is_cancelled(), Ordering::Relaxed);
-        if let Some(e) = close_lanes(&mut lanes, &complete).await {
+        if let Some(e) = close_lanes(&mut lanes).await {
             // A sink that stopped knows why better than the coordinator that found it gone.
             match error {
                 Some(Error::Internal(ref m)) if m == SINK_STOPPED => error = Some(e),
@@ -588,7 +588,7 @@ fn spawn_sink(
 }
 
 /// Closes every sink's input and waits for the sinks to finish; returns the first error.
-async fn close_lanes(lanes: &mut [SinkLane], _complete: &AtomicBool) -> Option<Error> {
+async fn close_lanes(lanes: &mut [SinkLane]) -> Option<Error> {
     let mut first = None;
     for lane in lanes.iter_mut() {
         lane.tx = None;

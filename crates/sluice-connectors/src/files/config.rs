@@ -194,19 +194,6 @@ fn default_table_rows() -> usize {
 }
 
 impl FileSinkConfig {
-    /// A sink writing `path` with everything else at its default.
-    pub fn new(path: impl Into<String>) -> Self {
-        FileSinkConfig {
-            path: path.into(),
-            format: None,
-            compression: Compression::Auto,
-            csv: CsvOptions::default(),
-            parquet_compression: ParquetCodec::default(),
-            row_group_rows: default_row_group_rows(),
-            limit: default_table_rows(),
-        }
-    }
-
     /// The format this sink writes.
     pub fn resolved_format(&self) -> Option<Format> {
         match self.format {
@@ -218,19 +205,6 @@ impl FileSinkConfig {
 }
 
 impl FileSourceConfig {
-    /// A source reading `path` with everything else at its default.
-    pub fn new(path: impl Into<String>) -> Self {
-        FileSourceConfig {
-            path: path.into(),
-            format: None,
-            compression: Compression::Auto,
-            stream: None,
-            infer_rows: default_infer_rows(),
-            schema: BTreeMap::new(),
-            csv: CsvOptions::default(),
-        }
-    }
-
     /// The format this source reads.
     pub fn resolved_format(&self) -> Option<Format> {
         self.format.or_else(|| Format::from_path(&self.path))

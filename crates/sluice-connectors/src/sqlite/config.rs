@@ -55,15 +55,3 @@ pub struct SqliteSinkConfig {
 fn default_table() -> String {
     "{stream}".into()
 }
-
-impl SqliteSinkConfig {
-    /// A sink into `path`, table `{stream}`, appending.
-    pub fn new(path: impl Into<String>) -> Self {
-        SqliteSinkConfig {
-            path: path.into(),
-            table: default_table(),
-            mode: WriteMode::Append,
-            key: Vec::new(),
-        }
-    }
-}
