@@ -185,7 +185,7 @@ async fn execute(pipeline: Pipeline, global: &cli::Global) -> ExitCode {
         None => ExitCode::SUCCESS,
         Some(e) => {
             // A closed stdout (`| head`) is the reader's choice, not a failure.
-            if e.to_string().contains("Broken pipe") {
+            if matches!(e, sluice_core::Error::OutputClosed) {
                 return ExitCode::SUCCESS;
             }
             err!("error: {e}");

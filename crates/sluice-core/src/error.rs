@@ -50,6 +50,10 @@ pub enum Error {
     /// The run was cancelled.
     #[error("interrupted")]
     Interrupted,
+    /// The reader of standard output went away (`| head`): the run ends, and
+    /// that is the reader's choice rather than a failure.
+    #[error("standard output was closed by its reader")]
+    OutputClosed,
     /// Arrow failed where the input cannot be blamed.
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
@@ -65,7 +69,7 @@ impl Error {
             Error::Config { .. } => ErrorKind::Config,
             Error::Io { .. } | Error::Connection { .. } => ErrorKind::Connection,
             Error::Data { .. } | Error::Rejected(_) => ErrorKind::DataRejected,
-            Error::Interrupted => ErrorKind::Interrupted,
+            Error::Interrupted | Error::OutputClosed => ErrorKind::Interrupted,
             Error::Arrow(_) | Error::Internal(_) => ErrorKind::Internal,
         }
     }

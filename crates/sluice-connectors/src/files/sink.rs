@@ -224,10 +224,7 @@ impl Sink for FileStreamSink {
     async fn write(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
         tokio::task::block_in_place(|| self.write_sync(&batch.data))?;
         if self.closed.load(Ordering::Relaxed) {
-            return Err(Error::connection(
-                "stdout",
-                "Broken pipe: the reader closed standard output",
-            ));
+            return Err(Error::OutputClosed);
         }
         Ok(Vec::new())
     }
