@@ -15,6 +15,7 @@ mod batch;
 mod error;
 mod rejection;
 mod traits;
+pub mod dbmeta;
 pub mod types;
 
 pub use batch::{Batch, BatchLimits, Position, row_json};

@@ -1,0 +1,202 @@
+//! What database connectors record about columns and tables beyond the Arrow
+//! type, so a sink can rebuild a faithful table.
+//!
+//! Arrow says *what* a value is (a `Decimal128(12,2)`, a UTF-8 string); a
+//! database also knows what the string *means* (`uuid`, `jsonb`, an enum) and
+//! how the table is keyed. Sources put that in field and schema metadata under
+//! the keys below; sinks read it to choose column types and to add keys and
+//! indexes after the load. Metadata is a hint: a sink must still accept a
+//! plain Arrow schema (from a file or a SQL transform) and map it on types.
+
+use std::collections::HashMap;
+
+use arrow::datatypes::{Field, Schema};
+use serde::{Deserialize, Serialize};
+
+/// Field metadata: the dialect the column comes from (`postgres`, `mysql`).
+pub const DIALECT: &str = "sluice.dialect";
+/// Field metadata: the column type as its database declares it
+/// (`numeric(12,2)`, `character varying(40)`, `enum('a','b')`).
+pub const DB_TYPE: &str = "sluice.db_type";
+/// Field metadata: a dialect-neutral meaning when the Arrow type is not
+/// enough: one of the [`Semantic`] names.
+pub const SEMANTIC: &str = "sluice.semantic";
+/// Schema metadata: the table layout as JSON ([`TableMeta`]).
+pub const TABLE: &str = "sluice.table";
+
+/// What a column means when its Arrow type alone does not say it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Semantic {
+    /// JSON document (Utf8).
+    Json,
+    /// UUID (Utf8, canonical text form).
+    Uuid,
+    /// One label of a fixed set (Utf8).
+    Enum,
+    /// A comma-separated subset of a fixed set (Utf8, MySQL `SET`).
+    Set,
+    /// A year (Int16, MySQL `YEAR`).
+    Year,
+    /// A bit string (Binary or UInt64, MySQL `BIT(n)`).
+    Bit,
+    /// A value the source could only read as text (`inet`, `point`, …).
+    Text,
+}
+
+impl Semantic {
+    /// The metadata value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Semantic::Json => "json",
+            Semantic::Uuid => "uuid",
+            Semantic::Enum => "enum",
+            Semantic::Set => "set",
+            Semantic::Year => "year",
+            Semantic::Bit => "bit",
+            Semantic::Text => "text",
+        }
+    }
+
+    /// Parses a metadata value.
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "json" => Semantic::Json,
+            "uuid" => Semantic::Uuid,
+            "enum" => Semantic::Enum,
+            "set" => Semantic::Set,
+            "year" => Semantic::Year,
+            "bit" => Semantic::Bit,
+            "text" => Semantic::Text,
+            _ => return None,
+        })
+    }
+}
+
+/// The database-level description of one column, read from field metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ColumnMeta {
+    pub dialect: Option<String>,
+    pub db_type: Option<String>,
+    pub semantic: Option<Semantic>,
+}
+
+impl ColumnMeta {
+    /// Reads what a source recorded on `field`.
+    pub fn of(field: &Field) -> Self {
+        let m = field.metadata();
+        ColumnMeta {
+            dialect: m.get(DIALECT).cloned(),
+            db_type: m.get(DB_TYPE).cloned(),
+            semantic: m.get(SEMANTIC).and_then(|s| Semantic::parse(s)),
+        }
+    }
+
+    /// The declared type, when the column comes from `dialect`.
+    pub fn db_type_in(&self, dialect: &str) -> Option<&str> {
+        match &self.dialect {
+            Some(d) if d == dialect => self.db_type.as_deref(),
+            _ => None,
+        }
+    }
+
+    /// Field metadata holding this description.
+    pub fn to_metadata(&self) -> HashMap<String, String> {
+        let mut m = HashMap::new();
+        if let Some(d) = &self.dialect {
+            m.insert(DIALECT.into(), d.clone());
+        }
+        if let Some(t) = &self.db_type {
+            m.insert(DB_TYPE.into(), t.clone());
+        }
+        if let Some(s) = self.semantic {
+            m.insert(SEMANTIC.into(), s.name().into());
+        }
+        m
+    }
+}
+
+/// An index of a source table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexMeta {
+    pub name: String,
+    pub columns: Vec<String>,
+    #[serde(default)]
+    pub unique: bool,
+}
+
+/// A foreign key of a source table.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForeignKeyMeta {
+    pub name: String,
+    pub columns: Vec<String>,
+    pub ref_table: String,
+    pub ref_columns: Vec<String>,
+}
+
+/// Keys, indexes and size of a source table, carried in schema metadata.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableMeta {
+    /// Dialect of the source (`postgres`, `mysql`).
+    #[serde(default)]
+    pub dialect: String,
+    /// Source schema (PostgreSQL) or database (MySQL).
+    #[serde(default)]
+    pub schema: String,
+    /// Source table name.
+    #[serde(default)]
+    pub table: String,
+    #[serde(default)]
+    pub primary_key: Vec<String>,
+    #[serde(default)]
+    pub indexes: Vec<IndexMeta>,
+    #[serde(default)]
+    pub foreign_keys: Vec<ForeignKeyMeta>,
+    /// Columns filled from a sequence or `AUTO_INCREMENT`.
+    #[serde(default)]
+    pub serial_columns: Vec<String>,
+    /// The server's row estimate.
+    #[serde(default)]
+    pub estimated_rows: Option<u64>,
+}
+
+impl TableMeta {
+    /// Reads the layout a source recorded on `schema`, if any.
+    pub fn of(schema: &Schema) -> Option<Self> {
+        schema.metadata().get(TABLE).and_then(|s| serde_json::from_str(s).ok())
+    }
+
+    /// Schema metadata holding this layout.
+    pub fn to_metadata(&self) -> HashMap<String, String> {
+        let mut m = HashMap::new();
+        m.insert(TABLE.into(), serde_json::to_string(self).unwrap_or_default());
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::datatypes::DataType;
+
+    #[test]
+    fn column_and_table_meta_round_trip_through_arrow_metadata() {
+        let meta = ColumnMeta {
+            dialect: Some("postgres".into()),
+            db_type: Some("numeric(12,2)".into()),
+            semantic: None,
+        };
+        let field = Field::new("amount", DataType::Utf8, true).with_metadata(meta.to_metadata());
+        assert_eq!(ColumnMeta::of(&field), meta);
+        assert_eq!(ColumnMeta::of(&field).db_type_in("postgres"), Some("numeric(12,2)"));
+        assert_eq!(ColumnMeta::of(&field).db_type_in("mysql"), None);
+
+        let table = TableMeta {
+            dialect: "mysql".into(),
+            table: "orders".into(),
+            primary_key: vec!["id".into()],
+            ..Default::default()
+        };
+        let schema = Schema::new(vec![field]).with_metadata(table.to_metadata());
+        assert_eq!(TableMeta::of(&schema), Some(table));
+    }
+}
