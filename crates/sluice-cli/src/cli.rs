@@ -66,9 +66,12 @@ pub enum Command {
     /// Copy from SRC to DST without a pipeline file.
     ///
     /// SRC and DST are paths (format from the extension, .gz/.zst compressed),
-    /// globs (SRC only), `-` for stdin/stdout, `sqlite://PATH?table=T`
-    /// (DST also takes `&mode=append|replace|upsert&key=a,b`), or `null://`
-    /// (DST only: count rows and discard them).
+    /// globs (SRC only), `-` for stdin/stdout, `sqlite://PATH?table=T`,
+    /// `postgres://USER@HOST:PORT/DB` and `mysql://USER@HOST:PORT/DB` (a whole
+    /// database, `--tables a,b`, or one table with `?table=T`; PostgreSQL also
+    /// takes `&schema=S`), or `null://` (DST only: count rows and discard
+    /// them). Database and SQLite destinations take
+    /// `?mode=append|replace|upsert&key=a,b`.
     Copy(CopyArgs),
     /// Show the progress and checkpoints of a pipeline from its state store.
     Status {
@@ -85,6 +88,9 @@ pub struct CopyArgs {
     pub src: String,
     /// Where rows go.
     pub dst: String,
+    /// Tables to copy from a database source (default: all of them).
+    #[arg(long, value_delimiter = ',')]
+    pub tables: Vec<String>,
     /// What to do with a row that cannot be read or written.
     #[arg(long, value_enum, default_value_t = OnErrorArg::Stop)]
     pub on_error: OnErrorArg,

@@ -48,7 +48,70 @@ fn reject_params(url: &str, params: &[(String, String)], allowed: &[&str]) -> Re
     Ok(())
 }
 
+/// The connector type of a database URL, if it is one.
+fn database_scheme(url: &str) -> Option<&'static str> {
+    let scheme = url.split_once("://")?.0.to_ascii_lowercase();
+    match scheme.as_str() {
+        "postgres" | "postgresql" => Some("postgres"),
+        "mysql" | "mariadb" => Some("mysql"),
+        _ => None,
+    }
+}
+
+/// A database location: `type`, `url` without sluice's own parameters, and
+/// those parameters (`table`, `schema`, `mode`, `key`) as config keys.
+fn database_table(kind: &str, url: &str, ours: &[&str]) -> Table {
+    let (body, params) = split_url(url);
+    let mut t = Table::new();
+    t.insert("type".into(), kind.into());
+    let mut pass = Vec::new();
+    for (k, v) in params {
+        if ours.contains(&k.as_str()) {
+            let value: Value = if k == "key" {
+                Value::Array(v.split(',').map(|s| Value::from(s.trim())).collect())
+            } else {
+                v.into()
+            };
+            t.insert(k, value);
+        } else {
+            pass.push(format!("{k}={v}"));
+        }
+    }
+    // MySQL URLs name mariadb:// as mysql:// for the client library.
+    let body = match body.split_once("://") {
+        Some((scheme, rest)) if kind == "mysql" && scheme.eq_ignore_ascii_case("mariadb") => format!("mysql://{rest}"),
+        _ => body,
+    };
+    let url = if pass.is_empty() {
+        body
+    } else {
+        format!("{body}?{}", pass.join("&"))
+    };
+    t.insert("url".into(), url.into());
+    t
+}
+
 fn source_table(a: &CopyArgs) -> Result<Table, ConfigError> {
+    if let Some(kind) = database_scheme(&a.src) {
+        let mut ours = vec!["table"];
+        if kind == "postgres" {
+            ours.push("schema");
+        }
+        let mut t = database_table(kind, &a.src, &ours);
+        if !a.tables.is_empty() {
+            if t.contains_key("table") {
+                return Err(err("give tables either with ?table= or with --tables, not both".into()));
+            }
+            t.insert(
+                "tables".into(),
+                Value::Array(a.tables.iter().map(|s| Value::from(s.as_str())).collect()),
+            );
+        }
+        return Ok(t);
+    }
+    if !a.tables.is_empty() {
+        return Err(err("--tables needs a database source (postgres:// or mysql://)".into()));
+    }
     let mut t = Table::new();
     if let Some(rest) = a.src.strip_prefix("sqlite://") {
         let (path, params) = split_url(rest);
@@ -62,7 +125,7 @@ fn source_table(a: &CopyArgs) -> Result<Table, ConfigError> {
     }
     if a.src.contains("://") {
         return Err(err(format!(
-            "`{}`: this build reads files, `-` and sqlite:// sources",
+            "`{}`: this build reads files, `-`, sqlite://, postgres:// and mysql:// sources",
             a.src
         )));
     }
@@ -87,6 +150,13 @@ fn sink_table(a: &CopyArgs) -> Result<Table, ConfigError> {
         t.insert("type".into(), "null".into());
         return Ok(t);
     }
+    if let Some(kind) = database_scheme(&a.dst) {
+        let mut ours = vec!["table", "mode", "key"];
+        if kind == "postgres" {
+            ours.push("schema");
+        }
+        return Ok(database_table(kind, &a.dst, &ours));
+    }
     if let Some(rest) = a.dst.strip_prefix("sqlite://") {
         let (path, params) = split_url(rest);
         reject_params(&a.dst, &params, &["table", "mode", "key"])?;
@@ -104,7 +174,7 @@ fn sink_table(a: &CopyArgs) -> Result<Table, ConfigError> {
     }
     if a.dst.contains("://") {
         return Err(err(format!(
-            "`{}`: this build writes files, `-`, sqlite:// and null:// destinations",
+            "`{}`: this build writes files, `-`, sqlite://, postgres://, mysql:// and null:// destinations",
             a.dst
         )));
     }

@@ -6,7 +6,10 @@
 //! adding a connector touches its folder, one line there and one feature.
 
 pub mod files;
+pub mod mode;
 pub mod null;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 pub mod registry;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;

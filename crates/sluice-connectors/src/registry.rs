@@ -6,6 +6,8 @@ use sluice_core::{Error, Result, SinkConnector, Source};
 
 use crate::files::{FileSink, FileSinkConfig, FileSource, FileSourceConfig, Format};
 use crate::null::{NullSink, NullSinkConfig};
+#[cfg(feature = "postgres")]
+use crate::postgres::{PostgresSink, PostgresSinkConfig, PostgresSource, PostgresSourceConfig};
 #[cfg(feature = "sqlite")]
 use crate::sqlite::{SqliteSink, SqliteSinkConfig, SqliteSource, SqliteSourceConfig};
 
@@ -22,6 +24,9 @@ pub enum SourceConfig {
     Parquet(FileSourceConfig),
     #[cfg(feature = "sqlite")]
     Sqlite(SqliteSourceConfig),
+    #[cfg(feature = "postgres")]
+    #[serde(alias = "postgresql")]
+    Postgres(PostgresSourceConfig),
 }
 
 /// `[[sinks]]`: where rows go.
@@ -39,6 +44,9 @@ pub enum SinkConfig {
     Stdout(FileSinkConfig),
     #[cfg(feature = "sqlite")]
     Sqlite(SqliteSinkConfig),
+    #[cfg(feature = "postgres")]
+    #[serde(alias = "postgresql")]
+    Postgres(PostgresSinkConfig),
     /// Discards rows (counts them).
     Null(NullSinkConfig),
 }
@@ -72,6 +80,8 @@ pub fn build_source(cfg: &SourceConfig) -> Result<Box<dyn Source>> {
         SourceConfig::Parquet(c) => Box::new(FileSource::new(file(c, Format::Parquet)?)?),
         #[cfg(feature = "sqlite")]
         SourceConfig::Sqlite(c) => Box::new(SqliteSource::new(c.clone())?),
+        #[cfg(feature = "postgres")]
+        SourceConfig::Postgres(c) => Box::new(PostgresSource::new(c.clone())?),
     })
 }
 
@@ -95,6 +105,8 @@ pub fn build_sink(cfg: &SinkConfig) -> Result<Box<dyn SinkConnector>> {
         }
         #[cfg(feature = "sqlite")]
         SinkConfig::Sqlite(c) => Box::new(SqliteSink::new(c.clone())?),
+        #[cfg(feature = "postgres")]
+        SinkConfig::Postgres(c) => Box::new(PostgresSink::new(c.clone())?),
         SinkConfig::Null(_) => Box::new(NullSink),
     })
 }
@@ -194,6 +206,55 @@ pub fn catalog() -> Vec<ConnectorInfo> {
                 ("table", "table name; {stream} is the stream name (default {stream})"),
                 ("mode", "append | replace | upsert (default append)"),
                 ("key", "key columns for upsert, primary key of created tables"),
+            ],
+        });
+    }
+    #[cfg(feature = "postgres")]
+    {
+        list.push(ConnectorInfo {
+            name: "postgres",
+            role: "source",
+            summary: "tables or a query, binary COPY in parallel partitions of one snapshot",
+            options: &[
+                ("url", "postgres://user:password@host:port/database"),
+                ("schema", "schema to read (default public)"),
+                (
+                    "table / tables",
+                    "table(s) to read, one stream each (default: every table)",
+                ),
+                ("exclude", "tables to leave out of a whole-schema read"),
+                ("query", "a SELECT to read instead"),
+                ("stream", "stream name for query (default query)"),
+                (
+                    "cursor",
+                    "incremental reads: column whose value only grows (updated_at)",
+                ),
+                ("cursor_start", "first value of cursor when there is no checkpoint"),
+                (
+                    "partitions",
+                    "parallel partitions per table (default: 1 per 250k rows, at most 8)",
+                ),
+            ],
+        });
+        list.push(ConnectorInfo {
+            name: "postgres",
+            role: "sink",
+            summary: "binary COPY; append, replace or upsert; tables, keys and indexes created",
+            options: &[
+                ("url", "postgres://user:password@host:port/database"),
+                ("schema", "schema to write (default public)"),
+                ("table", "table name; {stream} is the stream name (default {stream})"),
+                ("mode", "append | replace | upsert (default append)"),
+                ("key", "upsert key (default: the source's primary key)"),
+                ("create", "create missing tables (default true)"),
+                (
+                    "indexes",
+                    "add keys, indexes, foreign keys after the load (default true)",
+                ),
+                (
+                    "types.\"table.column\"",
+                    "column type for created tables, e.g. \"numeric(12,2)\"",
+                ),
             ],
         });
     }

@@ -12,10 +12,10 @@
 //! This crate does no I/O; connectors, transforms and the engine build on it.
 
 mod batch;
+pub mod dbmeta;
 mod error;
 mod rejection;
 mod traits;
-pub mod dbmeta;
 pub mod types;
 
 pub use batch::{Batch, BatchLimits, Position, row_json};

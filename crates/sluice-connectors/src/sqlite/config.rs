@@ -2,6 +2,8 @@
 
 use serde::Deserialize;
 
+pub use crate::mode::WriteMode;
+
 /// `[source] type = "sqlite"`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -20,19 +22,6 @@ pub struct SqliteSourceConfig {
     /// Stream name for `query`. Default `query`.
     #[serde(default)]
     pub stream: Option<String>,
-}
-
-/// What a SQLite sink does with an existing table.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum WriteMode {
-    /// Add rows; create the table when it is missing.
-    #[default]
-    Append,
-    /// Load into a new table and swap it in when the stream completes.
-    Replace,
-    /// Insert or update by `key`.
-    Upsert,
 }
 
 /// `[[sinks]] type = "sqlite"`.

@@ -1,0 +1,118 @@
+//! Configuration of the PostgreSQL source and sink.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+pub use crate::mode::WriteMode;
+
+/// `[source] type = "postgres"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSourceConfig {
+    /// `postgres://user:password@host:port/database` (or `key=value` form).
+    pub url: String,
+    /// Schema whose tables are read. Default `public`.
+    #[serde(default)]
+    pub schema: Option<String>,
+    /// One table to read; default every table of the schema.
+    #[serde(default)]
+    pub table: Option<String>,
+    /// Several tables to read, one stream each.
+    #[serde(default)]
+    pub tables: Vec<String>,
+    /// Tables to leave out when reading a whole schema.
+    #[serde(default)]
+    pub exclude: Vec<String>,
+    /// A `SELECT` to read instead of tables.
+    #[serde(default)]
+    pub query: Option<String>,
+    /// Stream name for `query`. Default `query`.
+    #[serde(default)]
+    pub stream: Option<String>,
+    /// Incremental reads: only rows whose `cursor` column is above the last
+    /// value read (or `cursor_start`), in cursor order.
+    #[serde(default)]
+    pub cursor: Option<String>,
+    /// Where an incremental read starts when there is no checkpoint yet.
+    #[serde(default)]
+    pub cursor_start: Option<String>,
+    /// Partitions per table read in parallel. Default: one per 250,000
+    /// estimated rows, at most 8.
+    #[serde(default)]
+    pub partitions: Option<usize>,
+}
+
+/// `[[sinks]] type = "postgres"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSinkConfig {
+    /// `postgres://user:password@host:port/database`.
+    pub url: String,
+    /// Schema the tables go in. Default `public`.
+    #[serde(default)]
+    pub schema: Option<String>,
+    /// Table name; `{stream}` is replaced by the stream name. Default `{stream}`.
+    #[serde(default = "default_table")]
+    pub table: String,
+    /// `append` (default), `replace` or `upsert`.
+    #[serde(default)]
+    pub mode: WriteMode,
+    /// Key columns for `upsert`. Default: the source table's primary key.
+    #[serde(default)]
+    pub key: Vec<String>,
+    /// Create missing tables from the source schema. Default true.
+    #[serde(default = "yes")]
+    pub create: bool,
+    /// Add the source's primary key, indexes and foreign keys to tables this
+    /// sink created, after the load. Default true.
+    #[serde(default = "yes")]
+    pub indexes: bool,
+    /// Column types for created tables: `"table.column" = "numeric(12,2)"`
+    /// or `"column" = "…"` for every table.
+    #[serde(default)]
+    pub types: BTreeMap<String, String>,
+}
+
+fn default_table() -> String {
+    "{stream}".into()
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl PostgresSinkConfig {
+    /// The type override for `table.column`, if any.
+    pub fn type_override(&self, table: &str, column: &str) -> Option<&str> {
+        self.types
+            .get(&format!("{table}.{column}"))
+            .or_else(|| self.types.get(column))
+            .map(String::as_str)
+    }
+}
+
+/// A URL with the password replaced, for messages and the summary.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..s + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_never_show() {
+        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}

@@ -1,0 +1,89 @@
+//! PostgreSQL: a source reading tables or a query with binary `COPY` in
+//! parallel snapshot-sharing partitions, and a sink loading with binary
+//! `COPY FROM STDIN` in append, replace and upsert modes.
+
+mod config;
+mod decode;
+mod encode;
+mod numeric;
+mod sink;
+mod source;
+mod types;
+
+pub use config::{PostgresSinkConfig, PostgresSourceConfig, redact};
+pub use sink::PostgresSink;
+pub use source::PostgresSource;
+
+use sluice_core::{Error, Result};
+use tokio_postgres::{Client, NoTls};
+
+/// Field metadata: the labels of an enum column (JSON array), so a
+/// PostgreSQL sink can create the type.
+pub const ENUM_LABELS: &str = "sluice.enum_labels";
+
+/// Opens a connection; the connection task runs until the client is dropped.
+pub async fn connect(url: &str) -> Result<Client> {
+    let config: tokio_postgres::Config = url.parse().map_err(|e| {
+        Error::config(
+            "url",
+            format!(
+                "`{}` is not a PostgreSQL URL ({e}); write postgres://user:password@host:port/database",
+                redact(url)
+            ),
+        )
+    })?;
+    let (client, connection) = config
+        .connect(NoTls)
+        .await
+        .map_err(|e| Error::connection(redact(url), server_message(&e)))?;
+    let target = redact(url);
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(target = %target, error = %e, "postgres connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// The server's own message when there is one (with detail and hint), else the error.
+pub fn server_message(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut m = db.message().to_string();
+            if let Some(d) = db.detail() {
+                m.push_str(&format!(" ({d})"));
+            }
+            if let Some(h) = db.hint() {
+                m.push_str(&format!("; hint: {h}"));
+            }
+            m
+        }
+        None => {
+            let mut m = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(s) = src {
+                m.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            m
+        }
+    }
+}
+
+/// Whether an error is about the data (SQLSTATE classes 22 and 23), so the
+/// rows at fault can be isolated and the rest loaded.
+pub fn is_data_error(e: &tokio_postgres::Error) -> bool {
+    e.code().is_some_and(|c| {
+        let c = c.code();
+        c.starts_with("22") || c.starts_with("23")
+    })
+}
+
+/// A failure talking to the server, as a sluice error.
+pub fn pg_error(url: &str, e: tokio_postgres::Error) -> Error {
+    if e.as_db_error().is_some() {
+        Error::data(redact(url), server_message(&e))
+    } else {
+        Error::connection(redact(url), server_message(&e))
+    }
+}

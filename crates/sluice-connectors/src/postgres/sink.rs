@@ -1,0 +1,577 @@
+//! The PostgreSQL sink: binary `COPY FROM STDIN` into the table, or into a
+//! temporary stage table followed by `INSERT … SELECT` for upserts and for
+//! columns whose type has no binary encoder here (the stage holds them as
+//! text and the server casts them).
+//!
+//! Tables are created from the stream's schema (the source's own types when
+//! it is PostgreSQL, otherwise the mapping in [`super::types`]); keys,
+//! indexes, identity columns and foreign keys are added after the load, when
+//! they cost least. A batch the server refuses for its data (SQLSTATE classes
+//! 22 and 23) is bisected into zero-copy slices until the refused rows are
+//! isolated; they become rejections with the server's message and the rest
+//! loads.
+
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{BooleanArray, RecordBatch};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::SinkExt;
+use sluice_core::dbmeta::{ColumnMeta, TableMeta};
+use sluice_core::{Batch, Error, Rejection, Result, Sink, SinkConnector, Stage, StreamInfo};
+use tokio_postgres::Client;
+
+use super::config::{PostgresSinkConfig, WriteMode, redact};
+use super::encode::{Encode, HEADER, TRAILER, encode_rows};
+use super::types::{TypeCache, ddl_type, encoder, ident, literal, qualified};
+use super::{ENUM_LABELS, connect, is_data_error, pg_error, server_message};
+
+/// Writes streams into PostgreSQL tables.
+pub struct PostgresSink {
+    cfg: PostgresSinkConfig,
+    /// Foreign keys waiting for the table they reference to be loaded.
+    pending_fks: Arc<Mutex<Vec<PendingFk>>>,
+}
+
+#[derive(Debug, Clone)]
+struct PendingFk {
+    sql: String,
+    references: String,
+}
+
+/// What the sink will do to the database for one stream.
+#[derive(Debug, Clone, Default)]
+pub struct TablePlan {
+    /// The table rows end up in.
+    pub table: String,
+    /// The table rows are loaded into (a new table for `replace`).
+    pub load_table: String,
+    pub exists: bool,
+    /// Statements before the load (types, tables).
+    pub before: Vec<String>,
+    /// Statements after a complete load (swap, keys, indexes, sequences).
+    pub after: Vec<String>,
+    /// Foreign keys, added once the referenced tables are loaded.
+    foreign_keys: Vec<PendingFk>,
+    /// Upsert key.
+    pub key: Vec<String>,
+    /// Conversions worth knowing about.
+    pub warnings: Vec<String>,
+}
+
+impl TablePlan {
+    /// Every statement, in order, for `sluice plan`.
+    pub fn statements(&self) -> Vec<String> {
+        let mut all = self.before.clone();
+        all.extend(self.after.iter().cloned());
+        all.extend(self.foreign_keys.iter().map(|f| f.sql.clone()));
+        all
+    }
+}
+
+impl PostgresSink {
+    pub fn new(cfg: PostgresSinkConfig) -> Result<Self> {
+        cfg.url.parse::<tokio_postgres::Config>().map_err(|e| {
+            Error::config(
+                "sinks.url",
+                format!(
+                    "`{}` is not a PostgreSQL URL ({e}); write postgres://user:password@host:port/database",
+                    redact(&cfg.url)
+                ),
+            )
+        })?;
+        Ok(PostgresSink {
+            cfg,
+            pending_fks: Arc::new(Mutex::new(Vec::new())),
+        })
+    }
+
+    fn schema(&self) -> &str {
+        self.cfg.schema.as_deref().unwrap_or("public")
+    }
+
+    fn table_name(&self, stream: &str) -> String {
+        self.cfg.table.replace("{stream}", stream)
+    }
+
+    /// Plans the DDL for a stream against the current state of the database.
+    pub async fn plan_table(&self, client: &Client, stream: &StreamInfo) -> Result<TablePlan> {
+        let schema = self.schema();
+        let table = self.table_name(&stream.name);
+        let target = qualified(schema, &table);
+        let exists: Option<String> = client
+            .query_one("SELECT to_regclass($1)::text", &[&target])
+            .await
+            .map_err(|e| pg_error(&self.cfg.url, e))?
+            .get(0);
+        let exists = exists.is_some();
+        let meta = TableMeta::of(&stream.schema).unwrap_or_default();
+        let key = if self.cfg.key.is_empty() {
+            meta.primary_key.clone()
+        } else {
+            self.cfg.key.clone()
+        };
+        if self.cfg.mode == WriteMode::Upsert && key.is_empty() {
+            return Err(Error::config(
+                "sinks.key",
+                format!("upsert into `{table}` needs key columns; set key = [\"id\"] on the sink"),
+            ));
+        }
+        for k in &key {
+            if stream.schema.field_with_name(k).is_err() {
+                return Err(Error::config(
+                    "sinks.key",
+                    format!("key column `{k}` is not in stream `{}`", stream.name),
+                ));
+            }
+        }
+        let replace = self.cfg.mode == WriteMode::Replace;
+        let mut plan = TablePlan {
+            table: table.clone(),
+            load_table: if replace {
+                format!("{table}__sluice_new")
+            } else {
+                table.clone()
+            },
+            exists,
+            key: key.clone(),
+            ..Default::default()
+        };
+        if exists && !replace {
+            // Keep the sequences of an existing table ahead of the rows loaded.
+            for c in &meta.serial_columns {
+                plan.after.push(setval(&target, &table, c));
+            }
+            return Ok(plan);
+        }
+        if !exists && !self.cfg.create {
+            return Err(Error::config(
+                "sinks.create",
+                format!("table {target} does not exist and create = false; create it or set create = true"),
+            ));
+        }
+        let load = qualified(schema, &plan.load_table);
+        let mut columns = Vec::new();
+        for f in stream.schema.fields() {
+            let cm = ColumnMeta::of(f);
+            let ty = match self.cfg.type_override(&table, f.name()) {
+                Some(t) => t.to_string(),
+                None => {
+                    let (t, warn) = ddl_type(f.data_type(), &cm)
+                        .map_err(|e| Error::config(format!("sinks.types.\"{table}.{}\"", f.name()), e))?;
+                    if let Some(w) = warn {
+                        plan.warnings.push(format!("{table}.{}: {w}", f.name()));
+                    }
+                    t
+                }
+            };
+            if let Some(labels) = f.metadata().get(ENUM_LABELS)
+                && cm.dialect.as_deref() == Some("postgres")
+            {
+                let labels: Vec<String> = serde_json::from_str(labels).unwrap_or_default();
+                let name = ty.trim_end_matches("[]");
+                let list = labels.iter().map(|l| literal(l)).collect::<Vec<_>>().join(", ");
+                plan.before.push(format!(
+                    "DO $$ BEGIN CREATE TYPE {name} AS ENUM ({list}); EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+                ));
+            }
+            let not_null = if f.is_nullable() { "" } else { " NOT NULL" };
+            columns.push(format!("{} {ty}{not_null}", ident(f.name())));
+        }
+        if replace {
+            plan.before.push(format!("DROP TABLE IF EXISTS {load}"));
+        }
+        let inline_key = if self.cfg.mode == WriteMode::Upsert {
+            format!(", PRIMARY KEY ({})", idents(&key))
+        } else {
+            String::new()
+        };
+        plan.before
+            .push(format!("CREATE TABLE {load} ({}{inline_key})", columns.join(", ")));
+        if replace {
+            plan.after.push(format!(
+                "BEGIN; DROP TABLE IF EXISTS {target}; ALTER TABLE {load} RENAME TO {}; COMMIT",
+                ident(&table)
+            ));
+        }
+        if self.cfg.indexes {
+            if self.cfg.mode != WriteMode::Upsert && !key.is_empty() {
+                plan.after
+                    .push(format!("ALTER TABLE {target} ADD PRIMARY KEY ({})", idents(&key)));
+            }
+            for ix in &meta.indexes {
+                if ix.columns.iter().any(|c| stream.schema.field_with_name(c).is_err()) {
+                    continue;
+                }
+                let name = object_name(&table, &ix.columns, if ix.unique { "key" } else { "idx" });
+                let unique = if ix.unique { "UNIQUE " } else { "" };
+                plan.after.push(format!(
+                    "CREATE {unique}INDEX {} ON {target} ({})",
+                    ident(&name),
+                    idents(&ix.columns)
+                ));
+            }
+            for c in &meta.serial_columns {
+                let is_int = stream
+                    .schema
+                    .field_with_name(c)
+                    .is_ok_and(|f| f.data_type().is_integer());
+                if is_int {
+                    let col = ident(c);
+                    plan.after.push(format!(
+                        "ALTER TABLE {target} ALTER COLUMN {col} SET NOT NULL, \
+                         ALTER COLUMN {col} ADD GENERATED BY DEFAULT AS IDENTITY"
+                    ));
+                    plan.after.push(setval(&target, &table, c));
+                }
+            }
+            for fk in &meta.foreign_keys {
+                let references = qualified(schema, &self.table_name(&fk.ref_table));
+                plan.foreign_keys.push(PendingFk {
+                    sql: format!(
+                        "ALTER TABLE {target} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {references} ({})",
+                        ident(&object_name(&table, &fk.columns, "fkey")),
+                        idents(&fk.columns),
+                        idents(&fk.ref_columns)
+                    ),
+                    references,
+                });
+            }
+        }
+        plan.after.push(format!("ANALYZE {target}"));
+        Ok(plan)
+    }
+
+    /// Adds every pending foreign key whose referenced table now exists.
+    async fn add_foreign_keys(&self, client: &Client) {
+        let pending: Vec<PendingFk> = match self.pending_fks.lock() {
+            Ok(mut p) => std::mem::take(&mut *p),
+            Err(_) => return,
+        };
+        let mut waiting = Vec::new();
+        for fk in pending {
+            let exists = client
+                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&fk.references])
+                .await
+                .map(|r| r.get::<_, bool>(0))
+                .unwrap_or(false);
+            if !exists {
+                waiting.push(fk);
+                continue;
+            }
+            if let Err(e) = client.batch_execute(&fk.sql).await {
+                tracing::warn!(statement = %fk.sql, error = %server_message(&e), "foreign key not added");
+            }
+        }
+        if let Ok(mut p) = self.pending_fks.lock() {
+            p.extend(waiting);
+        }
+    }
+}
+
+/// `SELECT setval(…)` moving a column's sequence past the rows loaded.
+fn setval(target: &str, table: &str, column: &str) -> String {
+    let _ = table;
+    format!(
+        "SELECT setval(pg_get_serial_sequence({}, {}), max({})) FROM {target} HAVING max({}) IS NOT NULL",
+        literal(target),
+        literal(column),
+        ident(column),
+        ident(column)
+    )
+}
+
+fn idents(cols: &[String]) -> String {
+    cols.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ")
+}
+
+/// A constraint or index name PostgreSQL-style (`orders_customer_id_fkey`), at most 63 bytes.
+fn object_name(table: &str, columns: &[String], suffix: &str) -> String {
+    let mut name = format!("{table}_{}_{suffix}", columns.join("_"));
+    let mut end = name.len().min(63);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name.truncate(end);
+    name
+}
+
+#[async_trait]
+impl SinkConnector for PostgresSink {
+    fn name(&self) -> &str {
+        "postgres"
+    }
+
+    fn target(&self, stream: &str) -> String {
+        format!(
+            "{} {}.{}",
+            redact(&self.cfg.url),
+            self.schema(),
+            self.table_name(stream)
+        )
+    }
+
+    async fn open(&self, stream: &StreamInfo) -> Result<Box<dyn Sink>> {
+        let client = connect(&self.cfg.url).await?;
+        let err = |e| pg_error(&self.cfg.url, e);
+        let plan = self.plan_table(&client, stream).await?;
+        for w in &plan.warnings {
+            tracing::warn!("{w}");
+        }
+        for sql in &plan.before {
+            client.batch_execute(sql).await.map_err(|e| {
+                Error::data(
+                    self.target(&stream.name),
+                    format!("{} (while running: {sql})", server_message(&e)),
+                )
+            })?;
+        }
+        let load = qualified(self.schema(), &plan.load_table);
+        let cols = client
+            .query(
+                "SELECT a.attname::text, a.atttypid, a.atttypmod, format_type(a.atttypid, a.atttypmod) \
+                 FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+                &[&load],
+            )
+            .await
+            .map_err(err)?;
+        let mut types = TypeCache::default();
+        let mut encoders = Vec::new();
+        let mut names = Vec::new();
+        let mut pg_types = Vec::new();
+        let mut stage_cols = Vec::new();
+        let mut select = Vec::new();
+        for f in stream.schema.fields() {
+            let row = cols.iter().find(|r| r.get::<_, String>(0) == *f.name()).or_else(|| {
+                cols.iter()
+                    .find(|r| r.get::<_, String>(0).eq_ignore_ascii_case(f.name()))
+            });
+            let Some(row) = row else {
+                return Err(Error::config(
+                    "sinks.table",
+                    format!(
+                        "column `{}` of stream `{}` is not in table {load}; add the column, or drop or rename it \
+                         with a transform",
+                        f.name(),
+                        stream.name
+                    ),
+                ));
+            };
+            let name: String = row.get(0);
+            let format: String = row.get(3);
+            let resolved = types
+                .resolve(&client, row.get(1), row.get(2), &format)
+                .await
+                .map_err(err)?;
+            match encoder(&resolved) {
+                Some(e) => {
+                    stage_cols.push(format!("{} {format}", ident(&name)));
+                    select.push(ident(&name));
+                    encoders.push(e);
+                }
+                None => {
+                    stage_cols.push(format!("{} text", ident(&name)));
+                    select.push(format!("{}::{format}", ident(&name)));
+                    encoders.push(Encode::Text);
+                }
+            }
+            names.push(name);
+            pg_types.push(format);
+        }
+        let column_list = idents(&names);
+        let staged = self.cfg.mode == WriteMode::Upsert || encoders.iter().zip(&select).any(|(_, s)| s.contains("::"));
+        let insert = if staged {
+            client
+                .batch_execute(&format!(
+                    "CREATE TEMP TABLE IF NOT EXISTS sluice_stage ({})",
+                    stage_cols.join(", ")
+                ))
+                .await
+                .map_err(err)?;
+            let mut sql = format!("INSERT INTO {load} ({column_list}) ");
+            if self.cfg.mode == WriteMode::Upsert {
+                let keys = idents(&plan.key);
+                sql.push_str(&format!(
+                    "SELECT DISTINCT ON ({keys}) {} FROM sluice_stage ORDER BY {keys}, ctid DESC ON CONFLICT ({keys}) ",
+                    select.join(", ")
+                ));
+                let updates: Vec<String> = names
+                    .iter()
+                    .filter(|n| !plan.key.contains(n))
+                    .map(|n| format!("{0} = EXCLUDED.{0}", ident(n)))
+                    .collect();
+                if updates.is_empty() {
+                    sql.push_str("DO NOTHING");
+                } else {
+                    sql.push_str(&format!("DO UPDATE SET {}", updates.join(", ")));
+                }
+            } else {
+                sql.push_str(&format!("SELECT {} FROM sluice_stage", select.join(", ")));
+            }
+            Some(sql)
+        } else {
+            None
+        };
+        let copy_into = if staged {
+            "sluice_stage".to_string()
+        } else {
+            load.clone()
+        };
+        let mut fks = plan.foreign_keys.clone();
+        if let Ok(mut p) = self.pending_fks.lock() {
+            p.append(&mut fks);
+        }
+        Ok(Box::new(PostgresTableSink {
+            client,
+            url: self.cfg.url.clone(),
+            copy: format!("COPY {copy_into} ({column_list}) FROM STDIN (FORMAT binary)"),
+            insert,
+            encoders,
+            names,
+            pg_types,
+            after: plan.after,
+            by: "postgres".into(),
+            target: self.target(&stream.name),
+            connector: PostgresSink {
+                cfg: self.cfg.clone(),
+                pending_fks: self.pending_fks.clone(),
+            },
+        }))
+    }
+}
+
+/// One stream being written into one table.
+struct PostgresTableSink {
+    client: Client,
+    url: String,
+    copy: String,
+    /// `INSERT … SELECT` from the stage, when loading through it.
+    insert: Option<String>,
+    encoders: Vec<Encode>,
+    names: Vec<String>,
+    pg_types: Vec<String>,
+    after: Vec<String>,
+    by: Arc<str>,
+    target: String,
+    connector: PostgresSink,
+}
+
+impl PostgresTableSink {
+    fn encode(&self, data: &RecordBatch) -> Result<(Vec<u8>, Vec<(usize, String)>)> {
+        let mut buf = Vec::with_capacity(HEADER.len() + data.get_array_memory_size() + 2);
+        buf.extend(HEADER);
+        let bad = encode_rows(&self.encoders, &self.names, &self.pg_types, data, &mut buf)
+            .map_err(|e| Error::config("sinks", format!("{}: {e}", self.target)))?;
+        buf.extend(TRAILER);
+        Ok((buf, bad))
+    }
+
+    /// Loads encoded rows in one statement (or one transaction through the stage).
+    async fn load(&self, buf: Vec<u8>) -> std::result::Result<(), tokio_postgres::Error> {
+        if self.insert.is_some() {
+            self.client.batch_execute("BEGIN").await?;
+        }
+        let result = async {
+            let sink = self.client.copy_in::<_, Bytes>(self.copy.as_str()).await?;
+            let mut sink = std::pin::pin!(sink);
+            sink.send(Bytes::from(buf)).await?;
+            sink.as_mut().finish().await?;
+            if let Some(insert) = &self.insert {
+                self.client.batch_execute(insert).await?;
+                self.client.batch_execute("TRUNCATE sluice_stage; COMMIT").await?;
+            }
+            Ok(())
+        }
+        .await;
+        if result.is_err() && self.insert.is_some() {
+            let _ = self.client.batch_execute("ROLLBACK").await;
+        }
+        result
+    }
+
+    /// Loads `batch`, isolating rows the server refuses by bisection.
+    async fn load_bisecting(&self, batch: &Batch, first: Vec<u8>, refused: &mut Vec<Rejection>) -> Result<()> {
+        let mut work = vec![(0usize, batch.num_rows(), Some(first))];
+        while let Some((offset, len, encoded)) = work.pop() {
+            if len == 0 {
+                continue;
+            }
+            let part = batch.slice(offset, len);
+            let buf = match encoded {
+                Some(b) => b,
+                None => self.encode(&part.data)?.0,
+            };
+            match self.load(buf).await {
+                Ok(()) => {}
+                Err(e) if is_data_error(&e) => {
+                    if len == 1 {
+                        refused.push(part.reject_row(0, Stage::Sink, &self.by, server_message(&e)));
+                    } else {
+                        let half = len / 2;
+                        work.push((offset + half, len - half, None));
+                        work.push((offset, half, None));
+                    }
+                }
+                Err(e) => return Err(pg_error(&self.url, e)),
+            }
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Sink for PostgresTableSink {
+    async fn write(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
+        let (buf, bad) = self.encode(&batch.data)?;
+        let mut refused = Vec::new();
+        if bad.is_empty() {
+            self.load_bisecting(batch, buf, &mut refused).await?;
+            return Ok(refused);
+        }
+        let mut keep = vec![true; batch.num_rows()];
+        for (row, reason) in bad {
+            keep[row] = false;
+            refused.push(batch.reject_row(row, Stage::Sink, &self.by, reason));
+        }
+        let good = batch.filter(&BooleanArray::from(keep))?;
+        let (buf, _) = self.encode(&good.data)?;
+        self.load_bisecting(&good, buf, &mut refused).await?;
+        Ok(refused)
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        // Every load is its own committed statement or transaction.
+        Ok(())
+    }
+
+    async fn finish(&mut self, complete: bool) -> Result<()> {
+        if !complete {
+            return Ok(());
+        }
+        for sql in &self.after {
+            self.client.batch_execute(sql).await.map_err(|e| {
+                Error::data(
+                    self.target.clone(),
+                    format!("{} (while running: {sql})", server_message(&e)),
+                )
+            })?;
+        }
+        self.connector.add_foreign_keys(&self.client).await;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_names_fit_postgres_limits() {
+        assert_eq!(
+            object_name("orders", &["customer_id".into()], "fkey"),
+            "orders_customer_id_fkey"
+        );
+        let long = object_name(&"t".repeat(60), &["c".repeat(20)], "idx");
+        assert!(long.len() <= 63, "{long}");
+    }
+}

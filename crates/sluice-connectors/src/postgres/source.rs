@@ -1,0 +1,665 @@
+//! The PostgreSQL source: tables or a query, read with binary `COPY` in
+//! parallel partitions that all see one exported snapshot.
+//!
+//! The first read exports a snapshot from a transaction kept open for the
+//! life of the source; every partition reader imports it with
+//! `SET TRANSACTION SNAPSHOT`, so a table read in eight key ranges, and every
+//! table of a database, is one consistent picture of the data.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{BooleanArray, RecordBatch};
+use arrow::datatypes::{Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use bytes::{Buf, BytesMut};
+use futures::StreamExt;
+use sluice_core::dbmeta::{ColumnMeta, ForeignKeyMeta, IndexMeta, Semantic, TableMeta};
+use sluice_core::{
+    Batch, Error, PartitionSpec, Position, ReadContext, Rejection, Result, Source, SourceEvent, Stage, StreamSpec,
+};
+use tokio::sync::OnceCell;
+use tokio_postgres::Client;
+
+use super::config::{PostgresSourceConfig, redact};
+use super::decode::{Decode, TupleDecoder};
+use super::types::{PgColumn, TypeCache, ident, literal, qualified};
+use super::{ENUM_LABELS, connect, pg_error};
+
+/// Rows per partition when the number of partitions is automatic.
+const ROWS_PER_PARTITION: f64 = 250_000.0;
+/// Bytes gathered from the server before decoding them.
+const DECODE_CHUNK: usize = 256 * 1024;
+
+/// Reads PostgreSQL tables or a query.
+pub struct PostgresSource {
+    cfg: PostgresSourceConfig,
+    plans: Mutex<HashMap<String, Arc<StreamPlan>>>,
+    /// The exporting transaction (kept open) and its snapshot name.
+    snapshot: OnceCell<(Client, String)>,
+}
+
+/// How one stream is read.
+#[derive(Debug)]
+struct StreamPlan {
+    /// `SELECT` list, with `::text` casts for types read as text.
+    select: String,
+    /// Qualified table or parenthesized query.
+    from: String,
+    columns: Vec<PgColumn>,
+    /// WHERE clause of each partition, by partition id.
+    ranges: HashMap<String, Option<String>>,
+    /// The single-column primary key, for positions.
+    key: Option<String>,
+    location: Arc<str>,
+}
+
+impl PostgresSource {
+    pub fn new(cfg: PostgresSourceConfig) -> Result<Self> {
+        if cfg.query.is_some() && (cfg.table.is_some() || !cfg.tables.is_empty()) {
+            return Err(Error::config(
+                "source.query",
+                "set either query or table/tables, not both",
+            ));
+        }
+        if cfg.partitions == Some(0) {
+            return Err(Error::config("source.partitions", "partitions must be at least 1"));
+        }
+        Ok(PostgresSource {
+            cfg,
+            plans: Mutex::new(HashMap::new()),
+            snapshot: OnceCell::new(),
+        })
+    }
+
+    fn schema_name(&self) -> &str {
+        self.cfg.schema.as_deref().unwrap_or("public")
+    }
+
+    async fn table_names(&self, client: &Client) -> Result<Vec<String>> {
+        let schema = self.schema_name();
+        let all: Vec<String> = client
+            .query(
+                "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1",
+                &[&schema],
+            )
+            .await
+            .map_err(|e| pg_error(&self.cfg.url, e))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let wanted: Vec<String> = self.cfg.table.iter().chain(&self.cfg.tables).cloned().collect();
+        if wanted.is_empty() {
+            return Ok(all.into_iter().filter(|t| !self.cfg.exclude.contains(t)).collect());
+        }
+        for w in &wanted {
+            if !all.contains(w) {
+                return Err(Error::config(
+                    "source.tables",
+                    format!(
+                        "table `{w}` is not in schema `{schema}` of {}; tables there: {}",
+                        redact(&self.cfg.url),
+                        if all.is_empty() { "none".into() } else { all.join(", ") }
+                    ),
+                ));
+            }
+        }
+        Ok(wanted)
+    }
+
+    async fn plan_table(&self, client: &Client, types: &mut TypeCache, table: &str) -> Result<StreamSpec> {
+        let err = |e| pg_error(&self.cfg.url, e);
+        let schema = self.schema_name();
+        let rel = client
+            .query_one(
+                "SELECT c.oid, c.reltuples::float8, c.relpages::int8 FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 AND c.relname = $2",
+                &[&schema, &table],
+            )
+            .await
+            .map_err(err)?;
+        let (oid, reltuples, relpages): (u32, f64, i64) = (rel.get(0), rel.get(1), rel.get(2));
+        let cols = client
+            .query(
+                "SELECT a.attname::text, a.atttypid, a.atttypmod, format_type(a.atttypid, a.atttypmod), \
+                 a.attnotnull, coalesce(pg_get_expr(d.adbin, d.adrelid), '') LIKE 'nextval(%' \
+                 OR a.attidentity <> '' \
+                 FROM pg_attribute a LEFT JOIN pg_attrdef d ON d.adrelid = a.attrelid AND d.adnum = a.attnum \
+                 WHERE a.attrelid = $1 AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+                &[&oid],
+            )
+            .await
+            .map_err(err)?;
+        let mut columns = Vec::new();
+        let mut serial = Vec::new();
+        for c in &cols {
+            let name: String = c.get(0);
+            let col = column(client, types, &name, c.get(1), c.get(2), c.get(3), !c.get::<_, bool>(4))
+                .await
+                .map_err(err)?;
+            if c.get::<_, bool>(5) {
+                serial.push(name);
+            }
+            columns.push(col);
+        }
+        let primary_key: Vec<String> = client
+            .query(
+                "SELECT a.attname::text FROM pg_index i \
+                 JOIN LATERAL unnest(i.indkey::int2[]) WITH ORDINALITY k(num, ord) ON true \
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.num \
+                 WHERE i.indrelid = $1 AND i.indisprimary ORDER BY k.ord",
+                &[&oid],
+            )
+            .await
+            .map_err(err)?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        let indexes = client
+            .query(
+                "SELECT ic.relname::text, i.indisunique, \
+                 array(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY k(num, ord) \
+                       JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.num ORDER BY k.ord), \
+                 i.indnkeyatts = array_length(array_remove(i.indkey::int2[], 0::int2), 1) AND i.indexprs IS NULL \
+                 AND i.indpred IS NULL \
+                 FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid \
+                 WHERE i.indrelid = $1 AND NOT i.indisprimary ORDER BY 1",
+                &[&oid],
+            )
+            .await
+            .map_err(err)?;
+        let mut index_meta = Vec::new();
+        for r in &indexes {
+            let name: String = r.get(0);
+            if !r.get::<_, bool>(3) {
+                tracing::warn!(table, index = %name, "expression or partial index is not carried over");
+                continue;
+            }
+            index_meta.push(IndexMeta {
+                name,
+                unique: r.get(1),
+                columns: r.get(2),
+            });
+        }
+        let fks = client
+            .query(
+                "SELECT con.conname::text, \
+                 array(SELECT a.attname::text FROM unnest(con.conkey) WITH ORDINALITY k(num, ord) \
+                       JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num ORDER BY k.ord), \
+                 cf.relname::text, \
+                 array(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(num, ord) \
+                       JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num ORDER BY k.ord) \
+                 FROM pg_constraint con JOIN pg_class cf ON cf.oid = con.confrelid \
+                 WHERE con.conrelid = $1 AND con.contype = 'f' ORDER BY 1",
+                &[&oid],
+            )
+            .await
+            .map_err(err)?;
+        let foreign_keys = fks
+            .iter()
+            .map(|r| ForeignKeyMeta {
+                name: r.get(0),
+                columns: r.get(1),
+                ref_table: r.get(2),
+                ref_columns: r.get(3),
+            })
+            .collect();
+        let estimated_rows = (reltuples >= 0.0).then_some(reltuples as u64);
+        let meta = TableMeta {
+            dialect: "postgres".into(),
+            schema: schema.into(),
+            table: table.into(),
+            primary_key: primary_key.clone(),
+            indexes: index_meta,
+            foreign_keys,
+            serial_columns: serial,
+            estimated_rows,
+        };
+        let int_key = match primary_key.as_slice() {
+            [k] => columns
+                .iter()
+                .find(|c| &c.name == k)
+                .filter(|c| matches!(c.decode, Decode::Int16 | Decode::Int32 | Decode::Int64))
+                .map(|c| c.name.clone()),
+            _ => None,
+        };
+        let from = qualified(schema, table);
+        let n = match (self.cfg.partitions, &self.cfg.cursor) {
+            (_, Some(_)) => 1,
+            (Some(n), None) => n,
+            (None, None) => ((reltuples.max(0.0) / ROWS_PER_PARTITION).ceil() as usize).clamp(1, 8),
+        };
+        let ranges = match (n, &int_key) {
+            (1, _) => vec![None],
+            (n, Some(k)) => {
+                let r = client
+                    .query_one(
+                        &format!("SELECT min({0})::int8, max({0})::int8 FROM {from}", ident(k)),
+                        &[],
+                    )
+                    .await
+                    .map_err(err)?;
+                match (r.get::<_, Option<i64>>(0), r.get::<_, Option<i64>>(1)) {
+                    (Some(lo), Some(hi)) => split_range(&ident(k), lo, hi, n),
+                    _ => vec![None],
+                }
+            }
+            (n, None) => split_pages(relpages, n),
+        };
+        let spec = self.stream_spec(
+            table,
+            &from,
+            columns,
+            meta,
+            ranges,
+            primary_key.first().cloned(),
+            estimated_rows,
+        );
+        Ok(spec)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn stream_spec(
+        &self,
+        name: &str,
+        from: &str,
+        columns: Vec<PgColumn>,
+        meta: TableMeta,
+        ranges: Vec<Option<String>>,
+        key: Option<String>,
+        estimated_rows: Option<u64>,
+    ) -> StreamSpec {
+        let fields: Vec<Field> = columns
+            .iter()
+            .map(|c| {
+                let mut md = c.meta.to_metadata();
+                if let Some(l) = c.labels() {
+                    md.insert(ENUM_LABELS.into(), l);
+                }
+                Field::new(&c.name, c.decode.arrow_type(), c.nullable).with_metadata(md)
+            })
+            .collect();
+        let schema: SchemaRef = Arc::new(Schema::new(fields).with_metadata(meta.to_metadata()));
+        let select = columns
+            .iter()
+            .map(|c| {
+                if c.as_text {
+                    format!("{}::text", ident(&c.name))
+                } else {
+                    ident(&c.name)
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let per = estimated_rows.map(|r| r / ranges.len() as u64);
+        let partitions: Vec<PartitionSpec> = (0..ranges.len())
+            .map(|i| PartitionSpec {
+                id: if ranges.len() == 1 {
+                    name.into()
+                } else {
+                    format!("{name}#{i}").into()
+                },
+                bytes: None,
+                rows: per,
+            })
+            .collect();
+        let plan = StreamPlan {
+            select,
+            from: from.to_string(),
+            columns,
+            ranges: partitions.iter().map(|p| p.id.to_string()).zip(ranges).collect(),
+            key,
+            location: format!("{} {name}", redact(&self.cfg.url)).into(),
+        };
+        if let Ok(mut plans) = self.plans.lock() {
+            plans.insert(name.to_string(), Arc::new(plan));
+        }
+        StreamSpec {
+            name: name.into(),
+            schema,
+            partitions,
+        }
+    }
+
+    async fn plan_query(&self, client: &Client, types: &mut TypeCache, query: &str) -> Result<StreamSpec> {
+        let err = |e| pg_error(&self.cfg.url, e);
+        let stmt = client.prepare(query).await.map_err(|e| {
+            Error::config(
+                "source.query",
+                format!("the server refused the query: {}", super::server_message(&e)),
+            )
+        })?;
+        let mut columns = Vec::new();
+        for c in stmt.columns() {
+            let format: String = client
+                .query_one("SELECT format_type($1, NULL)", &[&c.type_().oid()])
+                .await
+                .map_err(err)?
+                .get(0);
+            columns.push(
+                column(client, types, c.name(), c.type_().oid(), -1, &format, true)
+                    .await
+                    .map_err(err)?,
+            );
+        }
+        let name = self.cfg.stream.clone().unwrap_or_else(|| "query".into());
+        let from = format!("({query}) AS q");
+        let meta = TableMeta {
+            dialect: "postgres".into(),
+            table: name.clone(),
+            ..Default::default()
+        };
+        Ok(self.stream_spec(&name, &from, columns, meta, vec![None], None, None))
+    }
+
+    /// The exported snapshot, created on first use.
+    async fn snapshot(&self) -> Result<&str> {
+        let (_, id) = self
+            .snapshot
+            .get_or_try_init(|| async {
+                let client = connect(&self.cfg.url).await?;
+                client
+                    .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                    .await
+                    .map_err(|e| pg_error(&self.cfg.url, e))?;
+                let id: String = client
+                    .query_one("SELECT pg_export_snapshot()", &[])
+                    .await
+                    .map_err(|e| pg_error(&self.cfg.url, e))?
+                    .get(0);
+                Ok::<_, Error>((client, id))
+            })
+            .await?;
+        Ok(id)
+    }
+}
+
+/// One column as the source reads it.
+async fn column(
+    client: &Client,
+    types: &mut TypeCache,
+    name: &str,
+    oid: u32,
+    typmod: i32,
+    format: &str,
+    nullable: bool,
+) -> std::result::Result<PgColumn, tokio_postgres::Error> {
+    let r = types.resolve(client, oid, typmod, format).await?;
+    let as_text = r.decode.is_none();
+    let labels = (!r.labels.is_empty()).then(|| r.labels.clone());
+    Ok(PgColumn {
+        name: name.to_string(),
+        decode: r.decode.unwrap_or(Decode::Text),
+        as_text,
+        nullable,
+        meta: ColumnMeta {
+            dialect: Some("postgres".into()),
+            db_type: Some(r.format),
+            semantic: r.semantic,
+        },
+        enum_labels: labels,
+    })
+}
+
+impl PgColumn {
+    fn labels(&self) -> Option<String> {
+        self.enum_labels
+            .as_ref()
+            .filter(|_| self.meta.semantic == Some(Semantic::Enum))
+            .and_then(|l| serde_json::to_string(l).ok())
+    }
+}
+
+/// `n` key ranges over `[lo, hi]`, open at both ends so rows added since the
+/// bounds were read still fall in one.
+fn split_range(key: &str, lo: i64, hi: i64, n: usize) -> Vec<Option<String>> {
+    let span = (hi as i128 - lo as i128 + 1).max(1);
+    let n = (n as i128).min(span) as usize;
+    let bounds: Vec<i64> = (1..n)
+        .map(|i| (lo as i128 + span * i as i128 / n as i128) as i64)
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let clause = match (i.checked_sub(1).map(|j| bounds[j]), bounds.get(i)) {
+            (None, Some(b)) => format!("{key} < {b}"),
+            (Some(a), Some(b)) => format!("{key} >= {a} AND {key} < {b}"),
+            (Some(a), None) => format!("{key} >= {a}"),
+            (None, None) => return vec![None],
+        };
+        out.push(Some(clause));
+    }
+    out
+}
+
+/// `n` ranges of heap pages (`ctid`), the last one open-ended.
+fn split_pages(pages: i64, n: usize) -> Vec<Option<String>> {
+    if pages < n as i64 {
+        return vec![None];
+    }
+    let bound = |i: usize| pages * i as i64 / n as i64;
+    (0..n)
+        .map(|i| {
+            Some(match i {
+                0 => format!("ctid < '({},0)'::tid", bound(1)),
+                i if i == n - 1 => format!("ctid >= '({},0)'::tid", bound(i)),
+                i => format!("ctid >= '({},0)'::tid AND ctid < '({},0)'::tid", bound(i), bound(i + 1)),
+            })
+        })
+        .collect()
+}
+
+#[async_trait]
+impl Source for PostgresSource {
+    fn name(&self) -> &str {
+        "postgres"
+    }
+
+    async fn discover(&self) -> Result<Vec<StreamSpec>> {
+        let client = connect(&self.cfg.url).await?;
+        let mut types = TypeCache::default();
+        if let Some(q) = &self.cfg.query {
+            return Ok(vec![self.plan_query(&client, &mut types, q).await?]);
+        }
+        let mut specs = Vec::new();
+        for t in self.table_names(&client).await? {
+            specs.push(self.plan_table(&client, &mut types, &t).await?);
+        }
+        Ok(specs)
+    }
+
+    async fn read(&self, stream: &StreamSpec, partition: &PartitionSpec, ctx: ReadContext) -> Result<()> {
+        let plan = self
+            .plans
+            .lock()
+            .ok()
+            .and_then(|p| p.get(stream.name.as_ref()).cloned())
+            .ok_or_else(|| Error::Internal(format!("stream `{}` was not discovered", stream.name)))?;
+        let snapshot = self.snapshot().await?.to_string();
+        let client = connect(&self.cfg.url).await?;
+        let err = |e| pg_error(&self.cfg.url, e);
+        client
+            .batch_execute(&format!(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+                literal(&snapshot)
+            ))
+            .await
+            .map_err(err)?;
+
+        let mut conditions: Vec<String> = plan
+            .ranges
+            .get(partition.id.as_ref())
+            .cloned()
+            .flatten()
+            .into_iter()
+            .collect();
+        let mut order = String::new();
+        if let Some(c) = &self.cfg.cursor {
+            let after = ctx
+                .resume
+                .as_ref()
+                .and_then(|p| p.cursor.get("cursor").and_then(|v| v.as_str()).map(str::to_string))
+                .or_else(|| self.cfg.cursor_start.clone());
+            if let Some(after) = after {
+                conditions.push(format!("{} > {}", ident(c), literal(&after)));
+            }
+            order = format!(" ORDER BY {}", ident(c));
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
+        };
+        let copy = format!(
+            "COPY (SELECT {} FROM {}{filter}{order}) TO STDOUT (FORMAT binary)",
+            plan.select, plan.from
+        );
+        let stream_out = client.copy_out(copy.as_str()).await.map_err(err)?;
+        let mut stream_out = std::pin::pin!(stream_out);
+        let decodes: Vec<Decode> = plan.columns.iter().map(|c| c.decode.clone()).collect();
+        let mut decoder = TupleDecoder::new(&decodes);
+        let mut reader = BatchCutter {
+            plan: &plan,
+            schema: stream.schema.clone(),
+            stream: stream.name.clone(),
+            partition: partition.id.clone(),
+            cursor_column: self.cfg.cursor.clone(),
+            rows: 0,
+            bytes: 0,
+        };
+        let mut buf = BytesMut::new();
+        let mut ended = false;
+        while !ended {
+            if ctx.cancel.is_cancelled() {
+                break;
+            }
+            match stream_out.next().await {
+                Some(chunk) => buf.extend_from_slice(&chunk.map_err(err)?),
+                None => ended = true,
+            }
+            if buf.len() < DECODE_CHUNK && !ended {
+                continue;
+            }
+            loop {
+                let room = ctx.limits.rows.saturating_sub(decoder.rows()).max(1);
+                let used = decoder
+                    .decode(&buf, room)
+                    .map_err(|e| Error::data(plan.location.to_string(), e))?;
+                buf.advance(used);
+                reader.bytes += used;
+                let full = decoder.rows() >= ctx.limits.rows || reader.bytes >= ctx.limits.bytes;
+                if full {
+                    for ev in reader.cut(&mut decoder)? {
+                        ctx.out.send(ev).await.map_err(|_| Error::Interrupted)?;
+                    }
+                }
+                if used == 0 || decoder.finished() || !full {
+                    break;
+                }
+            }
+        }
+        if decoder.rows() > 0 || reader.rows == 0 {
+            for ev in reader.cut(&mut decoder)? {
+                ctx.out.send(ev).await.map_err(|_| Error::Interrupted)?;
+            }
+        }
+        if !ctx.cancel.is_cancelled() {
+            client.batch_execute("COMMIT").await.map_err(err)?;
+        }
+        Ok(())
+    }
+}
+
+/// Turns decoded rows into batches with positions, and refused rows into rejections.
+struct BatchCutter<'a> {
+    plan: &'a StreamPlan,
+    schema: SchemaRef,
+    stream: Arc<str>,
+    partition: Arc<str>,
+    cursor_column: Option<String>,
+    rows: u64,
+    bytes: usize,
+}
+
+impl BatchCutter<'_> {
+    fn cut(&mut self, decoder: &mut TupleDecoder) -> Result<Vec<SourceEvent>> {
+        let (arrays, bad) = decoder.finish_batch();
+        self.bytes = 0;
+        let mut events = Vec::new();
+        // Refused rows hold NULLs in place of their bad value, so build with
+        // every field nullable, then drop those rows.
+        let loose = Schema::new(
+            self.schema
+                .fields()
+                .iter()
+                .map(|f| f.as_ref().clone().with_nullable(true))
+                .collect::<Vec<_>>(),
+        );
+        let mut data = RecordBatch::try_new(Arc::new(loose), arrays)?;
+        if !bad.is_empty() {
+            let mut keep = vec![true; data.num_rows()];
+            for (row, col, reason) in &bad {
+                if !keep[*row] {
+                    continue;
+                }
+                keep[*row] = false;
+                events.push(SourceEvent::Reject(Rejection {
+                    stream: self.stream.clone(),
+                    stage: Stage::Source,
+                    by: "postgres".into(),
+                    origin: self.plan.location.clone(),
+                    line: None,
+                    reason: format!("column `{}`: {reason}", self.plan.columns[*col].name),
+                    raw: None,
+                    record: Some(sluice_core::row_json(&data, *row)),
+                }));
+            }
+            data = arrow::compute::filter_record_batch(&data, &BooleanArray::from(keep))?;
+        }
+        let data = RecordBatch::try_new(self.schema.clone(), data.columns().to_vec())?;
+        let n = data.num_rows();
+        self.rows += n as u64;
+        let cursor = match (&self.cursor_column, &self.plan.key) {
+            (Some(c), _) if n > 0 => {
+                let i = self.schema.index_of(c)?;
+                let v = arrow::util::display::array_value_to_string(data.column(i), n - 1)?;
+                serde_json::json!({ "cursor": v })
+            }
+            (None, Some(k)) if n > 0 => {
+                let last = sluice_core::row_json(&data, n - 1);
+                serde_json::json!({ "after": last.get(k).cloned().unwrap_or_default() })
+            }
+            _ => serde_json::json!({ "rows": self.rows }),
+        };
+        let mut batch = Batch::new(self.stream.clone(), self.plan.location.clone(), data);
+        batch.position = Some(Position {
+            partition: self.partition.clone(),
+            cursor,
+            rows: self.rows,
+        });
+        events.push(SourceEvent::Batch(batch));
+        Ok(events)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ranges_cover_everything_without_overlap() {
+        let r = split_range("id", 1, 100, 4);
+        assert_eq!(
+            r,
+            vec![
+                Some("id < 26".to_string()),
+                Some("id >= 26 AND id < 51".into()),
+                Some("id >= 51 AND id < 76".into()),
+                Some("id >= 76".into()),
+            ]
+        );
+        assert_eq!(split_range("id", 5, 5, 4), vec![None]);
+        assert_eq!(split_pages(2, 4), vec![None]);
+        assert_eq!(split_pages(100, 2)[1], Some("ctid >= '(50,0)'::tid".into()));
+    }
+}
