@@ -3,7 +3,9 @@
 
 mod copy;
 mod pipelines;
+mod postgres;
 mod quickstart;
+mod servers;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -377,8 +377,8 @@ impl TupleDecoder {
         self.finished
     }
 
-    /// Consumes complete tuples from `buf`, at most `max_rows` rows in the
-    /// current batch; returns the bytes consumed. The rest of `buf` is an
+    /// Consumes complete tuples from `buf` until the current batch holds
+    /// `max_rows` rows; returns the bytes consumed. The rest of `buf` is an
     /// incomplete tuple (or the rows beyond `max_rows`).
     pub fn decode(&mut self, buf: &[u8], max_rows: usize) -> Result<usize, String> {
         let mut pos = 0;

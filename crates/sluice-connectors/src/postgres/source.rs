@@ -541,9 +541,8 @@ impl Source for PostgresSource {
                 continue;
             }
             loop {
-                let room = ctx.limits.rows.saturating_sub(decoder.rows()).max(1);
                 let used = decoder
-                    .decode(&buf, room)
+                    .decode(&buf, ctx.limits.rows.max(1))
                     .map_err(|e| Error::data(plan.location.to_string(), e))?;
                 buf.advance(used);
                 reader.bytes += used;
@@ -557,6 +556,12 @@ impl Source for PostgresSource {
                     break;
                 }
             }
+        }
+        if ended && (!decoder.finished() || !buf.is_empty()) {
+            return Err(Error::data(
+                plan.location.to_string(),
+                "the server's COPY output ended in the middle of a row",
+            ));
         }
         if decoder.rows() > 0 || reader.rows == 0 {
             for ev in reader.cut(&mut decoder)? {

@@ -1,0 +1,164 @@
+//! PostgreSQL migrations end to end, against the local server.
+
+use crate::servers::PgDb;
+use crate::{ndjson, ok, sluice};
+
+/// A table holding every type the PostgreSQL connector reads and writes,
+/// with extremes, NULLs, unicode, a 1 MiB text and every byte value.
+const ALL_TYPES: &str = r#"
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE DOMAIN positive AS integer CHECK (VALUE > 0);
+CREATE TABLE all_types (
+    id integer PRIMARY KEY,
+    i2 smallint, i4 integer, i8 bigint,
+    n12 numeric(12,2), n numeric, nbig numeric(60,20),
+    f4 real, f8 double precision,
+    t text, vc varchar(10), c char(5), nm name,
+    b boolean,
+    d date, tm time, ts timestamp, tstz timestamptz, iv interval,
+    u uuid, j json, jb jsonb, by bytea,
+    ai integer[], at text[], m mood, am mood[], dom positive,
+    ip inet, ts6 timestamp(6)
+);
+INSERT INTO all_types VALUES
+ (1, -32768, -2147483648, -9223372036854775808,
+  -9999999999.99, 'NaN', '-12345678901234567890123456789012345678.12345678901234567890',
+  '-Infinity', 'NaN',
+  '', 'émoji 😀', 'ab', 'name',
+  false,
+  '-infinity', '00:00:00', '4713-01-01 BC 00:00:00', '-infinity', '-178000000 years',
+  '00000000-0000-0000-0000-000000000000', '[]', '{}', '\x',
+  '{}', '{}', 'sad', '{}', 1,
+  '0.0.0.0', '2000-01-01 00:00:00'),
+ (2, 32767, 2147483647, 9223372036854775807,
+  9999999999.99, '123456789012345678901234567890.000000000000000001', '0.00000000000000000001',
+  3.4028235e38, 1.7976931348623157e308,
+  repeat('long text ✓ ', 87382), 'ten chars!', 'abcde', 'x',
+  true,
+  'infinity', '23:59:59.999999', '9999-12-31 23:59:59.999999', 'infinity', '178000000 years 11 mons 30 days 23:59:59.999999',
+  'ffffffff-ffff-ffff-ffff-ffffffffffff', '{"a": [1, 2.5, "三"], "b": null}', '{"k": {"nested": true}, "n": 1.50}',
+  (SELECT string_agg(set_byte('\x00'::bytea, 0, g), ''::bytea ORDER BY g) FROM generate_series(0, 255) g),
+  '{1,NULL,-3}', '{"a,b","c\"d",NULL,"漢字"}', 'happy', '{ok,happy}', 2147483647,
+  '2001:db8::1/64', '2024-02-29 12:34:56.789012'),
+ (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+"#;
+
+#[test]
+fn every_type_round_trips_postgres_to_postgres() {
+    let Some(src) = PgDb::create("pgpg_src") else { return };
+    let Some(dst) = PgDb::create("pgpg_dst") else { return };
+    src.sql(ALL_TYPES);
+    let dir = tempfile::tempdir().unwrap();
+    ok(&sluice(dir.path(), &["copy", &src.url(), &dst.url(), "--no-progress"]));
+    assert_eq!(dst.fingerprint("all_types"), src.fingerprint("all_types"));
+    assert!(dst.fingerprint("all_types").starts_with("3:"));
+    // Types are faithful, not just values.
+    let types = |db: &PgDb| {
+        db.sql(
+            "SELECT string_agg(format_type(atttypid, atttypmod), ',' ORDER BY attnum) FROM pg_attribute \
+             WHERE attrelid = 'all_types'::regclass AND attnum > 0",
+        )
+    };
+    assert_eq!(
+        types(&dst).replace("positive", "integer"),
+        types(&src).replace("positive", "integer")
+    );
+    assert_eq!(dst.sql("SELECT length(t) FROM all_types WHERE id = 2"), "1048584");
+    assert_eq!(
+        dst.sql("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'all_types'::regclass"),
+        "PRIMARY KEY (id)"
+    );
+}
+
+#[test]
+fn a_table_copies_in_parallel_partitions_without_losing_or_repeating_rows() {
+    let Some(src) = PgDb::create("pgpart_src") else { return };
+    let Some(dst) = PgDb::create("pgpart_dst") else { return };
+    src.sql(
+        "CREATE TABLE keyed (id bigint PRIMARY KEY, v text); \
+         INSERT INTO keyed SELECT g, md5(g::text) FROM generate_series(1, 300000) g; \
+         CREATE TABLE heap (v text); INSERT INTO heap SELECT md5(g::text) FROM generate_series(1, 200000) g; \
+         ANALYZE",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[source]\ntype = \"postgres\"\nurl = \"{}\"\npartitions = 4\n\n[[sinks]]\ntype = \"postgres\"\nurl = \"{}\"\n",
+        src.url(),
+        dst.url()
+    );
+    std::fs::write(dir.path().join("p.toml"), toml).unwrap();
+    ok(&sluice(dir.path(), &["run", "p.toml", "--no-progress"]));
+    assert_eq!(dst.fingerprint("keyed"), src.fingerprint("keyed"));
+    assert_eq!(dst.fingerprint("heap"), src.fingerprint("heap"));
+}
+
+#[test]
+fn rows_the_server_refuses_go_to_the_dead_letter_file_and_the_rest_loads() {
+    let Some(db) = PgDb::create("pgbad") else { return };
+    db.sql("CREATE TABLE items (id integer PRIMARY KEY, name varchar(5) NOT NULL, qty integer CHECK (qty >= 0))");
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("id,name,qty\n");
+    for i in 1..=1000 {
+        let line = match i {
+            100 => "100,much too long,1\n".to_string(),
+            500 => "500,neg,-5\n".to_string(),
+            900 => "899,dup,1\n".to_string(),
+            _ => format!("{i},n{i},{}\n", i % 7),
+        };
+        csv.push_str(&line);
+    }
+    std::fs::write(dir.path().join("items.csv"), csv).unwrap();
+    let dst = format!("{}?table=items", db.url());
+    let out = sluice(
+        dir.path(),
+        &[
+            "copy",
+            "items.csv",
+            &dst,
+            "--on-error",
+            "dlq",
+            "--dlq",
+            "rejects.ndjson",
+            "--no-progress",
+        ],
+    );
+    ok(&out);
+    assert_eq!(db.sql("SELECT count(*) FROM items"), "997");
+    let rejects = ndjson(&dir.path().join("rejects.ndjson"));
+    assert_eq!(rejects.len(), 3, "{rejects:?}");
+    let reasons: Vec<String> = rejects
+        .iter()
+        .map(|r| r["reason"].as_str().unwrap().to_string())
+        .collect();
+    assert!(reasons.iter().any(|r| r.contains("too long")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("check constraint")), "{reasons:?}");
+    assert!(reasons.iter().any(|r| r.contains("duplicate key")), "{reasons:?}");
+    let lines: Vec<u64> = rejects.iter().filter_map(|r| r["line"].as_u64()).collect();
+    assert_eq!(lines, vec![101, 501, 901], "{rejects:?}");
+}
+
+#[test]
+fn upsert_updates_in_place_and_replace_swaps_the_table() {
+    let Some(db) = PgDb::create("pgmodes") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.csv"), "id,v\n1,one\n2,two\n").unwrap();
+    std::fs::write(dir.path().join("b.csv"), "id,v\n2,TWO\n3,three\n3,THREE\n").unwrap();
+    let upsert = format!("{}?table=t&mode=upsert&key=id", db.url());
+    ok(&sluice(dir.path(), &["copy", "a.csv", &upsert, "--no-progress"]));
+    ok(&sluice(dir.path(), &["copy", "b.csv", &upsert, "--no-progress"]));
+    assert_eq!(
+        db.sql("SELECT string_agg(id || '=' || v, ',' ORDER BY id) FROM t"),
+        "1=one,2=TWO,3=THREE"
+    );
+    let replace = format!("{}?table=t&mode=replace", db.url());
+    ok(&sluice(dir.path(), &["copy", "a.csv", &replace, "--no-progress"]));
+    assert_eq!(
+        db.sql("SELECT string_agg(id || '=' || v, ',' ORDER BY id) FROM t"),
+        "1=one,2=two"
+    );
+    assert_eq!(
+        db.sql("SELECT count(*) FROM pg_class WHERE relname LIKE 't__sluice%'"),
+        "0"
+    );
+}
