@@ -63,6 +63,23 @@ pub enum Command {
         /// The pipeline (TOML).
         pipeline: PathBuf,
     },
+    /// Test every connection of a pipeline and the permissions its run needs.
+    Check {
+        /// The pipeline (TOML).
+        pipeline: PathBuf,
+    },
+    /// Print the streams, row estimates, the DDL a run would execute and a
+    /// deterministic plan hash; writes nothing.
+    Plan {
+        /// The pipeline (TOML).
+        pipeline: PathBuf,
+    },
+    /// Compare row counts and an order-independent checksum per stream
+    /// between the source and each sink's destination; exit 1 on any difference.
+    Verify {
+        /// The pipeline (TOML).
+        pipeline: PathBuf,
+    },
     /// Copy from SRC to DST without a pipeline file.
     ///
     /// SRC and DST are paths (format from the extension, .gz/.zst compressed),

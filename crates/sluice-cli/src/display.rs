@@ -166,3 +166,67 @@ pub fn summary(report: &RunReport) -> String {
     }
     out
 }
+
+/// `sluice plan`: streams with their columns and estimates, each sink's DDL, the plan hash.
+pub fn plan(plan: &sluice_engine::inspect::PlanReport) -> String {
+    let mut out = String::new();
+    for s in &plan.streams {
+        let rows = s.estimated_rows.map_or("unknown".to_string(), count);
+        out.push_str(&format!(
+            "stream {} ({} partition(s), ~{rows} rows)\n",
+            s.name, s.partitions
+        ));
+        for (name, ty) in &s.columns {
+            out.push_str(&format!("  {name}: {ty}\n"));
+        }
+        for (target, ddl) in &s.sinks {
+            out.push_str(&format!("  -> {target}\n"));
+            if ddl.is_empty() {
+                out.push_str("     (no DDL)\n");
+            }
+            for stmt in ddl {
+                out.push_str(&format!("     {stmt};\n"));
+            }
+        }
+        out.push('\n');
+    }
+    out.push_str(&format!("plan hash: {}", plan.hash));
+    out
+}
+
+/// `sluice verify`: one line per stream and sink.
+pub fn verify(lines: &[sluice_engine::inspect::VerifyLine]) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(vec![
+        "stream",
+        "sink",
+        "source rows",
+        "target rows",
+        "source checksum",
+        "target checksum",
+        "result",
+    ]);
+    for l in lines {
+        let (rows, sum) = match l.target {
+            Some(f) => (count(f.rows), format!("{:016x}", f.checksum)),
+            None => ("-".into(), "-".into()),
+        };
+        let result = match (l.matches(), &l.note) {
+            (true, None) => "match".to_string(),
+            (true, Some(n)) => format!("match ({n})"),
+            (false, Some(n)) => format!("DIFFERENT ({n})"),
+            (false, None) => "DIFFERENT".to_string(),
+        };
+        t.add_row(vec![
+            Cell::new(&l.stream),
+            Cell::new(&l.sink),
+            Cell::new(count(l.source.rows)).set_alignment(CellAlignment::Right),
+            Cell::new(rows).set_alignment(CellAlignment::Right),
+            Cell::new(format!("{:016x}", l.source.checksum)),
+            Cell::new(sum),
+            Cell::new(result),
+        ]);
+    }
+    t.to_string()
+}

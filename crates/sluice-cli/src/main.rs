@@ -41,6 +41,8 @@ macro_rules! err {
 
 /// Exit codes, one per class of failure (documented in `--help` and the README).
 mod exit {
+    /// `sluice verify` found a difference.
+    pub const DIFFERENT: u8 = 1;
     pub const CONFIG: u8 = 2;
     pub const CONNECTION: u8 = 3;
     pub const REJECTED: u8 = 4;
@@ -84,6 +86,25 @@ fn main() -> ExitCode {
     code
 }
 
+/// The exit code of a command's outcome, printing the error.
+fn report(outcome: sluice_core::Result<ExitCode>) -> ExitCode {
+    match outcome {
+        Ok(code) => code,
+        Err(e) => failure(&e),
+    }
+}
+
+fn failure(e: &sluice_core::Error) -> ExitCode {
+    err!("error: {e}");
+    ExitCode::from(match e.kind() {
+        ErrorKind::Config => exit::CONFIG,
+        ErrorKind::Connection => exit::CONNECTION,
+        ErrorKind::DataRejected => exit::REJECTED,
+        ErrorKind::Interrupted => exit::SIGINT,
+        ErrorKind::Internal => exit::INTERNAL,
+    })
+}
+
 fn config_failure(e: &ConfigError) -> ExitCode {
     err!("error: {e}");
     ExitCode::from(exit::CONFIG)
@@ -115,6 +136,38 @@ async fn dispatch(cli: Cli) -> ExitCode {
             Err(e) => config_failure(&e),
         },
         Command::Status { pipeline } => status(pipeline.as_deref()),
+        Command::Check { pipeline } => match sluice_engine::load(pipeline) {
+            Ok(p) => report(sluice_engine::inspect::check(&p).await.map(|lines| {
+                for (role, line) in lines {
+                    out!("ok  {role}: {line}");
+                }
+                ExitCode::SUCCESS
+            })),
+            Err(e) => config_failure(&e),
+        },
+        Command::Plan { pipeline } => match sluice_engine::load(pipeline) {
+            Ok(p) => report(sluice_engine::inspect::plan(&p).await.map(|plan| {
+                out!("{}", display::plan(&plan));
+                ExitCode::SUCCESS
+            })),
+            Err(e) => config_failure(&e),
+        },
+        Command::Verify { pipeline } => match sluice_engine::load(pipeline) {
+            Ok(p) => {
+                let cancel = CancellationToken::new();
+                watch_signals(cancel.clone());
+                report(sluice_engine::inspect::verify(&p, cancel).await.map(|lines| {
+                    out!("{}", display::verify(&lines));
+                    if lines.iter().all(|l| l.matches()) {
+                        ExitCode::SUCCESS
+                    } else {
+                        err!("verify: differences found");
+                        ExitCode::from(exit::DIFFERENT)
+                    }
+                }))
+            }
+            Err(e) => config_failure(&e),
+        },
         Command::List => {
             list();
             ExitCode::SUCCESS
@@ -188,14 +241,7 @@ async fn execute(pipeline: Pipeline, global: &cli::Global) -> ExitCode {
             if matches!(e, sluice_core::Error::OutputClosed) {
                 return ExitCode::SUCCESS;
             }
-            err!("error: {e}");
-            ExitCode::from(match e.kind() {
-                ErrorKind::Config => exit::CONFIG,
-                ErrorKind::Connection => exit::CONNECTION,
-                ErrorKind::DataRejected => exit::REJECTED,
-                ErrorKind::Interrupted => exit::SIGINT,
-                ErrorKind::Internal => exit::INTERNAL,
-            })
+            failure(&e)
         }
     }
 }

@@ -14,4 +14,4 @@ pub mod registry;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
-pub use registry::{SinkConfig, SourceConfig, build_sink, build_source, catalog};
+pub use registry::{SinkConfig, SourceConfig, build_sink, build_source, catalog, sink_as_source};

@@ -111,6 +111,35 @@ pub fn build_sink(cfg: &SinkConfig) -> Result<Box<dyn SinkConnector>> {
     })
 }
 
+/// A source reading back what `sink` wrote for `stream`, for `sluice verify`;
+/// None for destinations that cannot be read back (stdout, null).
+pub fn sink_as_source(sink: &SinkConfig, stream: &str) -> Option<SourceConfig> {
+    match sink {
+        #[cfg(feature = "postgres")]
+        SinkConfig::Postgres(c) => Some(SourceConfig::Postgres(crate::postgres::PostgresSourceConfig {
+            url: c.url.clone(),
+            schema: c.schema.clone(),
+            table: Some(c.table.replace("{stream}", stream)),
+            tables: Vec::new(),
+            exclude: Vec::new(),
+            query: None,
+            stream: None,
+            cursor: None,
+            cursor_start: None,
+            partitions: None,
+        })),
+        #[cfg(feature = "sqlite")]
+        SinkConfig::Sqlite(c) => Some(SourceConfig::Sqlite(SqliteSourceConfig {
+            path: c.path.clone(),
+            table: Some(c.table.replace("{stream}", stream)),
+            tables: Vec::new(),
+            query: None,
+            stream: None,
+        })),
+        _ => None,
+    }
+}
+
 /// A connector as `sluice list` shows it.
 pub struct ConnectorInfo {
     pub name: &'static str,

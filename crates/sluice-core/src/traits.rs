@@ -101,6 +101,14 @@ pub trait Source: Send + Sync {
     /// needs to infer schemas; connects but writes nothing.
     async fn discover(&self) -> Result<Vec<StreamSpec>>;
 
+    /// Tests what reading `streams` needs beyond discovering them (read
+    /// permissions); returns a line per thing checked. Sources whose
+    /// discovery already proves they can be read have nothing to add.
+    async fn check(&self, streams: &[StreamSpec]) -> Result<Vec<String>> {
+        let _ = streams;
+        Ok(Vec::new())
+    }
+
     /// Reads one partition of `stream` into `ctx.out` until the input ends or
     /// `ctx.cancel` fires. Undecodable input is sent as
     /// [`SourceEvent::Reject`]; an `Err` means the partition cannot go on.
@@ -163,6 +171,20 @@ pub trait SinkConnector: Send + Sync {
 
     /// Prepares the destination for a stream (creates the file or table).
     async fn open(&self, stream: &StreamInfo) -> Result<Box<dyn Sink>>;
+
+    /// The statements [`SinkConnector::open`] and a complete load would run
+    /// for `stream` (DDL), for `sluice plan`. May connect; writes nothing.
+    async fn plan(&self, stream: &StreamInfo) -> Result<Vec<String>> {
+        let _ = stream;
+        Ok(Vec::new())
+    }
+
+    /// Tests the connection and the permissions writing `streams` needs;
+    /// returns a line per thing checked, or the first failure as an error.
+    async fn check(&self, streams: &[StreamInfo]) -> Result<Vec<String>> {
+        let _ = streams;
+        Ok(Vec::new())
+    }
 }
 
 /// Writes the batches of one stream.

@@ -102,6 +102,15 @@ impl RuntimeConfig {
             std::thread::available_parallelism().map_or(2, |n| n.get())
         }
     }
+
+    /// Where sources cut batches.
+    pub fn limits(&self) -> sluice_core::BatchLimits {
+        sluice_core::BatchLimits {
+            rows: self.batch_rows,
+            bytes: self.batch_bytes.0 as usize,
+            linger: std::time::Duration::from_millis(self.linger_ms),
+        }
+    }
 }
 
 /// A size in bytes, written as an integer or with a unit (`"8MiB"`, `"512KB"`).

@@ -4,10 +4,13 @@
 //! - [`run`]: the run itself — bounded channels, transforms, fan-out to
 //!   sinks, ordered acknowledgements and checkpoints.
 //! - [`dlq`]: the error policy for rejected rows.
+//! - [`inspect`]: `check`, `plan` and `verify`, which look at a pipeline's
+//!   systems without running it.
 //! - [`progress`]: live counters for progress bars and logs.
 
 pub mod config;
 pub mod dlq;
+pub mod inspect;
 pub mod progress;
 pub mod run;
 

@@ -90,11 +90,7 @@ pub async fn run(pipeline: &Pipeline, progress: Arc<RunProgress>, cancel: Cancel
     let rt = &pipeline.config.runtime;
     let rejections = Arc::new(Rejections::new(rt.on_error, rt.max_errors, pipeline.dlq_path()));
     let shared = Shared {
-        limits: BatchLimits {
-            rows: rt.batch_rows,
-            bytes: rt.batch_bytes.0 as usize,
-            linger: Duration::from_millis(rt.linger_ms),
-        },
+        limits: rt.limits(),
         threads: rt.threads(),
         capacity: rt.channel_capacity,
         rejections: rejections.clone(),

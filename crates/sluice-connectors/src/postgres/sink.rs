@@ -311,6 +311,70 @@ impl SinkConnector for PostgresSink {
         )
     }
 
+    async fn plan(&self, stream: &StreamInfo) -> Result<Vec<String>> {
+        let client = connect(&self.cfg.url).await?;
+        Ok(self.plan_table(&client, stream).await?.statements())
+    }
+
+    async fn check(&self, streams: &[StreamInfo]) -> Result<Vec<String>> {
+        let client = connect(&self.cfg.url).await?;
+        let err = |e| pg_error(&self.cfg.url, e);
+        let version: String = client.query_one("SHOW server_version", &[]).await.map_err(err)?.get(0);
+        let mut lines = vec![format!("connected to {} (PostgreSQL {version})", redact(&self.cfg.url))];
+        let schema = self.schema();
+        let can_create: bool = client
+            .query_one("SELECT has_schema_privilege($1, 'CREATE')", &[&schema])
+            .await
+            .map_err(|e| {
+                Error::config(
+                    "sinks.schema",
+                    format!("schema `{schema}` of {}: {}", redact(&self.cfg.url), server_message(&e)),
+                )
+            })?
+            .get(0);
+        let denied = |what: String| Error::config("sinks", format!("{}: {what}", redact(&self.cfg.url)));
+        for stream in streams {
+            let table = self.table_name(&stream.name);
+            let target = qualified(schema, &table);
+            let row = client
+                .query_one(
+                    "SELECT c.oid IS NOT NULL,                      coalesce(has_table_privilege(c.oid, 'INSERT'), false),                      coalesce(has_table_privilege(c.oid, 'UPDATE'), false),                      coalesce(pg_has_role(c.relowner, 'USAGE'), false)                      FROM (SELECT to_regclass($1) AS oid) r LEFT JOIN pg_class c ON c.oid = r.oid",
+                    &[&target],
+                )
+                .await
+                .map_err(err)?;
+            let (exists, insert, update, owner): (bool, bool, bool, bool) =
+                (row.get(0), row.get(1), row.get(2), row.get(3));
+            let needs_create = !exists || self.cfg.mode == WriteMode::Replace;
+            if needs_create && !self.cfg.create && !exists {
+                return Err(denied(format!("table {target} does not exist and create = false")));
+            }
+            if needs_create && !can_create {
+                return Err(denied(format!(
+                    "the user may not create tables in schema `{schema}` (needed for {target});                      GRANT CREATE ON SCHEMA {schema} TO the user"
+                )));
+            }
+            if exists && !insert {
+                return Err(denied(format!(
+                    "the user may not insert into {target}; GRANT INSERT ON {target}"
+                )));
+            }
+            if exists && self.cfg.mode == WriteMode::Upsert && !update {
+                return Err(denied(format!(
+                    "upsert needs UPDATE on {target}; GRANT UPDATE ON {target}"
+                )));
+            }
+            if exists && self.cfg.mode == WriteMode::Replace && !owner {
+                return Err(denied(format!("replace drops {target}, which only its owner may do")));
+            }
+            lines.push(format!(
+                "{target}: {}",
+                if exists { "exists, writable" } else { "will be created" }
+            ));
+        }
+        Ok(lines)
+    }
+
     async fn open(&self, stream: &StreamInfo) -> Result<Box<dyn Sink>> {
         let client = connect(&self.cfg.url).await?;
         let err = |e| pg_error(&self.cfg.url, e);

@@ -468,6 +468,36 @@ impl Source for PostgresSource {
         Ok(specs)
     }
 
+    async fn check(&self, streams: &[StreamSpec]) -> Result<Vec<String>> {
+        let client = connect(&self.cfg.url).await?;
+        let err = |e| pg_error(&self.cfg.url, e);
+        let version: String = client.query_one("SHOW server_version", &[]).await.map_err(err)?.get(0);
+        let mut lines = vec![format!("connected to {} (PostgreSQL {version})", redact(&self.cfg.url))];
+        if self.cfg.query.is_some() {
+            lines.push("query: the server accepted it".into());
+            return Ok(lines);
+        }
+        for s in streams {
+            let target = qualified(self.schema_name(), &s.name);
+            let can: bool = client
+                .query_one("SELECT has_table_privilege($1, 'SELECT')", &[&target])
+                .await
+                .map_err(err)?
+                .get(0);
+            if !can {
+                return Err(Error::config(
+                    "source",
+                    format!(
+                        "{}: the user may not read {target}; GRANT SELECT ON {target}",
+                        redact(&self.cfg.url)
+                    ),
+                ));
+            }
+            lines.push(format!("{target}: readable, {} partition(s)", s.partitions.len()));
+        }
+        Ok(lines)
+    }
+
     async fn read(&self, stream: &StreamSpec, partition: &PartitionSpec, ctx: ReadContext) -> Result<()> {
         let plan = self
             .plans

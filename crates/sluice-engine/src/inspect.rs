@@ -1,0 +1,382 @@
+//! Looking at a pipeline without running it: `check` (connections and
+//! permissions), `plan` (streams, estimates, DDL, plan hash) and `verify`
+//! (row counts and order-independent checksums, source against target).
+
+use std::hash::Hasher;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use sluice_connectors::SinkConfig;
+use sluice_core::dbmeta::{ColumnMeta, Semantic, TableMeta};
+use sluice_core::{Error, ReadContext, Result, SinkConnector, Source, SourceEvent, StreamInfo, StreamSpec};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Pipeline, fnv1a};
+
+/// One stream as `sluice plan` shows it.
+#[derive(Debug, Clone)]
+pub struct PlannedStream {
+    pub name: String,
+    pub partitions: usize,
+    pub estimated_rows: Option<u64>,
+    /// Columns reaching the sinks: name and type.
+    pub columns: Vec<(String, String)>,
+    /// Per sink: where it writes and the statements it would run.
+    pub sinks: Vec<(String, Vec<String>)>,
+}
+
+/// What a run of the pipeline would do.
+#[derive(Debug, Clone)]
+pub struct PlanReport {
+    pub streams: Vec<PlannedStream>,
+    /// Hash of the configuration, the streams' schemas and the DDL: the same
+    /// pipeline against the same databases always gives the same hash.
+    pub hash: String,
+}
+
+fn build(p: &Pipeline) -> Result<(Arc<dyn Source>, Vec<Arc<dyn SinkConnector>>)> {
+    let source: Arc<dyn Source> = Arc::from(sluice_connectors::build_source(&p.config.source)?);
+    let sinks = p
+        .config
+        .sinks
+        .iter()
+        .map(|s| sluice_connectors::build_sink(s).map(Arc::from))
+        .collect::<Result<_>>()?;
+    Ok((source, sinks))
+}
+
+/// The schema a stream has after the transform chain.
+fn output_schema(p: &Pipeline, spec: &StreamSpec) -> Result<SchemaRef> {
+    let mut schema = spec.schema.clone();
+    for f in sluice_transforms::build(&p.config.transforms)? {
+        schema = f.plan(&spec.name, schema)?.output_schema();
+    }
+    Ok(schema)
+}
+
+/// Plans every stream: connects to read catalogs, writes nothing.
+pub async fn plan(p: &Pipeline) -> Result<PlanReport> {
+    let (source, sinks) = build(p)?;
+    let specs = source.discover().await?;
+    let mut streams = Vec::new();
+    let mut hash_input = p.plan_hash.clone();
+    for spec in &specs {
+        let schema = output_schema(p, spec)?;
+        let info = StreamInfo {
+            name: spec.name.clone(),
+            schema: schema.clone(),
+        };
+        let mut planned_sinks = Vec::new();
+        for s in &sinks {
+            planned_sinks.push((s.target(&spec.name), s.plan(&info).await?));
+        }
+        let columns: Vec<(String, String)> = schema
+            .fields()
+            .iter()
+            .map(|f| {
+                let db = ColumnMeta::of(f).db_type.map(|t| format!(" ({t})")).unwrap_or_default();
+                (
+                    f.name().clone(),
+                    format!("{}{db}", sluice_core::types::arrow_type_name(f.data_type())),
+                )
+            })
+            .collect();
+        hash_input.push_str(&format!("\n{}:{:?}:{:?}", spec.name, columns, planned_sinks));
+        let estimated_rows = spec
+            .total_rows()
+            .or_else(|| TableMeta::of(&spec.schema).and_then(|m| m.estimated_rows));
+        streams.push(PlannedStream {
+            name: spec.name.to_string(),
+            partitions: spec.partitions.len(),
+            estimated_rows,
+            columns,
+            sinks: planned_sinks,
+        });
+    }
+    Ok(PlanReport {
+        streams,
+        hash: format!("{:016x}", fnv1a(hash_input.as_bytes())),
+    })
+}
+
+/// Tests the source and every sink: connections, then permissions. Returns
+/// (role, line) for everything that passed; the first failure is the error.
+pub async fn check(p: &Pipeline) -> Result<Vec<(String, String)>> {
+    let (source, sinks) = build(p)?;
+    let specs = source.discover().await?;
+    let mut lines = vec![(
+        format!("source {}", source.name()),
+        format!("{} stream(s) found", specs.len()),
+    )];
+    for l in source.check(&specs).await? {
+        lines.push((format!("source {}", source.name()), l));
+    }
+    let mut infos = Vec::new();
+    for spec in &specs {
+        infos.push(StreamInfo {
+            name: spec.name.clone(),
+            schema: output_schema(p, spec)?,
+        });
+    }
+    for (i, s) in sinks.iter().enumerate() {
+        let role = format!("sinks[{i}] {}", s.name());
+        // Planning the DDL also proves every column has a destination type.
+        for info in &infos {
+            s.plan(info).await?;
+        }
+        let checked = s.check(&infos).await?;
+        if checked.is_empty() {
+            lines.push((role, "nothing to check before writing".into()));
+        }
+        for l in checked {
+            lines.push((format!("sinks[{i}] {}", s.name()), l));
+        }
+    }
+    Ok(lines)
+}
+
+/// Counts and checksum of one side of a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Fingerprint {
+    pub rows: u64,
+    /// Wrapping sum of row hashes: independent of row order.
+    pub checksum: u64,
+}
+
+/// One line of `sluice verify`.
+#[derive(Debug, Clone)]
+pub struct VerifyLine {
+    pub stream: String,
+    pub sink: String,
+    pub source: Fingerprint,
+    pub target: Option<Fingerprint>,
+    /// Why the target could not be read, if it could not.
+    pub note: Option<String>,
+}
+
+impl VerifyLine {
+    pub fn matches(&self) -> bool {
+        self.target == Some(self.source)
+    }
+}
+
+/// Reads every stream from the source (through the transforms) and from each
+/// sink's destination, and compares row counts and checksums over the
+/// columns both sides have.
+pub async fn verify(p: &Pipeline, cancel: CancellationToken) -> Result<Vec<VerifyLine>> {
+    let (source, _) = build(p)?;
+    let specs = source.discover().await?;
+    let mut lines = Vec::new();
+    for spec in &specs {
+        let expected_schema = output_schema(p, spec)?;
+        for (i, sink_cfg) in p.config.sinks.iter().enumerate() {
+            let sink_name = format!("sinks[{i}]");
+            let Some(target_cfg) = sluice_connectors::sink_as_source(sink_cfg, &spec.name) else {
+                lines.push(VerifyLine {
+                    stream: spec.name.to_string(),
+                    sink: sink_name,
+                    source: Fingerprint::default(),
+                    target: None,
+                    note: Some(format!("{} sinks cannot be read back", sink_kind(sink_cfg))),
+                });
+                continue;
+            };
+            let target_source = sluice_connectors::build_source(&target_cfg)?;
+            let target_specs = target_source.discover().await?;
+            let Some(target_spec) = target_specs.first() else {
+                return Err(Error::Internal(format!(
+                    "{sink_name}: the target of `{}` is missing",
+                    spec.name
+                )));
+            };
+            // Compare the columns both sides have, in the source's order.
+            let shared: Vec<String> = expected_schema
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .filter(|n| target_spec.schema.field_with_name(n).is_ok())
+                .collect();
+            let source_fp = fingerprint(p, &source, spec, &shared, true, &cancel).await?;
+            let target_fp = fingerprint(p, &Arc::from(target_source), target_spec, &shared, false, &cancel).await?;
+            let missing = expected_schema.fields().len() - shared.len();
+            lines.push(VerifyLine {
+                stream: spec.name.to_string(),
+                sink: sink_name,
+                source: source_fp,
+                target: Some(target_fp),
+                note: (missing > 0).then(|| format!("{missing} column(s) not in the target, not compared")),
+            });
+        }
+    }
+    Ok(lines)
+}
+
+fn sink_kind(cfg: &SinkConfig) -> String {
+    format!("{cfg:?}").split('(').next().unwrap_or("this").to_lowercase()
+}
+
+/// Reads a stream fully and fingerprints the `columns`.
+async fn fingerprint(
+    p: &Pipeline,
+    source: &Arc<dyn Source>,
+    spec: &StreamSpec,
+    columns: &[String],
+    transform: bool,
+    cancel: &CancellationToken,
+) -> Result<Fingerprint> {
+    let (tx, mut rx) = mpsc::channel::<SourceEvent>(8);
+    let limits = p.config.runtime.limits();
+    let threads = p.config.runtime.threads();
+    let reader = {
+        let (source, spec, cancel) = (source.clone(), spec.clone(), cancel.clone());
+        tokio::spawn(async move {
+            for partition in &spec.partitions {
+                let ctx = ReadContext {
+                    out: tx.clone(),
+                    cancel: cancel.clone(),
+                    limits,
+                    resume: None,
+                    parallelism: threads,
+                };
+                source.read(&spec, partition, ctx).await?;
+            }
+            Ok::<_, Error>(())
+        })
+    };
+    let mut chain = Vec::new();
+    if transform {
+        for f in sluice_transforms::build(&p.config.transforms)? {
+            chain.push(f.plan(&spec.name, spec.schema.clone())?);
+        }
+    }
+    let mut fp = Fingerprint::default();
+    let mut add = |data: &RecordBatch| -> Result<()> {
+        let idx: Vec<usize> = columns
+            .iter()
+            .map(|c| data.schema().index_of(c))
+            .collect::<std::result::Result<_, _>>()?;
+        let arrays: Vec<(ArrayRef, bool)> = idx
+            .iter()
+            .map(|i| {
+                let f = data.schema().field(*i).clone();
+                (
+                    data.column(*i).clone(),
+                    ColumnMeta::of(&f).semantic == Some(Semantic::Json),
+                )
+            })
+            .collect();
+        for row in 0..data.num_rows() {
+            let mut h = std::hash::DefaultHasher::new();
+            let mut cell_text = String::new();
+            for (a, json) in &arrays {
+                cell_text.clear();
+                cell(a, row, *json, &mut cell_text)?;
+                h.write(cell_text.as_bytes());
+                h.write_u8(0x1f);
+            }
+            fp.checksum = fp.checksum.wrapping_add(h.finish());
+            fp.rows += 1;
+        }
+        Ok(())
+    };
+    while let Some(ev) = rx.recv().await {
+        let SourceEvent::Batch(batch) = ev else { continue };
+        if let Some(b) = through(&mut chain, batch).await? {
+            add(&b.data)?;
+        }
+    }
+    for i in 0..chain.len() {
+        if let Some(b) = chain[i].finish().await?.batch
+            && let Some(b) = through(&mut chain[i + 1..], b).await?
+        {
+            add(&b.data)?;
+        }
+    }
+    reader
+        .await
+        .map_err(|e| Error::Internal(format!("verify reader: {e}")))??;
+    Ok(fp)
+}
+
+/// Passes a batch through a transform chain; None when a transform holds it back.
+async fn through(
+    chain: &mut [Box<dyn sluice_core::Transform>],
+    mut batch: sluice_core::Batch,
+) -> Result<Option<sluice_core::Batch>> {
+    for t in chain.iter_mut() {
+        match t.apply(batch).await?.batch {
+            Some(b) => batch = b,
+            None => return Ok(None),
+        }
+    }
+    Ok(Some(batch))
+}
+
+/// A value in a form both sides of a migration agree on: integers of any
+/// width as digits, booleans as 1/0, times as microseconds, bytes as hex,
+/// JSON re-serialized with sorted keys.
+fn cell(a: &ArrayRef, row: usize, json: bool, out: &mut String) -> Result<()> {
+    use std::fmt::Write;
+    if a.is_null(row) {
+        out.push('\u{2205}');
+        return Ok(());
+    }
+    match a.data_type() {
+        DataType::Boolean => out.push(if a.as_boolean().value(row) { '1' } else { '0' }),
+        DataType::Timestamp(unit, _) => {
+            let raw = match unit {
+                TimeUnit::Second => a.as_primitive::<arrow::datatypes::TimestampSecondType>().value(row) * 1_000_000,
+                TimeUnit::Millisecond => {
+                    a.as_primitive::<arrow::datatypes::TimestampMillisecondType>()
+                        .value(row)
+                        * 1000
+                }
+                TimeUnit::Microsecond => a
+                    .as_primitive::<arrow::datatypes::TimestampMicrosecondType>()
+                    .value(row),
+                TimeUnit::Nanosecond => a.as_primitive::<arrow::datatypes::TimestampNanosecondType>().value(row) / 1000,
+            };
+            let _ = write!(out, "{raw}");
+        }
+        DataType::Binary | DataType::LargeBinary | DataType::FixedSizeBinary(_) | DataType::BinaryView => {
+            let bytes: &[u8] = match a.data_type() {
+                DataType::Binary => a.as_binary::<i32>().value(row),
+                DataType::LargeBinary => a.as_binary::<i64>().value(row),
+                DataType::BinaryView => a.as_binary_view().value(row),
+                _ => a.as_fixed_size_binary().value(row),
+            };
+            for b in bytes {
+                let _ = write!(out, "{b:02x}");
+            }
+        }
+        DataType::List(_) | DataType::LargeList(_) => {
+            let values = match a.data_type() {
+                DataType::List(_) => a.as_list::<i32>().value(row),
+                _ => a.as_list::<i64>().value(row),
+            };
+            out.push('[');
+            for i in 0..values.len() {
+                if i > 0 {
+                    out.push(',');
+                }
+                cell(&values, i, json, out)?;
+            }
+            out.push(']');
+        }
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View if json => {
+            let text = arrow::util::display::array_value_to_string(a, row)?;
+            match serde_json::from_str::<serde_json::Value>(&text) {
+                Ok(v) => out.push_str(&v.to_string()),
+                Err(_) => out.push_str(&text),
+            }
+        }
+        _ => {
+            let f = ArrayFormatter::try_new(a.as_ref(), &FormatOptions::default())?;
+            let _ = write!(out, "{}", f.value(row));
+        }
+    }
+    Ok(())
+}
