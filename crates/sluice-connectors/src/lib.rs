@@ -6,6 +6,8 @@
 //! adding a connector touches its folder, one line there and one feature.
 
 pub mod files;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 pub mod null;
 pub mod registry;
 #[cfg(feature = "sqlite")]

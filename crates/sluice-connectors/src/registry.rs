@@ -5,6 +5,8 @@ use serde::Deserialize;
 use sluice_core::{Error, Result, SinkConnector, Source};
 
 use crate::files::{FileSink, FileSinkConfig, FileSource, FileSourceConfig, Format};
+#[cfg(feature = "mysql")]
+use crate::mysql::{MysqlSink, MysqlSinkConfig, MysqlSource, MysqlSourceConfig};
 use crate::null::{NullSink, NullSinkConfig};
 #[cfg(feature = "sqlite")]
 use crate::sqlite::{SqliteSink, SqliteSinkConfig, SqliteSource, SqliteSourceConfig};
@@ -22,6 +24,9 @@ pub enum SourceConfig {
     Parquet(FileSourceConfig),
     #[cfg(feature = "sqlite")]
     Sqlite(SqliteSourceConfig),
+    #[cfg(feature = "mysql")]
+    #[serde(alias = "mariadb")]
+    Mysql(MysqlSourceConfig),
 }
 
 /// `[[sinks]]`: where rows go.
@@ -39,6 +44,9 @@ pub enum SinkConfig {
     Stdout(FileSinkConfig),
     #[cfg(feature = "sqlite")]
     Sqlite(SqliteSinkConfig),
+    #[cfg(feature = "mysql")]
+    #[serde(alias = "mariadb")]
+    Mysql(MysqlSinkConfig),
     /// Discards rows (counts them).
     Null(NullSinkConfig),
 }
@@ -72,6 +80,8 @@ pub fn build_source(cfg: &SourceConfig) -> Result<Box<dyn Source>> {
         SourceConfig::Parquet(c) => Box::new(FileSource::new(file(c, Format::Parquet)?)?),
         #[cfg(feature = "sqlite")]
         SourceConfig::Sqlite(c) => Box::new(SqliteSource::new(c.clone())?),
+        #[cfg(feature = "mysql")]
+        SourceConfig::Mysql(c) => Box::new(MysqlSource::new(c.clone())?),
     })
 }
 
@@ -95,6 +105,8 @@ pub fn build_sink(cfg: &SinkConfig) -> Result<Box<dyn SinkConnector>> {
         }
         #[cfg(feature = "sqlite")]
         SinkConfig::Sqlite(c) => Box::new(SqliteSink::new(c.clone())?),
+        #[cfg(feature = "mysql")]
+        SinkConfig::Mysql(c) => Box::new(MysqlSink::new(c.clone())?),
         SinkConfig::Null(_) => Box::new(NullSink),
     })
 }
@@ -194,6 +206,46 @@ pub fn catalog() -> Vec<ConnectorInfo> {
                 ("table", "table name; {stream} is the stream name (default {stream})"),
                 ("mode", "append | replace | upsert (default append)"),
                 ("key", "key columns for upsert, primary key of created tables"),
+            ],
+        });
+    }
+    #[cfg(feature = "mysql")]
+    {
+        list.push(ConnectorInfo {
+            name: "mysql",
+            role: "source",
+            summary: "MySQL/MariaDB tables (parallel key ranges) or a query (alias mariadb)",
+            options: &[
+                ("url", "mysql://user:password@host:3306/database"),
+                (
+                    "table / tables",
+                    "table(s) to read, one stream each (default: every base table)",
+                ),
+                ("query", "a SELECT to read instead, as one stream"),
+                ("stream", "stream name for query (default query)"),
+                (
+                    "zero_dates",
+                    "null | reject: what 0000-00-00 dates become (default null, with a warning)",
+                ),
+            ],
+        });
+        list.push(ConnectorInfo {
+            name: "mysql",
+            role: "sink",
+            summary: "MySQL/MariaDB tables, multi-row INSERT, bad rows isolated (alias mariadb)",
+            options: &[
+                ("url", "mysql://user:password@host:3306/database"),
+                ("table", "table name; {stream} is the stream name (default {stream})"),
+                ("mode", "append | replace | upsert (default append)"),
+                (
+                    "key",
+                    "upsert key, primary key of created tables (default: the source's)",
+                ),
+                ("create", "create missing tables (default true)"),
+                (
+                    "types.COLUMN",
+                    "column type for created tables, \"table.column\" or \"column\" = \"decimal(14,2)\"",
+                ),
             ],
         });
     }
