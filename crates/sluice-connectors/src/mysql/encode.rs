@@ -130,7 +130,7 @@ fn push_interval(out: &mut String, months: i64, days: i64, nanos: i64) {
     let m = micros.unsigned_abs();
     let secs = m / 1_000_000;
     let _ = write!(text, "{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
-    if m % 1_000_000 != 0 {
+    if !m.is_multiple_of(1_000_000) {
         let _ = write!(text, ".{:06}", m % 1_000_000);
     }
     push_escaped(out, &text);

@@ -289,9 +289,19 @@ impl MysqlSource {
         };
         let schema = Arc::new(Schema::new(fields).with_metadata(meta.to_metadata()));
         let columns: Vec<String> = infos.iter().map(|c| c.name.clone()).collect();
+        // The text protocol prints FLOAT with 6 significant digits; as a
+        // double it is exact, and converts back to the same f32.
+        let list: Vec<String> = columns
+            .iter()
+            .zip(schema.fields())
+            .map(|(c, f)| match f.data_type() {
+                DataType::Float32 => format!("({q} + 0e0) AS {q}", q = quote_ident(c)),
+                _ => quote_ident(c),
+            })
+            .collect();
         let select = format!(
             "SELECT {} FROM {}.{}",
-            columns.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", "),
+            list.join(", "),
             quote_ident(&self.db),
             quote_ident(table)
         );
