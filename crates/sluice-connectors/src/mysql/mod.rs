@@ -126,6 +126,34 @@ mod tests {
     }
 
     #[test]
+    fn configs_parse_under_both_names_and_refuse_unknown_keys() {
+        let src: crate::SourceConfig =
+            toml::from_str("type = \"mariadb\"\nurl = \"mysql://u@h/db\"\nzero_dates = \"reject\"").unwrap();
+        assert!(matches!(src, crate::SourceConfig::Mysql(ref c) if c.zero_dates == ZeroDates::Reject));
+        let sink: crate::SinkConfig = toml::from_str(
+            "type = \"mysql\"\nurl = \"mysql://u@h/db\"\nmode = \"upsert\"\nkey = [\"id\"]\n\
+             [types]\n\"orders.amount\" = \"decimal(14,2)\"",
+        )
+        .unwrap();
+        let crate::SinkConfig::Mysql(c) = sink else {
+            panic!("not a mysql sink")
+        };
+        assert_eq!(
+            (c.mode, c.create, c.table.as_str()),
+            (WriteMode::Upsert, true, "{stream}")
+        );
+        assert_eq!(c.types.get("orders.amount").map(String::as_str), Some("decimal(14,2)"));
+        assert!(toml::from_str::<crate::SourceConfig>("type = \"mysql\"\nurl = \"x\"\ntabel = \"t\"").is_err());
+    }
+
+    #[test]
+    fn a_url_without_a_database_is_a_config_error() {
+        let cfg: MysqlSourceConfig = toml::from_str("url = \"mysql://u:pw@h:3306\"").unwrap();
+        let err = MysqlSource::new(cfg).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains("names no database") && !err.contains("pw"), "{err}");
+    }
+
+    #[test]
     fn identifiers_and_strings_are_quoted() {
         assert_eq!(quote_ident("a`b"), "`a``b`");
         assert_eq!(sql_string("it's \\ \0"), "'it\\'s \\\\ \\0'");

@@ -512,7 +512,11 @@ impl Source for MysqlSource {
             target: &self.target,
         };
         let result = reader.read(&mut conn, index, &ctx).await;
-        let _ = conn.query_drop("COMMIT").await;
+        // After an error or a cancel rows may still be in flight: quit
+        // without draining them (the server ends the snapshot with the session).
+        if result.is_ok() && !ctx.cancel.is_cancelled() {
+            let _ = conn.query_drop("COMMIT").await;
+        }
         let _ = conn.disconnect().await;
         result
     }

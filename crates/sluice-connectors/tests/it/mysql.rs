@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use arrow::array::{Int32Array, RecordBatch, StringArray};
+use arrow::array::{Array, Int32Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row};
@@ -455,5 +455,82 @@ async fn throughput_1m_rows() {
         write,
         1e6 / write.as_secs_f64()
     );
+    db.drop().await;
+}
+
+/// Reads one partition with `limits.rows` and an optional resume position.
+async fn read_partition(
+    source: &MysqlSource,
+    stream: &StreamSpec,
+    rows: usize,
+    resume: Option<sluice_core::Position>,
+) -> Vec<Batch> {
+    let (tx, mut rx) = mpsc::channel(1024);
+    let ctx = ReadContext {
+        out: tx,
+        cancel: CancellationToken::new(),
+        limits: BatchLimits {
+            rows,
+            ..Default::default()
+        },
+        resume,
+        parallelism: 1,
+    };
+    source.read(stream, &stream.partitions[0], ctx).await.unwrap();
+    let mut batches = Vec::new();
+    while let Ok(ev) = rx.try_recv() {
+        if let SourceEvent::Batch(b) = ev {
+            batches.push(b);
+        }
+    }
+    batches
+}
+
+fn strings(batches: &[Batch], col: usize) -> Vec<String> {
+    batches
+        .iter()
+        .flat_map(|b| {
+            let a = b
+                .data
+                .column(col)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap()
+                .clone();
+            (0..a.len()).map(move |i| a.value(i).to_string())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resumed_read_starts_after_the_cursor_and_queries_are_one_stream() {
+    let Some(mut db) = TestDb::create().await else { return };
+    // A composite text key in a case-insensitive collation: resuming must follow the index order.
+    db.exec("CREATE TABLE k (a varchar(10), b int, v varchar(10), PRIMARY KEY (a, b)) COLLATE utf8mb4_general_ci")
+        .await;
+    db.exec("INSERT INTO k VALUES ('a', 1, 'r1'), ('B', 1, 'r2'), ('b', 2, 'r3'), ('c', 1, 'r4'), ('C''d', 1, 'r5')")
+        .await;
+    let source = MysqlSource::new(db.source("k")).unwrap();
+    let stream = source.discover().await.unwrap().remove(0);
+    let all = read_partition(&source, &stream, 2, None).await;
+    assert_eq!(all.len(), 3);
+    let everything = strings(&all, 2);
+    let resumed = read_partition(&source, &stream, 2, all[0].position.clone()).await;
+    assert_eq!(strings(&resumed, 2), everything[2..].to_vec());
+    assert_eq!(
+        resumed.last().and_then(|b| b.position.as_ref()).map(|p| p.rows),
+        Some(5)
+    );
+
+    let mut cfg = db.source("k");
+    cfg.table = None;
+    cfg.query = Some("SELECT v, b * 2 AS twice, CAST(1.50 AS DECIMAL(5,2)) AS d FROM k ORDER BY v".into());
+    cfg.stream = Some("q".into());
+    let source = MysqlSource::new(cfg).unwrap();
+    let stream = source.discover().await.unwrap().remove(0);
+    assert_eq!(&*stream.name, "q");
+    assert_eq!(stream.schema.field(2).data_type(), &DataType::Decimal128(5, 2));
+    let batches = read_partition(&source, &stream, 1000, None).await;
+    assert_eq!(strings(&batches, 0), vec!["r1", "r2", "r3", "r4", "r5"]);
     db.drop().await;
 }
