@@ -7,6 +7,8 @@
 
 pub mod files;
 pub mod mode;
+#[cfg(feature = "mysql")]
+pub mod mysql;
 pub mod null;
 #[cfg(feature = "postgres")]
 pub mod postgres;

@@ -5,6 +5,8 @@ use serde::Deserialize;
 use sluice_core::{Error, Result, SinkConnector, Source};
 
 use crate::files::{FileSink, FileSinkConfig, FileSource, FileSourceConfig, Format};
+#[cfg(feature = "mysql")]
+use crate::mysql::{MysqlSink, MysqlSinkConfig, MysqlSource, MysqlSourceConfig};
 use crate::null::{NullSink, NullSinkConfig};
 #[cfg(feature = "postgres")]
 use crate::postgres::{PostgresSink, PostgresSinkConfig, PostgresSource, PostgresSourceConfig};
@@ -27,6 +29,9 @@ pub enum SourceConfig {
     #[cfg(feature = "postgres")]
     #[serde(alias = "postgresql")]
     Postgres(PostgresSourceConfig),
+    #[cfg(feature = "mysql")]
+    #[serde(alias = "mariadb")]
+    Mysql(MysqlSourceConfig),
 }
 
 /// `[[sinks]]`: where rows go.
@@ -47,6 +52,9 @@ pub enum SinkConfig {
     #[cfg(feature = "postgres")]
     #[serde(alias = "postgresql")]
     Postgres(PostgresSinkConfig),
+    #[cfg(feature = "mysql")]
+    #[serde(alias = "mariadb")]
+    Mysql(MysqlSinkConfig),
     /// Discards rows (counts them).
     Null(NullSinkConfig),
 }
@@ -82,6 +90,8 @@ pub fn build_source(cfg: &SourceConfig) -> Result<Box<dyn Source>> {
         SourceConfig::Sqlite(c) => Box::new(SqliteSource::new(c.clone())?),
         #[cfg(feature = "postgres")]
         SourceConfig::Postgres(c) => Box::new(PostgresSource::new(c.clone())?),
+        #[cfg(feature = "mysql")]
+        SourceConfig::Mysql(c) => Box::new(MysqlSource::new(c.clone())?),
     })
 }
 
@@ -107,6 +117,8 @@ pub fn build_sink(cfg: &SinkConfig) -> Result<Box<dyn SinkConnector>> {
         SinkConfig::Sqlite(c) => Box::new(SqliteSink::new(c.clone())?),
         #[cfg(feature = "postgres")]
         SinkConfig::Postgres(c) => Box::new(PostgresSink::new(c.clone())?),
+        #[cfg(feature = "mysql")]
+        SinkConfig::Mysql(c) => Box::new(MysqlSink::new(c.clone())?),
         SinkConfig::Null(_) => Box::new(NullSink),
     })
 }
@@ -127,6 +139,15 @@ pub fn sink_as_source(sink: &SinkConfig, stream: &str) -> Option<SourceConfig> {
             cursor: None,
             cursor_start: None,
             partitions: None,
+        })),
+        #[cfg(feature = "mysql")]
+        SinkConfig::Mysql(c) => Some(SourceConfig::Mysql(crate::mysql::MysqlSourceConfig {
+            url: c.url.clone(),
+            table: Some(c.table.replace("{stream}", stream)),
+            tables: Vec::new(),
+            query: None,
+            stream: None,
+            zero_dates: Default::default(),
         })),
         #[cfg(feature = "sqlite")]
         SinkConfig::Sqlite(c) => Some(SourceConfig::Sqlite(SqliteSourceConfig {
@@ -247,22 +268,13 @@ pub fn catalog() -> Vec<ConnectorInfo> {
             options: &[
                 ("url", "postgres://user:password@host:port/database"),
                 ("schema", "schema to read (default public)"),
-                (
-                    "table / tables",
-                    "table(s) to read, one stream each (default: every table)",
-                ),
+                ("table / tables", "table(s) to read, one stream each (default: every table)"),
                 ("exclude", "tables to leave out of a whole-schema read"),
                 ("query", "a SELECT to read instead"),
                 ("stream", "stream name for query (default query)"),
-                (
-                    "cursor",
-                    "incremental reads: column whose value only grows (updated_at)",
-                ),
+                ("cursor", "incremental reads: column whose value only grows (updated_at)"),
                 ("cursor_start", "first value of cursor when there is no checkpoint"),
-                (
-                    "partitions",
-                    "parallel partitions per table (default: 1 per 250k rows, at most 8)",
-                ),
+                ("partitions", "parallel partitions per table (default: 1 per 250k rows, at most 8)"),
             ],
         });
         list.push(ConnectorInfo {
@@ -276,14 +288,36 @@ pub fn catalog() -> Vec<ConnectorInfo> {
                 ("mode", "append | replace | upsert (default append)"),
                 ("key", "upsert key (default: the source's primary key)"),
                 ("create", "create missing tables (default true)"),
-                (
-                    "indexes",
-                    "add keys, indexes, foreign keys after the load (default true)",
-                ),
-                (
-                    "types.\"table.column\"",
-                    "column type for created tables, e.g. \"numeric(12,2)\"",
-                ),
+                ("indexes", "add keys, indexes, foreign keys after the load (default true)"),
+                ("types.\"table.column\"", "column type for created tables, e.g. \"numeric(12,2)\""),
+            ],
+        });
+    }
+    #[cfg(feature = "mysql")]
+    {
+        list.push(ConnectorInfo {
+            name: "mysql",
+            role: "source",
+            summary: "MySQL/MariaDB tables (parallel key ranges) or a query (alias mariadb)",
+            options: &[
+                ("url", "mysql://user:password@host:3306/database"),
+                ("table / tables", "table(s) to read, one stream each (default: every base table)"),
+                ("query", "a SELECT to read instead, as one stream"),
+                ("stream", "stream name for query (default query)"),
+                ("zero_dates", "null | reject: what 0000-00-00 dates become (default null, with a warning)"),
+            ],
+        });
+        list.push(ConnectorInfo {
+            name: "mysql",
+            role: "sink",
+            summary: "MySQL/MariaDB tables, multi-row INSERT, bad rows isolated (alias mariadb)",
+            options: &[
+                ("url", "mysql://user:password@host:3306/database"),
+                ("table", "table name; {stream} is the stream name (default {stream})"),
+                ("mode", "append | replace | upsert (default append)"),
+                ("key", "upsert key, primary key of created tables (default: the source's)"),
+                ("create", "create missing tables (default true)"),
+                ("types.\"table.column\"", "column type for created tables, e.g. \"decimal(14,2)\""),
             ],
         });
     }

@@ -1,0 +1,514 @@
+//! The MySQL/MariaDB sink.
+//!
+//! # Loading
+//!
+//! Each batch is written as multi-row `INSERT` statements of up to 4 MiB
+//! (less when the server's `max_allowed_packet` is smaller) inside one
+//! transaction, committed before `write` returns: a batch `write` accepted
+//! is durable, and [`Sink::flush`] has nothing left to do. Sessions run in
+//! strict mode (`STRICT_ALL_TABLES`), so the server refuses a value that does
+//! not fit instead of truncating it.
+//!
+//! # Bad rows
+//!
+//! When a statement fails with a data error (out of range, too long, NULL in
+//! a NOT NULL column, duplicate key, failed check), the server has undone
+//! that statement; its rows are split in halves and retried until each bad
+//! row stands alone, and every one is returned as a [`Rejection`] with the
+//! server's message. The other rows are loaded. This relies on statements
+//! being atomic, as they are in InnoDB.
+//!
+//! # Modes
+//!
+//! - `append` adds rows, creating the table when it is missing (`create`).
+//! - `replace` loads into `TABLE__sluice_new` and, when the stream completes,
+//!   renames it into place in one `RENAME TABLE`; an interrupted run leaves
+//!   the original table untouched (and the staging table for inspection).
+//! - `upsert` uses `INSERT … ON DUPLICATE KEY UPDATE`, matching rows on the
+//!   table's primary key and unique keys.
+//!
+//! Created tables get the source's column types when it was MySQL (field
+//! metadata), otherwise a mapping of the Arrow types (see [`super::types`]);
+//! the primary key at creation, secondary indexes after the load. Foreign
+//! keys are not created: the referenced tables may not be loaded yet.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use async_trait::async_trait;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts};
+use sluice_core::dbmeta::{IndexMeta, TableMeta};
+use sluice_core::{Batch, Error, Rejection, Result, Sink, SinkConnector, Stage, StreamInfo};
+
+use super::config::{MysqlSinkConfig, WriteMode};
+use super::encode::encode_rows;
+use super::types::{ddl_for_field, is_lob};
+use super::{connect, db_error, parse_url, quote_ident, redact, rows, sql_string, text};
+
+/// Largest statement the sink sends.
+const MAX_STATEMENT: usize = 4 << 20;
+/// Session mode of the sink: refuse bad values instead of truncating them.
+const SQL_MODE: &str = "STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION";
+/// Server error codes that blame the rows of a statement, not the statement.
+const ROW_ERRORS: &[u16] = &[
+    1048, // column cannot be null
+    1062, // duplicate entry
+    1263, // NULL supplied to a NOT NULL column
+    1264, // out of range
+    1265, // data truncated
+    1292, // incorrect date/time/number value
+    1300, // invalid character string
+    1364, // field has no default value
+    1366, // incorrect value for column
+    1367, // illegal value
+    1406, // data too long
+    1452, // foreign key: no parent row
+    1586, // duplicate entry for a key
+    1690, // value out of range in an expression
+    3140, // invalid JSON text
+    3819, // check constraint violated (MySQL)
+    4025, // check constraint failed (MariaDB)
+];
+
+/// Writes streams into tables of one MySQL or MariaDB database.
+pub struct MysqlSink {
+    cfg: MysqlSinkConfig,
+    opts: Opts,
+    target: String,
+}
+
+impl MysqlSink {
+    /// Checks the configuration; connects to nothing.
+    pub fn new(cfg: MysqlSinkConfig) -> Result<Self> {
+        if cfg.table.trim().is_empty() {
+            return Err(Error::config("sinks.table", "must not be empty"));
+        }
+        let opts = parse_url(&cfg.url, "sinks.url")?;
+        let target = redact(&cfg.url);
+        Ok(MysqlSink { cfg, opts, target })
+    }
+
+    fn table_for(&self, stream: &str) -> String {
+        self.cfg.table.replace("{stream}", stream)
+    }
+}
+
+#[async_trait]
+impl SinkConnector for MysqlSink {
+    fn name(&self) -> &str {
+        "mysql"
+    }
+
+    fn target(&self, stream: &str) -> String {
+        format!("{}#{}", self.target, self.table_for(stream))
+    }
+
+    async fn open(&self, stream: &StreamInfo) -> Result<Box<dyn Sink>> {
+        let table = self.table_for(&stream.name);
+        let w = StreamWriter::open(&self.cfg, &self.opts, &self.target, table, stream.schema.clone()).await?;
+        Ok(Box::new(w))
+    }
+}
+
+struct StreamWriter {
+    conn: Conn,
+    mode: WriteMode,
+    /// Final table name.
+    table: String,
+    /// Table written to (the staging table under `replace`).
+    staging: String,
+    /// `INSERT INTO t (cols) VALUES `.
+    prefix: String,
+    /// ` ON DUPLICATE KEY UPDATE …` under `upsert`.
+    suffix: String,
+    max_statement: usize,
+    max_packet: usize,
+    /// Indexes to add after the load, with each column's DDL type, when the sink created the table.
+    indexes: Vec<(IndexMeta, Vec<bool>)>,
+    location: String,
+    by: Arc<str>,
+    sql: String,
+}
+
+impl StreamWriter {
+    async fn open(cfg: &MysqlSinkConfig, opts: &Opts, target: &str, table: String, schema: SchemaRef) -> Result<Self> {
+        let location = format!("{target}#{table}");
+        let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+        let meta = TableMeta::of(&schema);
+        let key: Vec<String> = if !cfg.key.is_empty() {
+            for k in &cfg.key {
+                if !names.contains(&k.as_str()) {
+                    return Err(Error::config(
+                        "sinks.key",
+                        format!("`{k}` is not a column of the stream written to table `{table}`"),
+                    ));
+                }
+            }
+            cfg.key.clone()
+        } else {
+            meta.as_ref()
+                .map(|m| m.primary_key.clone())
+                .filter(|pk| pk.iter().all(|k| names.contains(&k.as_str())))
+                .unwrap_or_default()
+        };
+        if cfg.mode == WriteMode::Upsert && key.is_empty() {
+            return Err(Error::config(
+                "sinks.key",
+                format!(
+                    "mode = \"upsert\" into `{table}` needs key = [\"column\", ...]: the source recorded no primary key"
+                ),
+            ));
+        }
+        let mut conn = connect(opts, &location, Some(SQL_MODE)).await?;
+        let max_packet = rows(&mut conn, &location, "SELECT @@max_allowed_packet")
+            .await?
+            .first()
+            .and_then(|r| text(r, 0))
+            .and_then(|v| v.parse::<usize>().ok())
+            .unwrap_or(MAX_STATEMENT);
+        let max_statement = MAX_STATEMENT.min(max_packet.saturating_sub(64 << 10)).max(16 << 10);
+
+        let staging = match cfg.mode {
+            WriteMode::Replace => format!("{table}__sluice_new"),
+            _ => table.clone(),
+        };
+        if cfg.mode == WriteMode::Replace {
+            conn.query_drop(format!("DROP TABLE IF EXISTS {}", quote_ident(&staging)))
+                .await
+                .map_err(|e| db_error(&location, e))?;
+        }
+        let existing = columns_of(&mut conn, &location, &staging).await?;
+        let mut indexes = Vec::new();
+        if existing.is_empty() {
+            let original = if cfg.mode == WriteMode::Replace {
+                columns_of(&mut conn, &location, &table).await?
+            } else {
+                Vec::new()
+            };
+            if !cfg.create && original.is_empty() {
+                return Err(Error::config(
+                    "sinks.create",
+                    format!("table `{table}` does not exist in {target}; create it or set create = true"),
+                ));
+            }
+            let sql = if !cfg.create {
+                format!("CREATE TABLE {} LIKE {}", quote_ident(&staging), quote_ident(&table))
+            } else {
+                let (sql, lob) = create_table(cfg, &table, &staging, &schema, &key, meta.as_ref())?;
+                if let Some(m) = &meta {
+                    for ix in &m.indexes {
+                        let cols: Option<Vec<bool>> = ix
+                            .columns
+                            .iter()
+                            .map(|c| names.iter().position(|n| n == c).map(|i| lob[i]))
+                            .collect();
+                        if let Some(cols) = cols {
+                            indexes.push((ix.clone(), cols));
+                        }
+                    }
+                }
+                sql
+            };
+            conn.query_drop(sql).await.map_err(|e| {
+                let err = db_error(&location, e);
+                Error::config(
+                    "sinks.types",
+                    format!(
+                        "cannot create table `{staging}`: {err}; fix the column type with a [sinks.types] override"
+                    ),
+                )
+            })?;
+        } else {
+            let missing: Vec<&str> = names
+                .iter()
+                .copied()
+                .filter(|n| !existing.iter().any(|e| e.eq_ignore_ascii_case(n)))
+                .collect();
+            if !missing.is_empty() {
+                return Err(Error::config(
+                    "sinks.table",
+                    format!(
+                        "table `{staging}` in {target} has no column(s) {}; add them, use mode = \"replace\", or \
+                         drop the table",
+                        missing.join(", ")
+                    ),
+                ));
+            }
+        }
+        let prefix = format!(
+            "INSERT INTO {} ({}) VALUES ",
+            quote_ident(&staging),
+            names.iter().map(|n| quote_ident(n)).collect::<Vec<_>>().join(", ")
+        );
+        let suffix = if cfg.mode == WriteMode::Upsert {
+            let updates: Vec<String> = names
+                .iter()
+                .filter(|n| !key.iter().any(|k| k == *n))
+                .map(|n| format!("{c} = VALUES({c})", c = quote_ident(n)))
+                .collect();
+            if updates.is_empty() {
+                format!(" ON DUPLICATE KEY UPDATE {c} = {c}", c = quote_ident(&key[0]))
+            } else {
+                format!(" ON DUPLICATE KEY UPDATE {}", updates.join(", "))
+            }
+        } else {
+            String::new()
+        };
+        Ok(StreamWriter {
+            conn,
+            mode: cfg.mode,
+            table,
+            staging,
+            prefix,
+            suffix,
+            max_statement,
+            max_packet,
+            indexes,
+            location,
+            by: Arc::from("mysql"),
+            sql: String::new(),
+        })
+    }
+
+    async fn exec(&mut self, sql: &str) -> Result<()> {
+        let location = self.location.clone();
+        self.conn.query_drop(sql).await.map_err(|e| db_error(&location, e))
+    }
+
+    async fn write_rows(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
+        let rows = encode_rows(&batch.data).map_err(|e| Error::Internal(format!("{}: {e}", self.location)))?;
+        let mut rejections: Vec<(usize, String)> = rows.refused.clone();
+        // Ranges of rows still to insert, last range on top.
+        let mut todo: Vec<(usize, usize)> = vec![(0, rows.spans.len())];
+        while let Some((a, b)) = todo.pop() {
+            let mut sql = std::mem::take(&mut self.sql);
+            sql.clear();
+            sql.push_str(&self.prefix);
+            let mut end = a;
+            let mut included = Vec::new();
+            while end < b {
+                let Some((s, e)) = rows.spans[end] else {
+                    end += 1;
+                    continue;
+                };
+                let len = e - s;
+                if !included.is_empty() && sql.len() + len + 1 + self.suffix.len() > self.max_statement {
+                    break;
+                }
+                if included.is_empty() && self.prefix.len() + len + self.suffix.len() + 1024 > self.max_packet {
+                    rejections.push((
+                        end,
+                        format!(
+                            "row of {len} bytes does not fit the server's max_allowed_packet ({}); raise it",
+                            self.max_packet
+                        ),
+                    ));
+                    end += 1;
+                    continue;
+                }
+                if !included.is_empty() {
+                    sql.push(',');
+                }
+                sql.push_str(&rows.text[s..e]);
+                included.push(end);
+                end += 1;
+            }
+            if end < b {
+                todo.push((end, b));
+            }
+            if included.is_empty() {
+                self.sql = sql;
+                continue;
+            }
+            sql.push_str(&self.suffix);
+            let outcome = self.conn.query_drop(sql.as_str()).await;
+            self.sql = sql;
+            match outcome {
+                Ok(()) => {}
+                Err(mysql_async::Error::Server(e)) if ROW_ERRORS.contains(&e.code) => {
+                    if included.len() == 1 {
+                        rejections.push((included[0], format!("{} (error {})", e.message, e.code)));
+                    } else {
+                        let mid = included[included.len() / 2];
+                        todo.push((mid, end));
+                        todo.push((a, mid));
+                    }
+                }
+                Err(e) => return Err(db_error(&self.location, e)),
+            }
+        }
+        rejections.sort_by_key(|(i, _)| *i);
+        Ok(rejections
+            .into_iter()
+            .map(|(i, reason)| batch.reject_row(i, Stage::Sink, &self.by, format!("table `{}`: {reason}", self.table)))
+            .collect())
+    }
+
+    async fn create_indexes(&mut self) {
+        for (ix, lob) in std::mem::take(&mut self.indexes) {
+            let cols: Vec<String> = ix
+                .columns
+                .iter()
+                .zip(&lob)
+                // Text and blob columns are indexed by a prefix.
+                .map(|(c, lob)| {
+                    if *lob {
+                        format!("{}(255)", quote_ident(c))
+                    } else {
+                        quote_ident(c)
+                    }
+                })
+                .collect();
+            let sql = format!(
+                "CREATE {}INDEX {} ON {} ({})",
+                if ix.unique { "UNIQUE " } else { "" },
+                quote_ident(&ix.name),
+                quote_ident(&self.staging),
+                cols.join(", ")
+            );
+            if let Err(e) = self.exec(&sql).await {
+                tracing::warn!(table = %self.table, index = %ix.name, error = %e, "index not created");
+            }
+        }
+    }
+}
+
+async fn columns_of(conn: &mut Conn, location: &str, table: &str) -> Result<Vec<String>> {
+    let sql = format!(
+        "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {} \
+         ORDER BY ORDINAL_POSITION",
+        sql_string(table)
+    );
+    Ok(rows(conn, location, &sql)
+        .await?
+        .iter()
+        .filter_map(|r| text(r, 0))
+        .collect())
+}
+
+/// `CREATE TABLE` for the stream, and for each column whether its type is a text or blob.
+fn create_table(
+    cfg: &MysqlSinkConfig,
+    table: &str,
+    staging: &str,
+    schema: &SchemaRef,
+    key: &[String],
+    meta: Option<&TableMeta>,
+) -> Result<(String, Vec<bool>)> {
+    let mut cols = Vec::new();
+    let mut lob = Vec::new();
+    let mut problems = Vec::new();
+    let mut warned = HashSet::new();
+    let serial = meta
+        .filter(|m| m.dialect == super::types::DIALECT)
+        .map(|m| m.serial_columns.clone())
+        .unwrap_or_default();
+    for f in schema.fields() {
+        let name = f.name();
+        let in_key = key.iter().any(|k| k == name);
+        let over = cfg
+            .types
+            .get(&format!("{table}.{name}"))
+            .or_else(|| cfg.types.get(name.as_str()));
+        let sql_type = match over {
+            Some(t) => t.clone(),
+            None => match ddl_for_field(f, in_key) {
+                Ok(d) => {
+                    if let Some(w) = d.warning.filter(|w| warned.insert(w.clone())) {
+                        tracing::warn!(table = %table, "{w}");
+                    }
+                    d.sql_type
+                }
+                Err(msg) => {
+                    problems.push(msg);
+                    continue;
+                }
+            },
+        };
+        let mut col = format!("{} {sql_type}", quote_ident(name));
+        col.push_str(if in_key || !f.is_nullable() {
+            " NOT NULL"
+        } else {
+            " NULL"
+        });
+        if key.first() == Some(name) && serial.contains(name) {
+            col.push_str(" AUTO_INCREMENT");
+        }
+        lob.push(is_lob(&sql_type));
+        cols.push(col);
+    }
+    if !problems.is_empty() {
+        return Err(Error::config(
+            "sinks.types",
+            format!("table `{table}`: {}", problems.join("; ")),
+        ));
+    }
+    if !key.is_empty() {
+        cols.push(format!(
+            "PRIMARY KEY ({})",
+            key.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    let sql = format!(
+        "CREATE TABLE {} ({}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        quote_ident(staging),
+        cols.join(", ")
+    );
+    Ok((sql, lob))
+}
+
+#[async_trait]
+impl Sink for StreamWriter {
+    async fn write(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
+        if batch.num_rows() == 0 {
+            return Ok(Vec::new());
+        }
+        self.exec("START TRANSACTION").await?;
+        match self.write_rows(batch).await {
+            Ok(rejections) => {
+                self.exec("COMMIT").await?;
+                Ok(rejections)
+            }
+            Err(e) => {
+                let _ = self.conn.query_drop("ROLLBACK").await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        // Every write commits before it returns.
+        Ok(())
+    }
+
+    async fn finish(&mut self, complete: bool) -> Result<()> {
+        if !complete {
+            if self.mode == WriteMode::Replace {
+                tracing::warn!(
+                    table = %self.table,
+                    staging = %self.staging,
+                    "stream incomplete: table left untouched, partial load kept in the staging table"
+                );
+            }
+            return Ok(());
+        }
+        self.create_indexes().await;
+        if self.mode == WriteMode::Replace {
+            let (t, new) = (quote_ident(&self.table), quote_ident(&self.staging));
+            let old = quote_ident(&format!("{}__sluice_old", self.table));
+            self.exec(&format!("DROP TABLE IF EXISTS {old}")).await?;
+            let exists = !columns_of(&mut self.conn, &self.location, &self.table)
+                .await?
+                .is_empty();
+            if exists {
+                self.exec(&format!("RENAME TABLE {t} TO {old}, {new} TO {t}")).await?;
+                self.exec(&format!("DROP TABLE {old}")).await?;
+            } else {
+                self.exec(&format!("RENAME TABLE {new} TO {t}")).await?;
+            }
+        }
+        Ok(())
+    }
+}

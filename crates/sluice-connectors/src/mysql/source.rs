@@ -1,0 +1,808 @@
+//! The MySQL/MariaDB source.
+//!
+//! # Partitions and consistency
+//!
+//! A table with a single-column integer primary key is split into up to four
+//! key ranges (`orders:0`, `orders:1`, …), read in parallel; other tables and
+//! queries are one partition. Each partition opens its own session and reads
+//! inside `START TRANSACTION WITH CONSISTENT SNAPSHOT` at `REPEATABLE READ`,
+//! so every partition is consistent in itself. MySQL and MariaDB cannot share
+//! one snapshot between sessions, so partitions of a table being written to
+//! may see it at slightly different moments.
+//!
+//! # Reading
+//!
+//! Rows are streamed over the text protocol and parsed straight into Arrow
+//! builders ([`super::decode`]). A value that does not fit its Arrow type (a
+//! `TIME` beyond one day, text that is not UTF-8) is sent as a
+//! [`SourceEvent::Reject`] naming the table, column and primary key. Zero
+//! dates become NULL with a warning, or rejections with `zero_dates = "reject"`.
+//!
+//! # Resuming
+//!
+//! Table partitions are read in primary-key order and a batch's cursor is
+//! the last key read, so a resumed partition starts after it. Keyless tables
+//! and queries resume by skipping the rows already read, which is exact only
+//! when the order of the rows is stable (a query with `ORDER BY`).
+//!
+//! Cancellation is checked at batch boundaries.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use arrow::array::{RecordBatch, UInt64Array};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use async_trait::async_trait;
+use futures::StreamExt;
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Opts, Row, Value};
+use sluice_core::dbmeta::{ForeignKeyMeta, IndexMeta, TableMeta};
+use sluice_core::{
+    Batch, Error, PartitionSpec, Position, ReadContext, Rejection, Result, Source, SourceEvent, Stage, StreamSpec,
+};
+
+use super::config::{MysqlSourceConfig, ZeroDates};
+use super::decode::{Builder, Cell, Fail, Kind, parse};
+use super::types::{ColumnInfo, DIALECT, field_for_column, field_for_result_column, is_json_check};
+use super::{connect, db_error, parse_url, quote_ident, redact, rows, sql_string, text};
+
+/// Rows per partition below which a table is not split further.
+const ROWS_PER_PARTITION: u64 = 100_000;
+/// Most partitions a table is split into.
+const MAX_PARTITIONS: u64 = 4;
+
+/// Reads tables (or one query) of a MySQL or MariaDB database, one stream each.
+pub struct MysqlSource {
+    cfg: MysqlSourceConfig,
+    opts: Opts,
+    db: String,
+    target: String,
+    /// What `discover` planned, by stream name.
+    plans: Mutex<HashMap<String, Arc<Plan>>>,
+}
+
+/// How a stream is read.
+#[derive(Debug)]
+struct Plan {
+    /// `SELECT cols FROM db.t` or the user's query.
+    select: String,
+    kinds: Vec<Kind>,
+    columns: Vec<String>,
+    key: KeyPlan,
+    /// `db.table` or `query`, for rejections.
+    origin: Arc<str>,
+    /// Key range of each partition, for [`KeyPlan::IntRange`]: `[lo, hi)`, open ends as `None`.
+    ranges: Vec<(Option<i128>, Option<i128>)>,
+    zero_dates: ZeroDates,
+}
+
+/// How rows are ordered, partitioned and resumed.
+#[derive(Debug)]
+enum KeyPlan {
+    /// A single integer primary key column (index into the columns).
+    IntRange(usize),
+    /// A primary key of other types: (column index, how its literal is written).
+    Ordered(Vec<(usize, Literal)>),
+    /// No key: one partition, resumed by skipping rows.
+    None,
+}
+
+/// How a key value read as text is written back into a `WHERE`.
+#[derive(Debug, Clone, Copy)]
+enum Literal {
+    Number,
+    Text,
+    Bytes,
+}
+
+impl MysqlSource {
+    /// Checks the configuration; connects to nothing.
+    pub fn new(cfg: MysqlSourceConfig) -> Result<Self> {
+        let chosen =
+            usize::from(cfg.table.is_some()) + usize::from(!cfg.tables.is_empty()) + usize::from(cfg.query.is_some());
+        if chosen > 1 {
+            return Err(Error::config("source", "set only one of table, tables and query"));
+        }
+        if cfg.stream.is_some() && cfg.query.is_none() {
+            return Err(Error::config(
+                "source.stream",
+                "only applies with query; table streams are named after their tables",
+            ));
+        }
+        let opts = parse_url(&cfg.url, "source.url")?;
+        let db = opts.db_name().unwrap_or_default().to_string();
+        let target = redact(&cfg.url);
+        Ok(MysqlSource {
+            cfg,
+            opts,
+            db,
+            target,
+            plans: Mutex::new(HashMap::new()),
+        })
+    }
+
+    async fn tables(&self, conn: &mut Conn) -> Result<Vec<String>> {
+        if let Some(t) = &self.cfg.table {
+            return Ok(vec![t.clone()]);
+        }
+        if !self.cfg.tables.is_empty() {
+            return Ok(self.cfg.tables.clone());
+        }
+        let sql = format!(
+            "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA = {} AND TABLE_TYPE = 'BASE TABLE' \
+             ORDER BY TABLE_NAME",
+            sql_string(&self.db)
+        );
+        Ok(rows(conn, &self.target, &sql)
+            .await?
+            .iter()
+            .filter_map(|r| text(r, 0))
+            .collect())
+    }
+
+    /// Schema, plan and partitions of one table.
+    async fn describe_table(&self, conn: &mut Conn, table: &str) -> Result<StreamSpec> {
+        let (db, t) = (sql_string(&self.db), sql_string(table));
+        let where_table = format!("TABLE_SCHEMA = {db} AND TABLE_NAME = {t}");
+        let cols = rows(
+            conn,
+            &self.target,
+            &format!(
+                "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, NUMERIC_PRECISION, NUMERIC_SCALE, EXTRA \
+                 FROM information_schema.COLUMNS WHERE {where_table} ORDER BY ORDINAL_POSITION"
+            ),
+        )
+        .await?;
+        if cols.is_empty() {
+            return Err(Error::config(
+                "source.table",
+                format!("table `{table}` not found in database `{}` at {}", self.db, self.target),
+            ));
+        }
+        // MariaDB declares JSON as longtext with a json_valid check; MySQL
+        // has a JSON type and (before 8.0.16) no CHECK_CONSTRAINTS table.
+        let checks: Vec<String> = rows(
+            conn,
+            &self.target,
+            &format!(
+                "SELECT CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = {db} \
+                 AND TABLE_NAME = {t}"
+            ),
+        )
+        .await
+        .map(|rs| rs.iter().filter_map(|r| text(r, 0)).collect())
+        .unwrap_or_default();
+        let mut infos = Vec::new();
+        let mut serial = Vec::new();
+        for r in &cols {
+            let name = text(r, 0).unwrap_or_default();
+            if text(r, 6).is_some_and(|e| e.to_ascii_lowercase().contains("auto_increment")) {
+                serial.push(name.clone());
+            }
+            infos.push(ColumnInfo {
+                json: checks.iter().any(|c| is_json_check(c, &name)),
+                data_type: text(r, 1).unwrap_or_default().to_ascii_lowercase(),
+                column_type: text(r, 2).unwrap_or_default(),
+                nullable: text(r, 3).as_deref() == Some("YES"),
+                precision: text(r, 4).and_then(|v| v.parse().ok()),
+                scale: text(r, 5).and_then(|v| v.parse().ok()),
+                name,
+            });
+        }
+        let fields: Vec<Field> = infos
+            .iter()
+            .map(|c| self.nullable_zero_dates(field_for_column(c)))
+            .collect();
+
+        let stats = rows(
+            conn,
+            &self.target,
+            &format!(
+                "SELECT INDEX_NAME, NON_UNIQUE, COLUMN_NAME FROM information_schema.STATISTICS WHERE {where_table} \
+                 ORDER BY INDEX_NAME, SEQ_IN_INDEX"
+            ),
+        )
+        .await?;
+        let mut primary_key = Vec::new();
+        let mut indexes: Vec<IndexMeta> = Vec::new();
+        for r in &stats {
+            let (name, column) = (text(r, 0).unwrap_or_default(), text(r, 2).unwrap_or_default());
+            if name == "PRIMARY" {
+                primary_key.push(column);
+            } else if let Some(ix) = indexes.iter_mut().find(|i| i.name == name) {
+                ix.columns.push(column);
+            } else {
+                indexes.push(IndexMeta {
+                    name,
+                    columns: vec![column],
+                    unique: text(r, 1).as_deref() == Some("0"),
+                });
+            }
+        }
+        let fks = rows(
+            conn,
+            &self.target,
+            &format!(
+                "SELECT CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME \
+                 FROM information_schema.KEY_COLUMN_USAGE WHERE {where_table} AND REFERENCED_TABLE_NAME IS NOT NULL \
+                 ORDER BY CONSTRAINT_NAME, ORDINAL_POSITION"
+            ),
+        )
+        .await?;
+        let mut foreign_keys: Vec<ForeignKeyMeta> = Vec::new();
+        for r in &fks {
+            let name = text(r, 0).unwrap_or_default();
+            let (col, ref_table, ref_col) = (
+                text(r, 1).unwrap_or_default(),
+                text(r, 2).unwrap_or_default(),
+                text(r, 3).unwrap_or_default(),
+            );
+            match foreign_keys.iter_mut().find(|f| f.name == name) {
+                Some(fk) => {
+                    fk.columns.push(col);
+                    fk.ref_columns.push(ref_col);
+                }
+                None => foreign_keys.push(ForeignKeyMeta {
+                    name,
+                    columns: vec![col],
+                    ref_table,
+                    ref_columns: vec![ref_col],
+                }),
+            }
+        }
+        let estimated_rows = rows(
+            conn,
+            &self.target,
+            &format!("SELECT TABLE_ROWS FROM information_schema.TABLES WHERE {where_table}"),
+        )
+        .await?
+        .first()
+        .and_then(|r| text(r, 0))
+        .and_then(|v| v.parse::<u64>().ok());
+
+        let position = |c: &String| infos.iter().position(|i| i.name == *c);
+        let key = match primary_key.as_slice() {
+            [] => KeyPlan::None,
+            [one] if position(one).is_some_and(|i| is_integer(fields[i].data_type())) => {
+                KeyPlan::IntRange(position(one).unwrap_or_default())
+            }
+            cols => KeyPlan::Ordered(
+                cols.iter()
+                    .filter_map(position)
+                    .map(|i| (i, literal_for(fields[i].data_type())))
+                    .collect(),
+            ),
+        };
+        let ranges = match key {
+            KeyPlan::IntRange(i) => self.split(conn, table, &infos[i].name, estimated_rows).await?,
+            _ => vec![(None, None)],
+        };
+        let meta = TableMeta {
+            dialect: DIALECT.into(),
+            schema: self.db.clone(),
+            table: table.to_string(),
+            primary_key,
+            indexes,
+            foreign_keys,
+            serial_columns: serial,
+            estimated_rows,
+        };
+        let schema = Arc::new(Schema::new(fields).with_metadata(meta.to_metadata()));
+        let columns: Vec<String> = infos.iter().map(|c| c.name.clone()).collect();
+        // The text protocol prints FLOAT with 6 significant digits; as a
+        // double it is exact, and converts back to the same f32.
+        let list: Vec<String> = columns
+            .iter()
+            .zip(schema.fields())
+            .map(|(c, f)| match f.data_type() {
+                DataType::Float32 => format!("({q} + 0e0) AS {q}", q = quote_ident(c)),
+                _ => quote_ident(c),
+            })
+            .collect();
+        let select = format!(
+            "SELECT {} FROM {}.{}",
+            list.join(", "),
+            quote_ident(&self.db),
+            quote_ident(table)
+        );
+        let n = ranges.len() as u64;
+        let partitions = (0..ranges.len())
+            .map(|i| PartitionSpec {
+                id: format!("{table}:{i}").into(),
+                bytes: None,
+                rows: estimated_rows.map(|r| r / n),
+            })
+            .collect();
+        let plan = Plan {
+            select,
+            kinds: schema.fields().iter().map(|f| Kind::of(f)).collect(),
+            columns,
+            key,
+            origin: format!("{}.{}", self.db, table).into(),
+            ranges,
+            zero_dates: self.cfg.zero_dates,
+        };
+        self.remember(table, plan);
+        Ok(StreamSpec {
+            name: table.into(),
+            schema,
+            partitions,
+        })
+    }
+
+    /// Key ranges `[lo, hi)` splitting a table of about `estimate` rows.
+    async fn split(
+        &self,
+        conn: &mut Conn,
+        table: &str,
+        key: &str,
+        estimate: Option<u64>,
+    ) -> Result<Vec<(Option<i128>, Option<i128>)>> {
+        let wanted = (estimate.unwrap_or(0) / ROWS_PER_PARTITION).clamp(1, MAX_PARTITIONS);
+        if wanted == 1 {
+            return Ok(vec![(None, None)]);
+        }
+        let k = quote_ident(key);
+        let sql = format!(
+            "SELECT MIN({k}), MAX({k}) FROM {}.{}",
+            quote_ident(&self.db),
+            quote_ident(table)
+        );
+        let bounds = rows(conn, &self.target, &sql).await?;
+        let bound = |i| {
+            bounds
+                .first()
+                .and_then(|r| text(r, i))
+                .and_then(|v| v.parse::<i128>().ok())
+        };
+        let (Some(min), Some(max)) = (bound(0), bound(1)) else {
+            return Ok(vec![(None, None)]);
+        };
+        let span = max - min + 1;
+        let n = i128::from(wanted).min(span).max(1);
+        let step = (span + n - 1) / n;
+        // The first and last ranges are open so rows added after discovery are still read.
+        Ok((0..n)
+            .map(|i| {
+                let lo = (i > 0).then(|| min + i * step);
+                let hi = (i < n - 1).then(|| min + (i + 1) * step);
+                (lo, hi)
+            })
+            .collect())
+    }
+
+    /// Schema and plan of a query, from the metadata of an empty result.
+    async fn describe_query(&self, conn: &mut Conn, query: &str) -> Result<StreamSpec> {
+        let name = self.cfg.stream.clone().unwrap_or_else(|| "query".into());
+        let probe = format!(
+            "SELECT * FROM ({}) AS sluice_q LIMIT 0",
+            query.trim().trim_end_matches(';')
+        );
+        let result = conn
+            .query_iter(probe)
+            .await
+            .map_err(|e| Error::config("source.query", format!("{}", db_error(&self.target, e))))?;
+        let fields: Vec<Field> = result
+            .columns()
+            .map(|cols| cols.iter().map(field_for_result_column).collect())
+            .unwrap_or_default();
+        result.drop_result().await.map_err(|e| db_error(&self.target, e))?;
+        let schema = Arc::new(Schema::new(fields));
+        let plan = Plan {
+            select: query.trim().trim_end_matches(';').to_string(),
+            kinds: schema.fields().iter().map(|f| Kind::of(f)).collect(),
+            columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
+            key: KeyPlan::None,
+            origin: "query".into(),
+            ranges: vec![(None, None)],
+            zero_dates: self.cfg.zero_dates,
+        };
+        self.remember(&name, plan);
+        Ok(StreamSpec {
+            name: name.as_str().into(),
+            schema,
+            partitions: vec![PartitionSpec {
+                id: format!("{name}:0").into(),
+                bytes: None,
+                rows: None,
+            }],
+        })
+    }
+
+    /// Zero dates read as NULL need a nullable field even on a NOT NULL column.
+    fn nullable_zero_dates(&self, f: Field) -> Field {
+        let temporal = matches!(f.data_type(), DataType::Date32 | DataType::Timestamp(_, _));
+        if temporal && self.cfg.zero_dates == ZeroDates::Null {
+            f.with_nullable(true)
+        } else {
+            f
+        }
+    }
+
+    fn remember(&self, stream: &str, plan: Plan) {
+        if let Ok(mut plans) = self.plans.lock() {
+            plans.insert(stream.to_string(), Arc::new(plan));
+        }
+    }
+
+    fn plan(&self, stream: &str) -> Option<Arc<Plan>> {
+        self.plans.lock().ok().and_then(|p| p.get(stream).cloned())
+    }
+}
+
+fn is_integer(t: &DataType) -> bool {
+    t.is_integer()
+}
+
+fn literal_for(t: &DataType) -> Literal {
+    match t {
+        t if t.is_integer() || matches!(t, DataType::Decimal128(_, _)) => Literal::Number,
+        DataType::Binary => Literal::Bytes,
+        _ => Literal::Text,
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    (0..s.len())
+        .step_by(2)
+        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
+        .collect()
+}
+
+/// The raw bytes of a text-protocol value (`None` for NULL).
+fn bytes(v: &Option<Value>) -> Option<&[u8]> {
+    match v {
+        Some(Value::Bytes(b)) => Some(b),
+        _ => None,
+    }
+}
+
+#[async_trait]
+impl Source for MysqlSource {
+    fn name(&self) -> &str {
+        "mysql"
+    }
+
+    async fn discover(&self) -> Result<Vec<StreamSpec>> {
+        let mut conn = connect(&self.opts, &self.target, None).await?;
+        let mut streams = Vec::new();
+        if let Some(q) = &self.cfg.query {
+            streams.push(self.describe_query(&mut conn, q).await?);
+        } else {
+            for t in self.tables(&mut conn).await? {
+                streams.push(self.describe_table(&mut conn, &t).await?);
+            }
+        }
+        let _ = conn.disconnect().await;
+        Ok(streams)
+    }
+
+    async fn read(&self, stream: &StreamSpec, partition: &PartitionSpec, ctx: ReadContext) -> Result<()> {
+        let plan = match self.plan(&stream.name) {
+            Some(p) => p,
+            None => {
+                self.discover().await?;
+                self.plan(&stream.name)
+                    .ok_or_else(|| Error::Internal(format!("stream {} vanished after discovery", stream.name)))?
+            }
+        };
+        let index: usize = partition
+            .id
+            .rsplit(':')
+            .next()
+            .and_then(|i| i.parse().ok())
+            .filter(|i| *i < plan.ranges.len())
+            .ok_or_else(|| Error::Internal(format!("unknown partition {}", partition.id)))?;
+        let mut conn = connect(&self.opts, &self.target, None).await?;
+        conn.query_drop(
+            "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ; START TRANSACTION WITH CONSISTENT SNAPSHOT",
+        )
+        .await
+        .map_err(|e| db_error(&self.target, e))?;
+        let reader = PartitionReader {
+            plan: &plan,
+            stream,
+            partition: partition.id.clone(),
+            schema: stream.schema.clone(),
+            by: "mysql".into(),
+            target: &self.target,
+        };
+        let result = reader.read(&mut conn, index, &ctx).await;
+        // After an error or a cancel rows may still be in flight: quit
+        // without draining them (the server ends the snapshot with the session).
+        if result.is_ok() && !ctx.cancel.is_cancelled() {
+            let _ = conn.query_drop("COMMIT").await;
+        }
+        let _ = conn.disconnect().await;
+        result
+    }
+}
+
+struct PartitionReader<'a> {
+    plan: &'a Plan,
+    stream: &'a StreamSpec,
+    partition: Arc<str>,
+    schema: SchemaRef,
+    by: Arc<str>,
+    target: &'a str,
+}
+
+impl PartitionReader<'_> {
+    /// The `SELECT` for partition `index`, after the resume cursor; and the
+    /// rows to skip first (keyless reads).
+    fn sql(&self, index: usize, resume: Option<&Position>) -> Result<(String, u64)> {
+        let plan = self.plan;
+        let mut conds = Vec::new();
+        let mut skip = 0;
+        let bad_cursor = |c: &serde_json::Value| {
+            Error::config(
+                "checkpoint",
+                format!(
+                    "cursor {c} of partition {} does not fit table `{}`; reset the checkpoint",
+                    self.partition, plan.origin
+                ),
+            )
+        };
+        let order = match &plan.key {
+            KeyPlan::IntRange(k) => {
+                let col = quote_ident(&plan.columns[*k]);
+                let (lo, hi) = plan.ranges[index];
+                if let Some(lo) = lo {
+                    conds.push(format!("{col} >= {lo}"));
+                }
+                if let Some(hi) = hi {
+                    conds.push(format!("{col} < {hi}"));
+                }
+                if let Some(p) = resume {
+                    let after = p
+                        .cursor
+                        .get("after")
+                        .and_then(|v| v.as_str())
+                        .and_then(|v| v.parse::<i128>().ok())
+                        .ok_or_else(|| bad_cursor(&p.cursor))?;
+                    conds.push(format!("{col} > {after}"));
+                }
+                col
+            }
+            KeyPlan::Ordered(cols) => {
+                let names: Vec<String> = cols.iter().map(|(i, _)| quote_ident(&plan.columns[*i])).collect();
+                if let Some(p) = resume {
+                    let values = p
+                        .cursor
+                        .get("after_hex")
+                        .and_then(|v| v.as_array())
+                        .filter(|v| v.len() == cols.len())
+                        .ok_or_else(|| bad_cursor(&p.cursor))?;
+                    let mut lits = Vec::new();
+                    for ((_, lit), v) in cols.iter().zip(values) {
+                        let h = v.as_str().ok_or_else(|| bad_cursor(&p.cursor))?;
+                        let raw = unhex(h).ok_or_else(|| bad_cursor(&p.cursor))?;
+                        lits.push(match lit {
+                            Literal::Number => String::from_utf8(raw).map_err(|_| bad_cursor(&p.cursor))?,
+                            // The column's collation decides the comparison, as in its index.
+                            Literal::Text => format!("_utf8mb4 X'{h}'"),
+                            Literal::Bytes => format!("X'{h}'"),
+                        });
+                    }
+                    conds.push(format!("({}) > ({})", names.join(", "), lits.join(", ")));
+                }
+                names.join(", ")
+            }
+            KeyPlan::None => {
+                skip = resume.map_or(0, |p| p.rows);
+                String::new()
+            }
+        };
+        let mut sql = plan.select.clone();
+        if !conds.is_empty() {
+            sql.push_str(" WHERE ");
+            sql.push_str(&conds.join(" AND "));
+        }
+        if !order.is_empty() {
+            sql.push_str(" ORDER BY ");
+            sql.push_str(&order);
+        }
+        Ok((sql, skip))
+    }
+
+    /// The cursor after `row`.
+    fn cursor(&self, row: &[Option<Value>], n: u64) -> serde_json::Value {
+        match &self.plan.key {
+            KeyPlan::IntRange(k) => match bytes(&row[*k]) {
+                Some(b) => serde_json::json!({ "after": String::from_utf8_lossy(b) }),
+                None => serde_json::json!({ "row": n }),
+            },
+            KeyPlan::Ordered(cols) => {
+                let values: Vec<String> = cols
+                    .iter()
+                    .map(|(i, _)| hex(bytes(&row[*i]).unwrap_or_default()))
+                    .collect();
+                serde_json::json!({ "after_hex": values })
+            }
+            KeyPlan::None => serde_json::json!({ "row": n }),
+        }
+    }
+
+    /// `id = 5` for rejections: the row's primary key, or its number.
+    fn describe_key(&self, row: &[Option<Value>], n: u64) -> String {
+        let cols: Vec<usize> = match &self.plan.key {
+            KeyPlan::IntRange(k) => vec![*k],
+            KeyPlan::Ordered(cols) => cols.iter().map(|(i, _)| *i).collect(),
+            KeyPlan::None => return format!("row {n}"),
+        };
+        cols.iter()
+            .map(|i| {
+                let v = bytes(&row[*i]).map_or("NULL".into(), |b| String::from_utf8_lossy(b).into_owned());
+                format!("{} = {v}", self.plan.columns[*i])
+            })
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    async fn read(&self, conn: &mut Conn, index: usize, ctx: &ReadContext) -> Result<()> {
+        let plan = self.plan;
+        let (sql, mut skip) = self.sql(index, ctx.resume.as_ref())?;
+        let fail = |e: mysql_async::Error| {
+            let err = db_error(self.target, e);
+            Error::connection(format!("{} ({})", self.target, plan.origin), err.to_string())
+        };
+        let mut result = conn.query_iter(sql).await.map_err(fail)?;
+        let mut rows = match result.stream::<Row>().await.map_err(fail)? {
+            Some(s) => s,
+            None => return Ok(()),
+        };
+        let mut builders: Vec<Builder> = plan
+            .kinds
+            .iter()
+            .zip(self.schema.fields())
+            .map(|(k, f)| Builder::new(*k, f.data_type()))
+            .collect();
+        let mut n = ctx.resume.as_ref().map_or(0, |p| p.rows);
+        let mut lines: Vec<u64> = Vec::new();
+        let mut batch_bytes = 0usize;
+        let mut zero_dates = vec![0u64; plan.kinds.len()];
+        let mut last: Option<Vec<Option<Value>>> = None;
+        let mut sent_any = false;
+        while let Some(row) = rows.next().await {
+            let values = row.map_err(fail)?.unwrap_raw();
+            if skip > 0 {
+                skip -= 1;
+                continue;
+            }
+            n += 1;
+            let mut refused = None;
+            {
+                // Cells borrow from `values`; nothing is appended until all parsed.
+                let mut row_cells: Vec<Cell<'_>> = Vec::with_capacity(builders.len());
+                for (c, v) in values.iter().enumerate() {
+                    let kind = plan.kinds.get(c).copied().unwrap_or(Kind::Utf8);
+                    let cell = match bytes(v) {
+                        None => Ok(Cell::Null),
+                        Some(b) => {
+                            batch_bytes += b.len();
+                            parse(kind, b)
+                        }
+                    };
+                    match cell {
+                        Ok(cell) => row_cells.push(cell),
+                        Err(Fail::ZeroDate) if plan.zero_dates == ZeroDates::Null => {
+                            zero_dates[c] += 1;
+                            row_cells.push(Cell::Null);
+                        }
+                        Err(f) => {
+                            let why = match f {
+                                Fail::ZeroDate => {
+                                    "zero date, which no date type holds (zero_dates = \"reject\")".into()
+                                }
+                                Fail::Bad(m) => m,
+                            };
+                            refused = Some(format!(
+                                "column `{}` of `{}`: {why} ({})",
+                                plan.columns.get(c).map_or("?", |s| s.as_str()),
+                                plan.origin,
+                                self.describe_key(&values, n)
+                            ));
+                            break;
+                        }
+                    }
+                }
+                if refused.is_none() {
+                    if row_cells.len() != builders.len() {
+                        return Err(Error::Internal(format!(
+                            "{}: row has {} columns, expected {}",
+                            plan.origin,
+                            row_cells.len(),
+                            builders.len()
+                        )));
+                    }
+                    for (b, cell) in builders.iter_mut().zip(row_cells.drain(..)) {
+                        b.push(cell);
+                    }
+                    lines.push(n);
+                }
+            }
+            if let Some(reason) = refused {
+                ctx.out
+                    .send(SourceEvent::Reject(Rejection {
+                        stream: self.stream.name.clone(),
+                        stage: Stage::Source,
+                        by: self.by.clone(),
+                        origin: plan.origin.clone(),
+                        line: Some(n),
+                        reason,
+                        raw: None,
+                        record: None,
+                    }))
+                    .await
+                    .map_err(|_| Error::Interrupted)?;
+            }
+            last = Some(values);
+            if lines.len() >= ctx.limits.rows || batch_bytes >= ctx.limits.bytes {
+                let cursor = last.as_deref().map_or(serde_json::Value::Null, |r| self.cursor(r, n));
+                self.send(ctx, &mut builders, &mut lines, cursor, n, batch_bytes)
+                    .await?;
+                sent_any = true;
+                batch_bytes = 0;
+                if ctx.cancel.is_cancelled() {
+                    break;
+                }
+            }
+        }
+        drop(rows);
+        if !lines.is_empty() || !sent_any {
+            let cursor = match last.as_deref() {
+                Some(r) => self.cursor(r, n),
+                None => match &ctx.resume {
+                    Some(p) => p.cursor.clone(),
+                    None => serde_json::json!({ "row": n }),
+                },
+            };
+            self.send(ctx, &mut builders, &mut lines, cursor, n, batch_bytes)
+                .await?;
+        }
+        for (c, count) in zero_dates.iter().enumerate().filter(|(_, n)| **n > 0) {
+            tracing::warn!(
+                table = %plan.origin,
+                column = %plan.columns[c],
+                count,
+                "zero dates read as NULL (set zero_dates = \"reject\" to refuse those rows)"
+            );
+        }
+        Ok(())
+    }
+
+    async fn send(
+        &self,
+        ctx: &ReadContext,
+        builders: &mut [Builder],
+        lines: &mut Vec<u64>,
+        cursor: serde_json::Value,
+        n: u64,
+        bytes: usize,
+    ) -> Result<()> {
+        let arrays = builders
+            .iter_mut()
+            .map(|b| b.finish())
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        let data = RecordBatch::try_new(self.schema.clone(), arrays)?;
+        let mut batch = Batch::new(self.stream.name.clone(), self.plan.origin.clone(), data);
+        batch.lines = Some(Arc::new(UInt64Array::from(std::mem::take(lines))));
+        batch.position = Some(Position {
+            partition: self.partition.clone(),
+            cursor,
+            rows: n,
+        });
+        ctx.out
+            .send(SourceEvent::Batch(batch))
+            .await
+            .map_err(|_| Error::Interrupted)?;
+        ctx.out
+            .send(SourceEvent::Progress { bytes: bytes as u64 })
+            .await
+            .map_err(|_| Error::Interrupted)
+    }
+}
