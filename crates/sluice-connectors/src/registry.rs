@@ -268,13 +268,22 @@ pub fn catalog() -> Vec<ConnectorInfo> {
             options: &[
                 ("url", "postgres://user:password@host:port/database"),
                 ("schema", "schema to read (default public)"),
-                ("table / tables", "table(s) to read, one stream each (default: every table)"),
+                (
+                    "table / tables",
+                    "table(s) to read, one stream each (default: every table)",
+                ),
                 ("exclude", "tables to leave out of a whole-schema read"),
                 ("query", "a SELECT to read instead"),
                 ("stream", "stream name for query (default query)"),
-                ("cursor", "incremental reads: column whose value only grows (updated_at)"),
+                (
+                    "cursor",
+                    "incremental reads: column whose value only grows (updated_at)",
+                ),
                 ("cursor_start", "first value of cursor when there is no checkpoint"),
-                ("partitions", "parallel partitions per table (default: 1 per 250k rows, at most 8)"),
+                (
+                    "partitions",
+                    "parallel partitions per table (default: 1 per 250k rows, at most 8)",
+                ),
             ],
         });
         list.push(ConnectorInfo {
@@ -288,8 +297,14 @@ pub fn catalog() -> Vec<ConnectorInfo> {
                 ("mode", "append | replace | upsert (default append)"),
                 ("key", "upsert key (default: the source's primary key)"),
                 ("create", "create missing tables (default true)"),
-                ("indexes", "add keys, indexes, foreign keys after the load (default true)"),
-                ("types.\"table.column\"", "column type for created tables, e.g. \"numeric(12,2)\""),
+                (
+                    "indexes",
+                    "add keys, indexes, foreign keys after the load (default true)",
+                ),
+                (
+                    "types.\"table.column\"",
+                    "column type for created tables, e.g. \"numeric(12,2)\"",
+                ),
             ],
         });
     }
@@ -301,10 +316,16 @@ pub fn catalog() -> Vec<ConnectorInfo> {
             summary: "MySQL/MariaDB tables (parallel key ranges) or a query (alias mariadb)",
             options: &[
                 ("url", "mysql://user:password@host:3306/database"),
-                ("table / tables", "table(s) to read, one stream each (default: every base table)"),
+                (
+                    "table / tables",
+                    "table(s) to read, one stream each (default: every base table)",
+                ),
                 ("query", "a SELECT to read instead, as one stream"),
                 ("stream", "stream name for query (default query)"),
-                ("zero_dates", "null | reject: what 0000-00-00 dates become (default null, with a warning)"),
+                (
+                    "zero_dates",
+                    "null | reject: what 0000-00-00 dates become (default null, with a warning)",
+                ),
             ],
         });
         list.push(ConnectorInfo {
@@ -315,9 +336,15 @@ pub fn catalog() -> Vec<ConnectorInfo> {
                 ("url", "mysql://user:password@host:3306/database"),
                 ("table", "table name; {stream} is the stream name (default {stream})"),
                 ("mode", "append | replace | upsert (default append)"),
-                ("key", "upsert key, primary key of created tables (default: the source's)"),
+                (
+                    "key",
+                    "upsert key, primary key of created tables (default: the source's)",
+                ),
                 ("create", "create missing tables (default true)"),
-                ("types.\"table.column\"", "column type for created tables, e.g. \"decimal(14,2)\""),
+                (
+                    "types.\"table.column\"",
+                    "column type for created tables, e.g. \"decimal(14,2)\"",
+                ),
             ],
         });
     }

@@ -162,3 +162,73 @@ fn upsert_updates_in_place_and_replace_swaps_the_table() {
         "0"
     );
 }
+
+#[test]
+fn plan_writes_nothing_check_passes_and_verify_catches_one_changed_row() {
+    let Some(src) = PgDb::create("pgverify_src") else {
+        return;
+    };
+    let Some(dst) = PgDb::create("pgverify_dst") else {
+        return;
+    };
+    src.sql(
+        "CREATE TABLE orders (id serial PRIMARY KEY, amount numeric(12,2) NOT NULL, note text); \
+         CREATE INDEX orders_amount_idx ON orders (amount); \
+         INSERT INTO orders (amount, note) SELECT g * 1.25, 'order ' || g FROM generate_series(1, 5000) g",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[source]\ntype = \"postgres\"\nurl = \"{}\"\n\n[[sinks]]\ntype = \"postgres\"\nurl = \"{}\"\n\
+         [sinks.types]\n\"orders.note\" = \"varchar(200)\"\n",
+        src.url(),
+        dst.url()
+    );
+    std::fs::write(dir.path().join("m.toml"), toml).unwrap();
+
+    let plan = sluice(dir.path(), &["plan", "m.toml"]);
+    ok(&plan);
+    let text = String::from_utf8_lossy(&plan.stdout).to_string();
+    assert!(text.contains("CREATE TABLE \"public\".\"orders\""), "{text}");
+    assert!(
+        text.contains("\"note\" varchar(200)"),
+        "the type override is planned: {text}"
+    );
+    assert!(text.contains("ADD PRIMARY KEY (\"id\")"), "{text}");
+    assert!(text.contains("CREATE INDEX \"orders_amount_idx\""), "{text}");
+    let hash = text.lines().find(|l| l.starts_with("plan hash:")).unwrap().to_string();
+    let again = String::from_utf8_lossy(&sluice(dir.path(), &["plan", "m.toml"]).stdout).to_string();
+    assert!(again.contains(&hash), "the plan hash is deterministic");
+    assert_eq!(
+        dst.sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"),
+        "0",
+        "plan wrote nothing"
+    );
+
+    let check = sluice(dir.path(), &["check", "m.toml"]);
+    ok(&check);
+    assert!(String::from_utf8_lossy(&check.stdout).contains("will be created"));
+
+    ok(&sluice(dir.path(), &["run", "m.toml", "--no-progress"]));
+    assert_eq!(
+        dst.sql("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'orders'::regclass AND attname = 'note'"),
+        "character varying(200)"
+    );
+    // The identity sequence continues after the loaded rows.
+    dst.sql("INSERT INTO orders (amount) VALUES (1)");
+    assert_eq!(dst.sql("SELECT max(id) FROM orders"), "5001");
+    dst.sql("DELETE FROM orders WHERE id = 5001");
+
+    let verify = sluice(dir.path(), &["verify", "m.toml"]);
+    ok(&verify);
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("match"));
+
+    dst.sql("UPDATE orders SET note = 'changed' WHERE id = 4321");
+    let verify = sluice(dir.path(), &["verify", "m.toml"]);
+    assert_eq!(
+        verify.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("DIFFERENT"));
+}

@@ -252,8 +252,10 @@ pub fn ddl_type(data_type: &DataType, meta: &ColumnMeta) -> Result<(String, Opti
         (DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View, Some(Semantic::Json)) => "jsonb".into(),
         (DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View, Some(Semantic::Uuid)) => "uuid".into(),
         (DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View, _) => match mysql.as_deref() {
+            // MySQL strips the padding of char(n) when read; varchar keeps the value as read.
             Some(m) if m.starts_with("varchar(") || m.starts_with("char(") => {
-                m.split_once(' ').map(|(t, _)| t).unwrap_or(m).to_string()
+                let t = m.split_once(' ').map(|(t, _)| t).unwrap_or(m);
+                format!("varchar{}", &t[t.find('(').unwrap_or(0)..])
             }
             Some(m) if m.starts_with("decimal(") => m
                 .replace("decimal", "numeric")
@@ -267,7 +269,10 @@ pub fn ddl_type(data_type: &DataType, meta: &ColumnMeta) -> Result<(String, Opti
         (DataType::Int8 | DataType::Int16 | DataType::UInt8, _) => "smallint".into(),
         (DataType::Int32 | DataType::UInt16, _) => "integer".into(),
         (DataType::Int64 | DataType::UInt32, _) => "bigint".into(),
-        (DataType::UInt64, Some(Semantic::Bit)) => "bigint".into(),
+        (DataType::UInt64, Some(Semantic::Bit)) => match mysql.as_deref().and_then(bit_width) {
+            Some(n) if n < 64 => "bigint".into(),
+            _ => "numeric(20,0)".into(),
+        },
         (DataType::UInt64, _) => "numeric(20,0)".into(),
         (DataType::Float16 | DataType::Float32, _) => "real".into(),
         (DataType::Float64, _) => "double precision".into(),
@@ -292,13 +297,18 @@ pub fn ddl_type(data_type: &DataType, meta: &ColumnMeta) -> Result<(String, Opti
             ));
         }
     };
-    let warn = match (data_type, meta.semantic) {
-        (DataType::UInt64, Some(Semantic::Bit)) => {
-            Some("bit(64) values above 2^63 do not fit bigint; set numeric(20,0) in [sinks.types]".into())
-        }
+    let warn = match (meta.semantic, mysql.as_deref()) {
+        (Some(Semantic::Enum | Semantic::Set), Some(m)) => Some(format!(
+            "MySQL {m} becomes {t}: its allowed values are not enforced; set a type in [sinks.types] to keep them"
+        )),
         _ => None,
     };
     Ok((t, warn))
+}
+
+/// `n` of a MySQL `bit(n)`.
+fn bit_width(db_type: &str) -> Option<u32> {
+    db_type.strip_prefix("bit(")?.split(')').next()?.trim().parse().ok()
 }
 
 /// Quotes an identifier (`"Order Items"`).
@@ -361,6 +371,19 @@ mod tests {
             semantic: None,
         };
         assert_eq!(t(DataType::Utf8, &mysql), "varchar(40)");
+        let mysql_char = ColumnMeta {
+            dialect: Some("mysql".into()),
+            db_type: Some("char(5)".into()),
+            semantic: None,
+        };
+        assert_eq!(t(DataType::Utf8, &mysql_char), "varchar(5)");
+        let bit = |n: &str| ColumnMeta {
+            dialect: Some("mysql".into()),
+            db_type: Some(format!("bit({n})")),
+            semantic: Some(Semantic::Bit),
+        };
+        assert_eq!(t(DataType::UInt64, &bit("1")), "bigint");
+        assert_eq!(t(DataType::UInt64, &bit("64")), "numeric(20,0)");
         let pg = ColumnMeta {
             dialect: Some("postgres".into()),
             db_type: Some("character varying(40)".into()),
