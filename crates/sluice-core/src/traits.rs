@@ -101,6 +101,12 @@ pub trait Source: Send + Sync {
     /// needs to infer schemas; connects but writes nothing.
     async fn discover(&self) -> Result<Vec<StreamSpec>>;
 
+    /// Whether every run continues from the last checkpoint of each partition
+    /// (an incremental read by a cursor column) instead of reading it all.
+    fn incremental(&self) -> bool {
+        false
+    }
+
     /// Tests what reading `streams` needs beyond discovering them (read
     /// permissions); returns a line per thing checked. Sources whose
     /// discovery already proves they can be read have nothing to add.

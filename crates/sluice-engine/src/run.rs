@@ -268,7 +268,18 @@ impl StreamRun<'_> {
 
         let read_cancel = self.shared.cancel.child_token();
         let (tx, mut rx) = mpsc::channel::<SourceEvent>(self.shared.capacity);
-        let readers = self.spawn_readers(source, spec, tx, &read_cancel);
+        // Incremental sources go on from where the last run's checkpoints stand.
+        let resume: HashMap<String, Position> = if source.incremental() {
+            self.state
+                .checkpoints(&self.pipeline.name, &spec.name)
+                .map_err(|e| Error::connection("state store", e.to_string()))?
+                .into_iter()
+                .map(|p| (p.partition.to_string(), p))
+                .collect()
+        } else {
+            HashMap::new()
+        };
+        let readers = self.spawn_readers(source, spec, tx, &read_cancel, Arc::new(resume));
 
         let mut error: Option<Error> = None;
         let mut seq = 0u64;
@@ -411,6 +422,7 @@ impl StreamRun<'_> {
         spec: &StreamSpec,
         tx: mpsc::Sender<SourceEvent>,
         cancel: &CancellationToken,
+        resume: Arc<HashMap<String, Position>>,
     ) -> Vec<JoinHandle<Result<()>>> {
         let queue = Arc::new(std::sync::Mutex::new(
             spec.partitions.iter().cloned().collect::<VecDeque<_>>(),
@@ -418,8 +430,14 @@ impl StreamRun<'_> {
         let readers = self.shared.threads.clamp(1, spec.partitions.len().max(1));
         (0..readers)
             .map(|_| {
-                let (source, spec, queue, cancel, tx) =
-                    (source.clone(), spec.clone(), queue.clone(), cancel.clone(), tx.clone());
+                let (source, spec, queue, cancel, tx, resume) = (
+                    source.clone(),
+                    spec.clone(),
+                    queue.clone(),
+                    cancel.clone(),
+                    tx.clone(),
+                    resume.clone(),
+                );
                 let (limits, parallelism) = (self.shared.limits, self.shared.threads);
                 tokio::spawn(async move {
                     loop {
@@ -435,7 +453,7 @@ impl StreamRun<'_> {
                             out: tx.clone(),
                             cancel: cancel.clone(),
                             limits,
-                            resume: None,
+                            resume: resume.get(partition.id.as_ref()).cloned(),
                             parallelism,
                         };
                         if let Err(e) = source.read(&spec, &partition, ctx).await {

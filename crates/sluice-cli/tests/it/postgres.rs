@@ -232,3 +232,39 @@ fn plan_writes_nothing_check_passes_and_verify_catches_one_changed_row() {
     );
     assert!(String::from_utf8_lossy(&verify.stdout).contains("DIFFERENT"));
 }
+
+#[test]
+fn incremental_reads_by_cursor_column_pick_up_only_new_rows() {
+    let Some(src) = PgDb::create("pgcursor_src") else {
+        return;
+    };
+    let Some(dst) = PgDb::create("pgcursor_dst") else {
+        return;
+    };
+    src.sql(
+        "CREATE TABLE events (id integer PRIMARY KEY, updated_at timestamptz NOT NULL, v text); \
+         INSERT INTO events VALUES (1, '2024-01-01 10:00:00+00', 'a'), (2, '2024-01-01 11:00:00.5+00', 'b'), \
+         (3, '2024-01-01 09:00:00+00', 'old')",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[source]\ntype = \"postgres\"\nurl = \"{}\"\ntable = \"events\"\ncursor = \"updated_at\"\n\
+         cursor_start = \"2024-01-01 09:30:00+00\"\n\n[[sinks]]\ntype = \"postgres\"\nurl = \"{}\"\n",
+        src.url(),
+        dst.url()
+    );
+    std::fs::write(dir.path().join("inc.toml"), toml).unwrap();
+    ok(&sluice(dir.path(), &["run", "inc.toml", "--no-progress"]));
+    assert_eq!(
+        dst.sql("SELECT string_agg(v, ',' ORDER BY id) FROM events"),
+        "a,b",
+        "cursor_start applies"
+    );
+    src.sql("INSERT INTO events VALUES (4, '2024-01-02 00:00:00+00', 'c'); UPDATE events SET v = 'x' WHERE id = 1");
+    ok(&sluice(dir.path(), &["run", "inc.toml", "--no-progress"]));
+    assert_eq!(
+        dst.sql("SELECT string_agg(v, ',' ORDER BY id) FROM events"),
+        "a,b,c",
+        "the second run reads only rows past the last cursor value"
+    );
+}

@@ -521,30 +521,42 @@ struct PostgresTableSink {
 }
 
 impl PostgresTableSink {
-    fn encode(&self, data: &RecordBatch) -> Result<(Vec<u8>, Vec<(usize, String)>)> {
-        let mut buf = Vec::with_capacity(HEADER.len() + data.get_array_memory_size() + 2);
-        buf.extend(HEADER);
-        let bad = encode_rows(&self.encoders, &self.names, &self.pg_types, data, &mut buf)
-            .map_err(|e| Error::config("sinks", format!("{}: {e}", self.target)))?;
-        buf.extend(TRAILER);
-        Ok((buf, bad))
-    }
-
-    /// Loads encoded rows in one statement (or one transaction through the stage).
-    async fn load(&self, buf: Vec<u8>) -> std::result::Result<(), tokio_postgres::Error> {
+    /// Loads `data` in one `COPY` (or one transaction through the stage),
+    /// encoding it a chunk at a time while the server ingests the chunks
+    /// already sent. Rows that cannot be encoded are left out and returned.
+    async fn load(&self, data: &RecordBatch) -> std::result::Result<Vec<(usize, String)>, LoadError> {
         if self.insert.is_some() {
             self.client.batch_execute("BEGIN").await?;
         }
         let result = async {
             let sink = self.client.copy_in::<_, Bytes>(self.copy.as_str()).await?;
             let mut sink = std::pin::pin!(sink);
-            sink.send(Bytes::from(buf)).await?;
+            let mut bad = Vec::new();
+            let mut offset = 0;
+            loop {
+                let len = COPY_CHUNK_ROWS.min(data.num_rows() - offset);
+                let mut buf = Vec::with_capacity(64 * 1024);
+                if offset == 0 {
+                    buf.extend(HEADER);
+                }
+                let chunk = data.slice(offset, len);
+                let refused = encode_rows(&self.encoders, &self.names, &self.pg_types, &chunk, &mut buf)
+                    .map_err(|e| LoadError::Sluice(Error::config("sinks", format!("{}: {e}", self.target))))?;
+                bad.extend(refused.into_iter().map(|(row, reason)| (row + offset, reason)));
+                offset += len;
+                if offset >= data.num_rows() {
+                    buf.extend(TRAILER);
+                    sink.send(Bytes::from(buf)).await?;
+                    break;
+                }
+                sink.send(Bytes::from(buf)).await?;
+            }
             sink.as_mut().finish().await?;
             if let Some(insert) = &self.insert {
                 self.client.batch_execute(insert).await?;
                 self.client.batch_execute("TRUNCATE sluice_stage; COMMIT").await?;
             }
-            Ok(())
+            Ok(bad)
         }
         .await;
         if result.is_err() && self.insert.is_some() {
@@ -553,53 +565,76 @@ impl PostgresTableSink {
         result
     }
 
-    /// Loads `batch`, isolating rows the server refuses by bisection.
-    async fn load_bisecting(&self, batch: &Batch, first: Vec<u8>, refused: &mut Vec<Rejection>) -> Result<()> {
-        let mut work = vec![(0usize, batch.num_rows(), Some(first))];
-        while let Some((offset, len, encoded)) = work.pop() {
+    /// Loads `batch`, isolating rows the server refuses by bisection. Every
+    /// row of `batch` must encode.
+    async fn load_bisecting(&self, batch: &Batch, refused: &mut Vec<Rejection>) -> Result<()> {
+        let mut work = vec![(0usize, batch.num_rows())];
+        while let Some((offset, len)) = work.pop() {
             if len == 0 {
                 continue;
             }
             let part = batch.slice(offset, len);
-            let buf = match encoded {
-                Some(b) => b,
-                None => self.encode(&part.data)?.0,
-            };
-            match self.load(buf).await {
-                Ok(()) => {}
-                Err(e) if is_data_error(&e) => {
+            match self.load(&part.data).await {
+                Ok(_) => {}
+                Err(LoadError::Server(e)) if is_data_error(&e) => {
                     if len == 1 {
                         refused.push(part.reject_row(0, Stage::Sink, &self.by, server_message(&e)));
                     } else {
                         let half = len / 2;
-                        work.push((offset + half, len - half, None));
-                        work.push((offset, half, None));
+                        work.push((offset + half, len - half));
+                        work.push((offset, half));
                     }
                 }
-                Err(e) => return Err(pg_error(&self.url, e)),
+                Err(LoadError::Server(e)) => return Err(pg_error(&self.url, e)),
+                Err(LoadError::Sluice(e)) => return Err(e),
             }
         }
         Ok(())
     }
 }
 
+/// Rows per chunk sent while the rest of a batch is encoded.
+const COPY_CHUNK_ROWS: usize = 4096;
+
+/// Why a load failed: the server said no, or sluice could not encode.
+enum LoadError {
+    Server(tokio_postgres::Error),
+    Sluice(Error),
+}
+
+impl From<tokio_postgres::Error> for LoadError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        LoadError::Server(e)
+    }
+}
+
 #[async_trait]
 impl Sink for PostgresTableSink {
     async fn write(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
-        let (buf, bad) = self.encode(&batch.data)?;
-        let mut refused = Vec::new();
-        if bad.is_empty() {
-            self.load_bisecting(batch, buf, &mut refused).await?;
-            return Ok(refused);
+        let reject = |bad: Vec<(usize, String)>| -> Vec<Rejection> {
+            bad.into_iter()
+                .map(|(row, reason)| batch.reject_row(row, Stage::Sink, &self.by, reason))
+                .collect()
+        };
+        match self.load(&batch.data).await {
+            // Rows that could not be encoded were left out of the load.
+            Ok(bad) => return Ok(reject(bad)),
+            Err(LoadError::Server(e)) if is_data_error(&e) => {}
+            Err(LoadError::Server(e)) => return Err(pg_error(&self.url, e)),
+            Err(LoadError::Sluice(e)) => return Err(e),
         }
+        // The server refused the batch: set aside what does not encode, then
+        // isolate what the server refuses.
+        let mut scratch = Vec::new();
+        let bad = encode_rows(&self.encoders, &self.names, &self.pg_types, &batch.data, &mut scratch)
+            .map_err(|e| Error::config("sinks", format!("{}: {e}", self.target)))?;
         let mut keep = vec![true; batch.num_rows()];
-        for (row, reason) in bad {
-            keep[row] = false;
-            refused.push(batch.reject_row(row, Stage::Sink, &self.by, reason));
+        for (row, _) in &bad {
+            keep[*row] = false;
         }
+        let mut refused = reject(bad);
         let good = batch.filter(&BooleanArray::from(keep))?;
-        let (buf, _) = self.encode(&good.data)?;
-        self.load_bisecting(&good, buf, &mut refused).await?;
+        self.load_bisecting(&good, &mut refused).await?;
         Ok(refused)
     }
 

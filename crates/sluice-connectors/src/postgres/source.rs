@@ -468,6 +468,10 @@ impl Source for PostgresSource {
         Ok(specs)
     }
 
+    fn incremental(&self) -> bool {
+        self.cfg.cursor.is_some()
+    }
+
     async fn check(&self, streams: &[StreamSpec]) -> Result<Vec<String>> {
         let client = connect(&self.cfg.url).await?;
         let err = |e| pg_error(&self.cfg.url, e);
