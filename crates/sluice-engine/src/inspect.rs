@@ -37,7 +37,10 @@ pub struct PlanReport {
     pub hash: String,
 }
 
-fn build(p: &Pipeline) -> Result<(Arc<dyn Source>, Vec<Arc<dyn SinkConnector>>)> {
+/// A pipeline's source and sinks, built but not connected.
+type Connectors = (Arc<dyn Source>, Vec<Arc<dyn SinkConnector>>);
+
+fn build(p: &Pipeline) -> Result<Connectors> {
     let source: Arc<dyn Source> = Arc::from(sluice_connectors::build_source(&p.config.source)?);
     let sinks = p
         .config

@@ -194,3 +194,31 @@ fn one_liner_copies_chosen_tables_from_mysql_to_postgres() {
     pg.sql("INSERT INTO customers (name) VALUES ('cy')");
     assert_eq!(pg.sql("SELECT max(id) FROM customers"), "3");
 }
+
+#[test]
+fn plan_and_check_cover_mysql_sinks_and_verify_catches_a_changed_row() {
+    let Some(pg) = PgDb::create("myplan_src") else { return };
+    let Some(my) = MyDb::create("myplan_dst") else { return };
+    pg.sql(
+        "CREATE TABLE items (id bigint PRIMARY KEY, name text NOT NULL, price numeric(10,2)); \
+         CREATE INDEX items_name_idx ON items (name); \
+         INSERT INTO items SELECT g, 'item ' || g, g * 0.5 FROM generate_series(1, 2000) g",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    pipeline(dir.path(), "m.toml", ("postgres", &pg.url()), ("mysql", &my.url()));
+    let plan = sluice(dir.path(), &["plan", "m.toml"]);
+    ok(&plan);
+    let text = String::from_utf8_lossy(&plan.stdout).to_string();
+    assert!(text.contains("CREATE TABLE `items`"), "{text}");
+    assert!(text.contains("decimal(10,2)"), "{text}");
+    assert_eq!(my.sql("SHOW TABLES"), "", "plan wrote nothing");
+    let check = sluice(dir.path(), &["check", "m.toml"]);
+    ok(&check);
+    assert!(String::from_utf8_lossy(&check.stdout).contains("will be created"));
+    ok(&sluice(dir.path(), &["run", "m.toml", "--no-progress"]));
+    verify_matches(dir.path(), "m.toml");
+    my.sql("UPDATE items SET price = price + 0.01 WHERE id = 1234");
+    let verify = sluice(dir.path(), &["verify", "m.toml"]);
+    assert_eq!(verify.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&verify.stdout).contains("DIFFERENT"));
+}

@@ -105,6 +105,133 @@ impl SinkConnector for MysqlSink {
         format!("{}#{}", self.target, self.table_for(stream))
     }
 
+    async fn plan(&self, stream: &StreamInfo) -> Result<Vec<String>> {
+        let table = self.table_for(&stream.name);
+        let location = format!("{}#{table}", self.target);
+        let key = key_for(&self.cfg, &table, &stream.schema)?;
+        let mut conn = connect(&self.opts, &location, Some(SQL_MODE)).await?;
+        let exists = !columns_of(&mut conn, &location, &table).await?.is_empty();
+        let replace = self.cfg.mode == WriteMode::Replace;
+        if exists && !replace {
+            return Ok(Vec::new());
+        }
+        if !exists && !self.cfg.create {
+            return Err(Error::config(
+                "sinks.create",
+                format!(
+                    "table `{table}` does not exist in {}; create it or set create = true",
+                    self.target
+                ),
+            ));
+        }
+        let staging = if replace {
+            format!("{table}__sluice_new")
+        } else {
+            table.clone()
+        };
+        let meta = TableMeta::of(&stream.schema);
+        let (create, _) = create_table(&self.cfg, &table, &staging, &stream.schema, &key, meta.as_ref())?;
+        let mut ddl = Vec::new();
+        if replace {
+            ddl.push(format!("DROP TABLE IF EXISTS {}", quote_ident(&staging)));
+        }
+        ddl.push(create);
+        if let Some(m) = &meta {
+            for ix in &m.indexes {
+                let unique = if ix.unique { "UNIQUE " } else { "" };
+                let cols: Vec<String> = ix.columns.iter().map(|c| quote_ident(c)).collect();
+                ddl.push(format!(
+                    "CREATE {unique}INDEX {} ON {} ({})",
+                    quote_ident(&ix.name),
+                    quote_ident(&staging),
+                    cols.join(", ")
+                ));
+            }
+        }
+        if replace {
+            ddl.push(format!(
+                "RENAME TABLE {t} TO {o}, {s} TO {t}; DROP TABLE {o}",
+                t = quote_ident(&table),
+                s = quote_ident(&staging),
+                o = quote_ident(&format!("{table}__sluice_old"))
+            ));
+        }
+        Ok(ddl)
+    }
+
+    async fn check(&self, streams: &[StreamInfo]) -> Result<Vec<String>> {
+        let location = self.target.clone();
+        let mut conn = connect(&self.opts, &location, None).await?;
+        let version = rows(&mut conn, &location, "SELECT VERSION()")
+            .await?
+            .first()
+            .and_then(|r| text(r, 0))
+            .unwrap_or_default();
+        let mut lines = vec![format!("connected to {location} (server {version})")];
+        // What the current user may do in this database, from any level of grant.
+        conn.query_drop(
+            "SET @g = CONCAT('''', SUBSTRING_INDEX(CURRENT_USER(), '@', 1), '''@''', \
+             SUBSTRING_INDEX(CURRENT_USER(), '@', -1), '''')",
+        )
+        .await
+        .map_err(|e| db_error(&location, e))?;
+        let grants: Vec<(String, String)> = rows(
+            &mut conn,
+            &location,
+            "SELECT PRIVILEGE_TYPE, '' FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = @g \
+             UNION SELECT PRIVILEGE_TYPE, '' FROM information_schema.SCHEMA_PRIVILEGES \
+               WHERE GRANTEE = @g AND TABLE_SCHEMA = DATABASE() \
+             UNION SELECT PRIVILEGE_TYPE, TABLE_NAME FROM information_schema.TABLE_PRIVILEGES \
+               WHERE GRANTEE = @g AND TABLE_SCHEMA = DATABASE()",
+        )
+        .await?
+        .iter()
+        .map(|r| (text(r, 0).unwrap_or_default(), text(r, 1).unwrap_or_default()))
+        .collect();
+        let may = |privilege: &str, table: &str| {
+            grants
+                .iter()
+                .any(|(p, t)| (p == privilege || p == "ALL PRIVILEGES") && (t.is_empty() || t == table))
+        };
+        for stream in streams {
+            let table = self.table_for(&stream.name);
+            let exists = !columns_of(&mut conn, &location, &table).await?.is_empty();
+            let mut needed = vec!["INSERT"];
+            if !exists || self.cfg.mode == WriteMode::Replace {
+                needed.push("CREATE");
+            }
+            if self.cfg.mode == WriteMode::Upsert {
+                needed.push("UPDATE");
+            }
+            if self.cfg.mode == WriteMode::Replace {
+                needed.extend(["DROP", "ALTER"]);
+            }
+            if !exists && !self.cfg.create {
+                return Err(Error::config(
+                    "sinks.create",
+                    format!("table `{table}` does not exist in {location} and create = false"),
+                ));
+            }
+            let missing: Vec<&str> = needed.iter().copied().filter(|p| !may(p, &table)).collect();
+            if !missing.is_empty() {
+                return Err(Error::config(
+                    "sinks",
+                    format!(
+                        "{location}: writing `{table}` needs {} privilege(s); GRANT {} ON the database TO the user",
+                        missing.join(", "),
+                        missing.join(", ")
+                    ),
+                ));
+            }
+            lines.push(format!(
+                "`{table}`: {} ({} granted)",
+                if exists { "exists, writable" } else { "will be created" },
+                needed.join(", ")
+            ));
+        }
+        Ok(lines)
+    }
+
     async fn open(&self, stream: &StreamInfo) -> Result<Box<dyn Sink>> {
         let table = self.table_for(&stream.name);
         let w = StreamWriter::open(&self.cfg, &self.opts, &self.target, table, stream.schema.clone()).await?;
@@ -137,30 +264,7 @@ impl StreamWriter {
         let location = format!("{target}#{table}");
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         let meta = TableMeta::of(&schema);
-        let key: Vec<String> = if !cfg.key.is_empty() {
-            for k in &cfg.key {
-                if !names.contains(&k.as_str()) {
-                    return Err(Error::config(
-                        "sinks.key",
-                        format!("`{k}` is not a column of the stream written to table `{table}`"),
-                    ));
-                }
-            }
-            cfg.key.clone()
-        } else {
-            meta.as_ref()
-                .map(|m| m.primary_key.clone())
-                .filter(|pk| pk.iter().all(|k| names.contains(&k.as_str())))
-                .unwrap_or_default()
-        };
-        if cfg.mode == WriteMode::Upsert && key.is_empty() {
-            return Err(Error::config(
-                "sinks.key",
-                format!(
-                    "mode = \"upsert\" into `{table}` needs key = [\"column\", ...]: the source recorded no primary key"
-                ),
-            ));
-        }
+        let key = key_for(cfg, &table, &schema)?;
         let mut conn = connect(opts, &location, Some(SQL_MODE)).await?;
         let max_packet = rows(&mut conn, &location, "SELECT @@max_allowed_packet")
             .await?
@@ -389,6 +493,36 @@ async fn columns_of(conn: &mut Conn, location: &str, table: &str) -> Result<Vec<
 }
 
 /// `CREATE TABLE` for the stream, and for each column whether its type is a text or blob.
+/// The key of a stream's table: `key`, or the source's primary key.
+fn key_for(cfg: &MysqlSinkConfig, table: &str, schema: &SchemaRef) -> Result<Vec<String>> {
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    let key: Vec<String> = if !cfg.key.is_empty() {
+        for k in &cfg.key {
+            if !names.contains(&k.as_str()) {
+                return Err(Error::config(
+                    "sinks.key",
+                    format!("`{k}` is not a column of the stream written to table `{table}`"),
+                ));
+            }
+        }
+        cfg.key.clone()
+    } else {
+        TableMeta::of(schema)
+            .map(|m| m.primary_key)
+            .filter(|pk| pk.iter().all(|k| names.contains(&k.as_str())))
+            .unwrap_or_default()
+    };
+    if cfg.mode == WriteMode::Upsert && key.is_empty() {
+        return Err(Error::config(
+            "sinks.key",
+            format!(
+                "mode = \"upsert\" into `{table}` needs key = [\"column\", ...]: the source recorded no primary key"
+            ),
+        ));
+    }
+    Ok(key)
+}
+
 fn create_table(
     cfg: &MysqlSinkConfig,
     table: &str,

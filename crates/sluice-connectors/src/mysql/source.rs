@@ -481,6 +481,38 @@ impl Source for MysqlSource {
         Ok(streams)
     }
 
+    async fn check(&self, streams: &[StreamSpec]) -> Result<Vec<String>> {
+        let mut conn = connect(&self.opts, &self.target, None).await?;
+        let version = rows(&mut conn, &self.target, "SELECT VERSION()")
+            .await?
+            .first()
+            .and_then(|r| text(r, 0))
+            .unwrap_or_default();
+        let mut lines = vec![format!("connected to {} (server {version})", self.target)];
+        if self.cfg.query.is_some() {
+            lines.push("query: the server accepted it".into());
+        } else {
+            for s in streams {
+                // Reading no rows still needs the SELECT privilege.
+                let sql = format!("SELECT 1 FROM {} LIMIT 0", quote_ident(&s.name));
+                conn.query_drop(sql).await.map_err(|e| {
+                    Error::config(
+                        "source",
+                        format!(
+                            "{}: cannot read `{}` ({}); GRANT SELECT ON the table TO the user",
+                            self.target,
+                            s.name,
+                            db_error(&self.target, e)
+                        ),
+                    )
+                })?;
+                lines.push(format!("`{}`: readable, {} partition(s)", s.name, s.partitions.len()));
+            }
+        }
+        let _ = conn.disconnect().await;
+        Ok(lines)
+    }
+
     async fn read(&self, stream: &StreamSpec, partition: &PartitionSpec, ctx: ReadContext) -> Result<()> {
         let plan = match self.plan(&stream.name) {
             Some(p) => p,

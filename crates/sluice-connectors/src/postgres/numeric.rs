@@ -53,28 +53,32 @@ pub fn to_i128(v: &[u8], scale: i8) -> Result<i128, String> {
         ));
     }
     let overflow = || "numeric value exceeds 38 digits".to_string();
+    // Walk the decimal digits from the most significant; keep those at or
+    // above 10^-scale, which must be all the nonzero ones.
+    let lowest = -(scale as i32);
     let mut acc: i128 = 0;
-    for d in &p.digits {
-        acc = acc
-            .checked_mul(10_000)
-            .and_then(|a| a.checked_add(*d as i128))
-            .ok_or_else(overflow)?;
-    }
-    // The last digit is worth 10000^(weight - ndigits + 1) = 10^exp.
-    let exp = 4 * (p.weight as i32 - p.digits.len() as i32 + 1) + scale as i32;
-    if exp >= 0 {
-        acc = 10i128
-            .checked_pow(exp as u32)
-            .and_then(|m| acc.checked_mul(m))
-            .ok_or_else(overflow)?;
-    } else {
-        let div = 10i128.checked_pow((-exp) as u32);
-        match div {
-            Some(div) if acc % div == 0 => acc /= div,
-            Some(_) => return Err(format!("numeric has more than {scale} fraction digits")),
-            None if acc == 0 => {}
-            None => return Err(format!("numeric has more than {scale} fraction digits")),
+    let mut last = None;
+    for (i, group) in p.digits.iter().enumerate() {
+        let w = p.weight as i32 - i as i32;
+        for k in 0..4 {
+            let d = (*group as i32 / 10i32.pow(3 - k)) % 10;
+            let pos = 4 * w + 3 - k as i32;
+            if pos < lowest {
+                if d != 0 {
+                    return Err(format!("numeric has more than {scale} fraction digits"));
+                }
+                continue;
+            }
+            acc = acc
+                .checked_mul(10)
+                .and_then(|a| a.checked_add(d as i128))
+                .ok_or_else(overflow)?;
+            last = Some(pos);
         }
+    }
+    if let Some(last) = last {
+        let m = 10i128.checked_pow((last - lowest) as u32).ok_or_else(overflow)?;
+        acc = acc.checked_mul(m).ok_or_else(overflow)?;
     }
     Ok(if p.sign == NEG { -acc } else { acc })
 }
@@ -126,16 +130,17 @@ pub fn to_text(v: &[u8]) -> Result<String, String> {
 pub fn from_text(text: &str, out: &mut Vec<u8>) -> Result<(), String> {
     let t = text.trim();
     let bad = || format!("`{text}` is not a number");
-    let sign_only = |sign: u16, out: &mut Vec<u8>| {
+    let special = match t.to_ascii_lowercase().as_str() {
+        "nan" => Some(NAN),
+        "infinity" | "+infinity" | "inf" => Some(PINF),
+        "-infinity" | "-inf" => Some(NINF),
+        _ => None,
+    };
+    if let Some(sign) = special {
         for v in [0u16, 0, sign, 0] {
             out.extend(v.to_be_bytes());
         }
-    };
-    match t.to_ascii_lowercase().as_str() {
-        "nan" => return Ok(sign_only(NAN, out)),
-        "infinity" | "+infinity" | "inf" => return Ok(sign_only(PINF, out)),
-        "-infinity" | "-inf" => return Ok(sign_only(NINF, out)),
-        _ => {}
+        return Ok(());
     }
     let (neg, t) = match t.as_bytes().first() {
         Some(b'-') => (true, &t[1..]),

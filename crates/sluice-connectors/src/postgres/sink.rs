@@ -238,7 +238,9 @@ impl PostgresSink {
                 });
             }
         }
-        plan.after.push(format!("ANALYZE {target}"));
+        // Statistics are left to autovacuum, which analyzes a freshly loaded
+        // table on its own; an ANALYZE here would hold the run for seconds
+        // on large tables.
         Ok(plan)
     }
 
