@@ -15,5 +15,6 @@ pub mod postgres;
 pub mod registry;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+pub mod url;
 
 pub use registry::{SinkConfig, SourceConfig, build_sink, build_source, catalog, sink_as_source};

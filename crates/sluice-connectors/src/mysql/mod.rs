@@ -36,21 +36,7 @@ pub(crate) fn sql_string(s: &str) -> String {
     out
 }
 
-/// The URL with its password replaced by `***`, for messages and logs.
-pub(crate) fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest = &url[scheme_end + 3..];
-    let authority_end = rest.find('/').unwrap_or(rest.len());
-    let Some(at) = rest[..authority_end].rfind('@') else {
-        return url.to_string();
-    };
-    match rest[..at].find(':') {
-        Some(colon) => format!("{}{}:***{}", &url[..scheme_end + 3], &rest[..colon], &rest[at..]),
-        None => url.to_string(),
-    }
-}
+pub(crate) use crate::url::redact;
 
 /// Parses a connection URL; `key` names the setting in errors.
 pub(crate) fn parse_url(url: &str, key: &str) -> Result<Opts> {

@@ -412,52 +412,6 @@ async fn parallel_partitions_read_every_row_exactly_once() {
     db.drop().await;
 }
 
-/// Throughput of a 1M-row copy; run with `--ignored --nocapture` (prints, asserts nothing on time).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore]
-async fn throughput_1m_rows() {
-    let Some(mut db) = TestDb::create().await else { return };
-    db.exec("CREATE TABLE m (id bigint PRIMARY KEY, a int, b decimal(12,2), c varchar(40), d datetime(6), e double)")
-        .await;
-    db.exec(
-        "INSERT INTO m SELECT seq, seq % 1000, seq / 7, CONCAT('name-', seq), \
-         '2024-01-01' + INTERVAL seq SECOND, seq * 1.5 FROM seq_1_to_1000000",
-    )
-    .await;
-    db.exec("ANALYZE TABLE m").await;
-    let source = Arc::new(MysqlSource::new(db.source("m")).unwrap());
-    let stream = source.discover().await.unwrap().remove(0);
-    let t = std::time::Instant::now();
-    let events = read_all(&source, &stream).await;
-    let read = t.elapsed();
-    let sink = MysqlSink::new(db.sink("m2", WriteMode::Append)).unwrap();
-    let mut w = sink
-        .open(&StreamInfo {
-            name: stream.name.clone(),
-            schema: stream.schema.clone(),
-        })
-        .await
-        .unwrap();
-    let t = std::time::Instant::now();
-    for ev in &events {
-        if let SourceEvent::Batch(b) = ev {
-            w.write(b).await.unwrap();
-        }
-    }
-    w.finish(true).await.unwrap();
-    let write = t.elapsed();
-    assert_eq!(db.count("SELECT COUNT(*) FROM m2").await, 1_000_000);
-    eprintln!(
-        "1M rows, {} partitions: read {:.2?} ({:.0} rows/s), write {:.2?} ({:.0} rows/s)",
-        stream.partitions.len(),
-        read,
-        1e6 / read.as_secs_f64(),
-        write,
-        1e6 / write.as_secs_f64()
-    );
-    db.drop().await;
-}
-
 /// Reads one partition with `limits.rows` and an optional resume position.
 async fn read_partition(
     source: &MysqlSource,
