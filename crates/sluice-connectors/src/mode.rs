@@ -1,4 +1,7 @@
-//! Write modes shared by the table sinks.
+//! What the table sinks (SQLite, PostgreSQL, MySQL) share in their
+//! configuration: the write mode, defaults, and `[sinks.types]` lookups.
+
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
@@ -13,4 +16,22 @@ pub enum WriteMode {
     Replace,
     /// Insert or update by `key`.
     Upsert,
+}
+
+/// Default table name of a table sink: the stream's name.
+pub fn default_table() -> String {
+    "{stream}".into()
+}
+
+/// `true`, for `#[serde(default = …)]`.
+pub fn default_true() -> bool {
+    true
+}
+
+/// The `[sinks.types]` override for `table.column`, or for `column` in every table.
+pub fn type_override<'a>(types: &'a BTreeMap<String, String>, table: &str, column: &str) -> Option<&'a str> {
+    types
+        .get(&format!("{table}.{column}"))
+        .or_else(|| types.get(column))
+        .map(String::as_str)
 }

@@ -40,6 +40,7 @@ pub struct MysqlSourceConfig {
 }
 
 pub use crate::mode::WriteMode;
+use crate::mode::{default_table, default_true};
 
 /// `[[sinks]] type = "mysql"` (alias `mariadb`).
 #[derive(Debug, Clone, Deserialize)]
@@ -64,12 +65,4 @@ pub struct MysqlSinkConfig {
     /// `"column"` = `"mysql type"`, e.g. `amount = "decimal(14,2)"`.
     #[serde(default)]
     pub types: BTreeMap<String, String>,
-}
-
-fn default_table() -> String {
-    "{stream}".into()
-}
-
-fn default_true() -> bool {
-    true
 }

@@ -542,12 +542,8 @@ fn create_table(
     for f in schema.fields() {
         let name = f.name();
         let in_key = key.iter().any(|k| k == name);
-        let over = cfg
-            .types
-            .get(&format!("{table}.{name}"))
-            .or_else(|| cfg.types.get(name.as_str()));
-        let sql_type = match over {
-            Some(t) => t.clone(),
+        let sql_type = match crate::mode::type_override(&cfg.types, table, name) {
+            Some(t) => t.to_string(),
             None => match ddl_for_field(f, in_key) {
                 Ok(d) => {
                     if let Some(w) = d.warning.filter(|w| warned.insert(w.clone())) {

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 pub use crate::mode::WriteMode;
+use crate::mode::{default_table, default_true};
 
 /// `[source] type = "postgres"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -62,11 +63,11 @@ pub struct PostgresSinkConfig {
     #[serde(default)]
     pub key: Vec<String>,
     /// Create missing tables from the source schema. Default true.
-    #[serde(default = "yes")]
+    #[serde(default = "default_true")]
     pub create: bool,
     /// Add the source's primary key, indexes and foreign keys to tables this
     /// sink created, after the load. Default true.
-    #[serde(default = "yes")]
+    #[serde(default = "default_true")]
     pub indexes: bool,
     /// Column types for created tables: `"table.column" = "numeric(12,2)"`
     /// or `"column" = "…"` for every table.
@@ -74,21 +75,10 @@ pub struct PostgresSinkConfig {
     pub types: BTreeMap<String, String>,
 }
 
-fn default_table() -> String {
-    "{stream}".into()
-}
-
-fn yes() -> bool {
-    true
-}
-
 impl PostgresSinkConfig {
     /// The type override for `table.column`, if any.
     pub fn type_override(&self, table: &str, column: &str) -> Option<&str> {
-        self.types
-            .get(&format!("{table}.{column}"))
-            .or_else(|| self.types.get(column))
-            .map(String::as_str)
+        crate::mode::type_override(&self.types, table, column)
     }
 }
 

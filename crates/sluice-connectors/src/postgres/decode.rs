@@ -199,9 +199,9 @@ impl Builder {
                 TextKind::Uuid => b.append_value(uuid_text(&fixed::<16>(v)?)),
             },
             Builder::Bytea(b) => b.append_value(v),
-            Builder::Date(b) => b.append_value(pg_date(i32::from_be_bytes(fixed(v)?))),
+            Builder::Date(b) => b.append_value(shift_days(i32::from_be_bytes(fixed(v)?), EPOCH_DAYS)),
             Builder::Time(b) => b.append_value(i64::from_be_bytes(fixed(v)?)),
-            Builder::Timestamp(b) => b.append_value(pg_timestamp(i64::from_be_bytes(fixed(v)?))),
+            Builder::Timestamp(b) => b.append_value(shift_micros(i64::from_be_bytes(fixed(v)?), EPOCH_MICROS)),
             Builder::Interval(b) => {
                 let v: [u8; 16] = fixed(v)?;
                 let micros = i64::from_be_bytes(v[0..8].try_into().unwrap_or_default());
@@ -316,19 +316,19 @@ fn utf8(v: &[u8]) -> Result<&str, String> {
     std::str::from_utf8(v).map_err(|e| format!("text is not valid UTF-8: {e}"))
 }
 
-/// PostgreSQL day number → Arrow days since 1970, keeping ±infinity at the extremes.
-fn pg_date(d: i32) -> i32 {
+/// Moves a day number by `delta` days, keeping ±infinity (the extremes) in place.
+pub fn shift_days(d: i32, delta: i32) -> i32 {
     match d {
         i32::MAX | i32::MIN => d,
-        d => d.saturating_add(EPOCH_DAYS),
+        d => d.saturating_add(delta),
     }
 }
 
-/// PostgreSQL microseconds → Arrow microseconds since 1970, keeping ±infinity.
-fn pg_timestamp(t: i64) -> i64 {
+/// Moves a microsecond timestamp by `delta`, keeping ±infinity (the extremes) in place.
+pub fn shift_micros(t: i64, delta: i64) -> i64 {
     match t {
         i64::MAX | i64::MIN => t,
-        t => t.saturating_add(EPOCH_MICROS),
+        t => t.saturating_add(delta),
     }
 }
 

@@ -19,7 +19,7 @@ use arrow::datatypes::{
     IntervalUnit, Time64MicrosecondType, TimeUnit, TimestampMicrosecondType,
 };
 
-use super::decode::{EPOCH_DAYS, EPOCH_MICROS};
+use super::decode::{EPOCH_DAYS, EPOCH_MICROS, shift_days, shift_micros};
 use super::numeric;
 
 /// Header of a binary COPY stream: signature, flags, header extension length.
@@ -195,9 +195,9 @@ impl<'a> Col<'a> {
                 }
                 fixed(out, v)
             }
-            Col::Date(a) => fixed(out, &to_pg_date(a.value(i)).to_be_bytes()),
+            Col::Date(a) => fixed(out, &shift_days(a.value(i), -EPOCH_DAYS).to_be_bytes()),
             Col::Time(a) => fixed(out, &a.value(i).to_be_bytes()),
-            Col::Ts(a) => fixed(out, &to_pg_timestamp(a.value(i)).to_be_bytes()),
+            Col::Ts(a) => fixed(out, &shift_micros(a.value(i), -EPOCH_MICROS).to_be_bytes()),
             Col::Interval(a) => {
                 let v = a.value(i);
                 if v.nanoseconds % 1000 != 0 {
@@ -240,20 +240,6 @@ fn with_len(out: &mut Vec<u8>, f: impl FnOnce(&mut Vec<u8>) -> Result<(), String
     let len = (out.len() - at - 4) as i32;
     out[at..at + 4].copy_from_slice(&len.to_be_bytes());
     Ok(())
-}
-
-fn to_pg_date(d: i32) -> i32 {
-    match d {
-        i32::MAX | i32::MIN => d,
-        d => d.saturating_sub(EPOCH_DAYS),
-    }
-}
-
-fn to_pg_timestamp(t: i64) -> i64 {
-    match t {
-        i64::MAX | i64::MIN => t,
-        t => t.saturating_sub(EPOCH_MICROS),
-    }
 }
 
 /// Parses a UUID in its usual text forms (with or without hyphens and braces).

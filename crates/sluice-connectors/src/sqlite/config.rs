@@ -3,6 +3,7 @@
 use serde::Deserialize;
 
 pub use crate::mode::WriteMode;
+use crate::mode::default_table;
 
 /// `[source] type = "sqlite"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -39,8 +40,4 @@ pub struct SqliteSinkConfig {
     /// Key columns for `upsert` (and the primary key of created tables).
     #[serde(default)]
     pub key: Vec<String>,
-}
-
-fn default_table() -> String {
-    "{stream}".into()
 }
