@@ -12,7 +12,12 @@ Examples:
   sluice copy 'logs/*.ndjson.gz' 'sqlite://logs.db?table=events'
   sluice copy data.csv out.ndjson --on-error dlq --dlq rejects.ndjson
   cat data.csv | sluice copy --input-format csv - - --format table
+  sluice copy mysql://root@db1/shop postgres://postgres@db2/shop --tables orders
+  sluice status                 (progress of copies, also from another shell)
   sluice list
+
+An interrupted or failed run resumes where it stopped when the same command
+runs again (`--fresh` starts over).
 
 Exit codes: 0 ok, 2 configuration error, 3 connection or I/O error,
 4 data rejected (on_error = stop, or max_errors), 70 internal error,
@@ -53,10 +58,13 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a pipeline file.
+    /// Run a pipeline file; continues the last run if it did not finish.
     Run {
         /// The pipeline (TOML).
         pipeline: PathBuf,
+        /// Start over instead of resuming an unfinished run.
+        #[arg(long)]
+        fresh: bool,
     },
     /// Check a pipeline file without connecting to anything.
     Validate {
@@ -90,10 +98,14 @@ pub enum Command {
     /// them). Database and SQLite destinations take
     /// `?mode=append|replace|upsert&key=a,b`.
     Copy(CopyArgs),
-    /// Show the progress and checkpoints of a pipeline from its state store.
+    /// Show each stream's state, progress, rate, last checkpoint and last
+    /// error from the state store, during a run (from another process) or after.
     Status {
         /// The pipeline (TOML); without it, the state of `sluice copy` runs.
         pipeline: Option<PathBuf>,
+        /// State directory of `sluice copy` runs (default ~/.local/state/sluice).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
     },
     /// List connectors, formats and transforms with their options.
     List,
@@ -135,6 +147,9 @@ pub struct CopyArgs {
     /// Where the state store lives (default ~/.local/state/sluice).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
+    /// Start over instead of resuming an unfinished run of the same copy.
+    #[arg(long)]
+    pub fresh: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -139,8 +139,26 @@ pub fn summary(report: &RunReport) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header(vec!["stream", "read", "written", "rejected", "time", "rows/s", "to"]);
+    let mut notes = Vec::new();
     for s in &report.streams {
         let secs = s.duration.as_secs_f64();
+        if s.skipped {
+            notes.push(format!("{}: already completed by the resumed run; skipped", s.name));
+        }
+        if s.resumed_from > 0 {
+            notes.push(format!(
+                "{}: resumed after {} row(s) delivered by an earlier run",
+                s.name,
+                count(s.resumed_from)
+            ));
+        }
+        if s.retries > 0 {
+            notes.push(format!(
+                "{}: {} failed attempt(s) retried (see the log)",
+                s.name,
+                count(s.retries)
+            ));
+        }
         t.add_row(vec![
             Cell::new(&s.name),
             Cell::new(count(s.read)).set_alignment(CellAlignment::Right),
@@ -152,6 +170,13 @@ pub fn summary(report: &RunReport) -> String {
         ]);
     }
     let mut out = t.to_string();
+    if let Some(id) = report.resumed_run {
+        out.push_str(&format!("\ncontinued unfinished run #{id}"));
+    }
+    for n in notes {
+        out.push('\n');
+        out.push_str(&n);
+    }
     if let Some(p) = &report.dlq {
         out.push_str(&format!(
             "\n{} rejected row(s) written to {}",
@@ -162,9 +187,82 @@ pub fn summary(report: &RunReport) -> String {
         out.push_str(&format!("\n{} rejected row(s) skipped", count(report.rejected)));
     }
     if report.interrupted {
-        out.push_str("\ninterrupted: in-flight batches were drained and every output closed");
+        out.push_str(
+            "\ninterrupted: in-flight batches were drained and every output closed; run the same command again to resume",
+        );
     }
     out
+}
+
+/// One stream's row of `sluice status`.
+pub struct StatusRow {
+    pub pipeline: String,
+    /// A run of the pipeline holds its lock right now.
+    pub running: bool,
+    pub stream: sluice_state::StreamState,
+}
+
+/// `sluice status`: per stream, state, rows done of estimated, rate, last
+/// checkpoint, retries and last error.
+pub fn status(rows: &[StatusRow], now: chrono::DateTime<chrono::Utc>) -> String {
+    let at = |s: &Option<String>| {
+        s.as_deref()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+    };
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(vec![
+        "pipeline",
+        "stream",
+        "state",
+        "done",
+        "of",
+        "rows/s",
+        "last checkpoint",
+        "retries",
+        "last error",
+    ]);
+    for r in rows {
+        let s = &r.stream;
+        let state = if s.status == "running" && !r.running {
+            "stopped (process gone; run again to resume)".to_string()
+        } else {
+            s.status.clone()
+        };
+        let done = s.resumed_from + s.counts.written;
+        let of = match s.estimated {
+            Some(e) if e > 0 => format!("~{} ({:.0}%)", count(e), (done as f64 / e as f64 * 100.0).min(100.0)),
+            _ => "?".into(),
+        };
+        let started = at(&s.started_at);
+        let updated = at(&Some(s.updated_at.clone()));
+        let end = if s.status == "running" && r.running {
+            Some(now)
+        } else {
+            updated
+        };
+        let speed = match (started, end) {
+            (Some(a), Some(b)) if b > a => rate(s.counts.written, (b - a).num_milliseconds() as f64 / 1000.0),
+            _ => "-".into(),
+        };
+        let checkpoint = match at(&s.checkpoint_at) {
+            Some(c) => format!("{} ({}s ago)", c.format("%H:%M:%S"), (now - c).num_seconds().max(0)),
+            None => "-".into(),
+        };
+        t.add_row(vec![
+            Cell::new(&r.pipeline),
+            Cell::new(&s.stream),
+            Cell::new(state),
+            Cell::new(count(done)).set_alignment(CellAlignment::Right),
+            Cell::new(of).set_alignment(CellAlignment::Right),
+            Cell::new(speed).set_alignment(CellAlignment::Right),
+            Cell::new(checkpoint),
+            Cell::new(count(s.retries)).set_alignment(CellAlignment::Right),
+            Cell::new(s.last_error.clone().unwrap_or_default()),
+        ]);
+    }
+    t.to_string()
 }
 
 /// `sluice plan`: streams with their columns and estimates, each sink's DDL, the plan hash.

@@ -127,15 +127,21 @@ async fn dispatch(cli: Cli) -> ExitCode {
             }
             Err(e) => config_failure(&e),
         },
-        Command::Run { pipeline } => match sluice_engine::load(pipeline) {
-            Ok(p) => execute(p, &cli.global).await,
+        Command::Run { pipeline, fresh } => match sluice_engine::load(pipeline) {
+            Ok(mut p) => {
+                p.fresh = *fresh;
+                execute(p, &cli.global).await
+            }
             Err(e) => config_failure(&e),
         },
         Command::Copy(args) => match copy::pipeline(args) {
-            Ok(p) => execute(p, &cli.global).await,
+            Ok(mut p) => {
+                p.fresh = args.fresh;
+                execute(p, &cli.global).await
+            }
             Err(e) => config_failure(&e),
         },
-        Command::Status { pipeline } => status(pipeline.as_deref()),
+        Command::Status { pipeline, state_dir } => status(pipeline.as_deref(), state_dir.clone()),
         Command::Check { pipeline } => match sluice_engine::load(pipeline) {
             Ok(p) => report(sluice_engine::inspect::check(&p).await.map(|lines| {
                 for (role, line) in lines {
@@ -155,7 +161,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::Verify { pipeline } => match sluice_engine::load(pipeline) {
             Ok(p) => {
                 let cancel = CancellationToken::new();
-                watch_signals(cancel.clone());
+                watch_signals(cancel.clone(), Duration::from_secs(p.config.runtime.shutdown_timeout_s));
                 report(sluice_engine::inspect::verify(&p, cancel).await.map(|lines| {
                     out!("{}", display::verify(&lines));
                     if lines.iter().all(|l| l.matches()) {
@@ -175,8 +181,11 @@ async fn dispatch(cli: Cli) -> ExitCode {
     }
 }
 
-/// Watches for SIGINT/SIGTERM: the first drains, the second aborts at once.
-fn watch_signals(cancel: CancellationToken) -> Arc<std::sync::atomic::AtomicU8> {
+/// Watches for SIGINT/SIGTERM: the first drains, the second aborts at once,
+/// and so does a drain that takes longer than `timeout`. Aborting is safe:
+/// every checkpoint is written in one transaction, with the data it covers
+/// or after it is durable.
+fn watch_signals(cancel: CancellationToken, timeout: Duration) -> Arc<std::sync::atomic::AtomicU8> {
     let code = Arc::new(std::sync::atomic::AtomicU8::new(0));
     let seen = code.clone();
     tokio::spawn(async move {
@@ -198,8 +207,20 @@ fn watch_signals(cancel: CancellationToken) -> Arc<std::sync::atomic::AtomicU8> 
                 std::process::exit(i32::from(which));
             }
             seen.store(which, std::sync::atomic::Ordering::Relaxed);
-            tracing::warn!("stopping: draining in-flight batches and closing outputs (signal again to abort)");
+            tracing::warn!(
+                "stopping: draining in-flight batches and closing outputs within {}s (signal again to abort)",
+                timeout.as_secs()
+            );
             cancel.cancel();
+            tokio::spawn(async move {
+                tokio::time::sleep(timeout).await;
+                err!(
+                    "the drain took longer than {}s (runtime.shutdown_timeout_s): aborting; the next run resumes \
+                     from the last checkpoint",
+                    timeout.as_secs()
+                );
+                std::process::exit(i32::from(which));
+            });
         }
     });
     code
@@ -207,7 +228,10 @@ fn watch_signals(cancel: CancellationToken) -> Arc<std::sync::atomic::AtomicU8> 
 
 async fn execute(pipeline: Pipeline, global: &cli::Global) -> ExitCode {
     let cancel = CancellationToken::new();
-    let signal = watch_signals(cancel.clone());
+    let signal = watch_signals(
+        cancel.clone(),
+        Duration::from_secs(pipeline.config.runtime.shutdown_timeout_s),
+    );
     let progress = Arc::new(RunProgress::default());
     let shown = CancellationToken::new();
     let display = if global.quiet {
@@ -246,13 +270,13 @@ async fn execute(pipeline: Pipeline, global: &cli::Global) -> ExitCode {
     }
 }
 
-fn status(pipeline: Option<&Path>) -> ExitCode {
+fn status(pipeline: Option<&Path>, state_dir: Option<std::path::PathBuf>) -> ExitCode {
     let (name, dir) = match pipeline {
         Some(p) => match sluice_engine::load(p) {
             Ok(p) => (Some(p.name.clone()), p.state_dir()),
             Err(e) => return config_failure(&e),
         },
-        None => (None, copy::default_state_dir()),
+        None => (None, state_dir.unwrap_or_else(copy::default_state_dir)),
     };
     if !dir.join("state.db").is_file() {
         out!("no state yet in {}", dir.display());
@@ -269,33 +293,18 @@ fn status(pipeline: Option<&Path>) -> ExitCode {
         Some(n) => vec![n],
         None => store.pipelines().unwrap_or_default(),
     };
-    let mut t = comfy_table::Table::new();
-    t.load_preset(comfy_table::presets::UTF8_FULL_CONDENSED);
-    t.set_header(vec![
-        "pipeline",
-        "stream",
-        "state",
-        "read",
-        "written",
-        "rejected",
-        "updated",
-        "last error",
-    ]);
+    let mut rows = Vec::new();
     for n in &names {
+        let running = sluice_engine::run::is_running(&dir, n);
         for s in store.streams(n).unwrap_or_default() {
-            t.add_row(vec![
-                n.clone(),
-                s.stream,
-                s.status,
-                display::count(s.counts.read),
-                display::count(s.counts.written),
-                display::count(s.counts.rejected),
-                s.updated_at,
-                s.last_error.unwrap_or_default(),
-            ]);
+            rows.push(display::StatusRow {
+                pipeline: n.clone(),
+                running,
+                stream: s,
+            });
         }
     }
-    out!("{t}");
+    out!("{}", display::status(&rows, chrono::Utc::now()));
     ExitCode::SUCCESS
 }
 

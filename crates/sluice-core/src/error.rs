@@ -41,6 +41,11 @@ pub enum Error {
     /// A destination or source could not be reached or refused the operation as a whole.
     #[error("{target}: {message}")]
     Connection { target: String, message: String },
+    /// A failure that may pass if the operation is tried again: a lost
+    /// connection, a timeout, a deadlock or serialization failure, a server
+    /// that is starting, busy (HTTP 429) or failing (5xx).
+    #[error("{target}: {message}")]
+    Retryable { target: String, message: String },
     /// Bad data that cannot be isolated to single rows (for example a corrupt file).
     #[error("{location}: {message}")]
     Data { location: String, message: String },
@@ -67,7 +72,7 @@ impl Error {
     pub fn kind(&self) -> ErrorKind {
         match self {
             Error::Config { .. } => ErrorKind::Config,
-            Error::Io { .. } | Error::Connection { .. } => ErrorKind::Connection,
+            Error::Io { .. } | Error::Connection { .. } | Error::Retryable { .. } => ErrorKind::Connection,
             Error::Data { .. } | Error::Rejected(_) => ErrorKind::DataRejected,
             Error::Interrupted | Error::OutputClosed => ErrorKind::Interrupted,
             Error::Arrow(_) | Error::Internal(_) => ErrorKind::Internal,
@@ -96,6 +101,19 @@ impl Error {
             location: location.into(),
             message: message.into(),
         }
+    }
+
+    /// A failure at `target` that may pass when tried again.
+    pub fn retryable(target: impl Into<String>, message: impl Into<String>) -> Self {
+        Error::Retryable {
+            target: target.into(),
+            message: message.into(),
+        }
+    }
+
+    /// Whether trying the operation again may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Retryable { .. })
     }
 
     /// A failure to reach or use `target`.

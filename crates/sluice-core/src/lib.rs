@@ -15,12 +15,14 @@ mod batch;
 pub mod dbmeta;
 mod error;
 mod rejection;
+pub mod retry;
 mod traits;
 pub mod types;
 
 pub use batch::{Batch, BatchLimits, Position, row_json};
 pub use error::{Error, ErrorKind, Result};
 pub use rejection::{Rejection, Stage};
+pub use retry::{Retrier, RetryPolicy};
 pub use traits::{
     Applied, PartitionSpec, ReadContext, Sink, SinkConnector, Source, SourceEvent, StreamInfo, StreamSpec, Transform,
     TransformFactory,

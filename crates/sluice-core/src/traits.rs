@@ -26,16 +26,25 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::{Batch, BatchLimits, Position, Rejection, Result};
 
 /// One unit of independent reading inside a stream (a file, a key range).
-#[derive(Debug, Clone)]
+///
+/// A partition is stored with the run's state, so a resumed run reads the
+/// same partitions as the run it continues even if discovery would now cut
+/// the stream differently.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PartitionSpec {
     /// Stable name, used as the checkpoint key.
     pub id: Arc<str>,
+    /// What the partition covers, in the source's own terms (a key range);
+    /// `Null` when the id says it all (a file path).
+    #[serde(default)]
+    pub bounds: serde_json::Value,
     /// Size of the input in bytes, when known (for progress).
     pub bytes: Option<u64>,
     /// Rows in the input, when known (for progress).
@@ -164,6 +173,24 @@ pub struct StreamInfo {
     pub name: Arc<str>,
     /// Schema of the batches that will be written.
     pub schema: SchemaRef,
+    /// The pipeline, which keys checkpoints kept in the destination.
+    pub pipeline: Arc<str>,
+    /// Whether this run continues earlier work on the stream (a resumed run,
+    /// an incremental read, a reconnection): keep what was loaded and the
+    /// checkpoints stored with it. When false the stream starts over.
+    pub resume: bool,
+}
+
+impl StreamInfo {
+    /// A stream of a fresh run (nothing to resume).
+    pub fn new(name: Arc<str>, schema: SchemaRef, pipeline: &str) -> Self {
+        StreamInfo {
+            name,
+            schema,
+            pipeline: pipeline.into(),
+            resume: false,
+        }
+    }
 }
 
 /// A destination; opens one [`Sink`] per stream.
@@ -203,6 +230,18 @@ pub trait Sink: Send {
 
     /// Makes everything written so far durable.
     async fn flush(&mut self) -> Result<()>;
+
+    /// The positions this sink stored in the destination together with the
+    /// data (exactly-once sinks), one per partition; `None` for sinks that
+    /// keep no checkpoints of their own.
+    ///
+    /// A transactional sink stores `batch.position` in the same transaction
+    /// as the batch's rows, so after a crash the destination itself says how
+    /// far every partition got. A fresh stream (`StreamInfo::resume` false)
+    /// starts with no stored positions.
+    async fn committed(&mut self) -> Result<Option<Vec<Position>>> {
+        Ok(None)
+    }
 
     /// Whether [`Sink::flush`] makes writes durable. A sink whose output only
     /// becomes valid when finished (a Parquet footer, a file renamed into

@@ -74,6 +74,16 @@ pub struct RuntimeConfig {
     pub state_dir: Option<PathBuf>,
     /// Seconds between progress lines when stderr is not a terminal. Default 10.
     pub progress_interval_s: u64,
+    /// First retry waits up to this many milliseconds (doubling, with full jitter). Default 1000.
+    pub retry_initial_ms: u64,
+    /// Longest wait between retries, and before an open circuit's probe, in milliseconds. Default 30000.
+    pub retry_max_ms: u64,
+    /// Give up after this many seconds of failing without a success; 0 retries forever. Default 600.
+    pub retry_give_up_s: u64,
+    /// Consecutive failures that open the circuit breaker. Default 4.
+    pub breaker_threshold: u32,
+    /// Seconds a signalled run has to drain and checkpoint before it is aborted. Default 30.
+    pub shutdown_timeout_s: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -89,6 +99,11 @@ impl Default for RuntimeConfig {
             dlq_path: None,
             state_dir: None,
             progress_interval_s: 10,
+            retry_initial_ms: 1000,
+            retry_max_ms: 30_000,
+            retry_give_up_s: 600,
+            breaker_threshold: 4,
+            shutdown_timeout_s: 30,
         }
     }
 }
@@ -100,6 +115,17 @@ impl RuntimeConfig {
             self.parallelism
         } else {
             std::thread::available_parallelism().map_or(2, |n| n.get())
+        }
+    }
+
+    /// How failures that may pass are retried.
+    pub fn retry(&self) -> sluice_core::RetryPolicy {
+        use std::time::Duration;
+        sluice_core::RetryPolicy {
+            initial: Duration::from_millis(self.retry_initial_ms),
+            max: Duration::from_millis(self.retry_max_ms.max(self.retry_initial_ms)),
+            give_up_after: (self.retry_give_up_s > 0).then(|| Duration::from_secs(self.retry_give_up_s)),
+            breaker_threshold: self.breaker_threshold.max(1),
         }
     }
 
@@ -186,7 +212,12 @@ pub struct Pipeline {
     /// Directory relative paths resolve against (the working directory).
     pub base_dir: PathBuf,
     /// Hash of the effective configuration; a changed plan changes it.
+    /// Settings that only change how a run behaves, not what it writes
+    /// (retries, progress, parallelism, error limits), are left out, so a
+    /// resumed run may change them.
     pub plan_hash: String,
+    /// Start over instead of resuming an unfinished run (`--fresh`).
+    pub fresh: bool,
 }
 
 impl Pipeline {
@@ -306,14 +337,39 @@ fn finish(table: toml::Table, origin: &str, default_name: &str, base_dir: PathBu
         .map_err(|e: toml::de::Error| err(None, explain(e.message())))?;
     let name = config.name.clone().unwrap_or_else(|| default_name.to_string());
     check(&config).map_err(|(key, message)| err(Some(key), message))?;
-    let plan_hash = format!("{:016x}", fnv1a(toml::to_string(&table).unwrap_or_default().as_bytes()));
+    let mut planned = table.clone();
+    if let Some(toml::Value::Table(rt)) = planned.get_mut("runtime") {
+        for k in OPERATIONAL {
+            rt.remove(*k);
+        }
+    }
+    let plan_hash = format!(
+        "{:016x}",
+        fnv1a(toml::to_string(&planned).unwrap_or_default().as_bytes())
+    );
     Ok(Pipeline {
         name,
         config,
         base_dir,
         plan_hash,
+        fresh: false,
     })
 }
+
+/// Runtime settings that change how a run behaves, not what it writes.
+const OPERATIONAL: &[&str] = &[
+    "parallelism",
+    "channel_capacity",
+    "on_error",
+    "max_errors",
+    "dlq_path",
+    "progress_interval_s",
+    "retry_initial_ms",
+    "retry_max_ms",
+    "retry_give_up_s",
+    "breaker_threshold",
+    "shutdown_timeout_s",
+];
 
 /// Rewrites serde's messages into advice.
 fn explain(message: &str) -> String {

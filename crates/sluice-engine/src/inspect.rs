@@ -68,10 +68,7 @@ pub async fn plan(p: &Pipeline) -> Result<PlanReport> {
     let mut hash_input = p.plan_hash.clone();
     for spec in &specs {
         let schema = output_schema(p, spec)?;
-        let info = StreamInfo {
-            name: spec.name.clone(),
-            schema: schema.clone(),
-        };
+        let info = StreamInfo::new(spec.name.clone(), schema.clone(), &p.name);
         let mut planned_sinks = Vec::new();
         for s in &sinks {
             planned_sinks.push((s.target(&spec.name), s.plan(&info).await?));
@@ -119,10 +116,7 @@ pub async fn check(p: &Pipeline) -> Result<Vec<(String, String)>> {
     }
     let mut infos = Vec::new();
     for spec in &specs {
-        infos.push(StreamInfo {
-            name: spec.name.clone(),
-            schema: output_schema(p, spec)?,
-        });
+        infos.push(StreamInfo::new(spec.name.clone(), output_schema(p, spec)?, &p.name));
     }
     for (i, s) in sinks.iter().enumerate() {
         let role = format!("sinks[{i}] {}", s.name());

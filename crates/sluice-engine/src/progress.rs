@@ -16,6 +16,10 @@ pub struct StreamStats {
     pub read: AtomicU64,
     pub written: AtomicU64,
     pub rejected: AtomicU64,
+    /// Failed attempts (reads, writes, reconnections) that were retried.
+    pub retries: AtomicU64,
+    /// Rows an earlier run of the job delivered (a resumed stream).
+    pub resumed_from: AtomicU64,
     pub started: Instant,
     elapsed_ms: AtomicU64,
     pub done: AtomicBool,
@@ -31,6 +35,8 @@ impl StreamStats {
             read: AtomicU64::new(0),
             written: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            retries: AtomicU64::new(0),
+            resumed_from: AtomicU64::new(0),
             started: Instant::now(),
             elapsed_ms: AtomicU64::new(0),
             done: AtomicBool::new(false),

@@ -20,6 +20,26 @@
 //! Cancellation (Ctrl-C) stops the readers at a batch boundary; what was
 //! already read is drained through the transforms into the sinks, which are
 //! finished so every output stays valid, and the final checkpoint is written.
+//!
+//! # Jobs and resume
+//!
+//! A run after an unfinished one (interrupted, failed, or killed while
+//! `running`) continues it when the plan hash is the same, and refuses when
+//! it changed (`--fresh` starts over). Streams the job completed are skipped;
+//! the others read the partitions stored when the job first met them, from
+//! the resume point of each partition: the smallest of the positions every
+//! exactly-once sink stored with its data ([`Sink::committed`]) and, when a
+//! sink keeps no positions of its own, of the state store's checkpoint. A
+//! sink that got further than that point skips the batches it already holds.
+//!
+//! # Retries
+//!
+//! A read, write or reconnection that fails with a retryable error waits
+//! (capped exponential backoff with full jitter, a circuit breaker after
+//! consecutive failures; [`sluice_core::retry`]) and tries again. A reader
+//! resumes its partition after the last batch it handed over; a sink is
+//! reopened and asked what it committed, so a batch whose commit
+//! acknowledgement was lost is not written twice.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -27,9 +47,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use sluice_core::retry::Next;
 use sluice_core::{
-    Batch, BatchLimits, Error, Position, ReadContext, Result, Sink, SinkConnector, Source, SourceEvent, StreamInfo,
-    StreamSpec, Transform, TransformFactory,
+    Batch, BatchLimits, Error, PartitionSpec, Position, ReadContext, Result, Retrier, RetryPolicy, Sink, SinkConnector,
+    Source, SourceEvent, StreamInfo, StreamSpec, Transform, TransformFactory,
 };
 use sluice_state::{StateStore, Status, StreamCounts};
 use tokio::sync::mpsc;
@@ -57,6 +78,12 @@ pub struct StreamReport {
     pub duration: Duration,
     /// Where each sink wrote the stream.
     pub targets: Vec<String>,
+    /// Failed attempts that were retried.
+    pub retries: u64,
+    /// Rows an earlier run of the job had delivered (a resumed stream).
+    pub resumed_from: u64,
+    /// The job had already completed the stream; nothing was read.
+    pub skipped: bool,
 }
 
 /// What a run did, also when it failed or was interrupted.
@@ -68,6 +95,8 @@ pub struct RunReport {
     pub dlq: Option<PathBuf>,
     pub interrupted: bool,
     pub duration: Duration,
+    /// The earlier run this one continued, if any.
+    pub resumed_run: Option<i64>,
 }
 
 /// The report and, if the run failed, why.
@@ -82,6 +111,7 @@ struct Shared {
     capacity: usize,
     rejections: Arc<Rejections>,
     cancel: CancellationToken,
+    policy: RetryPolicy,
 }
 
 /// Runs a pipeline to the end, to its first fatal error, or until `cancel`.
@@ -95,6 +125,7 @@ pub async fn run(pipeline: &Pipeline, progress: Arc<RunProgress>, cancel: Cancel
         capacity: rt.channel_capacity,
         rejections: rejections.clone(),
         cancel: cancel.clone(),
+        policy: rt.retry(),
     };
     let mut report = RunReport::default();
     let error = run_streams(pipeline, &shared, &progress, &mut report).await.err();
@@ -123,7 +154,37 @@ async fn run_streams(
         .collect::<Result<_>>()?;
     let factories = sluice_transforms::build(&cfg.transforms)?;
     let mut state = StateStore::open(&pipeline.state_dir())?;
+    let _lock = lock_pipeline(&pipeline.state_dir(), &pipeline.name)?;
     let state_err = |e: sluice_state::StateError| Error::connection("state store", e.to_string());
+    let incremental = source.incremental();
+    let unfinished = state
+        .last_run(&pipeline.name)
+        .map_err(state_err)?
+        .filter(|r| r.status != "completed");
+    let resuming = match unfinished {
+        Some(r) if !pipeline.fresh => {
+            if r.plan_hash != pipeline.plan_hash {
+                return Err(Error::config(
+                    "plan",
+                    format!(
+                        "pipeline `{}` changed since its unfinished run #{} of {} (plan {} then, {} now); resuming it \
+                         could lose or repeat rows. Run again with --fresh to start over, or restore the configuration \
+                         of that run to resume it",
+                        pipeline.name, r.id, r.started_at, r.plan_hash, pipeline.plan_hash
+                    ),
+                ));
+            }
+            tracing::info!(pipeline = %pipeline.name, run = r.id, "resuming the unfinished run #{} (status {})", r.id, r.status);
+            report.resumed_run = Some(r.id);
+            true
+        }
+        _ => false,
+    };
+    // A new job forgets the last one's progress; an incremental source keeps
+    // its cursors unless told to start over.
+    if !resuming && (pipeline.fresh || !incremental) {
+        state.reset(&pipeline.name).map_err(state_err)?;
+    }
     let run_id = state
         .begin_run(&pipeline.name, &pipeline.plan_hash)
         .map_err(state_err)?;
@@ -141,9 +202,38 @@ async fn run_streams(
         }
     };
     let mut result = Ok(());
-    for spec in streams {
+    for mut spec in streams {
         if shared.cancel.is_cancelled() {
             break;
+        }
+        let layout = state.stream_layout(&pipeline.name, &spec.name).map_err(state_err)?;
+        if resuming && !incremental {
+            if let Some((status, partitions)) = &layout {
+                if status == "completed" {
+                    tracing::info!(stream = %spec.name, "already completed by this job; skipped");
+                    report.streams.push(StreamReport {
+                        name: spec.name.to_string(),
+                        read: 0,
+                        written: 0,
+                        rejected: 0,
+                        duration: Duration::ZERO,
+                        targets: sinks.iter().map(|s| s.target(&spec.name)).collect(),
+                        retries: 0,
+                        resumed_from: 0,
+                        skipped: true,
+                    });
+                    continue;
+                }
+                // Read what the job started reading, however discovery would cut it now.
+                if let Some(stored) = partitions
+                    .as_deref()
+                    .and_then(|p| serde_json::from_str::<Vec<PartitionSpec>>(p).ok())
+                    && stored != spec.partitions
+                {
+                    tracing::info!(stream = %spec.name, "reading the {} partition(s) the job started with", stored.len());
+                    spec.partitions = stored;
+                }
+            }
         }
         let stats = progress.start_stream(&spec.name, spec.total_bytes(), spec.total_rows());
         let mut run = StreamRun {
@@ -153,6 +243,7 @@ async fn run_streams(
             run_id,
             stats: stats.clone(),
             pending: VecDeque::new(),
+            resume: resuming || (incremental && !pipeline.fresh),
         };
         let outcome = run.go(&source, &spec, &factories, &sinks).await;
         stats.finish();
@@ -184,6 +275,9 @@ async fn run_streams(
             rejected: counts.rejected,
             duration: stats.elapsed(),
             targets: sinks.iter().map(|s| s.target(&spec.name)).collect(),
+            retries: stats.retries.load(Ordering::Relaxed),
+            resumed_from: stats.resumed_from.load(Ordering::Relaxed),
+            skipped: false,
         });
         if let Err(e) = outcome {
             result = Err(e);
@@ -198,6 +292,53 @@ async fn run_streams(
     let msg = result.as_ref().err().map(|e| e.to_string());
     state.end_run(run_id, status, msg.as_deref()).map_err(state_err)?;
     result
+}
+
+/// Holds the pipeline's lock file for the life of a run, so two runs of one
+/// pipeline never write the same state (and `sluice status` can tell a run
+/// that is going from one that was killed).
+fn lock_pipeline(dir: &std::path::Path, name: &str) -> Result<std::fs::File> {
+    let path = lock_path(dir, name);
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(|e| Error::io(&path, e))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(std::fs::TryLockError::WouldBlock) => Err(Error::config(
+            "pipeline",
+            format!(
+                "pipeline `{name}` is already running (lock {} is held); wait for it, or watch it with `sluice status`",
+                path.display()
+            ),
+        )),
+        Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+    }
+}
+
+/// The lock file of a pipeline's runs.
+pub fn lock_path(dir: &std::path::Path, name: &str) -> PathBuf {
+    let safe: String = name
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    dir.join(format!("{safe}.lock"))
+}
+
+/// Whether a run of the pipeline is going right now (its lock is held).
+pub fn is_running(dir: &std::path::Path, name: &str) -> bool {
+    let Ok(file) = std::fs::OpenOptions::new().write(true).open(lock_path(dir, name)) else {
+        return false;
+    };
+    matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
 }
 
 /// A sink task and what it shares with the coordinator.
@@ -216,6 +357,8 @@ struct StreamRun<'a> {
     stats: Arc<StreamStats>,
     /// Positions waiting for every sink's acknowledgement, by sequence.
     pending: VecDeque<(u64, Position)>,
+    /// Whether this run continues the job's earlier work on the stream.
+    resume: bool,
 }
 
 impl StreamRun<'_> {
@@ -234,51 +377,78 @@ impl StreamRun<'_> {
             schema = t.output_schema();
             chain.push(t);
         }
-        let info = StreamInfo {
-            name: spec.name.clone(),
-            schema,
-        };
+        let mut info = StreamInfo::new(spec.name.clone(), schema, &self.pipeline.name);
+        info.resume = self.resume;
         let complete = Arc::new(AtomicBool::new(false));
-        let mut lanes = Vec::with_capacity(sinks.len());
+        // Open every sink first (a destination that never answered is a
+        // configuration problem: no retries) and ask what it already holds.
+        let mut opened = Vec::with_capacity(sinks.len());
         for s in sinks {
-            let sink = match s.open(&info).await {
-                Ok(sink) => sink,
+            let outcome = match s.open(&info).await {
+                Ok(mut sink) => sink.committed().await.map(|c| (sink, c)),
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(pair) => opened.push(pair),
                 Err(e) => {
-                    close_lanes(&mut lanes).await;
+                    for (mut sink, _) in opened {
+                        let _ = sink.finish(false).await;
+                    }
                     return Err(e);
                 }
-            };
+            }
+        }
+        let stored: Vec<Position> = if self.resume {
+            self.state
+                .checkpoints(&self.pipeline.name, &spec.name)
+                .map_err(|e| Error::connection("state store", e.to_string()))?
+        } else {
+            Vec::new()
+        };
+        let committed: Vec<Option<&Vec<Position>>> = opened.iter().map(|(_, c)| c.as_ref()).collect();
+        let resume = resume_points(&spec.partitions, &stored, &committed);
+        let resumed_from: u64 = resume.values().map(|p| p.rows).sum();
+        self.stats.resumed_from.store(resumed_from, Ordering::Relaxed);
+        if resumed_from > 0 {
+            tracing::info!(stream = %spec.name, rows = resumed_from, "resuming after the rows already delivered");
+        }
+        let partitions = serde_json::to_string(&spec.partitions).unwrap_or_default();
+        self.state
+            .start_stream(
+                &self.pipeline.name,
+                &spec.name,
+                self.run_id,
+                &partitions,
+                spec.total_rows(),
+                resumed_from,
+            )
+            .map_err(|e| Error::connection("state store", e.to_string()))?;
+        let mut reopen = info.clone();
+        reopen.resume = true;
+        let mut lanes = Vec::with_capacity(sinks.len());
+        for ((sink, committed), connector) in opened.into_iter().zip(sinks) {
+            let held: HashMap<Arc<str>, u64> = committed
+                .unwrap_or_default()
+                .into_iter()
+                .map(|p| (p.partition.clone(), p.rows))
+                .collect();
             lanes.push(spawn_sink(
                 sink,
+                LaneSetup {
+                    connector: connector.clone(),
+                    info: reopen.clone(),
+                    held,
+                    policy: self.shared.policy,
+                    retries: self.stats.clone(),
+                },
                 self.shared.capacity,
                 self.shared.rejections.clone(),
                 complete.clone(),
             ));
         }
-        self.state
-            .update_stream(
-                &self.pipeline.name,
-                &spec.name,
-                self.run_id,
-                Status::Running,
-                &StreamCounts::default(),
-                None,
-            )
-            .map_err(|e| Error::connection("state store", e.to_string()))?;
 
         let read_cancel = self.shared.cancel.child_token();
         let (tx, mut rx) = mpsc::channel::<SourceEvent>(self.shared.capacity);
-        // Incremental sources go on from where the last run's checkpoints stand.
-        let resume: HashMap<String, Position> = if source.incremental() {
-            self.state
-                .checkpoints(&self.pipeline.name, &spec.name)
-                .map_err(|e| Error::connection("state store", e.to_string()))?
-                .into_iter()
-                .map(|p| (p.partition.to_string(), p))
-                .collect()
-        } else {
-            HashMap::new()
-        };
         let readers = self.spawn_readers(source, spec, tx, &read_cancel, Arc::new(resume));
 
         let mut error: Option<Error> = None;
@@ -438,7 +608,8 @@ impl StreamRun<'_> {
                     tx.clone(),
                     resume.clone(),
                 );
-                let (limits, parallelism) = (self.shared.limits, self.shared.threads);
+                let (limits, parallelism, policy) = (self.shared.limits, self.shared.threads, self.shared.policy);
+                let stats = self.stats.clone();
                 tokio::spawn(async move {
                     loop {
                         let next = queue
@@ -449,14 +620,18 @@ impl StreamRun<'_> {
                         if cancel.is_cancelled() {
                             return Ok(());
                         }
-                        let ctx = ReadContext {
-                            out: tx.clone(),
-                            cancel: cancel.clone(),
+                        let reader = PartitionRead {
+                            source: source.as_ref(),
+                            spec: &spec,
+                            partition: &partition,
+                            out: &tx,
+                            cancel: &cancel,
                             limits,
-                            resume: resume.get(partition.id.as_ref()).cloned(),
                             parallelism,
+                            policy,
+                            stats: &stats,
                         };
-                        if let Err(e) = source.read(&spec, &partition, ctx).await {
+                        if let Err(e) = reader.run(resume.get(partition.id.as_ref()).cloned()).await {
                             // One broken partition ends the stream; the others stop too.
                             cancel.cancel();
                             return Err(e);
@@ -506,14 +681,16 @@ impl StreamRun<'_> {
                 latest.insert(p.partition.clone(), p);
             }
         }
-        if latest.is_empty() {
-            return Ok(());
+        if !latest.is_empty() {
+            // Rejected rows before these positions must be on disk first.
+            self.shared.rejections.flush()?;
+            let positions: Vec<Position> = latest.into_values().collect();
+            self.state
+                .save_checkpoint(&self.pipeline.name, stream, &positions)
+                .map_err(|e| Error::connection("state store", e.to_string()))?;
         }
-        // Rejected rows before these positions must be on disk first.
-        self.shared.rejections.flush()?;
-        let positions: Vec<Position> = latest.into_values().collect();
         self.state
-            .save_checkpoint(&self.pipeline.name, stream, &positions)
+            .set_retries(&self.pipeline.name, stream, self.stats.retries.load(Ordering::Relaxed))
             .map_err(|e| Error::connection("state store", e.to_string()))?;
         let counts = StreamCounts {
             read: self.stats.read.load(Ordering::Relaxed),
@@ -548,8 +725,213 @@ async fn apply_chain(
     Ok(current.into_iter().collect())
 }
 
+/// What a sink lane needs to reconnect after a retryable failure.
+struct LaneSetup {
+    connector: Arc<dyn SinkConnector>,
+    /// The stream, opened again as a continuation.
+    info: StreamInfo,
+    /// Rows of each partition the sink already holds (from [`Sink::committed`]).
+    held: HashMap<Arc<str>, u64>,
+    policy: RetryPolicy,
+    retries: Arc<StreamStats>,
+}
+
+impl LaneSetup {
+    /// Whether the sink already holds `batch` (it got further than the
+    /// resume point, or committed it before losing the acknowledgement).
+    fn holds(&self, batch: &Batch) -> bool {
+        batch
+            .position
+            .as_ref()
+            .is_some_and(|p| self.held.get(&p.partition).is_some_and(|rows| *rows >= p.rows))
+    }
+}
+
+/// Writes one batch: rows, then its rejections made durable, then the
+/// commit. Returns the rows written.
+async fn deliver(sink: &mut Box<dyn Sink>, batch: &Batch, rejections: &Rejections, durable: bool) -> Result<u64> {
+    let refused = sink.write(batch).await?;
+    if !refused.is_empty() {
+        for r in &refused {
+            rejections.reject(r)?;
+        }
+        // Dead-letter lines reach the disk before the rows they belong with commit.
+        rejections.flush()?;
+    }
+    if durable {
+        sink.flush().await?;
+    }
+    Ok((batch.num_rows() - refused.len()) as u64)
+}
+
+/// Delivers `batch`, reconnecting and retrying while the failures are retryable.
+async fn deliver_with_retries(
+    sink: &mut Box<dyn Sink>,
+    setup: &mut LaneSetup,
+    retrier: &mut Retrier,
+    batch: &Batch,
+    rejections: &Rejections,
+    durable: bool,
+) -> Result<u64> {
+    let mut broken = false;
+    loop {
+        let attempt = async {
+            if broken {
+                *sink = setup.connector.open(&setup.info).await?;
+                if let Some(held) = sink.committed().await? {
+                    setup.held = held.into_iter().map(|p| (p.partition.clone(), p.rows)).collect();
+                }
+                if setup.holds(batch) {
+                    // The commit went through; only its acknowledgement was lost.
+                    return Ok(0);
+                }
+            }
+            deliver(sink, batch, rejections, durable).await
+        }
+        .await;
+        match attempt {
+            Ok(n) => {
+                if retrier.success() {
+                    tracing::info!(sink = %setup.connector.name(), "circuit closed: the destination answers again");
+                }
+                return Ok(n);
+            }
+            Err(e) if e.is_retryable() => {
+                broken = true;
+                wait_to_retry(retrier, &e, setup.connector.name(), &setup.retries).await?;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Waits as the retrier says after `e`, or gives up with `e`.
+async fn wait_to_retry(retrier: &mut Retrier, e: &Error, who: &str, stats: &StreamStats) -> Result<()> {
+    match retrier.failure() {
+        Next::GiveUp { attempts, failing_for } => Err(Error::connection(
+            who,
+            format!(
+                "{e} (gave up after {attempts} attempts over {}s; raise runtime.retry_give_up_s to wait longer)",
+                failing_for.as_secs()
+            ),
+        )),
+        Next::Wait {
+            delay,
+            attempt,
+            circuit,
+        } => {
+            stats.retries.fetch_add(1, Ordering::Relaxed);
+            if circuit == sluice_core::retry::Circuit::Open {
+                tracing::warn!(
+                    stream = %stats.name, error = %e,
+                    "{who}: circuit open after {attempt} failures in a row; probing again in {:.1}s",
+                    delay.as_secs_f64()
+                );
+            } else {
+                tracing::warn!(
+                    stream = %stats.name, error = %e,
+                    "{who}: attempt {attempt} failed; retrying in {:.1}s",
+                    delay.as_secs_f64()
+                );
+            }
+            tokio::time::sleep(delay).await;
+            retrier.waited();
+            Ok(())
+        }
+    }
+}
+
+/// One partition read, resumed after the last batch handed over when the
+/// read fails with a retryable error.
+struct PartitionRead<'a> {
+    source: &'a dyn Source,
+    spec: &'a StreamSpec,
+    partition: &'a PartitionSpec,
+    out: &'a mpsc::Sender<SourceEvent>,
+    cancel: &'a CancellationToken,
+    limits: BatchLimits,
+    parallelism: usize,
+    policy: RetryPolicy,
+    stats: &'a StreamStats,
+}
+
+impl PartitionRead<'_> {
+    async fn run(&self, mut resume: Option<Position>) -> Result<()> {
+        let mut retrier = Retrier::new(self.policy);
+        loop {
+            // Events pass through here so the last position handed over is known.
+            let (tx, mut rx) = mpsc::channel::<SourceEvent>(1);
+            let ctx = ReadContext {
+                out: tx,
+                cancel: self.cancel.clone(),
+                limits: self.limits,
+                resume: resume.clone(),
+                parallelism: self.parallelism,
+            };
+            let forward = async {
+                let mut last = None;
+                while let Some(ev) = rx.recv().await {
+                    if let SourceEvent::Batch(b) = &ev
+                        && let Some(p) = &b.position
+                    {
+                        last = Some(p.clone());
+                    }
+                    if self.out.send(ev).await.is_err() {
+                        break;
+                    }
+                }
+                last
+            };
+            let (outcome, last) = tokio::join!(self.source.read(self.spec, self.partition, ctx), forward);
+            if let Some(p) = last {
+                resume = Some(p);
+                retrier.success();
+            }
+            match outcome {
+                Err(e) if e.is_retryable() && !self.cancel.is_cancelled() => {
+                    let who = format!("{} {}", self.source.name(), self.partition.id);
+                    wait_to_retry(&mut retrier, &e, &who, self.stats).await?;
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Where each partition resumes: the smallest position over the sinks that
+/// store their own (a partition one of them lacks starts over), and the
+/// state store's checkpoint when a sink keeps none.
+fn resume_points(
+    partitions: &[PartitionSpec],
+    stored: &[Position],
+    committed: &[Option<&Vec<Position>>],
+) -> HashMap<String, Position> {
+    let find = |list: &[Position], id: &str| list.iter().find(|p| &*p.partition == id).cloned();
+    let mut out = HashMap::new();
+    for part in partitions {
+        let mut candidates: Vec<Option<Position>> = committed
+            .iter()
+            .map(|c| match c {
+                Some(list) => find(list, &part.id),
+                None => find(stored, &part.id),
+            })
+            .collect();
+        if committed.is_empty() {
+            candidates.push(find(stored, &part.id));
+        }
+        if candidates.iter().any(Option::is_none) {
+            continue;
+        }
+        if let Some(p) = candidates.into_iter().flatten().min_by_key(|p| p.rows) {
+            out.insert(part.id.to_string(), p);
+        }
+    }
+    out
+}
+
 fn spawn_sink(
     mut sink: Box<dyn Sink>,
+    mut setup: LaneSetup,
     capacity: usize,
     rejections: Arc<Rejections>,
     complete: Arc<AtomicBool>,
@@ -561,17 +943,17 @@ fn spawn_sink(
     let task = tokio::spawn(async move {
         let durable = sink.durable_on_flush();
         let mut last = 0;
+        let mut retrier = Retrier::new(setup.policy);
         let result: Result<()> = async {
             while let Some((seq, batch)) = rx.recv().await {
-                let refused = sink.write(&batch).await?;
-                for r in &refused {
-                    rejections.reject(r)?;
+                if !setup.holds(&batch) {
+                    let n =
+                        deliver_with_retries(&mut sink, &mut setup, &mut retrier, &batch, &rejections, durable).await?;
+                    written_t.fetch_add(n, Ordering::Relaxed);
                 }
                 if durable {
-                    sink.flush().await?;
                     acked_t.store(seq, Ordering::Release);
                 }
-                written_t.fetch_add((batch.num_rows() - refused.len()) as u64, Ordering::Relaxed);
                 last = seq;
             }
             Ok(())
@@ -580,8 +962,14 @@ fn spawn_sink(
         rx.close();
         match result {
             Ok(()) => {
-                sink.finish(complete.load(Ordering::Relaxed)).await?;
-                acked_t.store(last.max(acked_t.load(Ordering::Relaxed)), Ordering::Release);
+                let complete = complete.load(Ordering::Relaxed);
+                sink.finish(complete).await?;
+                // A sink durable only once finished (a file renamed into
+                // place) delivers nothing when the stream is cut short: a
+                // resumed run writes the whole output again.
+                if complete {
+                    acked_t.store(last.max(acked_t.load(Ordering::Relaxed)), Ordering::Release);
+                }
                 Ok(())
             }
             Err(e) => {

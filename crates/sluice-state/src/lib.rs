@@ -6,6 +6,11 @@
 //! example `sluice status`) can read it while a run is writing. Every write is
 //! one short transaction; positions are stored as JSON because only the
 //! source that produced a cursor interprets it.
+//!
+//! A pipeline's work is a *job*: it starts fresh, and runs after an
+//! interrupted or failed one continue it (resume) until one completes. The
+//! `streams` rows and checkpoints belong to the current job;
+//! [`StateStore::reset`] clears them when a new job starts.
 
 use std::path::{Path, PathBuf};
 
@@ -59,6 +64,25 @@ pub struct StreamState {
     pub counts: StreamCounts,
     pub last_error: Option<String>,
     pub updated_at: String,
+    /// Rows the source expects, when it knows.
+    pub estimated: Option<u64>,
+    /// When the current run started on the stream.
+    pub started_at: Option<String>,
+    /// Rows already delivered when the current run started (a resumed run).
+    pub resumed_from: u64,
+    /// Failed attempts retried so far in the current run.
+    pub retries: u64,
+    /// When the last checkpoint was stored.
+    pub checkpoint_at: Option<String>,
+}
+
+/// A run's row in the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunInfo {
+    pub id: i64,
+    pub status: String,
+    pub plan_hash: String,
+    pub started_at: String,
 }
 
 /// The open state store.
@@ -100,6 +124,15 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 );
 ";
 
+/// Columns added to `streams` after its first version, added to older files on open.
+const STREAM_COLUMNS: &[(&str, &str)] = &[
+    ("rows_estimated", "INTEGER"),
+    ("started_at", "TEXT"),
+    ("resumed_from", "INTEGER NOT NULL DEFAULT 0"),
+    ("retries", "INTEGER NOT NULL DEFAULT 0"),
+    ("partitions", "TEXT"),
+];
+
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -124,6 +157,19 @@ impl StateStore {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(wrap)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(wrap)?;
         conn.execute_batch(SCHEMA).map_err(wrap)?;
+        let have: Vec<String> = {
+            let mut stmt = conn.prepare("PRAGMA table_info(streams)").map_err(wrap)?;
+            stmt.query_map([], |r| r.get::<_, String>(1))
+                .map_err(wrap)?
+                .collect::<rusqlite::Result<_>>()
+                .map_err(wrap)?
+        };
+        for (name, ty) in STREAM_COLUMNS {
+            if !have.iter().any(|h| h == name) {
+                conn.execute_batch(&format!("ALTER TABLE streams ADD COLUMN {name} {ty}"))
+                    .map_err(wrap)?;
+            }
+        }
         Ok(StateStore {
             conn,
             path: path.to_owned(),
@@ -197,6 +243,99 @@ impl StateStore {
         Ok(())
     }
 
+    /// The latest run of a pipeline, if it ever ran.
+    pub fn last_run(&self, pipeline: &str) -> Result<Option<RunInfo>> {
+        self.conn
+            .query_row(
+                "SELECT id, status, plan_hash, started_at FROM runs WHERE pipeline = ?1 ORDER BY id DESC LIMIT 1",
+                params![pipeline],
+                |r| {
+                    Ok(RunInfo {
+                        id: r.get(0)?,
+                        status: r.get(1)?,
+                        plan_hash: r.get(2)?,
+                        started_at: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Starts a new job: forgets the streams and checkpoints of the last one
+    /// (run history stays).
+    pub fn reset(&mut self, pipeline: &str) -> Result<()> {
+        let path = self.path.clone();
+        let wrap = |source| StateError {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(wrap)?;
+        tx.execute("DELETE FROM checkpoints WHERE pipeline = ?1", params![pipeline])
+            .map_err(wrap)?;
+        tx.execute("DELETE FROM streams WHERE pipeline = ?1", params![pipeline])
+            .map_err(wrap)?;
+        tx.commit().map_err(wrap)
+    }
+
+    /// Records that a run starts on a stream: its partitions (kept for the
+    /// job, so a resumed run reads the same ones), estimate and starting point.
+    pub fn start_stream(
+        &self,
+        pipeline: &str,
+        stream: &str,
+        run_id: i64,
+        partitions: &str,
+        estimated: Option<u64>,
+        resumed_from: u64,
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO streams (pipeline, stream, run_id, status, rows_read, rows_written, rows_rejected,
+                   updated_at, partitions, rows_estimated, started_at, resumed_from, retries)
+                 VALUES (?1, ?2, ?3, 'running', 0, 0, 0, ?4, ?5, ?6, ?4, ?7, 0)
+                 ON CONFLICT (pipeline, stream) DO UPDATE SET run_id = excluded.run_id, status = 'running',
+                   rows_read = 0, rows_written = 0, rows_rejected = 0, last_error = NULL,
+                   updated_at = excluded.updated_at, partitions = coalesce(streams.partitions, excluded.partitions),
+                   rows_estimated = excluded.rows_estimated, started_at = excluded.started_at,
+                   resumed_from = excluded.resumed_from, retries = 0",
+                params![
+                    pipeline,
+                    stream,
+                    run_id,
+                    now(),
+                    partitions,
+                    estimated.map(|e| e as i64),
+                    resumed_from as i64
+                ],
+            )
+            .map_err(|e| self.wrap(e))?;
+        Ok(())
+    }
+
+    /// The status and stored partitions (JSON) of a stream of the current job.
+    pub fn stream_layout(&self, pipeline: &str, stream: &str) -> Result<Option<(String, Option<String>)>> {
+        self.conn
+            .query_row(
+                "SELECT status, partitions FROM streams WHERE pipeline = ?1 AND stream = ?2",
+                params![pipeline, stream],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Records the retries of a stream's current run.
+    pub fn set_retries(&self, pipeline: &str, stream: &str, retries: u64) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE streams SET retries = ?3 WHERE pipeline = ?1 AND stream = ?2",
+                params![pipeline, stream, retries as i64],
+            )
+            .map_err(|e| self.wrap(e))?;
+        Ok(())
+    }
+
     /// Stores the delivered positions of a stream in one transaction.
     pub fn save_checkpoint(&mut self, pipeline: &str, stream: &str, positions: &[Position]) -> Result<()> {
         let path = self.path.clone();
@@ -254,8 +393,10 @@ impl StateStore {
         let mut stmt = self
             .conn
             .prepare(
-                "SELECT stream, status, rows_read, rows_written, rows_rejected, last_error, updated_at
-                 FROM streams WHERE pipeline = ?1 ORDER BY stream",
+                "SELECT stream, status, rows_read, rows_written, rows_rejected, last_error, updated_at,
+                   rows_estimated, started_at, resumed_from, retries,
+                   (SELECT max(c.updated_at) FROM checkpoints c WHERE c.pipeline = s.pipeline AND c.stream = s.stream)
+                 FROM streams s WHERE pipeline = ?1 ORDER BY rowid",
             )
             .map_err(|e| self.wrap(e))?;
         let rows = stmt
@@ -270,6 +411,11 @@ impl StateStore {
                     },
                     last_error: r.get(5)?,
                     updated_at: r.get(6)?,
+                    estimated: r.get::<_, Option<i64>>(7)?.map(|v| v as u64),
+                    started_at: r.get(8)?,
+                    resumed_from: r.get::<_, i64>(9)? as u64,
+                    retries: r.get::<_, i64>(10)? as u64,
+                    checkpoint_at: r.get(11)?,
                 })
             })
             .map_err(|e| self.wrap(e))?;

@@ -58,9 +58,28 @@ pub(crate) fn run(
     let workers = ctx.parallelism.max(1);
     let chunk_bytes = ctx.limits.bytes.clamp(64 << 10, 64 << 20);
     let mut rows_before = 0u64;
+    // Rows a resumed read drops because an earlier run delivered them.
+    let mut delivered = 0u64;
+    if let Some(p) = &ctx.resume {
+        match p.cursor.get("offset").and_then(|o| o.as_u64()) {
+            Some(offset) if framer.resumable() => {
+                let line = skip_bytes(&mut input, offset).map_err(|e| Error::io(labels.origin.to_string(), e))?;
+                framer.resume_at(offset, line);
+                rows_before = p.rows;
+            }
+            // JSON arrays restart, dropping the batches already delivered
+            // (their boundaries repeat: chunks are cut by size).
+            _ => delivered = p.rows,
+        }
+    }
     let send = |ev: SourceEvent| ctx.out.blocking_send(ev).map_err(|_| Error::Interrupted);
     let forward = |decoded: Decoded| -> Result<()> {
         for ev in decoded.events {
+            if let SourceEvent::Batch(b) = &ev
+                && b.position.as_ref().is_some_and(|p| p.rows <= delivered)
+            {
+                continue;
+            }
             send(ev)?;
         }
         Ok(())
@@ -158,6 +177,34 @@ pub(crate) fn run(
         drop(lanes);
         result
     })
+}
+
+/// Reads and drops the first `n` bytes of `input`; returns the line number
+/// the rest starts on.
+fn skip_bytes(input: &mut impl Read, n: u64) -> std::io::Result<u64> {
+    let mut buf = vec![0u8; 1 << 20];
+    let mut left = n;
+    let mut line = 1u64;
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let got = match input.read(&mut buf[..want]) {
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    format!(
+                        "the file is shorter than the checkpoint ({n} bytes); it changed since the interrupted run, \
+                         start over with --fresh"
+                    ),
+                ));
+            }
+            Ok(k) => k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        line += buf[..got].iter().filter(|b| **b == b'\n').count() as u64;
+        left -= got as u64;
+    }
+    Ok(line)
 }
 
 /// Decoder threads fed round-robin and read back in the same order, so

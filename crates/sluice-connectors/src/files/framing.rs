@@ -102,6 +102,21 @@ impl Framer {
         }
     }
 
+    /// Whether a read can start in the middle of the input (records are
+    /// self-delimiting lines; a JSON array's elements are not).
+    pub fn resumable(&self) -> bool {
+        !matches!(self.kind, FrameKind::JsonArray)
+    }
+
+    /// Continues input that starts at byte `offset` of the whole, on `line`,
+    /// at the start of a record (a resumed read): headers are behind it.
+    pub fn resume_at(&mut self, offset: u64, line: u64) {
+        self.base = offset;
+        self.line = line;
+        self.skip = 0;
+        self.begin_record(0);
+    }
+
     /// Bytes buffered and not yet handed out.
     pub fn buffered(&self) -> usize {
         self.buf.len()

@@ -43,11 +43,13 @@ pub(crate) fn read(path: &str, schema: SchemaRef, labels: Labels, ctx: &ReadCont
             "schema differs from the first file of the stream; files of one stream must share their columns",
         ));
     }
+    // A resumed read starts after the rows an earlier run delivered.
+    let mut rows = ctx.resume.as_ref().map_or(0, |p| p.rows);
     let reader = builder
         .with_batch_size(ctx.limits.rows.max(1))
+        .with_offset(usize::try_from(rows).unwrap_or(usize::MAX))
         .build()
         .map_err(|e| Error::data(path, e.to_string()))?;
-    let mut rows = 0u64;
     for batch in reader {
         if ctx.cancel.is_cancelled() {
             break;

@@ -245,6 +245,7 @@ impl Source for FileSource {
                 };
                 PartitionSpec {
                     id: f.as_str().into(),
+                    bounds: serde_json::Value::Null,
                     bytes,
                     rows: None,
                 }

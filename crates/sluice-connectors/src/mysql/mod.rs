@@ -75,9 +75,19 @@ pub(crate) async fn connect(opts: &Opts, target: &str, sql_mode: Option<&str>) -
 }
 
 /// A server or driver failure as a sluice error.
+///
+/// Deadlocks (1213), lock wait timeouts (1205), "too many connections"
+/// (1040), a server shutting down (1053) and a lost connection (I/O, or the
+/// driver's "gone away") may pass when tried again; they are retryable.
 pub(crate) fn db_error(target: &str, e: mysql_async::Error) -> Error {
     match e {
+        mysql_async::Error::Server(s) if matches!(s.code, 1040 | 1053 | 1205 | 1213 | 2006 | 2013) => {
+            Error::retryable(target, format!("{} (error {})", s.message, s.code))
+        }
         mysql_async::Error::Server(s) => Error::connection(target, format!("{} (error {})", s.message, s.code)),
+        e @ (mysql_async::Error::Io(_) | mysql_async::Error::Driver(mysql_async::DriverError::ConnectionClosed)) => {
+            Error::retryable(target, e.to_string())
+        }
         other => Error::connection(target, other.to_string()),
     }
 }

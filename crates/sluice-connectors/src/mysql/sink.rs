@@ -4,8 +4,13 @@
 //!
 //! Each batch is written as multi-row `INSERT` statements of up to 4 MiB
 //! (less when the server's `max_allowed_packet` is smaller) inside one
-//! transaction, committed before `write` returns: a batch `write` accepted
-//! is durable, and [`Sink::flush`] has nothing left to do. Sessions run in
+//! transaction, which also stores the batch's source position in
+//! `_sluice_checkpoints`; [`Sink::flush`] commits it, after the engine has
+//! written the batch's rejected rows to the dead-letter file. After a crash
+//! the table and its checkpoint agree, so a resumed run neither loses nor
+//! repeats a row. A row with an empty `part` marks a table this job creates
+//! (written before the `CREATE TABLE`, which commits implicitly), so a
+//! resumed run keeps it and still adds its indexes at the end. Sessions run in
 //! strict mode (`STRICT_ALL_TABLES`), so the server refuses a value that does
 //! not fit instead of truncating it.
 //!
@@ -40,7 +45,7 @@ use async_trait::async_trait;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts};
 use sluice_core::dbmeta::{IndexMeta, TableMeta};
-use sluice_core::{Batch, Error, Rejection, Result, Sink, SinkConnector, Stage, StreamInfo};
+use sluice_core::{Batch, Error, Position, Rejection, Result, Sink, SinkConnector, Stage, StreamInfo};
 
 use super::config::{MysqlSinkConfig, WriteMode};
 use super::encode::encode_rows;
@@ -234,7 +239,7 @@ impl SinkConnector for MysqlSink {
 
     async fn open(&self, stream: &StreamInfo) -> Result<Box<dyn Sink>> {
         let table = self.table_for(&stream.name);
-        let w = StreamWriter::open(&self.cfg, &self.opts, &self.target, table, stream.schema.clone()).await?;
+        let w = StreamWriter::open(&self.cfg, &self.opts, &self.target, table, stream).await?;
         Ok(Box::new(w))
     }
 }
@@ -257,10 +262,35 @@ struct StreamWriter {
     location: String,
     by: Arc<str>,
     sql: String,
+    /// `pipeline = … AND target = …` of this table's checkpoint rows.
+    checkpoint_key: String,
+    /// The same two values, for inserts.
+    checkpoint_values: String,
+    /// A batch's transaction is open, waiting for `flush` to commit it.
+    open_tx: bool,
 }
 
+/// The checkpoints stored with the data, one row per partition of each table
+/// a pipeline loads (and a marker row, part '', for a table it creates).
+const CHECKPOINT_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sluice_checkpoints (
+    pipeline VARCHAR(190) NOT NULL,
+    target VARCHAR(255) NOT NULL,
+    part VARCHAR(255) NOT NULL,
+    `cursor` TEXT NOT NULL,
+    `rows` BIGINT NOT NULL,
+    updated_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
+    PRIMARY KEY (pipeline, target, part)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
+
 impl StreamWriter {
-    async fn open(cfg: &MysqlSinkConfig, opts: &Opts, target: &str, table: String, schema: SchemaRef) -> Result<Self> {
+    async fn open(
+        cfg: &MysqlSinkConfig,
+        opts: &Opts,
+        target: &str,
+        table: String,
+        stream: &StreamInfo,
+    ) -> Result<Self> {
+        let schema: SchemaRef = stream.schema.clone();
         let location = format!("{target}#{table}");
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
         let meta = TableMeta::of(&schema);
@@ -278,14 +308,36 @@ impl StreamWriter {
             WriteMode::Replace => format!("{table}__sluice_new"),
             _ => table.clone(),
         };
-        if cfg.mode == WriteMode::Replace {
+        conn.query_drop(CHECKPOINT_TABLE)
+            .await
+            .map_err(|e| db_error(&location, e))?;
+        let checkpoint_key = format!(
+            "pipeline = {} AND target = {}",
+            sql_string(&stream.pipeline),
+            sql_string(&staging)
+        );
+        let checkpoint_values = format!("{}, {}", sql_string(&stream.pipeline), sql_string(&staging));
+        if !stream.resume {
+            conn.query_drop(format!("DELETE FROM _sluice_checkpoints WHERE {checkpoint_key}"))
+                .await
+                .map_err(|e| db_error(&location, e))?;
+        }
+        let created = stream.resume
+            && !rows(
+                &mut conn,
+                &location,
+                &format!("SELECT 1 FROM _sluice_checkpoints WHERE {checkpoint_key} AND part = ''"),
+            )
+            .await?
+            .is_empty();
+        if cfg.mode == WriteMode::Replace && !created {
             conn.query_drop(format!("DROP TABLE IF EXISTS {}", quote_ident(&staging)))
                 .await
                 .map_err(|e| db_error(&location, e))?;
         }
         let existing = columns_of(&mut conn, &location, &staging).await?;
         let mut indexes = Vec::new();
-        if existing.is_empty() {
+        if existing.is_empty() || created {
             let original = if cfg.mode == WriteMode::Replace {
                 columns_of(&mut conn, &location, &table).await?
             } else {
@@ -297,6 +349,13 @@ impl StreamWriter {
                     format!("table `{table}` does not exist in {target}; create it or set create = true"),
                 ));
             }
+            // The marker goes first: CREATE TABLE commits on its own.
+            conn.query_drop(format!(
+                "INSERT IGNORE INTO _sluice_checkpoints (pipeline, target, part, `cursor`, `rows`) \
+                 VALUES ({checkpoint_values}, '', '{{\"created\":true}}', 0)"
+            ))
+            .await
+            .map_err(|e| db_error(&location, e))?;
             let sql = if !cfg.create {
                 format!("CREATE TABLE {} LIKE {}", quote_ident(&staging), quote_ident(&table))
             } else {
@@ -315,7 +374,10 @@ impl StreamWriter {
                 }
                 sql
             };
-            conn.query_drop(sql).await.map_err(|e| {
+            // A table the interrupted run of this job created keeps its rows.
+            let keep = created && !existing.is_empty();
+            let made = if keep { Ok(()) } else { conn.query_drop(sql).await };
+            made.map_err(|e| {
                 let err = db_error(&location, e);
                 Error::config(
                     "sinks.types",
@@ -373,6 +435,9 @@ impl StreamWriter {
             location,
             by: Arc::from("mysql"),
             sql: String::new(),
+            checkpoint_key,
+            checkpoint_values,
+            open_tx: false,
         })
     }
 
@@ -592,28 +657,68 @@ fn create_table(
 #[async_trait]
 impl Sink for StreamWriter {
     async fn write(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
-        if batch.num_rows() == 0 {
+        if batch.num_rows() == 0 && batch.position.is_none() {
             return Ok(Vec::new());
         }
-        self.exec("START TRANSACTION").await?;
-        match self.write_rows(batch).await {
-            Ok(rejections) => {
-                self.exec("COMMIT").await?;
-                Ok(rejections)
-            }
-            Err(e) => {
-                let _ = self.conn.query_drop("ROLLBACK").await;
-                Err(e)
+        if !self.open_tx {
+            self.exec("START TRANSACTION").await?;
+            self.open_tx = true;
+        }
+        let mut outcome = self.write_rows(batch).await;
+        if let (Ok(_), Some(p)) = (&outcome, &batch.position) {
+            let sql = format!(
+                "INSERT INTO _sluice_checkpoints (pipeline, target, part, `cursor`, `rows`) VALUES ({}, {}, {}, {}) \
+                 ON DUPLICATE KEY UPDATE `cursor` = VALUES(`cursor`), `rows` = VALUES(`rows`)",
+                self.checkpoint_values,
+                sql_string(&p.partition),
+                sql_string(&p.cursor.to_string()),
+                p.rows
+            );
+            if let Err(e) = self.exec(&sql).await {
+                outcome = Err(e);
             }
         }
+        if outcome.is_err() {
+            self.open_tx = false;
+            let _ = self.conn.query_drop("ROLLBACK").await;
+        }
+        outcome
     }
 
     async fn flush(&mut self) -> Result<()> {
-        // Every write commits before it returns.
-        Ok(())
+        if !self.open_tx {
+            return Ok(());
+        }
+        self.open_tx = false;
+        self.exec("COMMIT").await
+    }
+
+    async fn committed(&mut self) -> Result<Option<Vec<Position>>> {
+        let sql = format!(
+            "SELECT part, `cursor`, `rows` FROM _sluice_checkpoints WHERE {} AND part <> ''",
+            self.checkpoint_key
+        );
+        let found = rows(&mut self.conn, &self.location, &sql).await?;
+        let positions = found
+            .iter()
+            .map(|r| {
+                let cursor = text(r, 1).unwrap_or_default();
+                Position {
+                    partition: text(r, 0).unwrap_or_default().into(),
+                    cursor: serde_json::from_str(&cursor).unwrap_or(serde_json::Value::String(cursor)),
+                    rows: text(r, 2).and_then(|v| v.parse().ok()).unwrap_or(0),
+                }
+            })
+            .collect();
+        Ok(Some(positions))
     }
 
     async fn finish(&mut self, complete: bool) -> Result<()> {
+        if self.open_tx {
+            // Whatever was not flushed is not delivered.
+            self.open_tx = false;
+            let _ = self.conn.query_drop("ROLLBACK").await;
+        }
         if !complete {
             if self.mode == WriteMode::Replace {
                 tracing::warn!(
@@ -639,6 +744,11 @@ impl Sink for StreamWriter {
                 self.exec(&format!("RENAME TABLE {new} TO {t}")).await?;
             }
         }
-        Ok(())
+        // The load is whole: a later run continues from the checkpoints only.
+        let done = format!(
+            "DELETE FROM _sluice_checkpoints WHERE {} AND part = ''",
+            self.checkpoint_key
+        );
+        self.exec(&done).await
     }
 }

@@ -309,6 +309,7 @@ impl MysqlSource {
         let partitions = (0..ranges.len())
             .map(|i| PartitionSpec {
                 id: format!("{table}:{i}").into(),
+                bounds: serde_json::json!([ranges[i].0.map(|v| v.to_string()), ranges[i].1.map(|v| v.to_string())]),
                 bytes: None,
                 rows: estimated_rows.map(|r| r / n),
             })
@@ -403,6 +404,7 @@ impl MysqlSource {
             schema,
             partitions: vec![PartitionSpec {
                 id: format!("{name}:0").into(),
+                bounds: serde_json::Value::Null,
                 bytes: None,
                 rows: None,
             }],
@@ -535,7 +537,19 @@ impl Source for MysqlSource {
         )
         .await
         .map_err(|e| db_error(&self.target, e))?;
+        // A resumed run reads the key range stored with its partition.
+        let stored = |i: usize| -> Option<Option<i128>> {
+            match partition.bounds.get(i)? {
+                serde_json::Value::Null => Some(None),
+                v => v.as_str()?.parse().ok().map(Some),
+            }
+        };
+        let range = match (stored(0), stored(1)) {
+            (Some(lo), Some(hi)) => (lo, hi),
+            _ => plan.ranges[index],
+        };
         let reader = PartitionReader {
+            range,
             plan: &plan,
             stream,
             partition: partition.id.clone(),
@@ -543,7 +557,7 @@ impl Source for MysqlSource {
             by: "mysql".into(),
             target: &self.target,
         };
-        let result = reader.read(&mut conn, index, &ctx).await;
+        let result = reader.read(&mut conn, &ctx).await;
         // After an error or a cancel rows may still be in flight: quit
         // without draining them (the server ends the snapshot with the session).
         if result.is_ok() && !ctx.cancel.is_cancelled() {
@@ -555,6 +569,8 @@ impl Source for MysqlSource {
 }
 
 struct PartitionReader<'a> {
+    /// The key range `[lo, hi)` of an `IntRange` partition.
+    range: (Option<i128>, Option<i128>),
     plan: &'a Plan,
     stream: &'a StreamSpec,
     partition: Arc<str>,
@@ -564,9 +580,9 @@ struct PartitionReader<'a> {
 }
 
 impl PartitionReader<'_> {
-    /// The `SELECT` for partition `index`, after the resume cursor; and the
+    /// The `SELECT` for the partition, after the resume cursor; and the
     /// rows to skip first (keyless reads).
-    fn sql(&self, index: usize, resume: Option<&Position>) -> Result<(String, u64)> {
+    fn sql(&self, resume: Option<&Position>) -> Result<(String, u64)> {
         let plan = self.plan;
         let mut conds = Vec::new();
         let mut skip = 0;
@@ -582,7 +598,7 @@ impl PartitionReader<'_> {
         let order = match &plan.key {
             KeyPlan::IntRange(k) => {
                 let col = quote_ident(&plan.columns[*k]);
-                let (lo, hi) = plan.ranges[index];
+                let (lo, hi) = self.range;
                 if let Some(lo) = lo {
                     conds.push(format!("{col} >= {lo}"));
                 }
@@ -675,12 +691,15 @@ impl PartitionReader<'_> {
             .join(", ")
     }
 
-    async fn read(&self, conn: &mut Conn, index: usize, ctx: &ReadContext) -> Result<()> {
+    async fn read(&self, conn: &mut Conn, ctx: &ReadContext) -> Result<()> {
         let plan = self.plan;
-        let (sql, mut skip) = self.sql(index, ctx.resume.as_ref())?;
+        let (sql, mut skip) = self.sql(ctx.resume.as_ref())?;
         let fail = |e: mysql_async::Error| {
-            let err = db_error(self.target, e);
-            Error::connection(format!("{} ({})", self.target, plan.origin), err.to_string())
+            let target = format!("{} ({})", self.target, plan.origin);
+            match db_error(self.target, e) {
+                e @ Error::Retryable { .. } => Error::retryable(target, e.to_string()),
+                e => Error::connection(target, e.to_string()),
+            }
         };
         let mut result = conn.query_iter(sql).await.map_err(fail)?;
         let mut rows = match result.stream::<Row>().await.map_err(fail)? {

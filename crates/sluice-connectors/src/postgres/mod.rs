@@ -32,10 +32,7 @@ pub async fn connect(url: &str) -> Result<Client> {
             ),
         )
     })?;
-    let (client, connection) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| Error::connection(redact(url), server_message(&e)))?;
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| pg_error(url, e))?;
     let target = redact(url);
     tokio::spawn(async move {
         if let Err(e) = connection.await {
@@ -79,9 +76,26 @@ pub fn is_data_error(e: &tokio_postgres::Error) -> bool {
     })
 }
 
+/// Whether an error may pass when the work is tried again: the connection
+/// broke (the server restarted, a proxy cut it), or the server answered with
+/// a serialization failure, a deadlock, "shutting down", "starting up" or
+/// "too many connections".
+pub fn is_transient(e: &tokio_postgres::Error) -> bool {
+    match e.code() {
+        Some(c) => {
+            let c = c.code();
+            c.starts_with("08") || c.starts_with("57P") || matches!(c, "40001" | "40P01" | "53300" | "55P03")
+        }
+        // No SQLSTATE: the connection itself failed or closed.
+        None => e.as_db_error().is_none(),
+    }
+}
+
 /// A failure talking to the server, as a sluice error.
 pub fn pg_error(url: &str, e: tokio_postgres::Error) -> Error {
-    if e.as_db_error().is_some() {
+    if is_transient(&e) {
+        Error::retryable(redact(url), server_message(&e))
+    } else if e.as_db_error().is_some() {
         Error::data(redact(url), server_message(&e))
     } else {
         Error::connection(redact(url), server_message(&e))

@@ -10,6 +10,15 @@
 //! 22 and 23) is bisected into zero-copy slices until the refused rows are
 //! isolated; they become rejections with the server's message and the rest
 //! loads.
+//!
+//! Exactly once: each batch is one transaction that also stores the batch's
+//! source position in `_sluice_checkpoints` (in the sink's schema), and it
+//! commits in [`Sink::flush`], after the engine has written the batch's
+//! rejected rows to the dead-letter file. After a crash the table and its
+//! checkpoint agree, whatever the instant; a resumed run reads from there.
+//! A row with an empty partition marks a table this run created, so a
+//! resumed run still adds the keys and indexes at the end (and `replace`
+//! keeps loading its new table instead of dropping it).
 
 use std::sync::{Arc, Mutex};
 
@@ -18,7 +27,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::SinkExt;
 use sluice_core::dbmeta::{ColumnMeta, TableMeta};
-use sluice_core::{Batch, Error, Rejection, Result, Sink, SinkConnector, Stage, StreamInfo};
+use sluice_core::{Batch, Error, Position, Rejection, Result, Sink, SinkConnector, Stage, StreamInfo};
 use tokio_postgres::Client;
 
 use super::config::{PostgresSinkConfig, WriteMode, redact};
@@ -95,7 +104,9 @@ impl PostgresSink {
     }
 
     /// Plans the DDL for a stream against the current state of the database.
-    pub async fn plan_table(&self, client: &Client, stream: &StreamInfo) -> Result<TablePlan> {
+    /// `created` says an interrupted run of this job created the table: it is
+    /// planned as new (keys and indexes come after the load) though it exists.
+    pub async fn plan_table(&self, client: &Client, stream: &StreamInfo, created: bool) -> Result<TablePlan> {
         let schema = self.schema();
         let table = self.table_name(&stream.name);
         let target = qualified(schema, &table);
@@ -104,7 +115,7 @@ impl PostgresSink {
             .await
             .map_err(|e| pg_error(&self.cfg.url, e))?
             .get(0);
-        let exists = exists.is_some();
+        let exists = exists.is_some() && !created;
         let meta = TableMeta::of(&stream.schema).unwrap_or_default();
         let key = if self.cfg.key.is_empty() {
             meta.primary_key.clone()
@@ -315,7 +326,9 @@ impl SinkConnector for PostgresSink {
 
     async fn plan(&self, stream: &StreamInfo) -> Result<Vec<String>> {
         let client = connect(&self.cfg.url).await?;
-        Ok(self.plan_table(&client, stream).await?.statements())
+        let mut statements = vec![CHECKPOINT_TABLE.replace("{schema}", &ident(self.schema()))];
+        statements.extend(self.plan_table(&client, stream, false).await?.statements());
+        Ok(statements)
     }
 
     async fn check(&self, streams: &[StreamInfo]) -> Result<Vec<String>> {
@@ -380,17 +393,61 @@ impl SinkConnector for PostgresSink {
     async fn open(&self, stream: &StreamInfo) -> Result<Box<dyn Sink>> {
         let client = connect(&self.cfg.url).await?;
         let err = |e| pg_error(&self.cfg.url, e);
-        let plan = self.plan_table(&client, stream).await?;
+        let checkpoints = qualified(self.schema(), "_sluice_checkpoints");
+        client
+            .batch_execute(&CHECKPOINT_TABLE.replace("{schema}", &ident(self.schema())))
+            .await
+            .map_err(err)?;
+        let table = self.table_name(&stream.name);
+        let load_name = match self.cfg.mode {
+            WriteMode::Replace => format!("{table}__sluice_new"),
+            _ => table.clone(),
+        };
+        let key = qualified(self.schema(), &load_name);
+        let created = stream.resume
+            && client
+                .query_opt(
+                    &format!("SELECT 1 FROM {checkpoints} WHERE pipeline = $1 AND target = $2 AND partition = ''"),
+                    &[&&*stream.pipeline, &key],
+                )
+                .await
+                .map_err(err)?
+                .is_some();
+        let plan = self.plan_table(&client, stream, created).await?;
         for w in &plan.warnings {
             tracing::warn!("{w}");
         }
-        for sql in &plan.before {
-            client.batch_execute(sql).await.map_err(|e| {
-                Error::data(
+        // The table, and the checkpoints that say what it holds, change together.
+        let mut setup = vec!["BEGIN".to_string()];
+        if !stream.resume {
+            setup.push(format!(
+                "DELETE FROM {checkpoints} WHERE pipeline = {} AND target = {}",
+                literal(&stream.pipeline),
+                literal(&key)
+            ));
+        }
+        if !created && !plan.before.is_empty() {
+            setup.extend(plan.before.iter().cloned());
+            setup.push(format!(
+                "INSERT INTO {checkpoints} (pipeline, target, partition, cursor, rows) VALUES ({}, {}, '', '{{\"created\":true}}', 0) \
+                 ON CONFLICT DO NOTHING",
+                literal(&stream.pipeline),
+                literal(&key)
+            ));
+        }
+        setup.push("COMMIT".into());
+        for sql in &setup {
+            if let Err(e) = client.batch_execute(sql).await {
+                let _ = client.batch_execute("ROLLBACK").await;
+                let e = pg_error(&self.cfg.url, e);
+                if e.is_retryable() {
+                    return Err(e);
+                }
+                return Err(Error::data(
                     self.target(&stream.name),
-                    format!("{} (while running: {sql})", server_message(&e)),
-                )
-            })?;
+                    format!("{e} (while running: {sql})"),
+                ));
+            }
         }
         let load = qualified(self.schema(), &plan.load_table);
         let cols = client
@@ -483,9 +540,13 @@ impl SinkConnector for PostgresSink {
         } else {
             load.clone()
         };
-        let mut fks = plan.foreign_keys.clone();
         if let Ok(mut p) = self.pending_fks.lock() {
-            p.append(&mut fks);
+            // A reopened stream (after a lost connection) plans its keys again.
+            for fk in &plan.foreign_keys {
+                if !p.iter().any(|q| q.sql == fk.sql) {
+                    p.push(fk.clone());
+                }
+            }
         }
         Ok(Box::new(PostgresTableSink {
             client,
@@ -496,6 +557,18 @@ impl SinkConnector for PostgresSink {
             names,
             pg_types,
             after: plan.after,
+            checkpoint: format!(
+                "INSERT INTO {checkpoints} (pipeline, target, partition, cursor, rows) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (pipeline, target, partition) DO UPDATE SET cursor = EXCLUDED.cursor, rows = EXCLUDED.rows, \
+                 updated_at = now()"
+            ),
+            committed: format!(
+                "SELECT partition, cursor, rows FROM {checkpoints} WHERE pipeline = $1 AND target = $2 AND partition <> ''"
+            ),
+            loaded: format!("DELETE FROM {checkpoints} WHERE pipeline = $1 AND target = $2 AND partition = ''"),
+            pipeline: stream.pipeline.to_string(),
+            key,
+            open_tx: false,
             by: "postgres".into(),
             target: self.target(&stream.name),
             connector: PostgresSink {
@@ -517,19 +590,41 @@ struct PostgresTableSink {
     names: Vec<String>,
     pg_types: Vec<String>,
     after: Vec<String>,
+    /// Upserts one partition's checkpoint (pipeline, target, partition, cursor, rows).
+    checkpoint: String,
+    /// Reads this table's checkpoints (pipeline, target).
+    committed: String,
+    /// Drops the "created by this job" marker once the load is whole (pipeline, target).
+    loaded: String,
+    pipeline: String,
+    /// The load table, which keys its checkpoints.
+    key: String,
+    /// A batch's transaction is open, waiting for `flush` to commit it.
+    open_tx: bool,
     by: Arc<str>,
     target: String,
     connector: PostgresSink,
 }
 
+/// The checkpoints stored with the data, one row per partition of each table
+/// a pipeline loads (and a marker row, partition '', for a table it created).
+const CHECKPOINT_TABLE: &str = "CREATE TABLE IF NOT EXISTS {schema}._sluice_checkpoints (
+    pipeline text NOT NULL,
+    target text NOT NULL,
+    partition text NOT NULL,
+    cursor text NOT NULL,
+    rows bigint NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (pipeline, target, partition))";
+
 impl PostgresTableSink {
-    /// Loads `data` in one `COPY` (or one transaction through the stage),
-    /// encoding it a chunk at a time while the server ingests the chunks
-    /// already sent. Rows that cannot be encoded are left out and returned.
+    /// Loads `data` in one `COPY` (through the stage when there is one)
+    /// inside the batch's transaction, under a savepoint so a refused load
+    /// leaves the transaction usable; encodes a chunk at a time while the
+    /// server ingests the chunks already sent. Rows that cannot be encoded
+    /// are left out and returned.
     async fn load(&self, data: &RecordBatch) -> std::result::Result<Vec<(usize, String)>, LoadError> {
-        if self.insert.is_some() {
-            self.client.batch_execute("BEGIN").await?;
-        }
+        self.client.batch_execute("SAVEPOINT sluice_load").await?;
         let result = async {
             let sink = self.client.copy_in::<_, Bytes>(self.copy.as_str()).await?;
             let mut sink = std::pin::pin!(sink);
@@ -556,15 +651,37 @@ impl PostgresTableSink {
             sink.as_mut().finish().await?;
             if let Some(insert) = &self.insert {
                 self.client.batch_execute(insert).await?;
-                self.client.batch_execute("TRUNCATE sluice_stage; COMMIT").await?;
+                self.client.batch_execute("TRUNCATE sluice_stage").await?;
             }
+            self.client.batch_execute("RELEASE SAVEPOINT sluice_load").await?;
             Ok(bad)
         }
         .await;
-        if result.is_err() && self.insert.is_some() {
-            let _ = self.client.batch_execute("ROLLBACK").await;
+        if result.is_err() {
+            let _ = self.client.batch_execute("ROLLBACK TO SAVEPOINT sluice_load").await;
         }
         result
+    }
+
+    /// Ends a failed batch's transaction, best effort.
+    async fn abort(&mut self) {
+        if self.open_tx {
+            self.open_tx = false;
+            let _ = self.client.batch_execute("ROLLBACK").await;
+        }
+    }
+
+    /// Stores the batch's position in its transaction.
+    async fn store_position(&self, p: &Position) -> Result<()> {
+        let rows = p.rows as i64;
+        self.client
+            .execute(
+                self.checkpoint.as_str(),
+                &[&self.pipeline, &self.key, &&*p.partition, &p.cursor.to_string(), &rows],
+            )
+            .await
+            .map_err(|e| pg_error(&self.url, e))?;
+        Ok(())
     }
 
     /// Loads `batch`, isolating rows the server refuses by bisection. Every
@@ -613,6 +730,84 @@ impl From<tokio_postgres::Error> for LoadError {
 #[async_trait]
 impl Sink for PostgresTableSink {
     async fn write(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
+        if !self.open_tx {
+            self.client
+                .batch_execute("BEGIN")
+                .await
+                .map_err(|e| pg_error(&self.url, e))?;
+            self.open_tx = true;
+        }
+        let outcome = self.write_rows(batch).await;
+        let outcome = match (outcome, &batch.position) {
+            (Ok(refused), Some(p)) => self.store_position(p).await.map(|()| refused),
+            (o, _) => o,
+        };
+        if outcome.is_err() {
+            self.abort().await;
+        }
+        outcome
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        if !self.open_tx {
+            return Ok(());
+        }
+        self.open_tx = false;
+        self.client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(|e| pg_error(&self.url, e))
+    }
+
+    async fn committed(&mut self) -> Result<Option<Vec<Position>>> {
+        let rows = self
+            .client
+            .query(self.committed.as_str(), &[&self.pipeline, &self.key])
+            .await
+            .map_err(|e| pg_error(&self.url, e))?;
+        let positions = rows
+            .iter()
+            .map(|r| {
+                let cursor: String = r.get(1);
+                Position {
+                    partition: r.get::<_, String>(0).into(),
+                    cursor: serde_json::from_str(&cursor).unwrap_or(serde_json::Value::String(cursor)),
+                    rows: r.get::<_, i64>(2) as u64,
+                }
+            })
+            .collect();
+        Ok(Some(positions))
+    }
+
+    async fn finish(&mut self, complete: bool) -> Result<()> {
+        if self.open_tx {
+            // Whatever was not flushed is not delivered.
+            self.abort().await;
+        }
+        if !complete {
+            return Ok(());
+        }
+        for sql in &self.after {
+            self.client.batch_execute(sql).await.map_err(|e| {
+                Error::data(
+                    self.target.clone(),
+                    format!("{} (while running: {sql})", server_message(&e)),
+                )
+            })?;
+        }
+        self.connector.add_foreign_keys(&self.client).await;
+        // The load is whole: a later run continues from the checkpoints only.
+        self.client
+            .execute(self.loaded.as_str(), &[&self.pipeline, &self.key])
+            .await
+            .map_err(|e| pg_error(&self.url, e))?;
+        Ok(())
+    }
+}
+
+impl PostgresTableSink {
+    /// Loads the batch's rows in the open transaction; returns the rows refused.
+    async fn write_rows(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
         let reject = |bad: Vec<(usize, String)>| -> Vec<Rejection> {
             bad.into_iter()
                 .map(|(row, reason)| batch.reject_row(row, Stage::Sink, &self.by, reason))
@@ -638,27 +833,6 @@ impl Sink for PostgresTableSink {
         let good = batch.filter(&BooleanArray::from(keep))?;
         self.load_bisecting(&good, &mut refused).await?;
         Ok(refused)
-    }
-
-    async fn flush(&mut self) -> Result<()> {
-        // Every load is its own committed statement or transaction.
-        Ok(())
-    }
-
-    async fn finish(&mut self, complete: bool) -> Result<()> {
-        if !complete {
-            return Ok(());
-        }
-        for sql in &self.after {
-            self.client.batch_execute(sql).await.map_err(|e| {
-                Error::data(
-                    self.target.clone(),
-                    format!("{} (while running: {sql})", server_message(&e)),
-                )
-            })?;
-        }
-        self.connector.add_foreign_keys(&self.client).await;
-        Ok(())
     }
 }
 

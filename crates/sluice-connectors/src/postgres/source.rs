@@ -5,6 +5,12 @@
 //! life of the source; every partition reader imports it with
 //! `SET TRANSACTION SNAPSHOT`, so a table read in eight key ranges, and every
 //! table of a database, is one consistent picture of the data.
+//!
+//! Tables with a one-column primary key are read in key order and their
+//! positions are the last key read, so a resumed partition (after a crash,
+//! or a reconnection inside a run) starts right after it. Other tables and
+//! queries resume by skipping the rows already read, which is exact when the
+//! data did not change in between. A resumed read takes a new snapshot.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,7 +24,6 @@ use sluice_core::dbmeta::{ColumnMeta, ForeignKeyMeta, IndexMeta, Semantic, Table
 use sluice_core::{
     Batch, Error, PartitionSpec, Position, ReadContext, Rejection, Result, Source, SourceEvent, Stage, StreamSpec,
 };
-use tokio::sync::OnceCell;
 use tokio_postgres::Client;
 
 use super::config::{PostgresSourceConfig, redact};
@@ -36,7 +41,7 @@ pub struct PostgresSource {
     cfg: PostgresSourceConfig,
     plans: Mutex<HashMap<String, Arc<StreamPlan>>>,
     /// The exporting transaction (kept open) and its snapshot name.
-    snapshot: OnceCell<(Client, String)>,
+    snapshot: tokio::sync::Mutex<Option<(Client, String)>>,
 }
 
 /// How one stream is read.
@@ -47,9 +52,8 @@ struct StreamPlan {
     /// Qualified table or parenthesized query.
     from: String,
     columns: Vec<PgColumn>,
-    /// WHERE clause of each partition, by partition id.
-    ranges: HashMap<String, Option<String>>,
-    /// The single-column primary key, for positions.
+    /// The single-column primary key: read in its order, resumed after its
+    /// last value.
     key: Option<String>,
     location: Arc<str>,
 }
@@ -68,7 +72,7 @@ impl PostgresSource {
         Ok(PostgresSource {
             cfg,
             plans: Mutex::new(HashMap::new()),
-            snapshot: OnceCell::new(),
+            snapshot: tokio::sync::Mutex::new(None),
         })
     }
 
@@ -253,7 +257,10 @@ impl PostgresSource {
             columns,
             meta,
             ranges,
-            primary_key.first().cloned(),
+            match primary_key.as_slice() {
+                [k] => Some(k.clone()),
+                _ => None,
+            },
             estimated_rows,
         );
         Ok(spec)
@@ -293,13 +300,17 @@ impl PostgresSource {
             .collect::<Vec<_>>()
             .join(", ");
         let per = estimated_rows.map(|r| r / ranges.len() as u64);
-        let partitions: Vec<PartitionSpec> = (0..ranges.len())
-            .map(|i| PartitionSpec {
-                id: if ranges.len() == 1 {
+        let count = ranges.len();
+        let partitions: Vec<PartitionSpec> = ranges
+            .into_iter()
+            .enumerate()
+            .map(|(i, range)| PartitionSpec {
+                id: if count == 1 {
                     name.into()
                 } else {
                     format!("{name}#{i}").into()
                 },
+                bounds: range.map_or(serde_json::Value::Null, serde_json::Value::String),
                 bytes: None,
                 rows: per,
             })
@@ -308,7 +319,6 @@ impl PostgresSource {
             select,
             from: from.to_string(),
             columns,
-            ranges: partitions.iter().map(|p| p.id.to_string()).zip(ranges).collect(),
             key,
             location: format!("{} {name}", redact(&self.cfg.url)).into(),
         };
@@ -353,24 +363,30 @@ impl PostgresSource {
         Ok(self.stream_spec(&name, &from, columns, meta, vec![None], None, None))
     }
 
-    /// The exported snapshot, created on first use.
-    async fn snapshot(&self) -> Result<&str> {
-        let (_, id) = self
-            .snapshot
-            .get_or_try_init(|| async {
-                let client = connect(&self.cfg.url).await?;
-                client
-                    .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
-                    .await
-                    .map_err(|e| pg_error(&self.cfg.url, e))?;
-                let id: String = client
-                    .query_one("SELECT pg_export_snapshot()", &[])
-                    .await
-                    .map_err(|e| pg_error(&self.cfg.url, e))?
-                    .get(0);
-                Ok::<_, Error>((client, id))
-            })
-            .await?;
+    /// The exported snapshot, created on first use and again when the
+    /// session holding it was lost (the server restarted).
+    async fn snapshot(&self) -> Result<String> {
+        let mut held = self.snapshot.lock().await;
+        if let Some((client, id)) = held.as_ref() {
+            if !client.is_closed() {
+                return Ok(id.clone());
+            }
+            tracing::warn!(
+                source = %redact(&self.cfg.url),
+                "the session holding the snapshot was lost; partitions read from now on see a new snapshot"
+            );
+        }
+        let client = connect(&self.cfg.url).await?;
+        client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+            .await
+            .map_err(|e| pg_error(&self.cfg.url, e))?;
+        let id: String = client
+            .query_one("SELECT pg_export_snapshot()", &[])
+            .await
+            .map_err(|e| pg_error(&self.cfg.url, e))?
+            .get(0);
+        *held = Some((client, id.clone()));
         Ok(id)
     }
 }
@@ -509,25 +525,38 @@ impl Source for PostgresSource {
             .ok()
             .and_then(|p| p.get(stream.name.as_ref()).cloned())
             .ok_or_else(|| Error::Internal(format!("stream `{}` was not discovered", stream.name)))?;
-        let snapshot = self.snapshot().await?.to_string();
+        let snapshot = self.snapshot().await?;
         let client = connect(&self.cfg.url).await?;
         let err = |e| pg_error(&self.cfg.url, e);
         client
             .batch_execute(&format!(
-                "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+                "SET synchronize_seqscans = off; BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; \
+                 SET TRANSACTION SNAPSHOT {}",
                 literal(&snapshot)
             ))
             .await
             .map_err(err)?;
 
-        let mut conditions: Vec<String> = plan
-            .ranges
-            .get(partition.id.as_ref())
-            .cloned()
-            .flatten()
-            .into_iter()
-            .collect();
+        let mut conditions: Vec<String> = partition.bounds.as_str().map(str::to_string).into_iter().collect();
         let mut order = String::new();
+        let mut offset = String::new();
+        let resumed_rows = ctx.resume.as_ref().map_or(0, |p| p.rows);
+        if self.cfg.cursor.is_none() {
+            match (&plan.key, ctx.resume.as_ref().and_then(|p| p.cursor.get("after"))) {
+                (Some(k), after) => {
+                    if let Some(after) = after {
+                        let value = match after {
+                            serde_json::Value::String(s) => s.clone(),
+                            v => v.to_string(),
+                        };
+                        conditions.push(format!("{} > {}", ident(k), literal(&value)));
+                    }
+                    order = format!(" ORDER BY {}", ident(k));
+                }
+                (None, _) if resumed_rows > 0 => offset = format!(" OFFSET {resumed_rows}"),
+                (None, _) => {}
+            }
+        }
         if let Some(c) = &self.cfg.cursor {
             let after = ctx
                 .resume
@@ -545,7 +574,7 @@ impl Source for PostgresSource {
             format!(" WHERE {}", conditions.join(" AND "))
         };
         let copy = format!(
-            "COPY (SELECT {} FROM {}{filter}{order}) TO STDOUT (FORMAT binary)",
+            "COPY (SELECT {} FROM {}{filter}{order}{offset}) TO STDOUT (FORMAT binary)",
             plan.select, plan.from
         );
         let stream_out = client.copy_out(copy.as_str()).await.map_err(err)?;
@@ -558,7 +587,7 @@ impl Source for PostgresSource {
             stream: stream.name.clone(),
             partition: partition.id.clone(),
             cursor_column: self.cfg.cursor.clone(),
-            rows: 0,
+            rows: resumed_rows,
             bytes: 0,
         };
         let mut buf = BytesMut::new();
@@ -635,6 +664,9 @@ impl BatchCutter<'_> {
                 .collect::<Vec<_>>(),
         );
         let mut data = RecordBatch::try_new(Arc::new(loose), arrays)?;
+        // Positions count rows read, refused ones included, so that skipping
+        // them on resume lands on the next row.
+        self.rows += data.num_rows() as u64;
         if !bad.is_empty() {
             let mut keep = vec![true; data.num_rows()];
             for (row, col, reason) in &bad {
@@ -657,7 +689,6 @@ impl BatchCutter<'_> {
         }
         let data = RecordBatch::try_new(self.schema.clone(), data.columns().to_vec())?;
         let n = data.num_rows();
-        self.rows += n as u64;
         let cursor = match (&self.cursor_column, &self.plan.key) {
             (Some(c), _) if n > 0 => {
                 let i = self.schema.index_of(c)?;

@@ -1,7 +1,10 @@
 //! The SQLite sink.
 //!
 //! Each batch is inserted inside a transaction that `flush` commits, so an
-//! acknowledged batch is on disk (WAL, `synchronous=FULL`). A row the
+//! acknowledged batch is on disk (WAL, `synchronous=FULL`). The same
+//! transaction stores the batch's source position in `_sluice_checkpoints`,
+//! so after a crash the table and its checkpoint agree and a resumed run
+//! neither loses nor repeats a row. A row the
 //! database refuses on its own (a constraint) is a rejection with SQLite's
 //! message; anything else fails the batch. `replace` loads into
 //! `TABLE__sluice_new` and swaps it in only when the stream completes.
@@ -17,7 +20,7 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use async_trait::async_trait;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode};
-use sluice_core::{Batch, Error, Rejection, Result, Sink, SinkConnector, Stage, StreamInfo};
+use sluice_core::{Batch, Error, Position, Rejection, Result, Sink, SinkConnector, Stage, StreamInfo};
 
 use super::config::{SqliteSinkConfig, WriteMode};
 use super::quote_ident;
@@ -75,8 +78,7 @@ impl SinkConnector for SqliteSink {
     async fn open(&self, stream: &StreamInfo) -> Result<Box<dyn Sink>> {
         let table = self.table_for(&stream.name);
         let cfg = self.cfg.clone();
-        let schema = stream.schema.clone();
-        tokio::task::block_in_place(|| StreamWriter::open(cfg, table, schema)).map(|w| Box::new(w) as Box<dyn Sink>)
+        tokio::task::block_in_place(|| StreamWriter::open(cfg, table, stream)).map(|w| Box::new(w) as Box<dyn Sink>)
     }
 }
 
@@ -91,10 +93,23 @@ struct StreamWriter {
     in_tx: bool,
     location: String,
     by: Arc<str>,
+    pipeline: String,
 }
 
+/// The checkpoints stored with the data, one row per partition of each table
+/// a pipeline loads (and a marker row, partition '', for a table it created).
+const CHECKPOINT_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sluice_checkpoints (
+    pipeline TEXT NOT NULL,
+    target TEXT NOT NULL,
+    partition TEXT NOT NULL,
+    cursor TEXT NOT NULL,
+    rows INTEGER NOT NULL,
+    updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+    PRIMARY KEY (pipeline, target, partition))";
+
 impl StreamWriter {
-    fn open(cfg: SqliteSinkConfig, table: String, schema: SchemaRef) -> Result<Self> {
+    fn open(cfg: SqliteSinkConfig, table: String, stream: &StreamInfo) -> Result<Self> {
+        let schema: SchemaRef = stream.schema.clone();
         if let Some(dir) = std::path::Path::new(&cfg.path)
             .parent()
             .filter(|d| !d.as_os_str().is_empty())
@@ -119,14 +134,39 @@ impl StreamWriter {
             WriteMode::Replace => format!("{table}__sluice_new"),
             _ => table.clone(),
         };
-        if cfg.mode == WriteMode::Replace {
+        let pipeline: &str = &stream.pipeline;
+        conn.execute_batch(CHECKPOINT_TABLE).map_err(fail)?;
+        if !stream.resume {
+            conn.execute(
+                "DELETE FROM _sluice_checkpoints WHERE pipeline = ?1 AND target = ?2",
+                (pipeline, &target),
+            )
+            .map_err(fail)?;
+        }
+        let created = stream.resume
+            && conn
+                .query_row(
+                    "SELECT count(*) FROM _sluice_checkpoints WHERE pipeline = ?1 AND target = ?2 AND partition = ''",
+                    (pipeline, &target),
+                    |r| r.get::<_, i64>(0),
+                )
+                .map_err(fail)?
+                > 0;
+        if cfg.mode == WriteMode::Replace && !created {
             conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote_ident(&target)))
                 .map_err(fail)?;
         }
         let existing = columns_of(&conn, &target).map_err(fail)?;
         if existing.is_empty() {
-            conn.execute_batch(&create_table(&target, &schema, &cfg.key))
+            // The table and the marker that says this job created it, together.
+            conn.execute_batch(&format!("BEGIN; {}; COMMIT", create_table(&target, &schema, &cfg.key)))
                 .map_err(fail)?;
+            conn.execute(
+                "INSERT OR IGNORE INTO _sluice_checkpoints (pipeline, target, partition, cursor, rows) \
+                 VALUES (?1, ?2, '', '{\"created\":true}', 0)",
+                (pipeline, &target),
+            )
+            .map_err(fail)?;
         } else {
             let missing: Vec<&str> = schema
                 .fields()
@@ -168,6 +208,7 @@ impl StreamWriter {
             in_tx: false,
             location,
             by: Arc::from("sqlite"),
+            pipeline: pipeline.to_string(),
         })
     }
 
@@ -204,7 +245,47 @@ impl StreamWriter {
                 Err(e) => return Err(fail(e)),
             }
         }
+        if let Some(p) = &batch.position {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO _sluice_checkpoints (pipeline, target, partition, cursor, rows) VALUES (?1, ?2, ?3, ?4, ?5) \
+                     ON CONFLICT (pipeline, target, partition) DO UPDATE SET cursor = excluded.cursor, rows = excluded.rows, \
+                     updated_at = excluded.updated_at",
+                )
+                .and_then(|mut s| {
+                    s.execute((
+                        &self.pipeline,
+                        &self.target,
+                        &*p.partition,
+                        p.cursor.to_string(),
+                        p.rows as i64,
+                    ))
+                })
+                .map_err(fail)?;
+        }
         Ok(rejections)
+    }
+
+    fn committed_sync(&mut self) -> Result<Vec<Position>> {
+        let fail = |e: rusqlite::Error| Error::connection(self.location.clone(), e.to_string());
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT partition, cursor, rows FROM _sluice_checkpoints \
+                 WHERE pipeline = ?1 AND target = ?2 AND partition <> ''",
+            )
+            .map_err(fail)?;
+        let rows = stmt
+            .query_map((&self.pipeline, &self.target), |r| {
+                let cursor: String = r.get(1)?;
+                Ok(Position {
+                    partition: r.get::<_, String>(0)?.into(),
+                    cursor: serde_json::from_str(&cursor).unwrap_or(serde_json::Value::String(cursor)),
+                    rows: r.get::<_, i64>(2)? as u64,
+                })
+            })
+            .map_err(fail)?;
+        rows.collect::<rusqlite::Result<_>>().map_err(fail)
     }
 
     fn commit(&mut self) -> Result<()> {
@@ -218,8 +299,23 @@ impl StreamWriter {
     }
 
     fn finish_sync(&mut self, complete: bool) -> Result<()> {
+        if !complete {
+            // Whatever was not flushed is not delivered.
+            if self.in_tx {
+                self.in_tx = false;
+                let _ = self.conn.execute_batch("ROLLBACK");
+            }
+            return Ok(());
+        }
         self.commit()?;
-        if self.cfg.mode == WriteMode::Replace && complete {
+        // The load is whole: a later run continues from the checkpoints only.
+        self.conn
+            .execute(
+                "DELETE FROM _sluice_checkpoints WHERE pipeline = ?1 AND target = ?2 AND partition = ''",
+                (&self.pipeline, &self.target),
+            )
+            .map_err(|e| Error::connection(self.location.clone(), e.to_string()))?;
+        if self.cfg.mode == WriteMode::Replace {
             let sql = format!(
                 "BEGIN; DROP TABLE IF EXISTS {t}; ALTER TABLE {n} RENAME TO {t}; COMMIT;",
                 t = quote_ident(&self.table),
@@ -362,6 +458,10 @@ impl Sink for StreamWriter {
 
     async fn flush(&mut self) -> Result<()> {
         tokio::task::block_in_place(|| self.commit())
+    }
+
+    async fn committed(&mut self) -> Result<Option<Vec<Position>>> {
+        tokio::task::block_in_place(|| self.committed_sync()).map(Some)
     }
 
     async fn finish(&mut self, complete: bool) -> Result<()> {

@@ -137,6 +137,7 @@ impl Source for SqliteSource {
                 schema: Arc::new(Schema::new(fields)),
                 partitions: vec![PartitionSpec {
                     id: format!("{}#{name}", self.cfg.path).into(),
+                    bounds: serde_json::Value::Null,
                     bytes: None,
                     rows,
                 }],
@@ -176,8 +177,13 @@ fn read_query(
     let mut builder = RowsBuilder::new(&schema);
     let mut n = 0u64;
     let send = |ev| ctx.out.blocking_send(ev).map_err(|_| Error::Interrupted);
+    // A resumed read skips the rows already delivered (same file, same order).
+    let skip = ctx.resume.as_ref().map_or(0, |p| p.rows);
     while let Some(row) = rows.next().map_err(fail)? {
         n += 1;
+        if n <= skip {
+            continue;
+        }
         if let Err(reason) = builder.append(row, n) {
             send(SourceEvent::Reject(Rejection {
                 stream: stream.name.clone(),
@@ -197,7 +203,7 @@ fn read_query(
             }
         }
     }
-    if builder.len() > 0 || n == 0 {
+    if builder.len() > 0 || n == skip {
         send(builder.flush(&schema, stream, &location, n)?)?;
     }
     Ok(())

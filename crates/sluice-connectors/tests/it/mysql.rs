@@ -144,10 +144,7 @@ async fn copy(db: &TestDb, table: &str, sink: MysqlSinkConfig) -> (Vec<Rejection
     let events = read_all(&source, stream).await;
     let sink = MysqlSink::new(sink).unwrap();
     let mut writer = sink
-        .open(&StreamInfo {
-            name: stream.name.clone(),
-            schema: stream.schema.clone(),
-        })
+        .open(&StreamInfo::new(stream.name.clone(), stream.schema.clone(), "test"))
         .await
         .unwrap();
     let (mut source_rej, mut sink_rej) = (Vec::new(), Vec::new());
@@ -298,10 +295,7 @@ fn id_name_batch(ids: std::ops::Range<i32>, name: impl Fn(i32) -> Option<String>
 async fn open(cfg: MysqlSinkConfig, batch: &Batch) -> Box<dyn Sink> {
     MysqlSink::new(cfg)
         .unwrap()
-        .open(&StreamInfo {
-            name: "s".into(),
-            schema: batch.data.schema(),
-        })
+        .open(&StreamInfo::new("s".into(), batch.data.schema(), "test"))
         .await
         .unwrap()
 }
