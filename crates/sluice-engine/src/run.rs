@@ -459,7 +459,19 @@ impl StreamRun<'_> {
         // for READER_GRACE (blocked on a quiet stdin) is left behind.
         let mut grace: Option<tokio::time::Instant> = None;
         let mut abandoned = false;
+        let mut next_tick = tokio::time::Instant::now() + Duration::from_secs(1);
         loop {
+            // A busy channel would starve the tick below (the select is
+            // biased to events), so a due tick also runs between events.
+            if tokio::time::Instant::now() >= next_tick {
+                next_tick = tokio::time::Instant::now() + Duration::from_secs(1);
+                tick.reset();
+                self.refresh_written(&lanes);
+                if let Err(e) = self.checkpoint(&spec.name, &lanes) {
+                    error.get_or_insert(e);
+                    read_cancel.cancel();
+                }
+            }
             if grace.is_none() && read_cancel.is_cancelled() {
                 grace = Some(tokio::time::Instant::now() + READER_GRACE);
             }
@@ -474,6 +486,7 @@ impl StreamRun<'_> {
                 }
                 _ = read_cancel.cancelled(), if grace.is_none() => continue,
                 _ = tick.tick() => {
+                    next_tick = tokio::time::Instant::now() + Duration::from_secs(1);
                     self.refresh_written(&lanes);
                     if let Err(e) = self.checkpoint(&spec.name, &lanes) { error.get_or_insert(e); read_cancel.cancel(); }
                     continue;

@@ -6,6 +6,7 @@ mod mysql;
 mod pipelines;
 mod postgres;
 mod quickstart;
+mod resume;
 mod servers;
 
 use std::path::{Path, PathBuf};

@@ -49,6 +49,16 @@ impl PgDb {
         format!("{}/{}", self.server, self.name)
     }
 
+    /// The server's `host:port`.
+    pub fn addr(&self) -> String {
+        host_port(&self.server, "5432")
+    }
+
+    /// The database's URL with `addr` (a proxy) in place of the server's address.
+    pub fn url_via(&self, addr: &str) -> String {
+        self.url().replacen(&self.addr(), addr, 1)
+    }
+
     /// Runs SQL, panicking with the server's message on failure; returns the rows as text.
     pub fn sql(&self, sql: &str) -> String {
         psql(&self.url(), sql).unwrap_or_else(|e| panic!("psql {}: {e}\n{sql}", self.name))
@@ -68,6 +78,18 @@ impl Drop for PgDb {
             &format!("{}/postgres", self.server),
             &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
         );
+    }
+}
+
+/// `host:port` of a server URL (`scheme://user@host:port`).
+fn host_port(server: &str, default_port: &str) -> String {
+    let rest = server.split_once("://").map_or(server, |(_, r)| r);
+    let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+    let host = host.split('/').next().unwrap_or(host);
+    if host.contains(':') {
+        host.to_string()
+    } else {
+        format!("{host}:{default_port}")
     }
 }
 

@@ -3,5 +3,6 @@
 //! local defaults; a test skips loudly when its service is down, and fails
 //! when `CI=true`.
 
+mod files;
 #[cfg(feature = "mysql")]
 mod mysql;
