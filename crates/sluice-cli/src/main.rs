@@ -63,6 +63,8 @@ fn init_logging(global: &cli::Global) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colour only for a person at a terminal, never into log files.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_target(false);
     match global.log_format {
         LogFormat::Json => builder.json().init(),

@@ -394,10 +394,17 @@ impl SinkConnector for PostgresSink {
         let client = connect(&self.cfg.url).await?;
         let err = |e| pg_error(&self.cfg.url, e);
         let checkpoints = qualified(self.schema(), "_sluice_checkpoints");
-        client
-            .batch_execute(&CHECKPOINT_TABLE.replace("{schema}", &ident(self.schema())))
+        let have: Option<String> = client
+            .query_one("SELECT to_regclass($1)::text", &[&checkpoints])
             .await
-            .map_err(err)?;
+            .map_err(err)?
+            .get(0);
+        if have.is_none() {
+            client
+                .batch_execute(&CHECKPOINT_TABLE.replace("{schema}", &ident(self.schema())))
+                .await
+                .map_err(err)?;
+        }
         let table = self.table_name(&stream.name);
         let load_name = match self.cfg.mode {
             WriteMode::Replace => format!("{table}__sluice_new"),
