@@ -51,6 +51,19 @@ fn pg_count(db: &PgDb, table: &str) -> u64 {
     .unwrap_or(0)
 }
 
+/// `1234567` as `1,234,567`, as sluice prints counts.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::new();
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
 fn pg_source(db: &PgDb) {
     db.sql(&format!(
         "CREATE TABLE events (id bigint PRIMARY KEY, v text NOT NULL, n numeric(12,2), at timestamptz); \
@@ -299,4 +312,89 @@ fn status_reports_progress_from_another_process_during_and_after_a_run() {
     let out = String::from_utf8_lossy(&sluice(dir.path(), &["status", &p]).stdout).into_owned();
     assert_eq!(row(&out), Some(("completed".into(), ROWS)), "{out}");
     assert_exact(&src, &dst);
+}
+
+#[test]
+fn sigterm_drains_checkpoints_and_exits_143_then_the_run_resumes() {
+    let (Some(src), Some(dst)) = (PgDb::create("term_src"), PgDb::create("term_dst")) else {
+        return;
+    };
+    pg_source(&src);
+    let proxy = Proxy::start(dst.addr(), u64::MAX, 0, Duration::from_millis(2));
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &src.url(), &dst.url_via(&proxy.addr), 2000);
+    let mut child = spawn(dir.path(), &["run", &p]);
+    wait_for("committed batches", dir.path(), || pg_count(&dst, "events") >= 6000);
+    let asked = Instant::now();
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(143), "SIGTERM exits 143");
+    assert!(asked.elapsed() < Duration::from_secs(30), "the drain is bounded");
+    let at_stop = pg_count(&dst, "events");
+    assert!(at_stop < ROWS, "stopped mid-table ({at_stop} rows)");
+    let out = String::from_utf8_lossy(&sluice(dir.path(), &["status", &p]).stdout).into_owned();
+    assert!(out.contains("interrupted"), "{out}");
+    // The final checkpoint covers every row the destination holds.
+    let done: u64 = out
+        .lines()
+        .find(|l| l.contains("events"))
+        .and_then(|l| l.split('┆').nth(3))
+        .and_then(|c| c.trim().replace(',', "").parse().ok())
+        .unwrap();
+    assert_eq!(done, at_stop, "rows done after the drain:\n{out}");
+    let err = ok(&sluice(dir.path(), &["run", &p]));
+    assert!(err.contains(&format!("resumed after {}", thousands(at_stop))), "{err}");
+    assert_exact(&src, &dst);
+}
+
+#[test]
+fn a_killed_pg_to_mysql_run_resumes_without_losing_or_repeating_a_row() {
+    let (Some(src), Some(my)) = (PgDb::create("kill_pgsrc"), MyDb::create("kill_mysink")) else {
+        return;
+    };
+    pg_source(&src);
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        r#"
+[source]
+type = "postgres"
+url = "{}"
+table = "events"
+partitions = 4
+
+[[sinks]]
+type = "mysql"
+url = "{}"
+
+[runtime]
+batch_rows = 2000
+state_dir = "state"
+"#,
+        src.url(),
+        my.url()
+    );
+    std::fs::write(dir.path().join("p.toml"), toml).unwrap();
+    let mut child = spawn(dir.path(), &["run", "p.toml"]);
+    // 0 until the table exists.
+    let count = || -> u64 {
+        my.try_sql("SELECT COUNT(*) FROM events")
+            .ok()
+            .and_then(|c| c.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    wait_for("committed batches", dir.path(), || count() >= 6000);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let at_kill = count();
+    assert!(at_kill > 0 && at_kill < ROWS, "killed mid-table ({at_kill} rows)");
+    ok(&sluice(dir.path(), &["run", "p.toml"]));
+    assert_eq!(
+        my.sql("SELECT CONCAT(COUNT(*), ',', COUNT(DISTINCT id), ',', SUM(id), ',', SUM(v <> MD5(id))) FROM events"),
+        format!("{ROWS},{ROWS},{},0", ROWS * (ROWS + 1) / 2),
+        "every row once, with its value"
+    );
 }

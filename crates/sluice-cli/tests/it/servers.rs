@@ -165,6 +165,11 @@ impl MyDb {
         Ok(String::from_utf8_lossy(&out.stdout).trim_end().to_string())
     }
 
+    /// Runs SQL, returning the server's message on failure.
+    pub fn try_sql(&self, sql: &str) -> Result<String, String> {
+        self.try_sql_in(Some(&self.name), sql)
+    }
+
     pub fn sql(&self, sql: &str) -> String {
         self.try_sql_in(Some(&self.name), sql)
             .unwrap_or_else(|e| panic!("mariadb {}: {e}\n{sql}", self.name))
