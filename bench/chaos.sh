@@ -10,6 +10,7 @@
 # Scenarios (SCENARIOS, space-separated, in this order):
 #   pg          PostgreSQL chaos_src.events -> PostgreSQL chaos_dst
 #   mysql       MariaDB chaos_src.events    -> PostgreSQL chaos_dst
+#   pg-mysql    PostgreSQL chaos_src.events -> MariaDB chaos_dst
 #   pg-restart  MariaDB -> PostgreSQL while PostgreSQL is stopped and started
 #               again under the copy: the one run must finish by itself
 #
@@ -47,7 +48,7 @@
 #   ROWS            rows in the source table (default 1000000; QUICK 100000)
 #   TRIALS          killed trials per scenario (default 20; QUICK 3)
 #   RESTART_TRIALS  trials of pg-restart (default 1)
-#   SCENARIOS       default "pg mysql pg-restart"
+#   SCENARIOS       default "pg mysql pg-mysql pg-restart"
 #   SEED            seed of the kill instants (default 1); the same SEED,
 #                   scenario and trial give the same fractions of T
 #   QUICK           1 = ROWS and TRIALS default to 100000 and 3
@@ -91,7 +92,7 @@ SLUICE=${SLUICE:-${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}/release/sluice}
 ROWS=${ROWS:-1000000}
 TRIALS=${TRIALS:-20}
 RESTART_TRIALS=${RESTART_TRIALS:-1}
-SCENARIOS=${SCENARIOS:-pg mysql pg-restart}
+SCENARIOS=${SCENARIOS:-pg mysql pg-mysql pg-restart}
 SEED=${SEED:-1}
 REGEN=${REGEN:-0}
 DATA_SEED=${DATA_SEED:-42}
@@ -129,8 +130,8 @@ done
     || { echo "error: RUN_TIMEOUT must be a whole number of seconds" >&2; exit 2; }
 for sc in $SCENARIOS; do
     case $sc in
-        pg | mysql | pg-restart) ;;
-        *) echo "error: SCENARIOS takes pg, mysql and pg-restart, not $sc" >&2; exit 2 ;;
+        pg | mysql | pg-mysql | pg-restart) ;;
+        *) echo "error: SCENARIOS takes pg, mysql, pg-mysql and pg-restart, not $sc" >&2; exit 2 ;;
     esac
 done
 
@@ -139,7 +140,11 @@ export PGSSLMODE=disable
 export LC_NUMERIC=C
 PG_BASE="$PG_USER@$PG_HOST:$PG_PORT"
 MY_BASE="$MY_USER@$MY_HOST:$MY_PORT"
-DST_URL="postgres://$PG_BASE/$DST_DB"
+# Where the copy goes: PostgreSQL, or MariaDB in the pg-mysql scenario.
+DEST=pg
+dst_url() {
+    if [ "$DEST" = mysql ]; then echo "mysql://$MY_BASE/$DST_DB"; else echo "postgres://$PG_BASE/$DST_DB"; fi
+}
 
 log() { printf '== %s\n' "$*" >&2; }
 
@@ -175,7 +180,7 @@ my() {  # [mariadb args...]
 pg postgres -Atc 'SELECT 1' >/dev/null \
     || { echo "error: no PostgreSQL at $PG_BASE" >&2; exit 1; }
 case " $SCENARIOS " in
-    *" mysql "* | *" pg-restart "*)
+    *" mysql "* | *" pg-mysql "* | *" pg-restart "*)
         my -e 'SELECT 1' >/dev/null \
             || { echo "error: no MariaDB/MySQL at $MY_BASE" >&2; exit 1; } ;;
 esac
@@ -377,6 +382,10 @@ dst_table() {
 # Committed rows in the destination now ("?" if it cannot be counted).
 dst_rows() {
     local t
+    if [ "$DEST" = mysql ]; then
+        my -N -B "$DST_DB" -e "SELECT count(*) FROM $TABLE" 2>/dev/null || echo 0
+        return
+    fi
     t=$(dst_table 2>/dev/null) || { echo '?'; return; }
     if [ -z "$t" ]; then echo 0; return; fi
     pg "$DST_DB" -Atc "SELECT count(*) FROM $t" 2>/dev/null || echo '?'
@@ -389,6 +398,7 @@ dst_rows() {
 verify() {
     local kind=$1 baseline=${2:-0} t ids=$OUT/dst_ids.txt digest
     V_CHECK=ok V_ROWS_DIGEST=""
+    if [ "$DEST" = mysql ]; then verify_mysql "$kind"; return; fi
     t=$(dst_table)
     if [ -z "$t" ]; then
         : > "$ids"
@@ -421,6 +431,23 @@ verify() {
     fi
 }
 
+# verify_mysql KIND: verify for a MariaDB destination (ids and sums; the
+# per-row md5 digest is PostgreSQL's only).
+verify_mysql() {
+    local kind=$1 ids=$OUT/dst_ids.txt digest
+    V_ROWS_DIGEST=n/a
+    my --quick -N -B "$DST_DB" -e "SELECT id FROM $TABLE ORDER BY id" > "$ids" 2>/dev/null || : > "$ids"
+    read -r V_LOST V_DUP V_EXTRA _ \
+        < <(python3 bench/chaos_report.py compare "$OUT/src_ids_$kind.txt" "$ids")
+    if [ "$RUN_RC" != 0 ]; then V_LOST=- V_CHECK=-; return 0; fi
+    digest=$(my -N -B "$DST_DB" -e "$MY_DIGEST" 2>&1) || digest="error: $digest"
+    if [ "$digest" != "${SRC_DIGEST[$kind]}" ]; then
+        V_CHECK="sums differ"
+        log "sums differ: source      ${SRC_DIGEST[$kind]}"
+        log "             destination $digest"
+    fi
+}
+
 # --- runs ----------------------------------------------------------------------
 
 now() { echo "$EPOCHREALTIME"; }
@@ -429,7 +456,7 @@ fsec() { awk "BEGIN { printf \"%.3f\", $1 }"; }
 
 # start_run KIND STATE LOG: sluice copy in the background, pid in RUN_PID.
 start_run() {
-    "$SLUICE" copy "${SRC_URL[$1]}" "$DST_URL" --tables "$TABLE" \
+    "$SLUICE" copy "${SRC_URL[$1]}" "$(dst_url)" --tables "$TABLE" \
         --state-dir "$2" > "$3" 2>&1 &
     RUN_PID=$!
 }
@@ -465,7 +492,11 @@ wait_run() {
 # fresh_trial NAME: an empty destination database and a new state
 # directory for trial NAME, whose path is put in STATE.
 fresh_trial() {
-    recreate_pg_db "$DST_DB"
+    if [ "$DEST" = mysql ]; then
+        my -e "DROP DATABASE IF EXISTS $DST_DB; CREATE DATABASE $DST_DB CHARACTER SET utf8mb4"
+    else
+        recreate_pg_db "$DST_DB"
+    fi
     STATE=$STATES/$1
     rm -rf "$STATE"
     mkdir -p "$STATE"
@@ -636,7 +667,7 @@ log "sluice: $("$SLUICE" --version 2>/dev/null || echo unknown) ($SLUICE)"
 log "rows $ROWS, trials $TRIALS, scenarios: $SCENARIOS, seed $SEED"
 for sc in $SCENARIOS; do
     case $sc in
-        pg) [ -n "${SRC_URL[pg]:-}" ] || setup_source pg ;;
+        pg | pg-mysql) [ -n "${SRC_URL[pg]:-}" ] || setup_source pg ;;
         *) [ -n "${SRC_URL[mysql]:-}" ] || setup_source mysql ;;
     esac
 done
@@ -645,10 +676,18 @@ header
 for sc in $SCENARIOS; do
     case $sc in
         pg | mysql)
+            DEST=pg
             baseline "$sc" "$sc"
             for trial in $(seq "$TRIALS"); do kill_trial "$sc" "$sc" "$trial"; done
             ;;
+        pg-mysql)
+            DEST=mysql
+            baseline "$sc" pg
+            for trial in $(seq "$TRIALS"); do kill_trial "$sc" pg "$trial"; done
+            DEST=pg
+            ;;
         pg-restart)
+            DEST=pg
             if [ -z "$PG_CLUSTER_VERSION" ] || ! command -v pg_ctlcluster >/dev/null; then
                 echo "error: pg-restart needs pg_ctlcluster and a cluster (set PG_CLUSTER)" >&2
                 exit 1

@@ -175,6 +175,9 @@ pub struct StreamInfo {
     pub schema: SchemaRef,
     /// The pipeline, which keys checkpoints kept in the destination.
     pub pipeline: Arc<str>,
+    /// The job this run belongs to: checkpoints a sink finds of another job
+    /// of the pipeline are stale and never resumed from.
+    pub job: i64,
     /// Whether this run continues earlier work on the stream (a resumed run,
     /// an incremental read, a reconnection): keep what was loaded and the
     /// checkpoints stored with it. When false the stream starts over.
@@ -188,6 +191,7 @@ impl StreamInfo {
             name,
             schema,
             pipeline: pipeline.into(),
+            job: 0,
             resume: false,
         }
     }

@@ -21,6 +21,10 @@ pub struct Rejections {
 struct Inner {
     count: u64,
     file: Option<BufWriter<File>>,
+    /// Lines written since the last flush.
+    dirty: bool,
+    /// Add to an existing file instead of replacing it (a resumed run).
+    append: bool,
     first: Option<String>,
 }
 
@@ -33,6 +37,8 @@ impl Rejections {
             inner: Mutex::new(Inner {
                 count: 0,
                 file: None,
+                dirty: false,
+                append: false,
                 first: None,
             }),
         }
@@ -61,13 +67,21 @@ impl Rejections {
                     if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
                         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
                     }
-                    let f = File::create(&self.path).map_err(|e| Error::io(&self.path, e))?;
+                    // A resumed run adds to what the interrupted one wrote.
+                    let f = std::fs::OpenOptions::new()
+                        .create(true)
+                        .write(true)
+                        .append(inner.append)
+                        .truncate(!inner.append)
+                        .open(&self.path)
+                        .map_err(|e| Error::io(&self.path, e))?;
                     inner.file = Some(BufWriter::new(f));
                 }
                 let line = serde_json::to_string(r).map_err(|e| Error::Internal(e.to_string()))?;
                 if let Some(f) = inner.file.as_mut() {
                     writeln!(f, "{line}").map_err(|e| Error::io(&self.path, e))?;
                 }
+                inner.dirty = true;
             }
         }
         if let Some(max) = self.max
@@ -87,15 +101,28 @@ impl Rejections {
     }
 
     /// Flushes the dead-letter file to disk.
+    /// Makes the dead-letter file continue an earlier run's instead of
+    /// replacing it; call before the first rejection.
+    pub fn continue_file(&self, yes: bool) {
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.append = yes;
+        }
+    }
+
+    /// Puts every line written so far on disk (fsync), if there is any new.
     pub fn flush(&self) -> Result<()> {
         let mut inner = self
             .inner
             .lock()
             .map_err(|_| Error::Internal("rejection log poisoned".into()))?;
+        if !inner.dirty {
+            return Ok(());
+        }
         if let Some(f) = inner.file.as_mut() {
             f.flush().map_err(|e| Error::io(&self.path, e))?;
             f.get_ref().sync_data().map_err(|e| Error::io(&self.path, e))?;
         }
+        inner.dirty = false;
         Ok(())
     }
 

@@ -157,10 +157,8 @@ async fn run_streams(
     let _lock = lock_pipeline(&pipeline.state_dir(), &pipeline.name)?;
     let state_err = |e: sluice_state::StateError| Error::connection("state store", e.to_string());
     let incremental = source.incremental();
-    let unfinished = state
-        .last_run(&pipeline.name)
-        .map_err(state_err)?
-        .filter(|r| r.status != "completed");
+    let last = state.last_run(&pipeline.name).map_err(state_err)?;
+    let unfinished = last.clone().filter(|r| r.status != "completed");
     let resuming = match unfinished {
         Some(r) if !pipeline.fresh => {
             if r.plan_hash != pipeline.plan_hash {
@@ -182,12 +180,16 @@ async fn run_streams(
     };
     // A new job forgets the last one's progress; an incremental source keeps
     // its cursors unless told to start over.
-    if !resuming && (pipeline.fresh || !incremental) {
+    let continuing = resuming || (incremental && !pipeline.fresh);
+    if !continuing {
         state.reset(&pipeline.name).map_err(state_err)?;
     }
+    shared.rejections.continue_file(resuming);
+    let job = last.filter(|_| continuing).map(|r| r.job);
     let run_id = state
-        .begin_run(&pipeline.name, &pipeline.plan_hash)
+        .begin_run(&pipeline.name, &pipeline.plan_hash, job)
         .map_err(state_err)?;
+    let job = job.unwrap_or(run_id);
     // Discovery may wait on a pipe for its first rows; Ctrl-C still ends it.
     let discovered = tokio::select! {
         biased;
@@ -243,7 +245,10 @@ async fn run_streams(
             run_id,
             stats: stats.clone(),
             pending: VecDeque::new(),
-            resume: resuming || (incremental && !pipeline.fresh),
+            // Only a stream this job already started has anything to resume.
+            resume: (resuming && layout.is_some()) || (incremental && !pipeline.fresh),
+            job,
+            incremental,
         };
         let outcome = run.go(&source, &spec, &factories, &sinks).await;
         stats.finish();
@@ -252,10 +257,12 @@ async fn run_streams(
             written: stats.written.load(Ordering::Relaxed),
             rejected: stats.rejected.load(Ordering::Relaxed),
         };
-        let status = match (&outcome, shared.cancel.is_cancelled()) {
-            (Err(_), _) => Status::Failed,
-            (Ok(_), true) => Status::Interrupted,
-            (Ok(_), false) => Status::Completed,
+        // A stream whose sinks all finished a complete load is complete, even
+        // if a signal came in while they were finishing.
+        let status = match &outcome {
+            Err(_) => Status::Failed,
+            Ok(false) => Status::Interrupted,
+            Ok(true) => Status::Completed,
         };
         let last_error = outcome.as_ref().err().map(|e| e.to_string());
         if let Err(e) = state.update_stream(
@@ -359,6 +366,10 @@ struct StreamRun<'a> {
     pending: VecDeque<(u64, Position)>,
     /// Whether this run continues the job's earlier work on the stream.
     resume: bool,
+    /// The job this run belongs to.
+    job: i64,
+    /// Whether the source reads incrementally (each run a delta).
+    incremental: bool,
 }
 
 impl StreamRun<'_> {
@@ -368,7 +379,7 @@ impl StreamRun<'_> {
         spec: &StreamSpec,
         factories: &[Box<dyn TransformFactory>],
         sinks: &[Arc<dyn SinkConnector>],
-    ) -> Result<()> {
+    ) -> Result<bool> {
         // Plan every transform and open every sink before reading a row.
         let mut schema = spec.schema.clone();
         let mut chain: Vec<Box<dyn Transform>> = Vec::with_capacity(factories.len());
@@ -379,12 +390,29 @@ impl StreamRun<'_> {
         }
         let mut info = StreamInfo::new(spec.name.clone(), schema, &self.pipeline.name);
         info.resume = self.resume;
+        info.job = self.job;
         let complete = Arc::new(AtomicBool::new(false));
+        // The job has started this stream from here on (before any sink
+        // creates a table), and these are the partitions it reads.
+        let partitions = serde_json::to_string(&spec.partitions).unwrap_or_default();
+        self.state
+            .start_stream(
+                &self.pipeline.name,
+                &spec.name,
+                self.run_id,
+                &partitions,
+                spec.total_rows(),
+                0,
+            )
+            .map_err(|e| Error::connection("state store", e.to_string()))?;
         // Open every sink first (a destination that never answered is a
         // configuration problem: no retries) and ask what it already holds.
         let mut opened = Vec::with_capacity(sinks.len());
         for s in sinks {
             let outcome = match s.open(&info).await {
+                // An output durable only once finished (a file) is written
+                // whole again by a resumed run, unless each run writes a delta.
+                Ok(sink) if !sink.durable_on_flush() && !self.incremental => Ok((sink, Some(Vec::new()))),
                 Ok(mut sink) => sink.committed().await.map(|c| (sink, c)),
                 Err(e) => Err(e),
             };
@@ -412,16 +440,8 @@ impl StreamRun<'_> {
         if resumed_from > 0 {
             tracing::info!(stream = %spec.name, rows = resumed_from, "resuming after the rows already delivered");
         }
-        let partitions = serde_json::to_string(&spec.partitions).unwrap_or_default();
         self.state
-            .start_stream(
-                &self.pipeline.name,
-                &spec.name,
-                self.run_id,
-                &partitions,
-                spec.total_rows(),
-                resumed_from,
-            )
+            .set_resumed_from(&self.pipeline.name, &spec.name, resumed_from)
             .map_err(|e| Error::connection("state store", e.to_string()))?;
         let mut reopen = info.clone();
         reopen.resume = true;
@@ -576,7 +596,8 @@ impl StreamRun<'_> {
                 }
             }
         }
-        complete.store(error.is_none() && !self.shared.cancel.is_cancelled(), Ordering::Relaxed);
+        let whole = error.is_none() && !self.shared.cancel.is_cancelled();
+        complete.store(whole, Ordering::Relaxed);
         if let Some(e) = close_lanes(&mut lanes).await {
             // A sink that stopped knows why better than the coordinator that found it gone.
             match error {
@@ -592,7 +613,7 @@ impl StreamRun<'_> {
         }
         match error {
             Some(e) => Err(e),
-            None => Ok(()),
+            None => Ok(whole),
         }
     }
 
@@ -764,13 +785,12 @@ impl LaneSetup {
 /// commit. Returns the rows written.
 async fn deliver(sink: &mut Box<dyn Sink>, batch: &Batch, rejections: &Rejections, durable: bool) -> Result<u64> {
     let refused = sink.write(batch).await?;
-    if !refused.is_empty() {
-        for r in &refused {
-            rejections.reject(r)?;
-        }
-        // Dead-letter lines reach the disk before the rows they belong with commit.
-        rejections.flush()?;
+    for r in &refused {
+        rejections.reject(r)?;
     }
+    // Dead-letter lines (the sink's, and the source's and transforms' for
+    // rows before this batch) reach the disk before the batch commits.
+    rejections.flush()?;
     if durable {
         sink.flush().await?;
     }

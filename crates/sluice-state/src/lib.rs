@@ -80,6 +80,8 @@ pub struct StreamState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunInfo {
     pub id: i64,
+    /// The job the run belongs to (the id of its first run).
+    pub job: i64,
     pub status: String,
     pub plan_hash: String,
     pub started_at: String,
@@ -124,6 +126,9 @@ CREATE TABLE IF NOT EXISTS checkpoints (
 );
 ";
 
+/// Columns added to `runs` after its first version, added to older files on open.
+const RUN_COLUMNS: &[(&str, &str)] = &[("job_id", "INTEGER")];
+
 /// Columns added to `streams` after its first version, added to older files on open.
 const STREAM_COLUMNS: &[(&str, &str)] = &[
     ("rows_estimated", "INTEGER"),
@@ -157,17 +162,19 @@ impl StateStore {
         conn.pragma_update(None, "journal_mode", "WAL").map_err(wrap)?;
         conn.pragma_update(None, "synchronous", "FULL").map_err(wrap)?;
         conn.execute_batch(SCHEMA).map_err(wrap)?;
-        let have: Vec<String> = {
-            let mut stmt = conn.prepare("PRAGMA table_info(streams)").map_err(wrap)?;
-            stmt.query_map([], |r| r.get::<_, String>(1))
-                .map_err(wrap)?
-                .collect::<rusqlite::Result<_>>()
-                .map_err(wrap)?
-        };
-        for (name, ty) in STREAM_COLUMNS {
-            if !have.iter().any(|h| h == name) {
-                conn.execute_batch(&format!("ALTER TABLE streams ADD COLUMN {name} {ty}"))
-                    .map_err(wrap)?;
+        for (table, columns) in [("runs", RUN_COLUMNS), ("streams", STREAM_COLUMNS)] {
+            let have: Vec<String> = {
+                let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})")).map_err(wrap)?;
+                stmt.query_map([], |r| r.get::<_, String>(1))
+                    .map_err(wrap)?
+                    .collect::<rusqlite::Result<_>>()
+                    .map_err(wrap)?
+            };
+            for (name, ty) in columns {
+                if !have.iter().any(|h| h == name) {
+                    conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {name} {ty}"))
+                        .map_err(wrap)?;
+                }
             }
         }
         Ok(StateStore {
@@ -188,15 +195,22 @@ impl StateStore {
         }
     }
 
-    /// Records the start of a run and returns its id.
-    pub fn begin_run(&self, pipeline: &str, plan_hash: &str) -> Result<i64> {
+    /// Records the start of a run and returns its id. The run belongs to
+    /// job `job` (the id of the job's first run), or starts a new job.
+    pub fn begin_run(&self, pipeline: &str, plan_hash: &str, job: Option<i64>) -> Result<i64> {
         self.conn
             .execute(
-                "INSERT INTO runs (pipeline, plan_hash, started_at, status) VALUES (?1, ?2, ?3, 'running')",
-                params![pipeline, plan_hash, now()],
+                "INSERT INTO runs (pipeline, plan_hash, started_at, status, job_id) VALUES (?1, ?2, ?3, 'running', ?4)",
+                params![pipeline, plan_hash, now(), job],
             )
             .map_err(|e| self.wrap(e))?;
-        Ok(self.conn.last_insert_rowid())
+        let id = self.conn.last_insert_rowid();
+        if job.is_none() {
+            self.conn
+                .execute("UPDATE runs SET job_id = id WHERE id = ?1", params![id])
+                .map_err(|e| self.wrap(e))?;
+        }
+        Ok(id)
     }
 
     /// Records how a run ended.
@@ -247,7 +261,8 @@ impl StateStore {
     pub fn last_run(&self, pipeline: &str) -> Result<Option<RunInfo>> {
         self.conn
             .query_row(
-                "SELECT id, status, plan_hash, started_at FROM runs WHERE pipeline = ?1 ORDER BY id DESC LIMIT 1",
+                "SELECT id, status, plan_hash, started_at, coalesce(job_id, id) FROM runs
+                 WHERE pipeline = ?1 ORDER BY id DESC LIMIT 1",
                 params![pipeline],
                 |r| {
                     Ok(RunInfo {
@@ -255,6 +270,7 @@ impl StateStore {
                         status: r.get(1)?,
                         plan_hash: r.get(2)?,
                         started_at: r.get(3)?,
+                        job: r.get(4)?,
                     })
                 },
             )
@@ -323,6 +339,17 @@ impl StateStore {
             )
             .optional()
             .map_err(|e| self.wrap(e))
+    }
+
+    /// Records how many rows earlier runs of the job had delivered.
+    pub fn set_resumed_from(&self, pipeline: &str, stream: &str, rows: u64) -> Result<()> {
+        self.conn
+            .execute(
+                "UPDATE streams SET resumed_from = ?3 WHERE pipeline = ?1 AND stream = ?2",
+                params![pipeline, stream, rows as i64],
+            )
+            .map_err(|e| self.wrap(e))?;
+        Ok(())
     }
 
     /// Records the retries of a stream's current run.
@@ -454,7 +481,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let mut store = StateStore::open(dir.path()).unwrap();
-            let run = store.begin_run("p", "h1").unwrap();
+            let run = store.begin_run("p", "h1", None).unwrap();
             let pos = |c: u64, rows| Position {
                 partition: "a.csv".into(),
                 cursor: c.into(),
@@ -476,7 +503,7 @@ mod tests {
     fn stream_counts_are_upserted() {
         let dir = tempfile::tempdir().unwrap();
         let store = StateStore::open(dir.path()).unwrap();
-        let run = store.begin_run("p", "h").unwrap();
+        let run = store.begin_run("p", "h", None).unwrap();
         let c = StreamCounts {
             read: 5,
             written: 4,

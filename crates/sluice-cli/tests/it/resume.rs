@@ -398,3 +398,36 @@ state_dir = "state"
         "every row once, with its value"
     );
 }
+
+#[test]
+fn a_resumed_job_ignores_destination_checkpoints_of_an_earlier_job() {
+    let (Some(src), Some(dst)) = (PgDb::create("jobs_src"), PgDb::create("jobs_dst")) else {
+        return;
+    };
+    pg_source(&src);
+    src.sql("CREATE TABLE later (id int PRIMARY KEY, v text); INSERT INTO later SELECT g, 'v' || g FROM generate_series(1, 1000) g");
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[source]\ntype = \"postgres\"\nurl = \"{}\"\ntables = [\"events\", \"later\"]\n\n\
+         [[sinks]]\ntype = \"postgres\"\nurl = \"{}\"\n\n[runtime]\nbatch_rows = 2000\nstate_dir = \"state\"\n",
+        src.url(),
+        dst.url()
+    );
+    std::fs::write(dir.path().join("p.toml"), toml).unwrap();
+    // Job 1 completes; its checkpoints stay in the destination.
+    ok(&sluice(dir.path(), &["run", "p.toml"]));
+    dst.sql("DROP TABLE events, later");
+    // Job 2 is killed in `events`, before it reaches `later`, and resumed.
+    let mut child = spawn(dir.path(), &["run", "p.toml"]);
+    wait_for("committed batches", dir.path(), || pg_count(&dst, "events") >= 6000);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert_eq!(pg_count(&dst, "later"), 0, "killed before `later`");
+    ok(&sluice(dir.path(), &["run", "p.toml"]));
+    assert_exact(&src, &dst);
+    assert_eq!(
+        src.fingerprint("later"),
+        dst.fingerprint("later"),
+        "`later` is copied whole"
+    );
+}

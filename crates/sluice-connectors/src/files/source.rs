@@ -245,7 +245,7 @@ impl Source for FileSource {
                 };
                 PartitionSpec {
                     id: f.as_str().into(),
-                    bounds: serde_json::Value::Null,
+                    bounds: identity(f),
                     bytes,
                     rows: None,
                 }
@@ -261,6 +261,30 @@ impl Source for FileSource {
     async fn read(&self, stream: &StreamSpec, partition: &PartitionSpec, ctx: ReadContext) -> Result<()> {
         let this = &self.inner;
         let path = partition.id.to_string();
+        if let Some(p) = ctx.resume.as_ref().filter(|p| p.rows > 0) {
+            if path == "-" {
+                return Err(Error::config(
+                    "source.path",
+                    format!(
+                        "standard input cannot be resumed ({} rows were delivered before the interruption); \
+                         run with --fresh to start over",
+                        p.rows
+                    ),
+                ));
+            }
+            // Resuming at a byte offset is only right in the same file.
+            let now = identity(&path);
+            if !partition.bounds.is_null() && now != partition.bounds {
+                return Err(Error::config(
+                    "source.path",
+                    format!(
+                        "{path} changed since the interrupted run (then {}, now {now}); resuming would skip or \
+                         repeat rows, so run with --fresh to start over",
+                        partition.bounds
+                    ),
+                ));
+            }
+        }
         let labels = Labels {
             stream: stream.name.clone(),
             origin: if path == "-" {
@@ -307,6 +331,25 @@ impl Source for FileSource {
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
+    }
+}
+
+/// What identifies a file's content for a resumed read: its size and
+/// modification time (`Null` for standard input or an unreadable path).
+fn identity(path: &str) -> serde_json::Value {
+    if path == "-" {
+        return serde_json::Value::Null;
+    }
+    match std::fs::metadata(path) {
+        Ok(m) => {
+            let mtime = m
+                .modified()
+                .ok()
+                .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|d| d.as_nanos().to_string());
+            serde_json::json!({ "size": m.len(), "mtime": mtime })
+        }
+        Err(_) => serde_json::Value::Null,
     }
 }
 

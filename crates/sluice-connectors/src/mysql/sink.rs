@@ -266,6 +266,8 @@ struct StreamWriter {
     checkpoint_key: String,
     /// The same two values, for inserts.
     checkpoint_values: String,
+    /// The job, which owns the checkpoints it writes.
+    job: i64,
     /// A batch's transaction is open, waiting for `flush` to commit it.
     open_tx: bool,
 }
@@ -278,6 +280,7 @@ const CHECKPOINT_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sluice_checkpoints (
     part VARCHAR(255) NOT NULL,
     `cursor` TEXT NOT NULL,
     `rows` BIGINT NOT NULL,
+    job BIGINT NOT NULL,
     updated_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
     PRIMARY KEY (pipeline, target, part)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
@@ -326,7 +329,10 @@ impl StreamWriter {
             && !rows(
                 &mut conn,
                 &location,
-                &format!("SELECT 1 FROM _sluice_checkpoints WHERE {checkpoint_key} AND part = ''"),
+                &format!(
+                    "SELECT 1 FROM _sluice_checkpoints WHERE {checkpoint_key} AND part = '' AND job = {}",
+                    stream.job
+                ),
             )
             .await?
             .is_empty();
@@ -351,8 +357,9 @@ impl StreamWriter {
             }
             // The marker goes first: CREATE TABLE commits on its own.
             conn.query_drop(format!(
-                "INSERT IGNORE INTO _sluice_checkpoints (pipeline, target, part, `cursor`, `rows`) \
-                 VALUES ({checkpoint_values}, '', '{{\"created\":true}}', 0)"
+                "INSERT INTO _sluice_checkpoints (pipeline, target, part, `cursor`, `rows`, job) \
+                 VALUES ({checkpoint_values}, '', '{{\"created\":true}}', 0, {}) ON DUPLICATE KEY UPDATE job = VALUES(job)",
+                stream.job
             ))
             .await
             .map_err(|e| db_error(&location, e))?;
@@ -437,6 +444,7 @@ impl StreamWriter {
             sql: String::new(),
             checkpoint_key,
             checkpoint_values,
+            job: stream.job,
             open_tx: false,
         })
     }
@@ -667,12 +675,13 @@ impl Sink for StreamWriter {
         let mut outcome = self.write_rows(batch).await;
         if let (Ok(_), Some(p)) = (&outcome, &batch.position) {
             let sql = format!(
-                "INSERT INTO _sluice_checkpoints (pipeline, target, part, `cursor`, `rows`) VALUES ({}, {}, {}, {}) \
-                 ON DUPLICATE KEY UPDATE `cursor` = VALUES(`cursor`), `rows` = VALUES(`rows`)",
+                "INSERT INTO _sluice_checkpoints (pipeline, target, part, `cursor`, `rows`, job) VALUES ({}, {}, {}, {}, {}) \
+                 ON DUPLICATE KEY UPDATE `cursor` = VALUES(`cursor`), `rows` = VALUES(`rows`), job = VALUES(job)",
                 self.checkpoint_values,
                 sql_string(&p.partition),
                 sql_string(&p.cursor.to_string()),
-                p.rows
+                p.rows,
+                self.job
             );
             if let Err(e) = self.exec(&sql).await {
                 outcome = Err(e);
@@ -695,8 +704,8 @@ impl Sink for StreamWriter {
 
     async fn committed(&mut self) -> Result<Option<Vec<Position>>> {
         let sql = format!(
-            "SELECT part, `cursor`, `rows` FROM _sluice_checkpoints WHERE {} AND part <> ''",
-            self.checkpoint_key
+            "SELECT part, `cursor`, `rows` FROM _sluice_checkpoints WHERE {} AND part <> '' AND job = {}",
+            self.checkpoint_key, self.job
         );
         let found = rows(&mut self.conn, &self.location, &sql).await?;
         let positions = found
@@ -731,6 +740,11 @@ impl Sink for StreamWriter {
         }
         self.create_indexes().await;
         if self.mode == WriteMode::Replace {
+            // RENAME commits on its own, so the staging table's checkpoints
+            // go first: a crash around the swap makes a resumed run load the
+            // table again from the start rather than swap in an empty one.
+            let forget = format!("DELETE FROM _sluice_checkpoints WHERE {}", self.checkpoint_key);
+            self.exec(&forget).await?;
             let (t, new) = (quote_ident(&self.table), quote_ident(&self.staging));
             let old = quote_ident(&format!("{}__sluice_old", self.table));
             self.exec(&format!("DROP TABLE IF EXISTS {old}")).await?;

@@ -524,20 +524,8 @@ impl Source for MysqlSource {
                     .ok_or_else(|| Error::Internal(format!("stream {} vanished after discovery", stream.name)))?
             }
         };
-        let index: usize = partition
-            .id
-            .rsplit(':')
-            .next()
-            .and_then(|i| i.parse().ok())
-            .filter(|i| *i < plan.ranges.len())
-            .ok_or_else(|| Error::Internal(format!("unknown partition {}", partition.id)))?;
-        let mut conn = connect(&self.opts, &self.target, None).await?;
-        conn.query_drop(
-            "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ; START TRANSACTION WITH CONSISTENT SNAPSHOT",
-        )
-        .await
-        .map_err(|e| db_error(&self.target, e))?;
-        // A resumed run reads the key range stored with its partition.
+        // The key range stored with the partition (a resumed run reads the
+        // partitions its job started with), else the one discovery cut.
         let stored = |i: usize| -> Option<Option<i128>> {
             match partition.bounds.get(i)? {
                 serde_json::Value::Null => Some(None),
@@ -546,8 +534,20 @@ impl Source for MysqlSource {
         };
         let range = match (stored(0), stored(1)) {
             (Some(lo), Some(hi)) => (lo, hi),
-            _ => plan.ranges[index],
+            _ => partition
+                .id
+                .rsplit(':')
+                .next()
+                .and_then(|i| i.parse::<usize>().ok())
+                .and_then(|i| plan.ranges.get(i).copied())
+                .ok_or_else(|| Error::Internal(format!("unknown partition {}", partition.id)))?,
         };
+        let mut conn = connect(&self.opts, &self.target, None).await?;
+        conn.query_drop(
+            "SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ; START TRANSACTION WITH CONSISTENT SNAPSHOT",
+        )
+        .await
+        .map_err(|e| db_error(&self.target, e))?;
         let reader = PartitionReader {
             range,
             plan: &plan,

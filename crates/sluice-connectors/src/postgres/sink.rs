@@ -201,7 +201,7 @@ impl PostgresSink {
             .push(format!("CREATE TABLE {load} ({}{inline_key})", columns.join(", ")));
         if replace {
             plan.after.push(format!(
-                "BEGIN; DROP TABLE IF EXISTS {target}; ALTER TABLE {load} RENAME TO {}; COMMIT",
+                "DROP TABLE IF EXISTS {target}; ALTER TABLE {load} RENAME TO {}",
                 ident(&table)
             ));
         }
@@ -414,8 +414,10 @@ impl SinkConnector for PostgresSink {
         let created = stream.resume
             && client
                 .query_opt(
-                    &format!("SELECT 1 FROM {checkpoints} WHERE pipeline = $1 AND target = $2 AND partition = ''"),
-                    &[&&*stream.pipeline, &key],
+                    &format!(
+                        "SELECT 1 FROM {checkpoints} WHERE pipeline = $1 AND target = $2 AND partition = '' AND job = $3"
+                    ),
+                    &[&&*stream.pipeline, &key, &stream.job],
                 )
                 .await
                 .map_err(err)?
@@ -436,10 +438,12 @@ impl SinkConnector for PostgresSink {
         if !created && !plan.before.is_empty() {
             setup.extend(plan.before.iter().cloned());
             setup.push(format!(
-                "INSERT INTO {checkpoints} (pipeline, target, partition, cursor, rows) VALUES ({}, {}, '', '{{\"created\":true}}', 0) \
-                 ON CONFLICT DO NOTHING",
+                "INSERT INTO {checkpoints} (pipeline, target, partition, cursor, rows, job) \
+                 VALUES ({}, {}, '', '{{\"created\":true}}', 0, {}) \
+                 ON CONFLICT (pipeline, target, partition) DO UPDATE SET job = EXCLUDED.job",
                 literal(&stream.pipeline),
-                literal(&key)
+                literal(&key),
+                stream.job
             ));
         }
         setup.push("COMMIT".into());
@@ -565,15 +569,29 @@ impl SinkConnector for PostgresSink {
             pg_types,
             after: plan.after,
             checkpoint: format!(
-                "INSERT INTO {checkpoints} (pipeline, target, partition, cursor, rows) VALUES ($1, $2, $3, $4, $5) \
+                "INSERT INTO {checkpoints} (pipeline, target, partition, cursor, rows, job) VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (pipeline, target, partition) DO UPDATE SET cursor = EXCLUDED.cursor, rows = EXCLUDED.rows, \
-                 updated_at = now()"
+                 job = EXCLUDED.job, updated_at = now()"
             ),
             committed: format!(
-                "SELECT partition, cursor, rows FROM {checkpoints} WHERE pipeline = $1 AND target = $2 AND partition <> ''"
+                "SELECT partition, cursor, rows FROM {checkpoints} \
+                 WHERE pipeline = $1 AND target = $2 AND partition <> '' AND job = $3"
             ),
-            loaded: format!("DELETE FROM {checkpoints} WHERE pipeline = $1 AND target = $2 AND partition = ''"),
+            // After a swap the load table is gone and so is what its
+            // checkpoints described; a table loaded in place keeps its
+            // positions (an incremental source goes on from them).
+            loaded: format!(
+                "DELETE FROM {checkpoints} WHERE pipeline = {} AND target = {}{}",
+                literal(&stream.pipeline),
+                literal(&key),
+                if self.cfg.mode == WriteMode::Replace {
+                    ""
+                } else {
+                    " AND partition = ''"
+                }
+            ),
             pipeline: stream.pipeline.to_string(),
+            job: stream.job,
             key,
             open_tx: false,
             by: "postgres".into(),
@@ -601,9 +619,12 @@ struct PostgresTableSink {
     checkpoint: String,
     /// Reads this table's checkpoints (pipeline, target).
     committed: String,
-    /// Drops the "created by this job" marker once the load is whole (pipeline, target).
+    /// Drops the "created by this job" marker (and, after a swap, the
+    /// positions) once the load is whole.
     loaded: String,
     pipeline: String,
+    /// The job, which owns the checkpoints it writes.
+    job: i64,
     /// The load table, which keys its checkpoints.
     key: String,
     /// A batch's transaction is open, waiting for `flush` to commit it.
@@ -621,6 +642,7 @@ const CHECKPOINT_TABLE: &str = "CREATE TABLE IF NOT EXISTS {schema}._sluice_chec
     partition text NOT NULL,
     cursor text NOT NULL,
     rows bigint NOT NULL,
+    job bigint NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (pipeline, target, partition))";
 
@@ -684,7 +706,14 @@ impl PostgresTableSink {
         self.client
             .execute(
                 self.checkpoint.as_str(),
-                &[&self.pipeline, &self.key, &&*p.partition, &p.cursor.to_string(), &rows],
+                &[
+                    &self.pipeline,
+                    &self.key,
+                    &&*p.partition,
+                    &p.cursor.to_string(),
+                    &rows,
+                    &self.job,
+                ],
             )
             .await
             .map_err(|e| pg_error(&self.url, e))?;
@@ -769,7 +798,7 @@ impl Sink for PostgresTableSink {
     async fn committed(&mut self) -> Result<Option<Vec<Position>>> {
         let rows = self
             .client
-            .query(self.committed.as_str(), &[&self.pipeline, &self.key])
+            .query(self.committed.as_str(), &[&self.pipeline, &self.key, &self.job])
             .await
             .map_err(|e| pg_error(&self.url, e))?;
         let positions = rows
@@ -794,20 +823,23 @@ impl Sink for PostgresTableSink {
         if !complete {
             return Ok(());
         }
-        for sql in &self.after {
-            self.client.batch_execute(sql).await.map_err(|e| {
-                Error::data(
-                    self.target.clone(),
-                    format!("{} (while running: {sql})", server_message(&e)),
-                )
-            })?;
+        // Keys, indexes, the swap and the end of the "created" marker in one
+        // transaction: a crash leaves all of it to do again, or none.
+        let mut steps = vec!["BEGIN".to_string()];
+        steps.extend(self.after.iter().cloned());
+        steps.push(self.loaded.clone());
+        steps.push("COMMIT".into());
+        for sql in &steps {
+            if let Err(e) = self.client.batch_execute(sql).await {
+                let _ = self.client.batch_execute("ROLLBACK").await;
+                let e = pg_error(&self.url, e);
+                if e.is_retryable() {
+                    return Err(e);
+                }
+                return Err(Error::data(self.target.clone(), format!("{e} (while running: {sql})")));
+            }
         }
         self.connector.add_foreign_keys(&self.client).await;
-        // The load is whole: a later run continues from the checkpoints only.
-        self.client
-            .execute(self.loaded.as_str(), &[&self.pipeline, &self.key])
-            .await
-            .map_err(|e| pg_error(&self.url, e))?;
         Ok(())
     }
 }

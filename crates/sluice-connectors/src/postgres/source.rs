@@ -588,6 +588,11 @@ impl Source for PostgresSource {
             partition: partition.id.clone(),
             cursor_column: self.cfg.cursor.clone(),
             rows: resumed_rows,
+            last: ctx
+                .resume
+                .as_ref()
+                .map(|p| p.cursor.clone())
+                .filter(|c| c.get("after").is_some() || c.get("cursor").is_some()),
             bytes: 0,
         };
         let mut buf = BytesMut::new();
@@ -647,6 +652,8 @@ struct BatchCutter<'a> {
     cursor_column: Option<String>,
     rows: u64,
     bytes: usize,
+    /// The cursor after the last row read (keyed and incremental reads).
+    last: Option<serde_json::Value>,
 }
 
 impl BatchCutter<'_> {
@@ -667,6 +674,28 @@ impl BatchCutter<'_> {
         // Positions count rows read, refused ones included, so that skipping
         // them on resume lands on the next row.
         self.rows += data.num_rows() as u64;
+        // The cursor is the last row read, refused or not, so a batch whose
+        // rows were all refused still moves it; NULL (a refused key) keeps
+        // the previous one.
+        let total = data.num_rows();
+        let cursor = match (&self.cursor_column, &self.plan.key) {
+            (Some(c), _) if total > 0 => {
+                let i = self.schema.index_of(c)?;
+                let col = data.column(i);
+                col.is_valid(total - 1)
+                    .then(|| arrow::util::display::array_value_to_string(col, total - 1))
+                    .transpose()?
+                    .map(|v| serde_json::json!({ "cursor": v }))
+            }
+            (None, Some(k)) if total > 0 => sluice_core::row_json(&data, total - 1)
+                .get(k)
+                .filter(|v| !v.is_null())
+                .map(|v| serde_json::json!({ "after": v })),
+            _ => None,
+        };
+        if let Some(c) = cursor {
+            self.last = Some(c);
+        }
         if !bad.is_empty() {
             let mut keep = vec![true; data.num_rows()];
             for (row, col, reason) in &bad {
@@ -688,18 +717,11 @@ impl BatchCutter<'_> {
             data = arrow::compute::filter_record_batch(&data, &BooleanArray::from(keep))?;
         }
         let data = RecordBatch::try_new(self.schema.clone(), data.columns().to_vec())?;
-        let n = data.num_rows();
-        let cursor = match (&self.cursor_column, &self.plan.key) {
-            (Some(c), _) if n > 0 => {
-                let i = self.schema.index_of(c)?;
-                let v = arrow::util::display::array_value_to_string(data.column(i), n - 1)?;
-                serde_json::json!({ "cursor": v })
-            }
-            (None, Some(k)) if n > 0 => {
-                let last = sluice_core::row_json(&data, n - 1);
-                serde_json::json!({ "after": last.get(k).cloned().unwrap_or_default() })
-            }
-            _ => serde_json::json!({ "rows": self.rows }),
+        let cursor = match (&self.last, &self.cursor_column, &self.plan.key) {
+            (Some(c), _, _) => c.clone(),
+            // Nothing read yet: a keyed or incremental read starts from the beginning.
+            (None, Some(_), _) | (None, None, Some(_)) => serde_json::json!({}),
+            (None, None, None) => serde_json::json!({ "rows": self.rows }),
         };
         let mut batch = Batch::new(self.stream.clone(), self.plan.location.clone(), data);
         batch.position = Some(Position {

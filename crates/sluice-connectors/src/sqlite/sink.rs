@@ -94,6 +94,8 @@ struct StreamWriter {
     location: String,
     by: Arc<str>,
     pipeline: String,
+    /// The job, which owns the checkpoints it writes.
+    job: i64,
 }
 
 /// The checkpoints stored with the data, one row per partition of each table
@@ -104,6 +106,7 @@ const CHECKPOINT_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sluice_checkpoints (
     partition TEXT NOT NULL,
     cursor TEXT NOT NULL,
     rows INTEGER NOT NULL,
+    job INTEGER NOT NULL,
     updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
     PRIMARY KEY (pipeline, target, partition))";
 
@@ -146,8 +149,9 @@ impl StreamWriter {
         let created = stream.resume
             && conn
                 .query_row(
-                    "SELECT count(*) FROM _sluice_checkpoints WHERE pipeline = ?1 AND target = ?2 AND partition = ''",
-                    (pipeline, &target),
+                    "SELECT count(*) FROM _sluice_checkpoints WHERE pipeline = ?1 AND target = ?2 AND partition = '' \
+                     AND job = ?3",
+                    (pipeline, &target, stream.job),
                     |r| r.get::<_, i64>(0),
                 )
                 .map_err(fail)?
@@ -159,14 +163,16 @@ impl StreamWriter {
         let existing = columns_of(&conn, &target).map_err(fail)?;
         if existing.is_empty() {
             // The table and the marker that says this job created it, together.
-            conn.execute_batch(&format!("BEGIN; {}; COMMIT", create_table(&target, &schema, &cfg.key)))
+            let tx = conn.unchecked_transaction().map_err(fail)?;
+            tx.execute_batch(&create_table(&target, &schema, &cfg.key))
                 .map_err(fail)?;
-            conn.execute(
-                "INSERT OR IGNORE INTO _sluice_checkpoints (pipeline, target, partition, cursor, rows) \
-                 VALUES (?1, ?2, '', '{\"created\":true}', 0)",
-                (pipeline, &target),
+            tx.execute(
+                "INSERT OR REPLACE INTO _sluice_checkpoints (pipeline, target, partition, cursor, rows, job) \
+                 VALUES (?1, ?2, '', '{\"created\":true}', 0, ?3)",
+                (pipeline, &target, stream.job),
             )
             .map_err(fail)?;
+            tx.commit().map_err(fail)?;
         } else {
             let missing: Vec<&str> = schema
                 .fields()
@@ -209,6 +215,7 @@ impl StreamWriter {
             location,
             by: Arc::from("sqlite"),
             pipeline: pipeline.to_string(),
+            job: stream.job,
         })
     }
 
@@ -248,7 +255,8 @@ impl StreamWriter {
         if let Some(p) = &batch.position {
             self.conn
                 .prepare_cached(
-                    "INSERT INTO _sluice_checkpoints (pipeline, target, partition, cursor, rows) VALUES (?1, ?2, ?3, ?4, ?5) \
+                    "INSERT INTO _sluice_checkpoints (pipeline, target, partition, cursor, rows, job) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
                      ON CONFLICT (pipeline, target, partition) DO UPDATE SET cursor = excluded.cursor, rows = excluded.rows, \
                      updated_at = excluded.updated_at",
                 )
@@ -259,6 +267,7 @@ impl StreamWriter {
                         &*p.partition,
                         p.cursor.to_string(),
                         p.rows as i64,
+                        self.job,
                     ))
                 })
                 .map_err(fail)?;
@@ -272,11 +281,11 @@ impl StreamWriter {
             .conn
             .prepare(
                 "SELECT partition, cursor, rows FROM _sluice_checkpoints \
-                 WHERE pipeline = ?1 AND target = ?2 AND partition <> ''",
+                 WHERE pipeline = ?1 AND target = ?2 AND partition <> '' AND job = ?3",
             )
             .map_err(fail)?;
         let rows = stmt
-            .query_map((&self.pipeline, &self.target), |r| {
+            .query_map((&self.pipeline, &self.target, self.job), |r| {
                 let cursor: String = r.get(1)?;
                 Ok(Position {
                     partition: r.get::<_, String>(0)?.into(),
@@ -308,24 +317,23 @@ impl StreamWriter {
             return Ok(());
         }
         self.commit()?;
-        // The load is whole: a later run continues from the checkpoints only.
-        self.conn
-            .execute(
-                "DELETE FROM _sluice_checkpoints WHERE pipeline = ?1 AND target = ?2 AND partition = ''",
-                (&self.pipeline, &self.target),
-            )
-            .map_err(|e| Error::connection(self.location.clone(), e.to_string()))?;
-        if self.cfg.mode == WriteMode::Replace {
-            let sql = format!(
-                "BEGIN; DROP TABLE IF EXISTS {t}; ALTER TABLE {n} RENAME TO {t}; COMMIT;",
+        let fail = |e: rusqlite::Error| Error::connection(self.location.clone(), e.to_string());
+        // The swap and the end of the marker in one transaction; after a swap
+        // the staging table's positions go too (it is gone).
+        let tx = self.conn.unchecked_transaction().map_err(fail)?;
+        let forget = if self.cfg.mode == WriteMode::Replace {
+            tx.execute_batch(&format!(
+                "DROP TABLE IF EXISTS {t}; ALTER TABLE {n} RENAME TO {t};",
                 t = quote_ident(&self.table),
                 n = quote_ident(&self.target)
-            );
-            self.conn
-                .execute_batch(&sql)
-                .map_err(|e| Error::connection(self.location.clone(), e.to_string()))?;
-        }
-        Ok(())
+            ))
+            .map_err(fail)?;
+            "DELETE FROM _sluice_checkpoints WHERE pipeline = ?1 AND target = ?2"
+        } else {
+            "DELETE FROM _sluice_checkpoints WHERE pipeline = ?1 AND target = ?2 AND partition = ''"
+        };
+        tx.execute(forget, (&self.pipeline, &self.target)).map_err(fail)?;
+        tx.commit().map_err(fail)
     }
 }
 
