@@ -345,6 +345,17 @@ fn list() {
             "progress_interval_s",
             "seconds between progress lines when not on a terminal (10)",
         ),
+        (
+            "retry_initial_ms",
+            "first retry waits up to this, doubling, full jitter (1000)",
+        ),
+        ("retry_max_ms", "longest wait; open circuit's probe delay (30000)"),
+        ("retry_give_up_s", "give up after failing this long; 0 = never (600)"),
+        ("breaker_threshold", "consecutive failures that open the circuit (4)"),
+        (
+            "shutdown_timeout_s",
+            "after SIGINT/SIGTERM, abort if the drain takes longer (30)",
+        ),
     ] {
         out!("  {k:<20} {v}");
     }

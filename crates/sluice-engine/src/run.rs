@@ -1041,3 +1041,50 @@ async fn close_lanes(lanes: &mut [SinkLane]) -> Option<Error> {
     }
     first
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(id: &str) -> PartitionSpec {
+        PartitionSpec {
+            id: id.into(),
+            bounds: serde_json::Value::Null,
+            bytes: None,
+            rows: None,
+        }
+    }
+
+    fn pos(id: &str, rows: u64) -> Position {
+        Position {
+            partition: id.into(),
+            cursor: serde_json::json!({ "after": rows }),
+            rows,
+        }
+    }
+
+    #[test]
+    fn resume_points_take_the_slowest_sink_and_start_over_where_one_has_nothing() {
+        let parts = [part("t#0"), part("t#1")];
+        let stored = vec![pos("t#0", 100), pos("t#1", 50)];
+        // One exactly-once sink: its own positions win over the state store's.
+        let ahead = vec![pos("t#0", 300), pos("t#1", 80)];
+        let r = resume_points(&parts, &stored, &[Some(&ahead)]);
+        assert_eq!((r["t#0"].rows, r["t#1"].rows), (300, 80));
+        // Two sinks: the smaller position of each partition.
+        let behind = vec![pos("t#0", 200), pos("t#1", 90)];
+        let r = resume_points(&parts, &stored, &[Some(&ahead), Some(&behind)]);
+        assert_eq!((r["t#0"].rows, r["t#1"].rows), (200, 80));
+        // A sink that holds nothing of a partition: that partition starts over.
+        let partial = vec![pos("t#0", 500)];
+        let r = resume_points(&parts, &stored, &[Some(&ahead), Some(&partial)]);
+        assert_eq!(r["t#0"].rows, 300);
+        assert!(!r.contains_key("t#1"));
+        // A sink that keeps no positions of its own: the state store's.
+        let r = resume_points(&parts, &stored, &[None, Some(&ahead)]);
+        assert_eq!((r["t#0"].rows, r["t#1"].rows), (100, 50));
+        // A file sink (holds nothing): everything starts over.
+        let r = resume_points(&parts, &stored, &[Some(&Vec::new()), Some(&ahead)]);
+        assert!(r.is_empty());
+    }
+}

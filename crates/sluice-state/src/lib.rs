@@ -516,4 +516,56 @@ mod tests {
         assert_eq!(s[0].status, "completed");
         assert_eq!(s[0].counts, c);
     }
+
+    #[test]
+    fn a_job_spans_its_runs_and_reset_starts_a_new_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut store = StateStore::open(dir.path()).unwrap();
+        let first = store.begin_run("p", "h", None).unwrap();
+        store.end_run(first, Status::Interrupted, None).unwrap();
+        let last = store.last_run("p").unwrap().unwrap();
+        assert_eq!((last.id, last.job, last.status.as_str()), (first, first, "interrupted"));
+        let second = store.begin_run("p", "h", Some(last.job)).unwrap();
+        assert_eq!(
+            store.last_run("p").unwrap().unwrap().job,
+            first,
+            "a resumed run keeps the job"
+        );
+        store.start_stream("p", "s", second, "[]", Some(10), 4).unwrap();
+        let pos = Position {
+            partition: "s".into(),
+            cursor: 7.into(),
+            rows: 7,
+        };
+        store.save_checkpoint("p", "s", &[pos]).unwrap();
+        assert_eq!(store.streams("p").unwrap()[0].resumed_from, 4);
+        store.reset("p").unwrap();
+        assert!(store.checkpoints("p", "s").unwrap().is_empty());
+        assert!(store.streams("p").unwrap().is_empty());
+        let third = store.begin_run("p", "h", None).unwrap();
+        assert_eq!(store.last_run("p").unwrap().unwrap().job, third, "a new job");
+    }
+
+    #[test]
+    fn a_state_file_of_an_earlier_version_gains_the_new_columns() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let conn = Connection::open(dir.path().join("state.db")).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE runs (id INTEGER PRIMARY KEY, pipeline TEXT NOT NULL, plan_hash TEXT NOT NULL,
+                   started_at TEXT NOT NULL, ended_at TEXT, status TEXT NOT NULL, error TEXT);
+                 CREATE TABLE streams (pipeline TEXT NOT NULL, stream TEXT NOT NULL, run_id INTEGER NOT NULL,
+                   status TEXT NOT NULL, rows_read INTEGER NOT NULL DEFAULT 0, rows_written INTEGER NOT NULL DEFAULT 0,
+                   rows_rejected INTEGER NOT NULL DEFAULT 0, last_error TEXT, updated_at TEXT NOT NULL,
+                   PRIMARY KEY (pipeline, stream));
+                 INSERT INTO runs (pipeline, plan_hash, started_at, status) VALUES ('p', 'h', 'then', 'failed');",
+            )
+            .unwrap();
+        }
+        let store = StateStore::open(dir.path()).unwrap();
+        let last = store.last_run("p").unwrap().unwrap();
+        assert_eq!(last.job, last.id, "an old run is its own job");
+        store.start_stream("p", "s", 2, "[]", None, 0).unwrap();
+        assert_eq!(store.streams("p").unwrap()[0].status, "running");
+    }
 }
