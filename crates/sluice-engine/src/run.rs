@@ -209,32 +209,33 @@ async fn run_streams(
             break;
         }
         let layout = state.stream_layout(&pipeline.name, &spec.name).map_err(state_err)?;
-        if resuming && !incremental {
-            if let Some((status, partitions)) = &layout {
-                if status == "completed" {
-                    tracing::info!(stream = %spec.name, "already completed by this job; skipped");
-                    report.streams.push(StreamReport {
-                        name: spec.name.to_string(),
-                        read: 0,
-                        written: 0,
-                        rejected: 0,
-                        duration: Duration::ZERO,
-                        targets: sinks.iter().map(|s| s.target(&spec.name)).collect(),
-                        retries: 0,
-                        resumed_from: 0,
-                        skipped: true,
-                    });
-                    continue;
-                }
-                // Read what the job started reading, however discovery would cut it now.
-                if let Some(stored) = partitions
-                    .as_deref()
-                    .and_then(|p| serde_json::from_str::<Vec<PartitionSpec>>(p).ok())
-                    && stored != spec.partitions
-                {
-                    tracing::info!(stream = %spec.name, "reading the {} partition(s) the job started with", stored.len());
-                    spec.partitions = stored;
-                }
+        if resuming
+            && !incremental
+            && let Some((status, partitions)) = &layout
+        {
+            if status == "completed" {
+                tracing::info!(stream = %spec.name, "already completed by this job; skipped");
+                report.streams.push(StreamReport {
+                    name: spec.name.to_string(),
+                    read: 0,
+                    written: 0,
+                    rejected: 0,
+                    duration: Duration::ZERO,
+                    targets: sinks.iter().map(|s| s.target(&spec.name)).collect(),
+                    retries: 0,
+                    resumed_from: 0,
+                    skipped: true,
+                });
+                continue;
+            }
+            // Read what the job started reading, however discovery would cut it now.
+            if let Some(stored) = partitions
+                .as_deref()
+                .and_then(|p| serde_json::from_str::<Vec<PartitionSpec>>(p).ok())
+                && stored != spec.partitions
+            {
+                tracing::info!(stream = %spec.name, "reading the {} partition(s) the job started with", stored.len());
+                spec.partitions = stored;
             }
         }
         let stats = progress.start_stream(&spec.name, spec.total_bytes(), spec.total_rows());
