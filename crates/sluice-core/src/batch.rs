@@ -24,6 +24,18 @@ pub struct Position {
     pub rows: u64,
 }
 
+impl Position {
+    /// A position read back from storage, its cursor kept as JSON text (a
+    /// cursor that is not JSON stays a string).
+    pub fn stored(partition: &str, cursor: String, rows: u64) -> Position {
+        Position {
+            partition: partition.into(),
+            cursor: serde_json::from_str(&cursor).unwrap_or(serde_json::Value::String(cursor)),
+            rows,
+        }
+    }
+}
+
 /// Where batches are cut: whichever limit is reached first.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct BatchLimits {

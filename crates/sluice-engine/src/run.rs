@@ -155,7 +155,6 @@ async fn run_streams(
     let factories = sluice_transforms::build(&cfg.transforms)?;
     let mut state = StateStore::open(&pipeline.state_dir())?;
     let _lock = lock_pipeline(&pipeline.state_dir(), &pipeline.name)?;
-    let state_err = |e: sluice_state::StateError| Error::connection("state store", e.to_string());
     let incremental = source.incremental();
     let last = state.last_run(&pipeline.name).map_err(state_err)?;
     let unfinished = last.clone().filter(|r| r.status != "completed");
@@ -302,6 +301,11 @@ async fn run_streams(
     result
 }
 
+/// A state store failure, as the run's error.
+fn state_err(e: sluice_state::StateError) -> Error {
+    Error::connection("state store", e.to_string())
+}
+
 /// Holds the pipeline's lock file for the life of a run, so two runs of one
 /// pipeline never write the same state (and `sluice status` can tell a run
 /// that is going from one that was killed).
@@ -405,7 +409,7 @@ impl StreamRun<'_> {
                 spec.total_rows(),
                 0,
             )
-            .map_err(|e| Error::connection("state store", e.to_string()))?;
+            .map_err(state_err)?;
         // Open every sink first (a destination that never answered is a
         // configuration problem: no retries) and ask what it already holds.
         let mut opened = Vec::with_capacity(sinks.len());
@@ -430,7 +434,7 @@ impl StreamRun<'_> {
         let stored: Vec<Position> = if self.resume {
             self.state
                 .checkpoints(&self.pipeline.name, &spec.name)
-                .map_err(|e| Error::connection("state store", e.to_string()))?
+                .map_err(state_err)?
         } else {
             Vec::new()
         };
@@ -443,7 +447,7 @@ impl StreamRun<'_> {
         }
         self.state
             .set_resumed_from(&self.pipeline.name, &spec.name, resumed_from)
-            .map_err(|e| Error::connection("state store", e.to_string()))?;
+            .map_err(state_err)?;
         let mut reopen = info.clone();
         reopen.resume = true;
         let mut lanes = Vec::with_capacity(sinks.len());
@@ -722,11 +726,11 @@ impl StreamRun<'_> {
             let positions: Vec<Position> = latest.into_values().collect();
             self.state
                 .save_checkpoint(&self.pipeline.name, stream, &positions)
-                .map_err(|e| Error::connection("state store", e.to_string()))?;
+                .map_err(state_err)?;
         }
         self.state
             .set_retries(&self.pipeline.name, stream, self.stats.retries.load(Ordering::Relaxed))
-            .map_err(|e| Error::connection("state store", e.to_string()))?;
+            .map_err(state_err)?;
         let counts = StreamCounts {
             read: self.stats.read.load(Ordering::Relaxed),
             written: self.stats.written.load(Ordering::Relaxed),
@@ -734,7 +738,7 @@ impl StreamRun<'_> {
         };
         self.state
             .update_stream(&self.pipeline.name, stream, self.run_id, Status::Running, &counts, None)
-            .map_err(|e| Error::connection("state store", e.to_string()))?;
+            .map_err(state_err)?;
         Ok(())
     }
 }

@@ -402,14 +402,11 @@ impl StateStore {
             .map_err(|e| self.wrap(e))?;
         let rows = stmt
             .query_map(params![pipeline, stream], |r| {
-                let partition: String = r.get(0)?;
-                let cursor: String = r.get(1)?;
-                let rows: i64 = r.get(2)?;
-                Ok(Position {
-                    partition: partition.into(),
-                    cursor: serde_json::from_str(&cursor).unwrap_or(serde_json::Value::String(cursor)),
-                    rows: rows as u64,
-                })
+                Ok(Position::stored(
+                    &r.get::<_, String>(0)?,
+                    r.get(1)?,
+                    r.get::<_, i64>(2)? as u64,
+                ))
             })
             .map_err(|e| self.wrap(e))?;
         rows.collect::<std::result::Result<_, _>>().map_err(|e| self.wrap(e))

@@ -41,6 +41,19 @@ fn wait_for(what: &str, dir: &Path, mut probe: impl FnMut() -> bool) {
     }
 }
 
+/// Runs `sluice run PIPELINE` in `dir` and kills it with SIGKILL once
+/// `count` (rows in the destination) reaches a few batches; returns the rows
+/// the destination holds after the kill, asserting the kill was mid-table.
+fn kill_mid_table(dir: &Path, pipeline: &str, mut count: impl FnMut() -> u64) -> u64 {
+    let mut child = spawn(dir, &["run", pipeline]);
+    wait_for("committed batches", dir, || count() >= 6000);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let at_kill = count();
+    assert!(at_kill > 0 && at_kill < ROWS, "killed mid-table ({at_kill} rows)");
+    at_kill
+}
+
 /// Rows of `events` in a destination, or 0 before the table exists.
 fn pg_count(db: &PgDb, table: &str) -> u64 {
     db.sql(&format!(
@@ -118,12 +131,7 @@ fn a_killed_pg_to_pg_run_resumes_mid_table_without_losing_or_repeating_a_row() {
     pg_source(&src);
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(dir.path(), &src.url(), &dst.url(), 2000);
-    let mut child = spawn(dir.path(), &["run", &p]);
-    wait_for("committed batches", dir.path(), || pg_count(&dst, "events") >= 6000);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let at_kill = pg_count(&dst, "events");
-    assert!(at_kill > 0 && at_kill < ROWS, "killed mid-table ({at_kill} rows)");
+    kill_mid_table(dir.path(), &p, || pg_count(&dst, "events"));
 
     let status = String::from_utf8_lossy(&sluice(dir.path(), &["status", &p]).stdout).into_owned();
     assert!(status.contains("process gone"), "status after a kill:\n{status}");
@@ -174,12 +182,7 @@ fn a_killed_mysql_to_pg_run_resumes_without_losing_or_repeating_a_row() {
     ));
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(dir.path(), &my.url(), &dst.url(), 2000);
-    let mut child = spawn(dir.path(), &["run", &p]);
-    wait_for("committed batches", dir.path(), || pg_count(&dst, "events") >= 6000);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let at_kill = pg_count(&dst, "events");
-    assert!(at_kill > 0 && at_kill < ROWS, "killed mid-table ({at_kill} rows)");
+    kill_mid_table(dir.path(), &p, || pg_count(&dst, "events"));
     ok(&sluice(dir.path(), &["run", &p]));
     assert_exact(&src, &dst);
 }
@@ -378,19 +381,13 @@ state_dir = "state"
         my.url()
     );
     std::fs::write(dir.path().join("p.toml"), toml).unwrap();
-    let mut child = spawn(dir.path(), &["run", "p.toml"]);
     // 0 until the table exists.
-    let count = || -> u64 {
+    kill_mid_table(dir.path(), "p.toml", || {
         my.try_sql("SELECT COUNT(*) FROM events")
             .ok()
             .and_then(|c| c.trim().parse().ok())
             .unwrap_or(0)
-    };
-    wait_for("committed batches", dir.path(), || count() >= 6000);
-    child.kill().unwrap();
-    child.wait().unwrap();
-    let at_kill = count();
-    assert!(at_kill > 0 && at_kill < ROWS, "killed mid-table ({at_kill} rows)");
+    });
     ok(&sluice(dir.path(), &["run", "p.toml"]));
     assert_eq!(
         my.sql("SELECT CONCAT(COUNT(*), ',', COUNT(DISTINCT id), ',', SUM(id), ',', SUM(v <> MD5(id))) FROM events"),
@@ -418,10 +415,7 @@ fn a_resumed_job_ignores_destination_checkpoints_of_an_earlier_job() {
     ok(&sluice(dir.path(), &["run", "p.toml"]));
     dst.sql("DROP TABLE events, later");
     // Job 2 is killed in `events`, before it reaches `later`, and resumed.
-    let mut child = spawn(dir.path(), &["run", "p.toml"]);
-    wait_for("committed batches", dir.path(), || pg_count(&dst, "events") >= 6000);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_mid_table(dir.path(), "p.toml", || pg_count(&dst, "events"));
     assert_eq!(pg_count(&dst, "later"), 0, "killed before `later`");
     ok(&sluice(dir.path(), &["run", "p.toml"]));
     assert_exact(&src, &dst);

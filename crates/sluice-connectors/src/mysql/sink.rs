@@ -711,12 +711,11 @@ impl Sink for StreamWriter {
         let positions = found
             .iter()
             .map(|r| {
-                let cursor = text(r, 1).unwrap_or_default();
-                Position {
-                    partition: text(r, 0).unwrap_or_default().into(),
-                    cursor: serde_json::from_str(&cursor).unwrap_or(serde_json::Value::String(cursor)),
-                    rows: text(r, 2).and_then(|v| v.parse().ok()).unwrap_or(0),
-                }
+                Position::stored(
+                    &text(r, 0).unwrap_or_default(),
+                    text(r, 1).unwrap_or_default(),
+                    text(r, 2).and_then(|v| v.parse().ok()).unwrap_or(0),
+                )
             })
             .collect();
         Ok(Some(positions))

@@ -447,19 +447,7 @@ impl SinkConnector for PostgresSink {
             ));
         }
         setup.push("COMMIT".into());
-        for sql in &setup {
-            if let Err(e) = client.batch_execute(sql).await {
-                let _ = client.batch_execute("ROLLBACK").await;
-                let e = pg_error(&self.cfg.url, e);
-                if e.is_retryable() {
-                    return Err(e);
-                }
-                return Err(Error::data(
-                    self.target(&stream.name),
-                    format!("{e} (while running: {sql})"),
-                ));
-            }
-        }
+        run_steps(&client, &self.cfg.url, &self.target(&stream.name), &setup).await?;
         let load = qualified(self.schema(), &plan.load_table);
         let cols = client
             .query(
@@ -748,6 +736,23 @@ impl PostgresTableSink {
     }
 }
 
+/// Runs `steps` (a transaction, `BEGIN` to `COMMIT`) in order; on a failure
+/// rolls back and names the statement, unless the failure may pass when
+/// tried again (then the error stays retryable).
+async fn run_steps(client: &Client, url: &str, target: &str, steps: &[String]) -> Result<()> {
+    for sql in steps {
+        if let Err(e) = client.batch_execute(sql).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            let e = pg_error(url, e);
+            if e.is_retryable() {
+                return Err(e);
+            }
+            return Err(Error::data(target, format!("{e} (while running: {sql})")));
+        }
+    }
+    Ok(())
+}
+
 /// Rows per chunk sent while the rest of a batch is encoded.
 const COPY_CHUNK_ROWS: usize = 4096;
 
@@ -803,14 +808,7 @@ impl Sink for PostgresTableSink {
             .map_err(|e| pg_error(&self.url, e))?;
         let positions = rows
             .iter()
-            .map(|r| {
-                let cursor: String = r.get(1);
-                Position {
-                    partition: r.get::<_, String>(0).into(),
-                    cursor: serde_json::from_str(&cursor).unwrap_or(serde_json::Value::String(cursor)),
-                    rows: r.get::<_, i64>(2) as u64,
-                }
-            })
+            .map(|r| Position::stored(r.get(0), r.get(1), r.get::<_, i64>(2) as u64))
             .collect();
         Ok(Some(positions))
     }
@@ -829,16 +827,7 @@ impl Sink for PostgresTableSink {
         steps.extend(self.after.iter().cloned());
         steps.push(self.loaded.clone());
         steps.push("COMMIT".into());
-        for sql in &steps {
-            if let Err(e) = self.client.batch_execute(sql).await {
-                let _ = self.client.batch_execute("ROLLBACK").await;
-                let e = pg_error(&self.url, e);
-                if e.is_retryable() {
-                    return Err(e);
-                }
-                return Err(Error::data(self.target.clone(), format!("{e} (while running: {sql})")));
-            }
-        }
+        run_steps(&self.client, &self.url, &self.target, &steps).await?;
         self.connector.add_foreign_keys(&self.client).await;
         Ok(())
     }

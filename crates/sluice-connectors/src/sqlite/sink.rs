@@ -286,12 +286,11 @@ impl StreamWriter {
             .map_err(fail)?;
         let rows = stmt
             .query_map((&self.pipeline, &self.target, self.job), |r| {
-                let cursor: String = r.get(1)?;
-                Ok(Position {
-                    partition: r.get::<_, String>(0)?.into(),
-                    cursor: serde_json::from_str(&cursor).unwrap_or(serde_json::Value::String(cursor)),
-                    rows: r.get::<_, i64>(2)? as u64,
-                })
+                Ok(Position::stored(
+                    &r.get::<_, String>(0)?,
+                    r.get(1)?,
+                    r.get::<_, i64>(2)? as u64,
+                ))
             })
             .map_err(fail)?;
         rows.collect::<rusqlite::Result<_>>().map_err(fail)

@@ -11,12 +11,20 @@ use sluice_core::{BatchLimits, Position, ReadContext, Source, SourceEvent};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Reads the one partition of `path` from `resume`, returning (ids, lines, last position).
-async fn read(path: &str, rows_per_batch: usize, resume: Option<Position>) -> (Vec<i64>, Vec<u64>, Option<Position>) {
+/// Starts reading the one partition of `path` in batches of `rows_per_batch`.
+async fn start(
+    path: &str,
+    rows_per_batch: usize,
+    resume: Option<Position>,
+    parallelism: usize,
+) -> (
+    mpsc::Receiver<SourceEvent>,
+    tokio::task::JoinHandle<sluice_core::Result<()>>,
+) {
     let cfg: FileSourceConfig = toml::from_str(&format!("path = {path:?}")).unwrap();
     let source = Arc::new(FileSource::new(cfg).unwrap());
     let streams = source.discover().await.unwrap();
-    let (tx, mut rx) = mpsc::channel(1024);
+    let (tx, rx) = mpsc::channel(1024);
     let ctx = ReadContext {
         out: tx,
         cancel: CancellationToken::new(),
@@ -25,10 +33,15 @@ async fn read(path: &str, rows_per_batch: usize, resume: Option<Position>) -> (V
             ..BatchLimits::default()
         },
         resume,
-        parallelism: 2,
+        parallelism,
     };
     let (s, p) = (streams[0].clone(), streams[0].partitions[0].clone());
-    let reader = tokio::spawn(async move { source.read(&s, &p, ctx).await });
+    (rx, tokio::spawn(async move { source.read(&s, &p, ctx).await }))
+}
+
+/// Reads the one partition of `path` from `resume`, returning (ids, lines, last position).
+async fn read(path: &str, rows_per_batch: usize, resume: Option<Position>) -> (Vec<i64>, Vec<u64>, Option<Position>) {
+    let (mut rx, reader) = start(path, rows_per_batch, resume, 2).await;
     let (mut ids, mut lines, mut last) = (Vec::new(), Vec::new(), None);
     while let Some(ev) = rx.recv().await {
         if let SourceEvent::Batch(b) = ev {
@@ -43,24 +56,9 @@ async fn read(path: &str, rows_per_batch: usize, resume: Option<Position>) -> (V
     (ids, lines, last)
 }
 
-/// A position part-way through: the one after the first `batches` batches.
+/// A position part-way through: the one after the first `batches` batches of 7 rows.
 async fn position_after(path: &str, batches: usize) -> Position {
-    let cfg: FileSourceConfig = toml::from_str(&format!("path = {path:?}")).unwrap();
-    let source = Arc::new(FileSource::new(cfg).unwrap());
-    let streams = source.discover().await.unwrap();
-    let (tx, mut rx) = mpsc::channel(1024);
-    let ctx = ReadContext {
-        out: tx,
-        cancel: CancellationToken::new(),
-        limits: BatchLimits {
-            rows: 7,
-            ..BatchLimits::default()
-        },
-        resume: None,
-        parallelism: 1,
-    };
-    let (s, p) = (streams[0].clone(), streams[0].partitions[0].clone());
-    tokio::spawn(async move { source.read(&s, &p, ctx).await });
+    let (mut rx, _reader) = start(path, 7, None, 1).await;
     let mut seen = 0;
     while let Some(ev) = rx.recv().await {
         if let SourceEvent::Batch(b) = ev {
