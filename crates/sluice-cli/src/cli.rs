@@ -87,6 +87,11 @@ pub enum Command {
     Verify {
         /// The pipeline (TOML).
         pipeline: PathBuf,
+        /// Search indexes: compare about N documents (a sample chosen by
+        /// id, the same on both sides) instead of every one. Counts are
+        /// always compared in full.
+        #[arg(long, value_name = "N")]
+        sample: Option<u64>,
     },
     /// Copy from SRC to DST without a pipeline file.
     ///

@@ -91,7 +91,74 @@ fn database_table(kind: &str, url: &str, ours: &[&str]) -> Table {
     t
 }
 
+/// The connector type of a search engine URL, if it is one.
+fn search_scheme(url: &str) -> Option<&'static str> {
+    let scheme = url.split_once("://")?.0.to_ascii_lowercase();
+    match scheme.as_str() {
+        "elasticsearch" | "es" => Some("elasticsearch"),
+        "opensearch" => Some("opensearch"),
+        _ => None,
+    }
+}
+
+/// `elasticsearch://[user:password@]host:port/INDEX?tls=true&…`: the
+/// cluster URL (`http://`, or `https://` with `tls=true`), the index, and
+/// the parameters `ours` allows as config keys.
+fn search_table(kind: &str, url: &str, ours: &[&str]) -> Result<Table, ConfigError> {
+    let (body, params) = split_url(url);
+    let rest = body.split_once("://").map_or("", |(_, r)| r);
+    let (host, index) = rest.split_once('/').unwrap_or((rest, ""));
+    let index = index.trim_end_matches('/');
+    if host.is_empty() {
+        return Err(err(format!(
+            "`{url}`: name the cluster, e.g. {kind}://localhost:9200/INDEX"
+        )));
+    }
+    let mut t = Table::new();
+    t.insert("type".into(), kind.into());
+    let mut tls = false;
+    for (k, v) in params {
+        match k.as_str() {
+            "tls" => tls = matches!(v.as_str(), "true" | "1" | "yes"),
+            k if ours.contains(&k) => {
+                let value: Value = match v.parse::<i64>() {
+                    Ok(n) if k == "slices" || k == "bulk_docs" || k == "concurrency" => Value::Integer(n),
+                    _ => v.into(),
+                };
+                t.insert(k.to_string(), value);
+            }
+            _ => {
+                return Err(err(format!(
+                    "`{url}`: unknown parameter `{k}`; this location takes tls, {}",
+                    ours.join(", ")
+                )));
+            }
+        }
+    }
+    let scheme = if tls { "https" } else { "http" };
+    t.insert("url".into(), format!("{scheme}://{host}").into());
+    if !index.is_empty() {
+        t.insert("index".into(), index.into());
+    }
+    Ok(t)
+}
+
+/// Whether a location is an object store URL (read and written as files).
+fn object_store_url(s: &str) -> bool {
+    ["s3://", "gs://", "az://", "abfs://"].iter().any(|p| s.starts_with(p))
+}
+
 fn source_table(a: &CopyArgs) -> Result<Table, ConfigError> {
+    if let Some(kind) = search_scheme(&a.src) {
+        let t = search_table(kind, &a.src, &["slices", "query", "paging"])?;
+        if !t.contains_key("index") {
+            return Err(err(format!(
+                "`{}`: name the index to read, e.g. {kind}://localhost:9200/orders",
+                a.src
+            )));
+        }
+        return Ok(t);
+    }
     if let Some(kind) = database_scheme(&a.src) {
         let mut ours = vec!["table"];
         if kind == "postgres" {
@@ -123,9 +190,9 @@ fn source_table(a: &CopyArgs) -> Result<Table, ConfigError> {
         }
         return Ok(t);
     }
-    if a.src.contains("://") {
+    if a.src.contains("://") && !object_store_url(&a.src) {
         return Err(err(format!(
-            "`{}`: this build reads files, `-`, sqlite://, postgres:// and mysql:// sources",
+            "`{}`: this build reads files, `-`, s3://, sqlite://, postgres://, mysql:// and elasticsearch:// sources",
             a.src
         )));
     }
@@ -157,6 +224,13 @@ fn sink_table(a: &CopyArgs) -> Result<Table, ConfigError> {
         }
         return Ok(database_table(kind, &a.dst, &ours));
     }
+    if let Some(kind) = search_scheme(&a.dst) {
+        return search_table(
+            kind,
+            &a.dst,
+            &["id", "op", "routing", "alias", "bulk_docs", "concurrency"],
+        );
+    }
     if let Some(rest) = a.dst.strip_prefix("sqlite://") {
         let (path, params) = split_url(rest);
         reject_params(&a.dst, &params, &["table", "mode", "key"])?;
@@ -172,14 +246,20 @@ fn sink_table(a: &CopyArgs) -> Result<Table, ConfigError> {
         }
         return Ok(t);
     }
-    if a.dst.contains("://") {
+    if a.dst.contains("://") && !object_store_url(&a.dst) {
         return Err(err(format!(
-            "`{}`: this build writes files, `-`, sqlite://, postgres://, mysql:// and null:// destinations",
+            "`{}`: this build writes files, `-`, s3://, sqlite://, postgres://, mysql://, elasticsearch:// and null:// destinations",
             a.dst
         )));
     }
     t.insert("type".into(), "file".into());
-    t.insert("path".into(), a.dst.clone().into());
+    // A prefix (`s3://bucket/dumps/`) gets one object per stream.
+    let path = if a.dst.ends_with('/') {
+        format!("{}{{stream}}.{}", a.dst, a.format.as_deref().unwrap_or("ndjson"))
+    } else {
+        a.dst.clone()
+    };
+    t.insert("path".into(), path.into());
     if let Some(f) = &a.format {
         t.insert("format".into(), f.clone().into());
     }

@@ -160,19 +160,23 @@ async fn dispatch(cli: Cli) -> ExitCode {
             })),
             Err(e) => config_failure(&e),
         },
-        Command::Verify { pipeline } => match sluice_engine::load(pipeline) {
+        Command::Verify { pipeline, sample } => match sluice_engine::load(pipeline) {
             Ok(p) => {
                 let cancel = CancellationToken::new();
                 watch_signals(cancel.clone(), Duration::from_secs(p.config.runtime.shutdown_timeout_s));
-                report(sluice_engine::inspect::verify(&p, cancel).await.map(|lines| {
-                    out!("{}", display::verify(&lines));
-                    if lines.iter().all(|l| l.matches()) {
-                        ExitCode::SUCCESS
-                    } else {
-                        err!("verify: differences found");
-                        ExitCode::from(exit::DIFFERENT)
-                    }
-                }))
+                report(
+                    sluice_engine::inspect::verify_sampled(&p, *sample, cancel)
+                        .await
+                        .map(|lines| {
+                            out!("{}", display::verify(&lines));
+                            if lines.iter().all(|l| l.matches()) {
+                                ExitCode::SUCCESS
+                            } else {
+                                err!("verify: differences found");
+                                ExitCode::from(exit::DIFFERENT)
+                            }
+                        }),
+                )
             }
             Err(e) => config_failure(&e),
         },

@@ -13,6 +13,8 @@ pub mod null;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 pub mod registry;
+#[cfg(feature = "search")]
+pub mod search;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 pub mod url;

@@ -10,6 +10,8 @@ use crate::mysql::{MysqlSink, MysqlSinkConfig, MysqlSource, MysqlSourceConfig};
 use crate::null::{NullSink, NullSinkConfig};
 #[cfg(feature = "postgres")]
 use crate::postgres::{PostgresSink, PostgresSinkConfig, PostgresSource, PostgresSourceConfig};
+#[cfg(feature = "search")]
+use crate::search::{SearchSink, SearchSinkConfig, SearchSource, SearchSourceConfig};
 #[cfg(feature = "sqlite")]
 use crate::sqlite::{SqliteSink, SqliteSinkConfig, SqliteSource, SqliteSourceConfig};
 
@@ -32,6 +34,11 @@ pub enum SourceConfig {
     #[cfg(feature = "mysql")]
     #[serde(alias = "mariadb")]
     Mysql(MysqlSourceConfig),
+    #[cfg(feature = "search")]
+    #[serde(alias = "es")]
+    Elasticsearch(SearchSourceConfig),
+    #[cfg(feature = "search")]
+    Opensearch(SearchSourceConfig),
 }
 
 /// `[[sinks]]`: where rows go.
@@ -55,6 +62,11 @@ pub enum SinkConfig {
     #[cfg(feature = "mysql")]
     #[serde(alias = "mariadb")]
     Mysql(MysqlSinkConfig),
+    #[cfg(feature = "search")]
+    #[serde(alias = "es")]
+    Elasticsearch(SearchSinkConfig),
+    #[cfg(feature = "search")]
+    Opensearch(SearchSinkConfig),
     /// Discards rows (counts them).
     Null(NullSinkConfig),
 }
@@ -92,6 +104,10 @@ pub fn build_source(cfg: &SourceConfig) -> Result<Box<dyn Source>> {
         SourceConfig::Postgres(c) => Box::new(PostgresSource::new(c.clone())?),
         #[cfg(feature = "mysql")]
         SourceConfig::Mysql(c) => Box::new(MysqlSource::new(c.clone())?),
+        #[cfg(feature = "search")]
+        SourceConfig::Elasticsearch(c) => Box::new(SearchSource::new(c.clone(), "elasticsearch")?),
+        #[cfg(feature = "search")]
+        SourceConfig::Opensearch(c) => Box::new(SearchSource::new(c.clone(), "opensearch")?),
     })
 }
 
@@ -119,8 +135,22 @@ pub fn build_sink(cfg: &SinkConfig) -> Result<Box<dyn SinkConnector>> {
         SinkConfig::Postgres(c) => Box::new(PostgresSink::new(c.clone())?),
         #[cfg(feature = "mysql")]
         SinkConfig::Mysql(c) => Box::new(MysqlSink::new(c.clone())?),
+        #[cfg(feature = "search")]
+        SinkConfig::Elasticsearch(c) => Box::new(SearchSink::new(c.clone(), "elasticsearch")?),
+        #[cfg(feature = "search")]
+        SinkConfig::Opensearch(c) => Box::new(SearchSink::new(c.clone(), "opensearch")?),
         SinkConfig::Null(_) => Box::new(NullSink),
     })
+}
+
+/// Whether `sink` writes to a search engine (compared document by document).
+pub fn is_search(sink: &SinkConfig) -> bool {
+    #[cfg(feature = "search")]
+    if matches!(sink, SinkConfig::Elasticsearch(_) | SinkConfig::Opensearch(_)) {
+        return true;
+    }
+    let _ = sink;
+    false
 }
 
 /// A source reading back what `sink` wrote for `stream`, for `sluice verify`;
@@ -157,6 +187,29 @@ pub fn sink_as_source(sink: &SinkConfig, stream: &str) -> Option<SourceConfig> {
             query: None,
             stream: None,
         })),
+        #[cfg(feature = "search")]
+        SinkConfig::Elasticsearch(c) | SinkConfig::Opensearch(c) => {
+            let index = c
+                .index
+                .clone()
+                .unwrap_or_else(|| "{stream}".into())
+                .replace("{stream}", stream);
+            let cfg = SearchSourceConfig {
+                cluster: c.cluster.clone(),
+                index: Some(index),
+                indices: Vec::new(),
+                query: None,
+                stream: Some(stream.to_string()),
+                slices: None,
+                page_size: 1000,
+                keep_alive: "5m".into(),
+                paging: Default::default(),
+            };
+            Some(match sink {
+                SinkConfig::Opensearch(_) => SourceConfig::Opensearch(cfg),
+                _ => SourceConfig::Elasticsearch(cfg),
+            })
+        }
         _ => None,
     }
 }
@@ -345,6 +398,74 @@ pub fn catalog() -> Vec<ConnectorInfo> {
                     "types.\"table.column\"",
                     "column type for created tables, e.g. \"decimal(14,2)\"",
                 ),
+            ],
+        });
+    }
+    #[cfg(feature = "search")]
+    {
+        list.push(ConnectorInfo {
+            name: "elasticsearch",
+            role: "source",
+            summary: "indexes read by point in time + search_after (scroll fallback) in parallel slices (alias opensearch, es)",
+            options: &[
+                ("url", "http://host:9200 (https:// for TLS; user:password@ for basic auth)"),
+                ("user / password / api_key / bearer", "credentials"),
+                ("ca_cert / insecure", "PEM file of a CA to trust / skip certificate checks"),
+                ("index / indices", "index, alias or pattern to read, one stream each"),
+                ("query", "query filter: a TOML table or JSON text of the search `query`"),
+                ("slices", "parallel slices (default 1 per 250k documents, at most 8)"),
+                ("page_size", "documents per page (default 1000)"),
+                ("keep_alive", "point in time / scroll keep-alive (default 5m)"),
+                ("paging", "auto | pit | scroll (default auto)"),
+            ],
+        });
+        list.push(ConnectorInfo {
+            name: "elasticsearch",
+            role: "sink",
+            summary: "_bulk with adaptive concurrency, item retries, dead letters (alias opensearch, es)",
+            options: &[
+                (
+                    "url",
+                    "http://host:9200 (https:// for TLS; user:password@ for basic auth)",
+                ),
+                ("user / password / api_key / bearer", "credentials"),
+                (
+                    "ca_cert / insecure",
+                    "PEM file of a CA to trust / skip certificate checks",
+                ),
+                (
+                    "index",
+                    "index name or template, e.g. orders-{region} (default: _index column, else {stream})",
+                ),
+                (
+                    "id",
+                    "id column or template, e.g. {tenant}:{id} (default: _id column, else auto)",
+                ),
+                ("routing", "routing column or template (default: _routing column)"),
+                (
+                    "op",
+                    "index | create | update | upsert | delete when there is no _op column (default index)",
+                ),
+                ("bulk_docs / bulk_bytes", "request caps (default 5000 docs, 10 MiB)"),
+                ("gzip", "compress request bodies (default true)"),
+                (
+                    "concurrency",
+                    "\"adaptive\" or a fixed number of requests (default adaptive)",
+                ),
+                ("max_concurrency", "upper bound of the adaptive limit (default 32)"),
+                (
+                    "max_retry_bytes",
+                    "memory for documents awaiting a retry (default 64 MiB)",
+                ),
+                (
+                    "create / mappings / mappings_file / settings",
+                    "index creation, mappings first (default: the source index's)",
+                ),
+                (
+                    "load_tuning",
+                    "auto | always | never: refresh off, 0 replicas while loading (default auto: created indexes)",
+                ),
+                ("alias", "after a complete load, point this alias at the index"),
             ],
         });
     }

@@ -247,6 +247,22 @@ pub trait Sink: Send {
         Ok(None)
     }
 
+    /// How many batches the engine may write before it must flush. A sink
+    /// that keeps several requests in flight (bulk loads into a search
+    /// engine) answers more than one: `write` then only hands the rows
+    /// over, and `flush` waits for every answer. Default 1: each batch is
+    /// flushed before the next is written.
+    fn pipeline_depth(&self) -> usize {
+        1
+    }
+
+    /// Rows refused after `write` returned (found when the destination
+    /// answered during [`Sink::flush`]), each returned once. Pipelined sinks
+    /// only; rows refused by `write` itself come back from `write`.
+    fn take_refused(&mut self) -> Vec<Rejection> {
+        Vec::new()
+    }
+
     /// Whether [`Sink::flush`] makes writes durable. A sink whose output only
     /// becomes valid when finished (a Parquet footer, a file renamed into
     /// place) answers false; its batches are acknowledged by `finish`.

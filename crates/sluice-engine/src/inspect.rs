@@ -2,6 +2,7 @@
 //! permissions), `plan` (streams, estimates, DDL, plan hash) and `verify`
 //! (row counts and order-independent checksums, source against target).
 
+use std::collections::HashMap;
 use std::hash::Hasher;
 use std::sync::Arc;
 
@@ -163,7 +164,17 @@ impl VerifyLine {
 /// Reads every stream from the source (through the transforms) and from each
 /// sink's destination, and compares row counts and checksums over the
 /// columns both sides have.
+///
+/// Search-engine destinations are compared document by document: every
+/// `_id` with a hash of its `_source` (canonical JSON, so key order and
+/// number spelling do not matter), or a deterministic sample of about
+/// `sample` documents (chosen by a hash of the id, the same on both sides).
 pub async fn verify(p: &Pipeline, cancel: CancellationToken) -> Result<Vec<VerifyLine>> {
+    verify_sampled(p, None, cancel).await
+}
+
+/// [`verify`], comparing only about `sample` documents of search indexes.
+pub async fn verify_sampled(p: &Pipeline, sample: Option<u64>, cancel: CancellationToken) -> Result<Vec<VerifyLine>> {
     let (source, _) = build(p)?;
     let specs = source.discover().await?;
     let mut lines = Vec::new();
@@ -189,6 +200,22 @@ pub async fn verify(p: &Pipeline, cancel: CancellationToken) -> Result<Vec<Verif
                     spec.name
                 )));
             };
+            if sluice_connectors::registry::is_search(sink_cfg) {
+                lines.push(
+                    verify_documents(
+                        p,
+                        &source,
+                        spec,
+                        target_source,
+                        target_spec,
+                        sample,
+                        &sink_name,
+                        &cancel,
+                    )
+                    .await?,
+                );
+                continue;
+            }
             // Compare the columns both sides have, in the source's order.
             let shared: Vec<String> = expected_schema
                 .fields()
@@ -211,6 +238,130 @@ pub async fn verify(p: &Pipeline, cancel: CancellationToken) -> Result<Vec<Verif
     Ok(lines)
 }
 
+/// Documents of one side: how many, and the hash of each sampled one by id.
+struct Documents {
+    count: u64,
+    hashes: HashMap<String, u64>,
+}
+
+/// Compares a stream with the search index it was written to, by `_id`.
+#[allow(clippy::too_many_arguments)]
+async fn verify_documents(
+    p: &Pipeline,
+    source: &Arc<dyn Source>,
+    spec: &StreamSpec,
+    target_source: Box<dyn Source>,
+    target_spec: &StreamSpec,
+    sample: Option<u64>,
+    sink_name: &str,
+    cancel: &CancellationToken,
+) -> Result<VerifyLine> {
+    let expected = spec.total_rows().or(target_spec.total_rows()).unwrap_or(0).max(1);
+    // Keep ids whose hash falls under this bound: about `sample` of them.
+    let bound = match sample {
+        Some(n) if n < expected => ((n as f64 / expected as f64) * u64::MAX as f64) as u64,
+        _ => u64::MAX,
+    };
+    let src = documents(p, source, spec, true, bound, cancel).await?;
+    let dst = documents(p, &Arc::from(target_source), target_spec, false, bound, cancel).await?;
+    let mut missing = Vec::new();
+    let mut changed = Vec::new();
+    for (id, h) in &src.hashes {
+        match dst.hashes.get(id) {
+            None => missing.push(id.as_str()),
+            Some(t) if t != h => changed.push(id.as_str()),
+            _ => {}
+        }
+    }
+    let extra = dst.hashes.keys().filter(|id| !src.hashes.contains_key(*id)).count();
+    missing.sort();
+    changed.sort();
+    let sum = |d: &Documents| d.hashes.values().fold(0u64, |a, h| a.wrapping_add(*h));
+    let mut notes = vec![format!(
+        "{} of {} documents compared by _id and _source",
+        src.hashes.len(),
+        src.count
+    )];
+    let show = |ids: &[&str]| ids.iter().take(5).copied().collect::<Vec<_>>().join(", ");
+    if !missing.is_empty() {
+        notes.push(format!("{} missing ({})", missing.len(), show(&missing)));
+    }
+    if !changed.is_empty() {
+        notes.push(format!("{} different ({})", changed.len(), show(&changed)));
+    }
+    if extra > 0 {
+        notes.push(format!("{extra} only in the target"));
+    }
+    Ok(VerifyLine {
+        stream: spec.name.to_string(),
+        sink: sink_name.to_string(),
+        source: Fingerprint {
+            rows: src.count,
+            checksum: sum(&src),
+        },
+        target: Some(Fingerprint {
+            rows: dst.count,
+            checksum: if missing.is_empty() && changed.is_empty() && extra == 0 {
+                sum(&src)
+            } else {
+                sum(&dst) ^ 1
+            },
+        }),
+        note: Some(notes.join("; ")),
+    })
+}
+
+/// Reads a stream of documents (`_id` and `_source`, or plain rows whose
+/// columns make the document) and hashes the sampled ones.
+async fn documents(
+    p: &Pipeline,
+    source: &Arc<dyn Source>,
+    spec: &StreamSpec,
+    transform: bool,
+    bound: u64,
+    cancel: &CancellationToken,
+) -> Result<Documents> {
+    let mut docs = Documents {
+        count: 0,
+        hashes: HashMap::new(),
+    };
+    let id_of = |s: &str| {
+        let mut h = std::hash::DefaultHasher::new();
+        h.write(s.as_bytes());
+        h.finish()
+    };
+    let mut add = |data: &RecordBatch| -> Result<()> {
+        let ids = data.column_by_name("_id").map(|a| a.as_string::<i32>().clone());
+        let sources = data.column_by_name("_source").map(|a| a.as_string::<i32>().clone());
+        let built = match &sources {
+            Some(_) => None,
+            None => Some(sluice_connectors::files::row_documents(data)?),
+        };
+        for row in 0..data.num_rows() {
+            docs.count += 1;
+            let Some(id) = ids.as_ref().filter(|a| a.is_valid(row)).map(|a| a.value(row)) else {
+                continue;
+            };
+            if id_of(id) > bound {
+                continue;
+            }
+            let text: std::borrow::Cow<'_, str> = match (&sources, &built) {
+                (Some(s), _) if s.is_valid(row) => s.value(row).into(),
+                (_, Some(b)) => String::from_utf8_lossy(&b[row]),
+                _ => "null".into(),
+            };
+            // serde_json sorts keys and spells numbers one way: a canonical form.
+            let canonical = serde_json::from_str::<serde_json::Value>(&text)
+                .map(|v| v.to_string())
+                .unwrap_or_else(|_| text.into_owned());
+            docs.hashes.insert(id.to_string(), id_of(&canonical));
+        }
+        Ok(())
+    };
+    read_all(p, source, spec, transform, cancel, &mut add).await?;
+    Ok(docs)
+}
+
 fn sink_kind(cfg: &SinkConfig) -> String {
     format!("{cfg:?}").split('(').next().unwrap_or("this").to_lowercase()
 }
@@ -224,31 +375,6 @@ async fn fingerprint(
     transform: bool,
     cancel: &CancellationToken,
 ) -> Result<Fingerprint> {
-    let (tx, mut rx) = mpsc::channel::<SourceEvent>(8);
-    let limits = p.config.runtime.limits();
-    let threads = p.config.runtime.threads();
-    let reader = {
-        let (source, spec, cancel) = (source.clone(), spec.clone(), cancel.clone());
-        tokio::spawn(async move {
-            for partition in &spec.partitions {
-                let ctx = ReadContext {
-                    out: tx.clone(),
-                    cancel: cancel.clone(),
-                    limits,
-                    resume: None,
-                    parallelism: threads,
-                };
-                source.read(&spec, partition, ctx).await?;
-            }
-            Ok::<_, Error>(())
-        })
-    };
-    let mut chain = Vec::new();
-    if transform {
-        for f in sluice_transforms::build(&p.config.transforms)? {
-            chain.push(f.plan(&spec.name, spec.schema.clone())?);
-        }
-    }
     let mut fp = Fingerprint::default();
     let mut add = |data: &RecordBatch| -> Result<()> {
         let idx: Vec<usize> = columns
@@ -279,6 +405,45 @@ async fn fingerprint(
         }
         Ok(())
     };
+    read_all(p, source, spec, transform, cancel, &mut add).await?;
+    Ok(fp)
+}
+
+/// Reads a stream fully (through the transforms when `transform`), handing
+/// every batch to `add`.
+async fn read_all(
+    p: &Pipeline,
+    source: &Arc<dyn Source>,
+    spec: &StreamSpec,
+    transform: bool,
+    cancel: &CancellationToken,
+    add: &mut dyn FnMut(&RecordBatch) -> Result<()>,
+) -> Result<()> {
+    let (tx, mut rx) = mpsc::channel::<SourceEvent>(8);
+    let limits = p.config.runtime.limits();
+    let threads = p.config.runtime.threads();
+    let reader = {
+        let (source, spec, cancel) = (source.clone(), spec.clone(), cancel.clone());
+        tokio::spawn(async move {
+            for partition in &spec.partitions {
+                let ctx = ReadContext {
+                    out: tx.clone(),
+                    cancel: cancel.clone(),
+                    limits,
+                    resume: None,
+                    parallelism: threads,
+                };
+                source.read(&spec, partition, ctx).await?;
+            }
+            Ok::<_, Error>(())
+        })
+    };
+    let mut chain = Vec::new();
+    if transform {
+        for f in sluice_transforms::build(&p.config.transforms)? {
+            chain.push(f.plan(&spec.name, spec.schema.clone())?);
+        }
+    }
     while let Some(ev) = rx.recv().await {
         let SourceEvent::Batch(batch) = ev else { continue };
         if let Some(b) = through(&mut chain, batch).await? {
@@ -295,7 +460,7 @@ async fn fingerprint(
     reader
         .await
         .map_err(|e| Error::Internal(format!("verify reader: {e}")))??;
-    Ok(fp)
+    Ok(())
 }
 
 /// Passes a batch through a transform chain; None when a transform holds it back.

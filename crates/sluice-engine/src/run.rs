@@ -980,9 +980,14 @@ fn spawn_sink(
     let (acked_t, written_t) = (acked.clone(), written.clone());
     let task = tokio::spawn(async move {
         let durable = sink.durable_on_flush();
+        let depth = sink.pipeline_depth();
         let mut last = 0;
         let mut retrier = Retrier::new(setup.policy);
         let result: Result<()> = async {
+            if depth > 1 && durable {
+                last = run_pipelined(&mut sink, &setup, &mut rx, depth, &rejections, &acked_t, &written_t).await?;
+                return Ok(());
+            }
             while let Some((seq, batch)) = rx.recv().await {
                 if !setup.holds(&batch) {
                     let n =
@@ -1025,6 +1030,76 @@ fn spawn_sink(
         written,
         task,
     }
+}
+
+/// How long a pipelined sink may hold written batches unflushed while no
+/// new batch arrives.
+const PIPELINE_LINGER: Duration = Duration::from_millis(500);
+
+/// The lane of a sink that overlaps its requests ([`Sink::pipeline_depth`]
+/// above one): up to `depth` batches are written before a flush makes them
+/// durable and acknowledges them together. The sink retries transient
+/// failures itself; an error here ends the stream. Returns the last
+/// sequence number seen.
+async fn run_pipelined(
+    sink: &mut Box<dyn Sink>,
+    setup: &LaneSetup,
+    rx: &mut mpsc::Receiver<(u64, Arc<Batch>)>,
+    depth: usize,
+    rejections: &Rejections,
+    acked: &AtomicU64,
+    written: &AtomicU64,
+) -> Result<u64> {
+    let mut last = 0;
+    let mut unflushed = 0usize;
+    loop {
+        let next = if unflushed == 0 {
+            rx.recv().await
+        } else {
+            match tokio::time::timeout(PIPELINE_LINGER, rx.recv()).await {
+                Ok(next) => next,
+                Err(_) => {
+                    flush_pipelined(sink, rejections, written).await?;
+                    acked.store(last, Ordering::Release);
+                    unflushed = 0;
+                    continue;
+                }
+            }
+        };
+        let Some((seq, batch)) = next else { break };
+        if !setup.holds(&batch) {
+            let refused = sink.write(&batch).await?;
+            for r in &refused {
+                rejections.reject(r)?;
+            }
+            written.fetch_add((batch.num_rows() - refused.len()) as u64, Ordering::Relaxed);
+        }
+        last = seq;
+        unflushed += 1;
+        if unflushed >= depth {
+            flush_pipelined(sink, rejections, written).await?;
+            acked.store(last, Ordering::Release);
+            unflushed = 0;
+        }
+    }
+    if unflushed > 0 {
+        flush_pipelined(sink, rejections, written).await?;
+        acked.store(last, Ordering::Release);
+    }
+    Ok(last)
+}
+
+/// Flushes a pipelined sink and records the rows it refused while flushing
+/// (counted as written when their batch was handed over).
+async fn flush_pipelined(sink: &mut Box<dyn Sink>, rejections: &Rejections, written: &AtomicU64) -> Result<()> {
+    sink.flush().await?;
+    let refused = sink.take_refused();
+    for r in &refused {
+        rejections.reject(r)?;
+    }
+    rejections.flush()?;
+    written.fetch_sub(refused.len() as u64, Ordering::Relaxed);
+    Ok(())
 }
 
 /// Closes every sink's input and waits for the sinks to finish; returns the first error.

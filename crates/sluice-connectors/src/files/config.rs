@@ -19,6 +19,15 @@ pub enum Format {
     Parquet,
     /// A human-readable table (output only, for previews).
     Table,
+    /// elasticdump NDJSON: `{"_index","_id","_source"}` per line.
+    #[serde(alias = "dump")]
+    Elasticdump,
+    /// `_bulk` NDJSON: action lines followed by documents.
+    Bulk,
+    /// Rally JSON exports (arrays or lines of objects), metadata stripped.
+    Rally,
+    /// JSON documents passed through as they are (one `_source` each).
+    Raw,
 }
 
 impl Format {
@@ -47,6 +56,22 @@ impl Format {
             Format::Ndjson => "ndjson",
             Format::Parquet => "parquet",
             Format::Table => "table",
+            Format::Elasticdump => "elasticdump",
+            Format::Bulk => "bulk",
+            Format::Rally => "rally",
+            Format::Raw => "raw",
+        }
+    }
+
+    /// The document layout of the search formats.
+    pub(crate) fn docs(self) -> Option<super::docs::DocKind> {
+        use super::docs::DocKind;
+        match self {
+            Format::Elasticdump => Some(DocKind::Dump),
+            Format::Bulk => Some(DocKind::Bulk),
+            Format::Rally => Some(DocKind::Rally),
+            Format::Raw => Some(DocKind::Raw),
+            _ => None,
         }
     }
 }

@@ -19,6 +19,9 @@ pub(crate) enum FrameKind {
     Lines,
     /// Elements of one top-level JSON array.
     JsonArray,
+    /// `_bulk` NDJSON: an action line and, unless it deletes, the document
+    /// line after it make one record.
+    BulkPairs,
 }
 
 /// Whole records cut from the input.
@@ -80,6 +83,8 @@ pub(crate) struct Framer {
     escaped: bool,
     /// Whether the current (last) record has any non-blank byte yet.
     open_nonblank: bool,
+    /// Bulk: the action line of the current record is in, its document is not.
+    awaiting_source: bool,
 }
 
 impl Framer {
@@ -99,6 +104,7 @@ impl Framer {
             outer_array: None,
             escaped: false,
             open_nonblank: false,
+            awaiting_source: false,
         }
     }
 
@@ -131,6 +137,7 @@ impl Framer {
         match self.kind {
             FrameKind::Csv { quote, escape } => self.scan_csv(quote, escape),
             FrameKind::Lines => self.scan_lines(),
+            FrameKind::BulkPairs => self.scan_bulk(),
             FrameKind::JsonArray => self.scan_json_array(),
         }
     }
@@ -206,6 +213,30 @@ impl Framer {
             self.mark_nonblank(pos, nl);
             self.line += 1;
             self.end_record(nl + 1);
+            pos = nl + 1;
+        }
+        let len = self.buf.len();
+        self.mark_nonblank(pos, len);
+        self.scanned = len;
+    }
+
+    fn scan_bulk(&mut self) {
+        let mut pos = self.scanned;
+        while let Some(off) = memchr(b'\n', &self.buf[pos..]) {
+            let nl = pos + off;
+            let blank = self.buf[pos..nl].iter().all(u8::is_ascii_whitespace);
+            self.mark_nonblank(pos, nl);
+            self.line += 1;
+            if !blank {
+                if self.awaiting_source {
+                    self.awaiting_source = false;
+                    self.end_record(nl + 1);
+                } else if super::docs::bulk_action_wants_source(&self.buf[pos..nl]) {
+                    self.awaiting_source = true;
+                } else {
+                    self.end_record(nl + 1);
+                }
+            }
             pos = nl + 1;
         }
         let len = self.buf.len();

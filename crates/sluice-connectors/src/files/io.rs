@@ -45,8 +45,36 @@ pub(crate) fn expand(pattern: &str) -> Result<Vec<String>> {
 
 /// Opens a file, decompressing as configured.
 pub(crate) fn open_read(path: &str, compression: Compression) -> Result<Box<dyn Read + Send>> {
-    let raw: Box<dyn Read + Send> = Box::new(File::open(path).map_err(|e| Error::io(path, e))?);
+    let raw: Box<dyn Read + Send> = if is_object(path) {
+        object_reader(path)?
+    } else {
+        Box::new(File::open(path).map_err(|e| Error::io(path, e))?)
+    };
     decompress(raw, path, compression)
+}
+
+/// Whether `path` names an object in a store (`s3://…`).
+pub(crate) fn is_object(path: &str) -> bool {
+    path.contains("://")
+}
+
+#[cfg(feature = "s3")]
+fn object_reader(path: &str) -> Result<Box<dyn Read + Send>> {
+    super::objects::reader(path)
+}
+
+#[cfg(not(feature = "s3"))]
+fn object_reader(path: &str) -> Result<Box<dyn Read + Send>> {
+    Err(no_object_store(path))
+}
+
+/// The error for object URLs in a build without object stores.
+#[cfg(not(feature = "s3"))]
+pub(crate) fn no_object_store(path: &str) -> Error {
+    Error::config(
+        "path",
+        format!("{path}: this build has no object store support (cargo feature `s3`)"),
+    )
 }
 
 /// Wraps `raw` in the decompressor `compression` asks for.
@@ -178,6 +206,8 @@ pub(crate) struct Output {
     inner: Inner,
     path: String,
     part: Option<PathBuf>,
+    /// For an object URL: the part file is uploaded there when finished.
+    upload: Option<String>,
     /// Set when the reader of standard output went away (`| head`).
     closed: Arc<AtomicBool>,
 }
@@ -197,13 +227,23 @@ impl Output {
                 inner: Inner::Stdout(BufWriter::with_capacity(1 << 20, io::stdout())),
                 path: "-".into(),
                 part: None,
+                upload: None,
                 closed: Arc::new(AtomicBool::new(false)),
             });
         }
-        if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
-        }
-        let part = PathBuf::from(format!("{path}.part"));
+        let upload = is_object(path).then(|| path.to_string());
+        let part = match &upload {
+            #[cfg(feature = "s3")]
+            Some(url) => super::objects::staging_path(url, ".part"),
+            #[cfg(not(feature = "s3"))]
+            Some(url) => return Err(no_object_store(url)),
+            None => {
+                if let Some(dir) = Path::new(path).parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+                }
+                PathBuf::from(format!("{path}.part"))
+            }
+        };
         let file = BufWriter::with_capacity(1 << 20, File::create(&part).map_err(|e| Error::io(&part, e))?);
         let inner = match compression.resolve(path) {
             Compression::Gzip => Inner::Gzip(flate2::write::GzEncoder::new(file, flate2::Compression::fast())),
@@ -216,6 +256,7 @@ impl Output {
             inner,
             path: path.into(),
             part: Some(part),
+            upload,
             closed: Arc::new(AtomicBool::new(false)),
         })
     }
@@ -256,8 +297,15 @@ impl Output {
         if let Some(file) = file {
             file.sync_all().map_err(wrap)?;
         }
-        if let Some(part) = &self.part {
-            std::fs::rename(part, &self.path).map_err(wrap)?;
+        match (&self.part, &self.upload) {
+            #[cfg(feature = "s3")]
+            (Some(part), Some(url)) => {
+                let sent = super::objects::upload(part, url);
+                let _ = std::fs::remove_file(part);
+                sent?;
+            }
+            (Some(part), _) => std::fs::rename(part, &self.path).map_err(wrap)?,
+            _ => {}
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
-//! Files: CSV, JSON, NDJSON and Parquet, local paths, globs and standard
-//! streams, gzip and zstd by extension.
+//! Files: CSV, JSON, NDJSON and Parquet, search-engine documents (dumps,
+//! bulk files, Rally exports), local paths, object stores (S3, GCS, Azure),
+//! globs and standard streams, gzip and zstd by extension.
 //!
 //! Text formats are framed into whole records ([`framing`]) and decoded on
 //! several threads in input order ([`decode`]); a record that does not decode
@@ -9,9 +10,12 @@
 pub mod config;
 mod csv;
 mod decode;
+pub(crate) mod docs;
 mod framing;
 mod io;
 mod json;
+#[cfg(feature = "s3")]
+pub(crate) mod objects;
 #[cfg(feature = "parquet")]
 mod parquet;
 mod sink;
@@ -20,3 +24,9 @@ mod source;
 pub use config::{Compression, CsvOptions, FileSinkConfig, FileSourceConfig, Format, ParquetCodec};
 pub use sink::FileSink;
 pub use source::FileSource;
+
+/// Each row's columns, other than the document metadata columns (`_index`,
+/// `_id`, `_routing`, `_op`, `_source`), as one JSON object per row.
+pub fn row_documents(data: &arrow::record_batch::RecordBatch) -> sluice_core::Result<Vec<Vec<u8>>> {
+    Ok(docs::row_documents(data, &docs::META)?)
+}

@@ -90,6 +90,18 @@ impl SinkConnector for FileSink {
                     .with_quote(self.cfg.csv.quote as u8)
                     .build(out),
             ),
+            // Documents (a `_source` column) are written as elasticdump
+            // lines, so the file reads back as the same documents.
+            Format::Ndjson if has_source(&stream.schema) => Writer::Docs(out, super::docs::DocKind::Dump),
+            Format::Elasticdump | Format::Bulk | Format::Raw => {
+                Writer::Docs(out, self.format.docs().expect("document format"))
+            }
+            Format::Rally => {
+                return Err(Error::config(
+                    "sinks.format",
+                    "rally is an input format; write elasticdump, bulk, raw or ndjson",
+                ));
+            }
             Format::Ndjson => Writer::Ndjson(arrow::json::LineDelimitedWriter::new(out)),
             Format::Json => Writer::Json(arrow::json::ArrayWriter::new(out), false),
             #[cfg(feature = "parquet")]
@@ -117,12 +129,21 @@ impl SinkConnector for FileSink {
     }
 }
 
+/// Whether rows are search documents: a `_source` column of JSON text.
+fn has_source(schema: &SchemaRef) -> bool {
+    schema
+        .field_with_name("_source")
+        .is_ok_and(|f| matches!(f.data_type(), arrow::datatypes::DataType::Utf8))
+}
+
 // One writer per stream, created once and never moved on a hot path: the
 // size difference between variants costs nothing worth a box.
 #[allow(clippy::large_enum_variant)]
 enum Writer {
     Csv(arrow::csv::Writer<Output>),
     Ndjson(arrow::json::LineDelimitedWriter<Output>),
+    /// Search documents (dump, bulk or raw lines).
+    Docs(Output, super::docs::DocKind),
     /// The flag says whether any row was written.
     Json(arrow::json::ArrayWriter<Output>, bool),
     #[cfg(feature = "parquet")]
@@ -150,6 +171,7 @@ impl FileStreamSink {
         match self.writer.as_mut() {
             Some(Writer::Csv(w)) => w.write(data).map_err(fail),
             Some(Writer::Ndjson(w)) => w.write(data).map_err(fail),
+            Some(Writer::Docs(out, kind)) => super::docs::write_docs(out, *kind, data).map_err(|e| Error::io(path, e)),
             Some(Writer::Json(w, any)) => {
                 *any |= data.num_rows() > 0;
                 w.write(data).map_err(fail)
@@ -175,6 +197,7 @@ impl FileStreamSink {
         let fail = |e: arrow::error::ArrowError| Error::data(path.clone(), e.to_string());
         let out = match self.writer.take() {
             Some(Writer::Csv(w)) => w.into_inner(),
+            Some(Writer::Docs(out, _)) => out,
             Some(Writer::Ndjson(mut w)) => {
                 w.finish().map_err(fail)?;
                 w.into_inner()

@@ -35,7 +35,10 @@ type SampledStdin = (Vec<u8>, Box<dyn Read + Send>);
 
 struct Inner {
     cfg: FileSourceConfig,
+    /// The configured format (or the extension's).
     format: Format,
+    /// The format the content showed (elasticdump lines in a `.json` file).
+    detected: std::sync::OnceLock<Format>,
     csv: CsvOptions,
     /// Standard input after inference.
     stdin: Mutex<Option<SampledStdin>>,
@@ -54,6 +57,18 @@ impl FileSource {
             return Err(Error::config(
                 "source.format",
                 "`table` is an output format; read csv, json, ndjson or parquet",
+            ));
+        }
+        if format.docs().is_some()
+            && !matches!(Format::from_path(&cfg.path), None | Some(Format::Json | Format::Ndjson))
+        {
+            return Err(Error::config(
+                "source.format",
+                format!(
+                    "{} documents are JSON; `{}` does not look like a JSON file",
+                    format.name(),
+                    cfg.path
+                ),
             ));
         }
         if format == Format::Parquet && cfg.path == "-" {
@@ -102,6 +117,7 @@ impl FileSource {
             inner: Arc::new(Inner {
                 cfg,
                 format,
+                detected: std::sync::OnceLock::new(),
                 csv,
                 stdin: Mutex::new(None),
             }),
@@ -128,20 +144,33 @@ impl Inner {
             .to_string()
     }
 
+    /// The format being read: the configured one, or what the content showed.
+    fn format(&self) -> Format {
+        self.detected.get().copied().unwrap_or(self.format)
+    }
+
     fn frame_kind(&self) -> FrameKind {
-        match self.format {
+        match self.format() {
             Format::Csv => FrameKind::Csv {
                 quote: self.csv.quote as u8,
                 escape: self.csv.escape.map(|c| c as u8),
             },
             Format::Ndjson => FrameKind::Lines,
+            Format::Bulk => FrameKind::BulkPairs,
+            // Documents come as lines or as an array; the array framer also
+            // takes objects one after another, so it reads both.
+            Format::Elasticdump | Format::Raw | Format::Rally
+                if self.format == Format::Ndjson || Format::from_path(&self.cfg.path) == Some(Format::Ndjson) =>
+            {
+                FrameKind::Lines
+            }
             _ => FrameKind::JsonArray,
         }
     }
 
     fn infer(&self, first: &str) -> Result<Schema> {
         if self.format == Format::Parquet {
-            return parquet_schema(first);
+            return parquet_schema(&Localized::new(first)?.path);
         }
         let sample = if first == "-" {
             let plain = self.cfg.compression.resolve("-") == super::config::Compression::None;
@@ -167,6 +196,25 @@ impl Inner {
             let mut input = io::open_read(first, self.cfg.compression)?;
             io::sample(&mut input, SAMPLE_BYTES).map_err(|e| Error::io(first, e))?
         };
+        if matches!(self.format, Format::Json | Format::Ndjson) && super::docs::looks_like_dump(&sample) {
+            tracing::info!(
+                path = first,
+                "elasticdump documents (_id and _source on each line): read as documents"
+            );
+            let _ = self.detected.set(Format::Elasticdump);
+        }
+        if let Some(kind) = self.format().docs() {
+            if !self.cfg.schema.is_empty() {
+                return Err(Error::config(
+                    "source.schema",
+                    format!(
+                        "{} documents have fixed columns (_index, _id, _routing, _source); remove [source.schema]",
+                        self.format().name()
+                    ),
+                ));
+            }
+            return Ok(super::docs::schema(kind));
+        }
         let inferred = match self.format {
             Format::Csv => csv::infer(&sample, &self.csv, self.cfg.infer_rows),
             _ => json::infer(&sample, self.frame_kind(), self.cfg.infer_rows),
@@ -221,12 +269,12 @@ fn parquet_schema(path: &str) -> Result<Schema> {
 #[async_trait]
 impl Source for FileSource {
     fn name(&self) -> &str {
-        self.inner.format.name()
+        self.inner.format().name()
     }
 
     async fn discover(&self) -> Result<Vec<StreamSpec>> {
         let this = &self.inner;
-        let files = io::expand(&this.cfg.path)?;
+        let (files, sizes) = list_inputs(&this.cfg.path).await?;
         let first = files[0].clone();
         // Inference may wait on a pipe: keep it off the runtime so Ctrl-C is heard.
         let inner = self.inner.clone();
@@ -236,13 +284,10 @@ impl Source for FileSource {
             .map_err(|e| Error::Internal(e.to_string()))??;
         let partitions = files
             .iter()
-            .map(|f| {
+            .zip(sizes)
+            .map(|(f, size)| {
                 let plain = this.cfg.compression.resolve(f) == super::config::Compression::None;
-                let bytes = if f == "-" || !plain {
-                    None
-                } else {
-                    std::fs::metadata(f).ok().map(|m| m.len())
-                };
+                let bytes = if f == "-" || !plain { None } else { size };
                 PartitionSpec {
                     id: f.as_str().into(),
                     bounds: identity(f),
@@ -293,14 +338,17 @@ impl Source for FileSource {
                 partition.id.clone()
             },
             partition: partition.id.clone(),
-            by: this.format.name().into(),
+            by: this.format().name().into(),
         };
         let schema = stream.schema.clone();
         if this.format == Format::Parquet {
             #[cfg(feature = "parquet")]
-            return tokio::task::spawn_blocking(move || super::parquet::read(&path, schema, labels, &ctx))
-                .await
-                .map_err(|e| Error::Internal(e.to_string()))?;
+            return tokio::task::spawn_blocking(move || {
+                let local = Localized::new(&path)?;
+                super::parquet::read(&local.path, schema, labels, &ctx)
+            })
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?;
         }
         let mut input: Box<dyn Read + Send> = if path == "-" {
             let taken = this
@@ -316,7 +364,8 @@ impl Source for FileSource {
             io::open_read(&path, this.cfg.compression)?
         };
         let header = this.format == Format::Csv && this.csv.header;
-        let decoder = match this.format {
+        let decoder: Arc<dyn decode::RecordDecoder> = match this.format() {
+            f if f.docs().is_some() => Arc::new(super::docs::DocDecoder::new(f.docs().expect("guarded"))),
             Format::Csv => csv::decoder(schema.clone(), &this.csv).map_err(|e| Error::config("source.csv.null", e))?,
             _ => json::decoder(schema.clone()),
         };
@@ -331,6 +380,68 @@ impl Source for FileSource {
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
+    }
+}
+
+/// The inputs a path names (files, or objects in a store), with their sizes.
+async fn list_inputs(path: &str) -> Result<(Vec<String>, Vec<Option<u64>>)> {
+    if io::is_object(path) {
+        #[cfg(feature = "s3")]
+        {
+            let listed = super::objects::expand(path).await?;
+            return Ok(listed.into_iter().map(|(u, n)| (u, Some(n))).unzip());
+        }
+        #[cfg(not(feature = "s3"))]
+        return Err(io::no_object_store(path));
+    }
+    let files = io::expand(path)?;
+    let sizes = files
+        .iter()
+        .map(|f| {
+            if f == "-" {
+                None
+            } else {
+                std::fs::metadata(f).ok().map(|m| m.len())
+            }
+        })
+        .collect();
+    Ok((files, sizes))
+}
+
+/// A local copy of a Parquet object (Parquet readers seek); local paths
+/// are used as they are. The copy is removed when the guard drops.
+struct Localized {
+    path: String,
+    staged: bool,
+}
+
+impl Localized {
+    fn new(path: &str) -> Result<Localized> {
+        if !io::is_object(path) {
+            return Ok(Localized {
+                path: path.to_string(),
+                staged: false,
+            });
+        }
+        #[cfg(feature = "s3")]
+        {
+            let local = super::objects::staging_path(path, ".parquet");
+            super::objects::download(path, &local)?;
+            Ok(Localized {
+                path: local.to_string_lossy().into_owned(),
+                staged: true,
+            })
+        }
+        #[cfg(not(feature = "s3"))]
+        Err(io::no_object_store(path))
+    }
+}
+
+impl Drop for Localized {
+    fn drop(&mut self) {
+        if self.staged {
+            let _ = std::fs::remove_file(&self.path);
+        }
     }
 }
 
