@@ -2,11 +2,15 @@
 //! check afterwards (rows arrived, values equal, the error names the line).
 
 mod copy;
+// The Elasticsearch stand-in shared with the connector crate and the bench endpoint.
+#[path = "../../../sluice-connectors/tests/it/es_mock.rs"]
+mod es_mock;
 mod mysql;
 mod pipelines;
 mod postgres;
 mod quickstart;
 mod resume;
+mod search;
 mod servers;
 
 use std::path::{Path, PathBuf};

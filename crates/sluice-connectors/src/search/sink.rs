@@ -496,11 +496,15 @@ impl SearchStreamSink {
                         }
                     }
                 }
+                // Progress (some items accepted) keeps the pause before the
+                // retries short; only answers that accept nothing lengthen it.
+                // The request rate itself is the limiter's business.
+                if any_ok {
+                    self.backoff.success();
+                }
                 if pushed_back {
                     self.stats.back_pressure += 1;
                     self.pause_retries();
-                } else if any_ok {
-                    self.backoff.success();
                 }
             }
             Done::Failed(items, e, retry_after) => {

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# End-to-end benchmark of bulk loads into a search engine: sluice against
+# elasticdump, both sending the same documents to the same fast local
+# `_bulk` endpoint (the Elasticsearch stand-in of the tests, built as
+# `cargo build --release --example es_endpoint`), then two robustness runs:
+#
+#   storm      30% of items refused with 429: every document must arrive
+#              once (0 missing, 0 duplicated _ids).
+#   throttle   an endpoint that serves N bulk requests at once and answers
+#              429 above that: the adaptive limit over time, against N.
+#
+#   bench/search.sh [DOCS]          default 1000000
+#
+# Environment:
+#   SLUICE        sluice binary (default: the release build in the target dir)
+#   ENDPOINT      es_endpoint binary (default: the release example)
+#   ELASTICDUMP   elasticdump binary (default: elasticdump on PATH, installed
+#                 with npm when missing)
+#   ED_LIMIT      elasticdump --limit, documents per bulk request (default 1000;
+#                 its own default is 100)
+#   THROTTLE      the N values of the throttle run (default "4 8 16")
+#   SKIP          runs to leave out: elasticdump storm throttle
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DOCS=${1:-1000000}
+TARGET=${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}
+SLUICE=${SLUICE:-$TARGET/release/sluice}
+ENDPOINT=${ENDPOINT:-$TARGET/release/examples/es_endpoint}
+ED_LIMIT=${ED_LIMIT:-1000}
+THROTTLE=${THROTTLE:-4 8 16}
+SKIP=${SKIP:-}
+WORK=${WORK:-/tmp/sluice-search-bench}
+PORT=${PORT:-9299}
+mkdir -p "$WORK"
+OUT="$WORK/results.tsv"
+: >"$OUT"
+
+for bin in "$SLUICE" "$ENDPOINT"; do
+    [ -x "$bin" ] || { echo "missing $bin: cargo build --release -p sluice-cli && cargo build --release -p sluice-connectors --example es_endpoint" >&2; exit 1; }
+done
+skip() { [[ " $SKIP " == *" $1 "* ]]; }
+
+DATA="$WORK/docs-$DOCS.ndjson"
+if [ ! -s "$DATA" ]; then
+    echo "generating $DOCS documents -> $DATA" >&2
+    python3 bench/gen_docs.py "$DOCS" >"$DATA"
+fi
+BYTES=$(stat -c %s "$DATA")
+
+ENDPOINT_PID=
+start_endpoint() {
+    stop_endpoint
+    "$ENDPOINT" --port "$PORT" "$@" >"$WORK/endpoint.log" 2>&1 &
+    ENDPOINT_PID=$!
+    for _ in $(seq 1 100); do
+        curl -sf "http://127.0.0.1:$PORT/" >/dev/null && return 0
+        sleep 0.1
+    done
+    echo "the endpoint did not start" >&2
+    exit 1
+}
+stop_endpoint() {
+    if [ -n "$ENDPOINT_PID" ]; then kill "$ENDPOINT_PID" 2>/dev/null || true; wait "$ENDPOINT_PID" 2>/dev/null || true; fi
+    ENDPOINT_PID=
+}
+trap stop_endpoint EXIT
+
+# Runs a command under /usr/bin/time -v; prints "seconds peak_rss_kb".
+timed() {
+    local log=$1
+    shift
+    /usr/bin/time -v "$@" >"$log.out" 2>"$log.err" || { echo "FAILED: $* (see $log.err)" >&2; tail -5 "$log.err" >&2; exit 1; }
+    local wall rss
+    wall=$(grep "Elapsed (wall clock)" "$log.err" | awk '{print $NF}')
+    rss=$(grep "Maximum resident set size" "$log.err" | awk '{print $NF}')
+    python3 - "$wall" "$rss" <<'PY'
+import sys
+wall, rss = sys.argv[1], sys.argv[2]
+parts = [float(p) for p in wall.split(":")]
+secs = sum(p * 60 ** i for i, p in enumerate(reversed(parts)))
+print(f"{secs:.2f} {rss}")
+PY
+}
+
+stats() { curl -s "http://127.0.0.1:$PORT/_mock/stats"; }
+
+run_sluice() {
+    local name=$1 index=$2
+    shift 2
+    rm -rf "$WORK/state"
+    XDG_STATE_HOME="$WORK/state" timed "$WORK/$name" "$SLUICE" copy "$DATA" "elasticsearch://127.0.0.1:$PORT/$index" -q "$@"
+}
+
+# 1. Throughput: sluice and elasticdump into the same endpoint.
+start_endpoint
+read -r secs rss < <(run_sluice sluice bench)
+printf 'load\tsluice\t%s\t%s\t%s\t%s\n' "$DOCS" "$secs" "$rss" "$(stats)" >>"$OUT"
+echo "sluice: $DOCS docs in ${secs}s, peak RSS ${rss} KB" >&2
+
+if ! skip elasticdump; then
+    ED=${ELASTICDUMP:-$(command -v elasticdump || true)}
+    if [ -z "$ED" ]; then
+        npm install -g elasticdump@6.125.1 >&2
+        ED=$(command -v elasticdump)
+    fi
+    start_endpoint
+    read -r secs rss < <(timed "$WORK/elasticdump" "$ED" --input="$DATA" --output="http://127.0.0.1:$PORT/bench" \
+        --type=data --limit="$ED_LIMIT" --noRefresh --quiet)
+    printf 'load\telasticdump\t%s\t%s\t%s\t%s\n' "$DOCS" "$secs" "$rss" "$(stats)" >>"$OUT"
+    echo "elasticdump: $DOCS docs in ${secs}s, peak RSS ${rss} KB" >&2
+fi
+
+# 2. Storm: 30% of items refused with 429.
+if ! skip storm; then
+    start_endpoint --reject-429 0.3 --seed 11
+    read -r secs rss < <(run_sluice storm storm)
+    printf 'storm\tsluice\t%s\t%s\t%s\t%s\n' "$DOCS" "$secs" "$rss" "$(stats)" >>"$OUT"
+    echo "storm: ${secs}s $(stats)" >&2
+fi
+
+# 3. Throttle: the endpoint serves N requests at once, 20 ms each.
+if ! skip throttle; then
+    for n in $THROTTLE; do
+        start_endpoint --max-concurrent "$n" --latency-ms 20
+        read -r secs _ < <(SLUICE_CONCURRENCY_LOG="$WORK/limit-$n.tsv" run_sluice "throttle-$n" "throttle$n")
+        echo "throttle N=$n: ${secs}s" >&2
+        printf 'throttle\tsluice\t%s\t%s\t-\t%s\n' "$DOCS" "$n" "$(stats)" >>"$OUT"
+    done
+fi
+stop_endpoint
+
+python3 bench/search_report.py "$OUT" "$WORK" "$BYTES"

@@ -1,0 +1,470 @@
+//! Search engines end to end: documents into and out of an in-memory
+//! OpenSearch-compatible server (`osmem-server`, PyPI), through S3 (moto's
+//! server, PyPI), and against the in-test Elasticsearch stand-in
+//! (`es_mock`) for what a healthy server never shows: partial bulk
+//! failures, 429 storms, 5xx, `Retry-After` and the Elasticsearch `_pit` API.
+//!
+//! The servers are started per test on free ports. When `osmem-server` or
+//! `moto_server` is not installed the test says so loudly and is skipped;
+//! under `CI=true` it fails.
+
+use std::collections::{BTreeMap, HashSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::es_mock::{Flavor, MockConfig, MockServer};
+use crate::{ndjson, ok, sluice};
+
+fn missing(what: &str, why: &str) -> Option<()> {
+    if std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{what} is not available ({why}); CI installs it (pip install osmem-server 'moto[server]')");
+    }
+    eprintln!("\n*** SKIPPED: {what} is not available ({why}) ***\n");
+    None
+}
+
+/// A child process killed when the test ends.
+struct Server {
+    child: Child,
+    pub url: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `osmem-server` on a free port.
+fn osmem() -> Option<Server> {
+    let bin = Command::new("python3")
+        .args([
+            "-c",
+            "import osmem_server,os;print(os.path.dirname(osmem_server.__file__))",
+        ])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| format!("{}/bin/osmem-server", String::from_utf8_lossy(&o.stdout).trim()));
+    let Some(bin) = bin else {
+        missing("osmem-server", "python3 -c 'import osmem_server' failed")?;
+        return None;
+    };
+    let mut child = Command::new(&bin)
+        .args(["--addr", "127.0.0.1:0", "--no-stdin-watch", "--no-ja"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{bin}: {e}"));
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("osmem ready line");
+    let ready: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("osmem said `{line}`: {e}"));
+    let url = ready["url"].as_str().expect("url").to_string();
+    Some(Server { child, url })
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// moto's S3 server on a free port, with a bucket `bkt`.
+fn s3() -> Option<Server> {
+    let port = free_port();
+    let child = match Command::new("moto_server")
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            missing("moto_server", &e.to_string())?;
+            return None;
+        }
+    };
+    let server = Server {
+        child,
+        url: format!("http://127.0.0.1:{port}"),
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http("PUT", &server.url, "/bkt", b"").is_err() {
+        assert!(Instant::now() < deadline, "moto_server did not start on port {port}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Some(server)
+}
+
+/// A bare HTTP/1.1 request; returns (status, body).
+fn http(method: &str, base: &str, path: &str, body: &[u8]) -> std::io::Result<(u16, Vec<u8>)> {
+    let addr = base.trim_start_matches("http://");
+    let mut s = TcpStream::connect(addr)?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    )?;
+    s.write_all(body)?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let text = String::from_utf8_lossy(&raw);
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(raw.len(), |p| p + 4);
+    let mut body = raw[split..].to_vec();
+    if text.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body = dechunk(&body);
+    }
+    Ok((status, body))
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    while let Some(p) = b.windows(2).position(|w| w == b"\r\n") {
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..p]).unwrap_or("0").trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&b[p + 2..p + 2 + n]);
+        b = &b[p + 4 + n..];
+    }
+    out
+}
+
+fn get_json(base: &str, path: &str) -> Value {
+    let (status, body) = http("GET", base, path, b"").expect("http");
+    assert!(status < 300, "GET {path}: {status} {}", String::from_utf8_lossy(&body));
+    serde_json::from_slice(&body).expect("json")
+}
+
+/// Documents of varied shape: nested objects, arrays, unicode, floats, nulls.
+fn documents(n: usize) -> Vec<(String, Value)> {
+    (0..n)
+        .map(|i| {
+            (
+                format!("d{i}"),
+                json!({
+                    "n": i,
+                    "name": format!("document {i} — ünïcödé ✓"),
+                    "price": i as f64 * 1.25,
+                    "tags": ["a", format!("t{}", i % 5)],
+                    "owner": {"id": i % 13, "email": null},
+                    "text": "x".repeat(i % 300),
+                }),
+            )
+        })
+        .collect()
+}
+
+fn write_dump(path: &Path, index: &str, docs: &[(String, Value)]) {
+    let mut text = String::new();
+    for (id, doc) in docs {
+        text.push_str(&json!({"_index": index, "_id": id, "_source": doc}).to_string());
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+/// `_id` → `_source` of an elasticdump file.
+fn read_dump(path: &Path) -> BTreeMap<String, Value> {
+    ndjson(path)
+        .into_iter()
+        .map(|l| (l["_id"].as_str().expect("_id").to_string(), l["_source"].clone()))
+        .collect()
+}
+
+fn count(base: &str, index: &str) -> u64 {
+    let _ = http("POST", base, &format!("/{index}/_refresh"), b"");
+    get_json(base, &format!("/{index}/_count"))["count"]
+        .as_u64()
+        .expect("count")
+}
+
+#[test]
+fn dump_file_to_opensearch_and_back_keeps_every_document_equal() {
+    let Some(os) = osmem() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let docs = documents(1500);
+    write_dump(&dir.path().join("docs.json"), "ignored", &docs);
+    let dst = format!("{}/catalog", os.url.replace("http://", "opensearch://"));
+    // A .json file holding elasticdump lines is recognised without flags.
+    let err = ok(&sluice(dir.path(), &["copy", "docs.json", &dst]));
+    assert!(err.contains("elasticdump"), "{err}");
+    assert_eq!(count(&os.url, "catalog"), 1500);
+    // Refresh and replicas are restored once the load is over.
+    let settings = get_json(&os.url, "/catalog/_settings");
+    assert_ne!(
+        settings["catalog"]["settings"]["index"]["refresh_interval"], "-1",
+        "{settings}"
+    );
+    ok(&sluice(dir.path(), &["copy", &dst, "back.ndjson"]));
+    let back = read_dump(&dir.path().join("back.ndjson"));
+    let expected: BTreeMap<String, Value> = docs.into_iter().collect();
+    assert_eq!(back.len(), expected.len());
+    for (id, doc) in &expected {
+        assert_eq!(back.get(id), Some(doc), "document {id}");
+    }
+}
+
+#[test]
+fn opensearch_to_opensearch_copies_mappings_and_settings_and_verify_catches_a_change() {
+    let Some(os) = osmem() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (status, body) = http(
+        "PUT",
+        &os.url,
+        "/src",
+        br#"{"settings":{"number_of_shards":2},"mappings":{"properties":{"n":{"type":"long"},"name":{"type":"keyword"},"owner":{"properties":{"id":{"type":"integer"}}}}}}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 200, "{}", String::from_utf8_lossy(&body));
+    write_dump(&dir.path().join("docs.ndjson"), "src", &documents(1200));
+    let base = os.url.replace("http://", "opensearch://");
+    ok(&sluice(dir.path(), &["copy", "docs.ndjson", &format!("{base}/src")]));
+    // Three slices of one point in time.
+    ok(&sluice(
+        dir.path(),
+        &["copy", &format!("{base}/src?slices=3"), &format!("{base}/dst")],
+    ));
+    assert_eq!(count(&os.url, "dst"), 1200);
+    let mapping = get_json(&os.url, "/dst/_mapping");
+    assert_eq!(
+        mapping["dst"]["mappings"]["properties"]["name"]["type"], "keyword",
+        "{mapping}"
+    );
+    assert_eq!(
+        mapping["dst"]["mappings"]["properties"]["owner"]["properties"]["id"]["type"],
+        "integer"
+    );
+    let settings = get_json(&os.url, "/dst/_settings");
+    assert_eq!(
+        settings["dst"]["settings"]["index"]["number_of_shards"], "2",
+        "{settings}"
+    );
+    let pipeline = dir.path().join("verify.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "[source]\ntype = \"opensearch\"\nurl = \"{0}\"\nindex = \"src\"\n\n[[sinks]]\ntype = \"opensearch\"\nurl = \"{0}\"\nindex = \"dst\"\n",
+            os.url
+        ),
+    )
+    .unwrap();
+    let out = sluice(dir.path(), &["verify", "verify.toml"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let (status, _) = http(
+        "PUT",
+        &os.url,
+        "/dst/_doc/d7?refresh=true",
+        br#"{"n":7,"name":"changed"}"#,
+    )
+    .unwrap();
+    assert!(status < 300);
+    let out = sluice(dir.path(), &["verify", "verify.toml"]);
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{table}");
+    assert!(table.contains("1 different (d7)"), "{table}");
+}
+
+#[test]
+fn rally_json_in_s3_to_opensearch_and_opensearch_to_s3_ndjson() {
+    let Some(os) = osmem() else { return };
+    let Some(store) = s3() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let rally: Vec<Value> = (0..300)
+        .map(|i| {
+            json!({
+                "_rallyAPIMajor": "2", "_rallyAPIMinor": "0",
+                "_ref": format!("https://rally1.rallydev.com/slm/webservice/v2.0/hierarchicalrequirement/{i}"),
+                "_refObjectUUID": format!("uuid-{i}"), "_objectVersion": "3", "_CreatedAt": "today",
+                "ObjectID": 1000 + i,
+                "Name": format!("Story {i}"),
+                "Owner": {"_ref": "https://rally1/user/7", "_refObjectUUID": "u7", "_rallyAPIMajor": "2", "DisplayName": "Ann"},
+                "Tasks": [{"_ref": "t", "_objectVersion": "1", "Name": "task"}],
+            })
+        })
+        .collect();
+    let body = serde_json::to_vec(&rally).unwrap();
+    let (status, _) = http("PUT", &store.url, "/bkt/rally/export-1.json", &body).unwrap();
+    assert_eq!(status, 200);
+    let pipeline = dir.path().join("rally.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "[source]\ntype = \"file\"\npath = \"s3://bkt/rally/*.json\"\nformat = \"rally\"\n\n[[sinks]]\ntype = \"opensearch\"\nurl = \"{}\"\nindex = \"stories\"\n",
+            os.url
+        ),
+    )
+    .unwrap();
+    let env = [
+        ("AWS_ACCESS_KEY_ID", "test"),
+        ("AWS_SECRET_ACCESS_KEY", "test"),
+        ("AWS_REGION", "us-east-1"),
+        ("AWS_ENDPOINT_URL", store.url.as_str()),
+        ("AWS_ALLOW_HTTP", "true"),
+    ];
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(args)
+            .current_dir(dir.path())
+            .env("XDG_STATE_HOME", dir.path().join("state"))
+            .envs(env)
+            .output()
+            .expect("run sluice");
+        ok(&out);
+    };
+    run(&["run", "rally.toml"]);
+    assert_eq!(count(&os.url, "stories"), 300);
+    let doc = get_json(&os.url, "/stories/_doc/1007");
+    assert_eq!(
+        doc["_source"],
+        json!({"ObjectID": 1007, "Name": "Story 7", "Owner": {"DisplayName": "Ann"}, "Tasks": [{"Name": "task"}]})
+    );
+    // And out again, one NDJSON object per index under a prefix.
+    let src = format!("{}/stories", os.url.replace("http://", "opensearch://"));
+    run(&["copy", &src, "s3://bkt/exports/"]);
+    let (status, body) = http("GET", &store.url, "/bkt/exports/stories.ndjson", b"").unwrap();
+    assert_eq!(status, 200);
+    std::fs::write(dir.path().join("exported.ndjson"), &body).unwrap();
+    let exported = read_dump(&dir.path().join("exported.ndjson"));
+    assert_eq!(exported.len(), 300);
+    assert_eq!(exported["1007"]["Owner"], json!({"DisplayName": "Ann"}));
+}
+
+fn mock(cfg: MockConfig) -> (tokio::runtime::Runtime, MockServer) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt.block_on(MockServer::start(cfg));
+    (rt, server)
+}
+
+#[test]
+fn refused_items_are_retried_alone_until_every_document_is_in_once() {
+    let poison: HashSet<String> = ["d13", "d777"].iter().map(|s| s.to_string()).collect();
+    let (_rt, es) = mock(MockConfig {
+        reject_429: 0.3,
+        fail_every: Some(5),
+        retry_after_first: Some((2, 1)),
+        poison_ids: poison.clone(),
+        seed: 7,
+        ..MockConfig::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let docs = documents(20_000);
+    write_dump(&dir.path().join("docs.ndjson"), "x", &docs);
+    let dst = format!(
+        "{}/storm?bulk_docs=500",
+        es.url().replace("http://", "elasticsearch://")
+    );
+    let out = sluice(
+        dir.path(),
+        &[
+            "copy",
+            "docs.ndjson",
+            &dst,
+            "--on-error",
+            "dlq",
+            "--dlq",
+            "rejects.ndjson",
+        ],
+    );
+    let err = ok(&out);
+    let stored = es.state.docs("storm");
+    let writes = es.state.writes("storm");
+    assert_eq!(stored.len(), 20_000 - poison.len(), "{err}");
+    let twice: Vec<_> = writes.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "written more than once: {twice:?}");
+    for (id, doc) in docs.iter().filter(|(id, _)| !poison.contains(id)) {
+        assert_eq!(stored.get(id), Some(doc), "document {id}");
+    }
+    // The permanently refused documents are in the dead-letter file with the server's reason.
+    let dead = ndjson(&dir.path().join("rejects.ndjson"));
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    for d in &dead {
+        assert!(
+            d["reason"].as_str().unwrap().contains("mapper_parsing_exception"),
+            "{d}"
+        );
+        let raw = d["raw"].as_str().unwrap();
+        assert!(
+            raw.contains("\"_id\":\"d13\"") || raw.contains("\"_id\":\"d777\""),
+            "{raw}"
+        );
+    }
+    assert!(es.state.rejected_requests() >= 2, "the storm happened");
+    assert!(es.state.gzip_requests() > 0, "bodies are gzipped");
+}
+
+#[test]
+fn elasticsearch_point_in_time_slices_read_every_document() {
+    let (_rt, es) = mock(MockConfig {
+        flavor: Flavor::Elasticsearch,
+        ..MockConfig::default()
+    });
+    for (id, doc) in documents(3000) {
+        es.state.put_doc("logs", &id, doc);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let src = format!("{}/logs?slices=4", es.url().replace("http://", "elasticsearch://"));
+    ok(&sluice(dir.path(), &["copy", &src, "logs.ndjson"]));
+    let back = read_dump(&dir.path().join("logs.ndjson"));
+    let expected: BTreeMap<String, Value> = documents(3000).into_iter().collect();
+    assert_eq!(back, expected);
+}
+
+#[test]
+fn templates_route_rows_and_an_alias_is_swapped_after_the_load() {
+    let (_rt, es) = mock(MockConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("orders.csv"),
+        "tenant,id,region,amount\nacme,1,eu,10.5\nacme,2,us,3\nzen,1,eu,7\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        format!(
+            "[source]\ntype = \"csv\"\npath = \"orders.csv\"\n\n[[sinks]]\ntype = \"elasticsearch\"\nurl = \"{}\"\nindex = \"orders-{{region}}\"\nid = \"{{tenant}}:{{id}}\"\nrouting = \"tenant\"\nconcurrency = 2\n",
+            es.url()
+        ),
+    )
+    .unwrap();
+    ok(&sluice(dir.path(), &["run", "p.toml"]));
+    let eu = es.state.docs("orders-eu");
+    assert_eq!(eu.keys().cloned().collect::<Vec<_>>(), vec!["acme:1", "zen:1"]);
+    assert_eq!(
+        eu["zen:1"],
+        json!({"tenant": "zen", "id": 1, "region": "eu", "amount": 7.0})
+    );
+    assert_eq!(es.state.docs("orders-us").len(), 1);
+    // A fixed index with an alias: the alias moves to it once the load is complete.
+    std::fs::write(
+        dir.path().join("a.toml"),
+        format!(
+            "[source]\ntype = \"csv\"\npath = \"orders.csv\"\n\n[[sinks]]\ntype = \"elasticsearch\"\nurl = \"{}\"\nindex = \"orders-v2\"\nid = \"{{tenant}}:{{id}}\"\nalias = \"orders\"\n",
+            es.url()
+        ),
+    )
+    .unwrap();
+    ok(&sluice(dir.path(), &["run", "a.toml"]));
+    let alias = get_json(&es.url(), "/_alias/orders");
+    assert!(alias.get("orders-v2").is_some(), "{alias}");
+}
