@@ -99,8 +99,13 @@ pub enum Command {
     /// globs (SRC only), `-` for stdin/stdout, `sqlite://PATH?table=T`,
     /// `postgres://USER@HOST:PORT/DB` and `mysql://USER@HOST:PORT/DB` (a whole
     /// database, `--tables a,b`, or one table with `?table=T`; PostgreSQL also
-    /// takes `&schema=S`), or `null://` (DST only: count rows and discard
-    /// them). Database and SQLite destinations take
+    /// takes `&schema=S`), `elasticsearch://HOST:PORT/INDEX` or
+    /// `opensearch://…` (`?tls=true` for HTTPS; `user:password@` for basic
+    /// auth; sources take `slices`, `query`, `paging`, destinations `id`,
+    /// `op`, `routing`, `alias`, `bulk_docs`, `concurrency`, `gzip`), `s3://`,
+    /// `gs://` or `az://` objects (a prefix ending in `/` for a destination
+    /// gets one object per stream), or `null://` (DST only: count rows and
+    /// discard them). Database and SQLite destinations take
     /// `?mode=append|replace|upsert&key=a,b`.
     Copy(CopyArgs),
     /// Show each stream's state, progress, rate, last checkpoint and last
@@ -134,10 +139,12 @@ pub struct CopyArgs {
     /// Stop once more than this many rows were rejected (with skip or dlq).
     #[arg(long)]
     pub max_errors: Option<u64>,
-    /// Format of DST when its extension does not say (csv, ndjson, json, parquet, table).
+    /// Format of DST when its extension does not say (csv, ndjson, json, parquet, table,
+    /// elasticdump, bulk, raw).
     #[arg(long)]
     pub format: Option<String>,
-    /// Format of SRC when its extension does not say (csv, ndjson, json, parquet).
+    /// Format of SRC when its extension does not say (csv, ndjson, json, parquet,
+    /// elasticdump, bulk, rally, raw).
     #[arg(long)]
     pub input_format: Option<String>,
     /// Field separator of CSV input.

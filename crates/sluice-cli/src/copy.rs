@@ -123,6 +123,7 @@ fn search_table(kind: &str, url: &str, ours: &[&str]) -> Result<Table, ConfigErr
             k if ours.contains(&k) => {
                 let value: Value = match v.parse::<i64>() {
                     Ok(n) if k == "slices" || k == "bulk_docs" || k == "concurrency" => Value::Integer(n),
+                    _ if k == "gzip" => Value::Boolean(matches!(v.as_str(), "true" | "1" | "yes")),
                     _ => v.into(),
                 };
                 t.insert(k.to_string(), value);
@@ -228,7 +229,7 @@ fn sink_table(a: &CopyArgs) -> Result<Table, ConfigError> {
         return search_table(
             kind,
             &a.dst,
-            &["id", "op", "routing", "alias", "bulk_docs", "concurrency"],
+            &["id", "op", "routing", "alias", "bulk_docs", "concurrency", "gzip"],
         );
     }
     if let Some(rest) = a.dst.strip_prefix("sqlite://") {

@@ -22,7 +22,7 @@ use es_mock::{Flavor, MockConfig, MockServer};
 
 const USAGE: &str = "usage: es_endpoint [--port N] [--reject-429 RATIO] [--max-concurrent N] \
 [--latency-ms N] [--seed N] [--flavor es|opensearch] [--fail-every N] \
-[--retry-after-first K:SECS] [--poison ID[,ID...]]";
+[--retry-after-first K:SECS] [--poison ID[,ID...]] [--lean true]";
 
 /// What the command line asks for.
 struct Options {
@@ -72,6 +72,9 @@ fn parse_args<I: Iterator<Item = String>>(mut args: I) -> Result<Options, String
             }
             "--latency-ms" => cfg.latency = Duration::from_millis(parse_num(&flag, &value)?),
             "--seed" => cfg.seed = parse_num(&flag, &value)?,
+            "--lean" => {
+                cfg.keep_sources = !matches!(value.as_str(), "true" | "1" | "yes");
+            }
             "--flavor" => {
                 cfg.flavor = match value.to_ascii_lowercase().as_str() {
                     "es" | "elasticsearch" => Flavor::Elasticsearch,

@@ -195,7 +195,14 @@ pub fn sink_as_source(sink: &SinkConfig, stream: &str) -> Option<SourceConfig> {
                 .unwrap_or_else(|| "{stream}".into())
                 .replace("{stream}", stream);
             let cfg = SearchSourceConfig {
-                cluster: c.cluster.clone(),
+                url: c.url.clone(),
+                user: c.user.clone(),
+                password: c.password.clone(),
+                api_key: c.api_key.clone(),
+                bearer: c.bearer.clone(),
+                ca_cert: c.ca_cert.clone(),
+                insecure: c.insecure,
+                timeout_s: c.timeout_s,
                 index: Some(index),
                 indices: Vec::new(),
                 query: None,
@@ -225,9 +232,12 @@ pub struct ConnectorInfo {
 const FILE_SOURCE_OPTIONS: &[(&str, &str)] = &[
     (
         "path",
-        "path, glob (data/*.csv) or - for stdin; .gz and .zst are decompressed",
+        "path, glob (data/*.csv), s3:// gs:// az:// object, prefix/ or glob, or - for stdin; .gz and .zst are decompressed",
     ),
-    ("format", "csv | json | ndjson | parquet (default: from the extension)"),
+    (
+        "format",
+        "csv | json | ndjson | parquet | elasticdump | bulk | rally | raw (default: from the extension; elasticdump lines are recognised)",
+    ),
     ("compression", "auto | none | gzip | zstd (default auto)"),
     ("stream", "stream name (default: the file stem)"),
     ("infer_rows", "records sampled to infer the schema (default 1000)"),
@@ -249,11 +259,11 @@ const FILE_SOURCE_OPTIONS: &[(&str, &str)] = &[
 const FILE_SINK_OPTIONS: &[(&str, &str)] = &[
     (
         "path",
-        "output path or - for stdout; {stream} is the stream name; .gz/.zst compress",
+        "output path, s3:// gs:// az:// object, or - for stdout; {stream} is the stream name; .gz/.zst compress",
     ),
     (
         "format",
-        "csv | json | ndjson | parquet | table (default: from the extension; csv on stdout)",
+        "csv | json | ndjson | parquet | table | elasticdump | bulk | raw (default: from the extension; csv on stdout)",
     ),
     ("compression", "auto | none | gzip | zstd (default auto)"),
     ("csv.header / csv.delimiter / csv.quote", "CSV dialect of the output"),
@@ -447,7 +457,7 @@ pub fn catalog() -> Vec<ConnectorInfo> {
                     "index | create | update | upsert | delete when there is no _op column (default index)",
                 ),
                 ("bulk_docs / bulk_bytes", "request caps (default 5000 docs, 10 MiB)"),
-                ("gzip", "compress request bodies (default true)"),
+                ("gzip", "compress request bodies (default true, false for a cluster on loopback)"),
                 (
                     "concurrency",
                     "\"adaptive\" or a fixed number of requests (default adaptive)",
@@ -466,6 +476,7 @@ pub fn catalog() -> Vec<ConnectorInfo> {
                     "auto | always | never: refresh off, 0 replicas while loading (default auto: created indexes)",
                 ),
                 ("alias", "after a complete load, point this alias at the index"),
+                ("copy_aliases", "give created indexes the source index's aliases (default true)"),
             ],
         });
     }

@@ -219,6 +219,13 @@ fn dump_file_to_opensearch_and_back_keeps_every_document_equal() {
     for (id, doc) in &expected {
         assert_eq!(back.get(id), Some(doc), "document {id}");
     }
+    // The scroll API reads the same documents; a bulk file carries them to another index.
+    ok(&sluice(dir.path(), &["copy", &format!("{dst}?paging=scroll"), "bulk.ndjson", "--format", "bulk"]));
+    let bulk = std::fs::read_to_string(dir.path().join("bulk.ndjson")).unwrap();
+    assert_eq!(bulk.lines().count(), 3000, "an action and a document line each");
+    ok(&sluice(dir.path(), &["copy", "bulk.ndjson", "--input-format", "bulk", &format!("{dst}_copy")]));
+    ok(&sluice(dir.path(), &["copy", &format!("{dst}_copy"), "copy.ndjson"]));
+    assert_eq!(read_dump(&dir.path().join("copy.ndjson")), expected);
 }
 
 #[test]
@@ -236,6 +243,14 @@ fn opensearch_to_opensearch_copies_mappings_and_settings_and_verify_catches_a_ch
     write_dump(&dir.path().join("docs.ndjson"), "src", &documents(1200));
     let base = os.url.replace("http://", "opensearch://");
     ok(&sluice(dir.path(), &["copy", "docs.ndjson", &format!("{base}/src")]));
+    let (status, _) = http(
+        "POST",
+        &os.url,
+        "/_aliases",
+        br#"{"actions":[{"add":{"index":"src","alias":"products"}}]}"#,
+    )
+    .unwrap();
+    assert_eq!(status, 200);
     // Three slices of one point in time.
     ok(&sluice(
         dir.path(),
@@ -256,6 +271,15 @@ fn opensearch_to_opensearch_copies_mappings_and_settings_and_verify_catches_a_ch
         settings["dst"]["settings"]["index"]["number_of_shards"], "2",
         "{settings}"
     );
+    // In the same cluster the source's alias stays on the source alone...
+    let alias = get_json(&os.url, "/_alias/products");
+    assert_eq!(alias.as_object().unwrap().keys().collect::<Vec<_>>(), vec!["src"], "{alias}");
+    // ...and another cluster's copy of the index gets it.
+    let (_rt, other) = mock(MockConfig::default());
+    let to_other = format!("{}/dst", other.url().replace("http://", "elasticsearch://"));
+    ok(&sluice(dir.path(), &["copy", &format!("{base}/src"), &to_other]));
+    assert_eq!(other.state.aliases("dst"), vec!["products".to_string()]);
+    assert_eq!(other.state.docs("dst").len(), 1200);
     let pipeline = dir.path().join("verify.toml");
     std::fs::write(
         &pipeline,
@@ -361,6 +385,7 @@ fn refused_items_are_retried_alone_until_every_document_is_in_once() {
     let poison: HashSet<String> = ["d13", "d777"].iter().map(|s| s.to_string()).collect();
     let (_rt, es) = mock(MockConfig {
         reject_429: 0.3,
+        latency: Duration::from_millis(30),
         fail_every: Some(5),
         retry_after_first: Some((2, 1)),
         poison_ids: poison.clone(),
@@ -371,7 +396,7 @@ fn refused_items_are_retried_alone_until_every_document_is_in_once() {
     let docs = documents(20_000);
     write_dump(&dir.path().join("docs.ndjson"), "x", &docs);
     let dst = format!(
-        "{}/storm?bulk_docs=500",
+        "{}/storm?bulk_docs=500&gzip=true",
         es.url().replace("http://", "elasticsearch://")
     );
     let out = sluice(
@@ -428,6 +453,19 @@ fn elasticsearch_point_in_time_slices_read_every_document() {
     let back = read_dump(&dir.path().join("logs.ndjson"));
     let expected: BTreeMap<String, Value> = documents(3000).into_iter().collect();
     assert_eq!(back, expected);
+    // A query filter, as a TOML table, reads only what it selects.
+    std::fs::write(
+        dir.path().join("q.toml"),
+        format!(
+            "[source]\ntype = \"elasticsearch\"\nurl = \"{}\"\nindex = \"logs\"\nslices = 2\nquery = {{ range = {{ n = {{ gte = 100, lt = 250 }} }} }}\n\n[[sinks]]\ntype = \"ndjson\"\npath = \"some.ndjson\"\n",
+            es.url()
+        ),
+    )
+    .unwrap();
+    ok(&sluice(dir.path(), &["run", "q.toml"]));
+    let some = read_dump(&dir.path().join("some.ndjson"));
+    assert_eq!(some.len(), 150);
+    assert!(some.values().all(|d| (100..250).contains(&d["n"].as_i64().unwrap())));
 }
 
 #[test]

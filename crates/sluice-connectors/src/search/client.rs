@@ -30,6 +30,8 @@ pub(crate) struct Cluster {
     pub flavor: Flavor,
     /// Major and minor version reported by `GET /`.
     pub version: (u32, u32),
+    /// Whether the cluster is on this machine (a loopback address).
+    pub local: bool,
 }
 
 /// A response, read whole.
@@ -112,12 +114,19 @@ impl Cluster {
             .build()
             .map_err(|e| Error::config("url", format!("cannot build an HTTP client: {e}")))?;
         let base = url.as_str().trim_end_matches('/').to_string();
+        let local = match url.host() {
+            Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        };
         Ok(Cluster {
             http,
             shown: base.clone(),
             base,
             flavor: Flavor::Elasticsearch,
             version: (0, 0),
+            local,
         })
     }
 
@@ -298,7 +307,7 @@ mod tests {
         let c = Cluster::new(&ClusterConfig {
             url: "http://elastic:p%40ss@127.0.0.1:9200/".into(),
             timeout_s: 5,
-            ..Default::default()
+            ..ClusterConfig::default()
         })
         .unwrap();
         assert_eq!(c.shown, "http://127.0.0.1:9200");

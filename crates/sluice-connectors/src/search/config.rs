@@ -2,35 +2,73 @@
 
 use serde::Deserialize;
 
-/// How to reach a cluster: address, credentials, TLS. Shared by the source
-/// and the sink (`#[serde(flatten)]`).
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+/// How to reach a cluster: address, credentials, TLS. The source and the
+/// sink configurations carry these keys themselves (see
+/// [`search_config!`]); [`SearchSinkConfig::cluster`] and
+/// [`SearchSourceConfig::cluster`] gather them.
+#[derive(Debug, Clone, Default)]
 pub struct ClusterConfig {
-    /// `http://host:9200` or `https://…`; `user:password@` in the URL is
-    /// basic auth.
     pub url: String,
-    /// Basic auth user (or in the URL).
-    #[serde(default)]
     pub user: Option<String>,
-    /// Basic auth password.
-    #[serde(default)]
     pub password: Option<String>,
-    /// API key: the base64 `id:key` credential, or `id:key` itself.
-    #[serde(default)]
     pub api_key: Option<String>,
-    /// Bearer token (`Authorization: Bearer …`).
-    #[serde(default)]
     pub bearer: Option<String>,
-    /// PEM file of a certificate authority to trust (self-signed clusters).
-    #[serde(default)]
     pub ca_cert: Option<String>,
-    /// Skip certificate verification (test clusters only).
-    #[serde(default)]
     pub insecure: bool,
-    /// Seconds a request may take before it counts as failed. Default 120.
-    #[serde(default = "default_timeout")]
     pub timeout_s: u64,
+}
+
+/// Declares a configuration struct with the cluster keys first, so one
+/// `deny_unknown_fields` struct refuses a misspelt key of either kind.
+macro_rules! search_config {
+    ($(#[$meta:meta])* pub struct $name:ident { $($body:tt)* }) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct $name {
+            /// `http://host:9200` or `https://…`; `user:password@` in the URL
+            /// is basic auth.
+            pub url: String,
+            /// Basic auth user (or in the URL).
+            #[serde(default)]
+            pub user: Option<String>,
+            /// Basic auth password.
+            #[serde(default)]
+            pub password: Option<String>,
+            /// API key: the base64 `id:key` credential, or `id:key` itself.
+            #[serde(default)]
+            pub api_key: Option<String>,
+            /// Bearer token (`Authorization: Bearer …`).
+            #[serde(default)]
+            pub bearer: Option<String>,
+            /// PEM file of a certificate authority to trust (self-signed clusters).
+            #[serde(default)]
+            pub ca_cert: Option<String>,
+            /// Skip certificate verification (test clusters only).
+            #[serde(default)]
+            pub insecure: bool,
+            /// Seconds a request may take before it counts as failed. Default 120.
+            #[serde(default = "default_timeout")]
+            pub timeout_s: u64,
+            $($body)*
+        }
+
+        impl $name {
+            /// The keys that say how to reach the cluster.
+            pub fn cluster(&self) -> ClusterConfig {
+                ClusterConfig {
+                    url: self.url.clone(),
+                    user: self.user.clone(),
+                    password: self.password.clone(),
+                    api_key: self.api_key.clone(),
+                    bearer: self.bearer.clone(),
+                    ca_cert: self.ca_cert.clone(),
+                    insecure: self.insecure,
+                    timeout_s: self.timeout_s,
+                }
+            }
+        }
+    };
 }
 
 fn default_timeout() -> u64 {
@@ -115,13 +153,9 @@ pub enum LoadTuning {
     Never,
 }
 
-/// `[[sinks]] type = "elasticsearch"` (or `opensearch`). Unknown keys are
-/// refused by the flattened [`ClusterConfig`], which sees every key this
-/// struct does not know.
-#[derive(Debug, Clone, Deserialize)]
+search_config! {
+/// `[[sinks]] type = "elasticsearch"` (or `opensearch`).
 pub struct SearchSinkConfig {
-    #[serde(flatten)]
-    pub cluster: ClusterConfig,
     /// Index name or template (`orders-{region}`); `{stream}` is the stream
     /// name. Default: the `_index` column when there is one, else `{stream}`.
     #[serde(default)]
@@ -142,9 +176,10 @@ pub struct SearchSinkConfig {
     /// Most bytes (uncompressed) in one `_bulk` request. Default 10 MiB.
     #[serde(default = "default_bulk_bytes")]
     pub bulk_bytes: usize,
-    /// Gzip request bodies. Default true.
-    #[serde(default = "crate::mode::default_true")]
-    pub gzip: bool,
+    /// Gzip request bodies. Default: yes, unless the cluster is on this
+    /// machine (a loopback address), where compressing only costs CPU.
+    #[serde(default)]
+    pub gzip: Option<bool>,
     /// `"adaptive"` (default) or a fixed number of requests in flight.
     #[serde(default)]
     pub concurrency: Concurrency,
@@ -176,6 +211,11 @@ pub struct SearchSinkConfig {
     /// every other index), atomically.
     #[serde(default)]
     pub alias: Option<String>,
+    /// Give created indexes the source index's aliases (those not already
+    /// naming an index of the target cluster). Default true.
+    #[serde(default = "crate::mode::default_true")]
+    pub copy_aliases: bool,
+}
 }
 
 fn default_bulk_docs() -> usize {
@@ -207,12 +247,9 @@ pub enum PageMode {
     Scroll,
 }
 
-/// `[source] type = "elasticsearch"` (or `opensearch`); unknown keys are
-/// refused as for the sink.
-#[derive(Debug, Clone, Deserialize)]
+search_config! {
+/// `[source] type = "elasticsearch"` (or `opensearch`).
 pub struct SearchSourceConfig {
-    #[serde(flatten)]
-    pub cluster: ClusterConfig,
     /// Index, alias or pattern to read, one stream.
     #[serde(default)]
     pub index: Option<String>,
@@ -239,6 +276,7 @@ pub struct SearchSourceConfig {
     /// `auto` (default), `pit` or `scroll`.
     #[serde(default)]
     pub paging: PageMode,
+}
 }
 
 fn default_page_size() -> usize {

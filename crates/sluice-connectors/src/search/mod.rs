@@ -13,7 +13,7 @@ mod sink;
 mod source;
 
 pub use config::{SearchSinkConfig, SearchSourceConfig};
-pub use sink::{META_MAPPINGS, META_SETTINGS, SearchSink};
+pub use sink::{META_ALIASES, META_MAPPINGS, META_SETTINGS, SearchSink};
 pub use source::SearchSource;
 
 /// A TOML value (inline mappings, a query) as JSON.

@@ -30,6 +30,11 @@ use super::toml_to_json;
 /// the target index like the source one.
 pub const META_MAPPINGS: &str = "sluice.search.mappings";
 pub const META_SETTINGS: &str = "sluice.search.settings";
+pub const META_ALIASES: &str = "sluice.search.aliases";
+
+/// How long the cluster may push back without accepting a single item
+/// before the run fails (it can be resumed).
+const GIVE_UP: Duration = Duration::from_secs(600);
 
 /// Batches a sink may hold written but unflushed (see `Sink::pipeline_depth`).
 const PIPELINE_DEPTH: usize = 32;
@@ -44,7 +49,7 @@ pub struct SearchSink {
 
 impl SearchSink {
     pub fn new(cfg: SearchSinkConfig, name: &'static str) -> Result<Self> {
-        Cluster::new(&cfg.cluster)?;
+        Cluster::new(&cfg.cluster())?;
         if cfg.bulk_docs == 0 || cfg.bulk_bytes < 1024 {
             return Err(Error::config(
                 "sinks.bulk_docs",
@@ -98,12 +103,12 @@ impl SinkConnector for SearchSink {
     }
 
     fn target(&self, stream: &str) -> String {
-        let shown = Cluster::new(&self.cfg.cluster).map(|c| c.shown).unwrap_or_default();
+        let shown = Cluster::new(&self.cfg.cluster()).map(|c| c.shown).unwrap_or_default();
         format!("{shown}/{}", self.index_for(stream))
     }
 
     async fn open(&self, stream: &StreamInfo) -> Result<Box<dyn Sink>> {
-        let mut cluster = Cluster::new(&self.cfg.cluster)?;
+        let mut cluster = Cluster::new(&self.cfg.cluster())?;
         cluster.identify().await?;
         let encoder = Encoder::new(&self.cfg, stream.schema.clone(), &stream.name)?;
         let meta = stream.schema.metadata();
@@ -120,6 +125,7 @@ impl SinkConnector for SearchSink {
             cfg: self.cfg.clone(),
             mappings: self.mappings.clone().or_else(|| from_source(META_MAPPINGS)),
             settings: self.settings.clone().or_else(|| from_source(META_SETTINGS)),
+            aliases: if self.cfg.copy_aliases { from_source(META_ALIASES) } else { None },
             buf: BytesMut::with_capacity(1 << 20),
             items: Vec::new(),
             ready: VecDeque::new(),
@@ -132,7 +138,7 @@ impl SinkConnector for SearchSink {
             retrier: Retrier::new(RetryPolicy {
                 initial: Duration::from_millis(200),
                 max: Duration::from_secs(30),
-                give_up_after: Some(Duration::from_secs(600)),
+                give_up_after: Some(GIVE_UP),
                 breaker_threshold: 6,
             }),
             backoff: Retrier::new(RetryPolicy {
@@ -142,6 +148,7 @@ impl SinkConnector for SearchSink {
                 breaker_threshold: u32::MAX,
             }),
             retry_not_before: None,
+            last_progress: Instant::now(),
             stats: Stats::default(),
             stream: stream.name.clone(),
         };
@@ -174,7 +181,7 @@ impl SinkConnector for SearchSink {
     }
 
     async fn check(&self, streams: &[StreamInfo]) -> Result<Vec<String>> {
-        let mut cluster = Cluster::new(&self.cfg.cluster)?;
+        let mut cluster = Cluster::new(&self.cfg.cluster())?;
         cluster.identify().await?;
         let mut lines = vec![format!(
             "{} {}.{} answers at {}",
@@ -228,7 +235,8 @@ enum Done {
     /// The server answered `_bulk`: one verdict per item.
     Answered(Vec<Item>, Vec<Verdict>),
     /// The request as a whole failed; every item is still to be written.
-    Failed(Vec<Item>, Error, Option<Duration>),
+    /// Carries the HTTP status when the server answered.
+    Failed(Vec<Item>, Error, Option<Duration>, Option<u16>),
 }
 
 struct SearchStreamSink {
@@ -240,6 +248,8 @@ struct SearchStreamSink {
     cfg: SearchSinkConfig,
     mappings: Option<Value>,
     settings: Option<Value>,
+    /// The source index's aliases, given to indexes this sink creates.
+    aliases: Option<Value>,
     /// The request being filled, and its items' (range, origin, line).
     buf: BytesMut,
     items: Vec<(std::ops::Range<usize>, Arc<str>, Option<u64>)>,
@@ -249,6 +259,8 @@ struct SearchStreamSink {
     retry: VecDeque<Item>,
     retry_bytes: usize,
     retry_not_before: Option<Instant>,
+    /// When the cluster last accepted an item.
+    last_progress: Instant,
     tasks: JoinSet<Done>,
     refused: Vec<Rejection>,
     /// Indexes created or checked, and settings to restore at the end.
@@ -295,6 +307,22 @@ impl SearchStreamSink {
             }
             if let Some(s) = &self.settings {
                 body["settings"] = s.clone();
+            }
+            if let Some(Value::Object(aliases)) = &self.aliases {
+                // An alias that already names another index stays where it
+                // is: giving it the new index too would double its results.
+                let mut given = serde_json::Map::new();
+                for (name, spec) in aliases {
+                    let taken = self.cluster.send(Method::GET, &format!("/_alias/{}", segment(name)), None).await?;
+                    if taken.status.is_success() {
+                        tracing::warn!(index, alias = %name, "the source's alias already names an index here; not copied");
+                    } else {
+                        given.insert(name.clone(), spec.clone());
+                    }
+                }
+                if !given.is_empty() {
+                    body["aliases"] = Value::Object(given);
+                }
             }
             let reply = self.cluster.send(Method::PUT, &path, Some(Body::json(&body))).await?;
             if reply.status.is_success() {
@@ -420,7 +448,7 @@ impl SearchStreamSink {
             }
         };
         let cluster = self.cluster.clone();
-        let gzip = self.cfg.gzip;
+        let gzip = self.cfg.gzip.unwrap_or(!self.cluster.local);
         self.stats.requests += 1;
         self.tasks.spawn(async move {
             let Request { body, items } = req;
@@ -429,7 +457,7 @@ impl SearchStreamSink {
                     Ok(Ok(b)) => b,
                     _ => {
                         permit.done(Outcome::Failed);
-                        return Done::Failed(items, Error::Internal("gzip of a bulk body failed".into()), None);
+                        return Done::Failed(items, Error::Internal("gzip of a bulk body failed".into()), None, None);
                     }
                 }
             } else {
@@ -455,7 +483,7 @@ impl SearchStreamSink {
                     }
                     Err(reason) => {
                         permit.done(Outcome::Failed);
-                        Done::Failed(items, Error::connection(&cluster.shown, reason), None)
+                        Done::Failed(items, Error::connection(&cluster.shown, reason), None, None)
                     }
                 },
                 Ok(reply) => {
@@ -466,11 +494,11 @@ impl SearchStreamSink {
                         Outcome::Failed
                     });
                     let err = cluster.status_error(&Method::POST, "/_bulk", &reply);
-                    Done::Failed(items, err, reply.retry_after)
+                    Done::Failed(items, err, reply.retry_after, Some(code))
                 }
                 Err(e) => {
                     permit.done(Outcome::Failed);
-                    Done::Failed(items, e, None)
+                    Done::Failed(items, e, None, None)
                 }
             }
         });
@@ -501,22 +529,34 @@ impl SearchStreamSink {
                 // The request rate itself is the limiter's business.
                 if any_ok {
                     self.backoff.success();
+                    self.last_progress = Instant::now();
                 }
                 if pushed_back {
                     self.stats.back_pressure += 1;
                     self.pause_retries();
                 }
             }
-            Done::Failed(items, e, retry_after) => {
-                if !e.is_retryable() {
-                    // The whole request was refused (a malformed body, a
-                    // forbidden index): every item in it is refused with
-                    // the reason, nothing is lost silently.
+            Done::Failed(items, e, retry_after, status) => {
+                if status == Some(400) {
+                    // The server could not parse the request: its items are
+                    // refused with the reason (and kept in dead letters),
+                    // nothing is lost silently.
                     let reason = e.to_string();
                     for item in items {
                         self.refused.push(self.rejection(&item, reason.clone()));
                     }
                     return Ok(());
+                }
+                if status == Some(413) {
+                    return Err(Error::config(
+                        "sinks.bulk_bytes",
+                        format!("{e}: the cluster refuses requests this large; lower bulk_bytes"),
+                    ));
+                }
+                if !e.is_retryable() {
+                    // Authentication, permissions, a missing endpoint: the
+                    // run cannot go on, and no document is counted as sent.
+                    return Err(e);
                 }
                 if let Some(after) = retry_after {
                     self.limiter.hold_off(after);
@@ -525,6 +565,26 @@ impl SearchStreamSink {
                 for mut item in items {
                     item.attempts += 1;
                     self.requeue(item);
+                }
+                if matches!(status, Some(429 | 503)) {
+                    // Back-pressure: the limiter slows down; the items go
+                    // again after a short pause, as long as the cluster
+                    // keeps accepting something.
+                    self.stats.back_pressure += 1;
+                    if self.last_progress.elapsed() > GIVE_UP {
+                        return Err(Error::connection(
+                            &self.cluster.shown,
+                            format!("{e} (nothing accepted for {}s)", GIVE_UP.as_secs()),
+                        ));
+                    }
+                    self.pause_retries();
+                    if let Some(after) = retry_after {
+                        let until = Instant::now() + after;
+                        if self.retry_not_before.is_none_or(|t| t < until) {
+                            self.retry_not_before = Some(until);
+                        }
+                    }
+                    return Ok(());
                 }
                 match self.retrier.failure() {
                     Next::Wait { delay, attempt, .. } => {
@@ -600,11 +660,13 @@ impl SearchStreamSink {
                 self.dispatch(req).await?;
                 continue;
             }
-            if let Some(req) = self.ready.pop_front() {
+            // While retry memory is full, new documents wait for the retries.
+            let over = self.retry_bytes > self.cfg.max_retry_bytes;
+            if !over && let Some(req) = self.ready.pop_front() {
                 self.dispatch(req).await?;
                 continue;
             }
-            if !all || (self.tasks.is_empty() && self.retry.is_empty()) {
+            if (!all && !over) || (self.tasks.is_empty() && self.retry.is_empty()) {
                 return Ok(());
             }
             if self.tasks.is_empty() {

@@ -22,7 +22,7 @@ use sluice_core::{Batch, Error, PartitionSpec, Position, ReadContext, Result, So
 
 use super::client::{Cluster, Flavor, segment};
 use super::config::{PageMode, SearchSourceConfig};
-use super::sink::{META_MAPPINGS, META_SETTINGS};
+use super::sink::{META_ALIASES, META_MAPPINGS, META_SETTINGS};
 use super::toml_to_json;
 
 /// Documents per slice when `slices` is not set.
@@ -40,7 +40,7 @@ pub struct SearchSource {
 
 impl SearchSource {
     pub fn new(cfg: SearchSourceConfig, name: &'static str) -> Result<Self> {
-        Cluster::new(&cfg.cluster)?;
+        Cluster::new(&cfg.cluster())?;
         if cfg.index.is_none() && cfg.indices.is_empty() {
             return Err(Error::config(
                 "source.index",
@@ -88,7 +88,7 @@ impl SearchSource {
     }
 
     async fn cluster(&self) -> Result<Cluster> {
-        let mut c = Cluster::new(&self.cfg.cluster)?;
+        let mut c = Cluster::new(&self.cfg.cluster())?;
         c.identify().await?;
         Ok(c)
     }
@@ -285,6 +285,7 @@ impl Source for SearchSource {
                 .unwrap_or(Value::Null);
             let mut meta = HashMap::new();
             meta.insert(META_MAPPINGS.to_string(), first["mappings"].to_string());
+            meta.insert(META_ALIASES.to_string(), first["aliases"].to_string());
             meta.insert(
                 META_SETTINGS.to_string(),
                 json!({"index": copyable_settings(&first["settings"]["index"])}).to_string(),

@@ -81,6 +81,10 @@ pub struct MockConfig {
     pub poison_ids: HashSet<String>,
     /// Seed of the generator deciding which items `reject_429` refuses.
     pub seed: u64,
+    /// Keep document bodies (false: only check that each is JSON and count
+    /// the writes per `_id`, as a benchmark endpoint that must not be the
+    /// bottleneck does; documents then read back as `{}`).
+    pub keep_sources: bool,
 }
 
 impl Default for MockConfig {
@@ -94,6 +98,7 @@ impl Default for MockConfig {
             retry_after_first: None,
             poison_ids: HashSet::new(),
             seed: 1,
+            keep_sources: true,
         }
     }
 }
@@ -369,7 +374,9 @@ impl MockState {
             .map(|(name, idx)| {
                 let duplicates = idx.writes.values().filter(|&&n| n > 1).count();
                 let writes: u64 = idx.writes.values().sum();
-                let entry = json!({"docs": idx.docs.len(), "duplicates": duplicates, "writes": writes});
+                // A lean endpoint keeps no documents: its ids are the documents.
+                let docs = if self.cfg.keep_sources { idx.docs.len() } else { idx.writes.len() };
+                let entry = json!({"docs": docs, "duplicates": duplicates, "writes": writes});
                 (name.clone(), entry)
             })
             .collect();
@@ -1541,7 +1548,13 @@ async fn handle_bulk(state: &MockState, req: &Request, default_index: Option<&st
     let _guard = InFlight(&state.in_flight);
     state.max_in_flight.fetch_max(now_serving, Ordering::SeqCst);
 
-    let ops = match parse_bulk(&req.body) {
+    if !cfg.keep_sources && cfg.reject_429 == 0.0 && cfg.poison_ids.is_empty() {
+        if !cfg.latency.is_zero() {
+            tokio::time::sleep(cfg.latency).await;
+        }
+        return state.count_bulk(&req.body, default_index, started);
+    }
+    let ops = match parse_bulk(&req.body, cfg.keep_sources) {
         Ok(ops) => ops,
         Err(resp) => return resp,
     };
@@ -1570,7 +1583,7 @@ fn bulk_line_error(line: usize, e: &serde_json::Error) -> Response {
 
 /// Parses an NDJSON bulk body into operations; any malformed line fails
 /// the whole request.
-fn parse_bulk(body: &[u8]) -> Result<Vec<BulkOp>, Response> {
+fn parse_bulk(body: &[u8], keep_sources: bool) -> Result<Vec<BulkOp>, Response> {
     let mut ops = Vec::new();
     let mut lines = body
         .split(|&b| b == b'\n')
@@ -1632,7 +1645,12 @@ fn parse_bulk(body: &[u8]) -> Result<Vec<BulkOp>, Response> {
                     ),
                 ));
             };
-            Some(serde_json::from_slice::<Value>(source).map_err(|e| bulk_line_error(m + 1, &e))?)
+            if keep_sources || kind == OpKind::Update {
+                Some(serde_json::from_slice::<Value>(source).map_err(|e| bulk_line_error(m + 1, &e))?)
+            } else {
+                serde_json::from_slice::<serde::de::IgnoredAny>(source).map_err(|e| bulk_line_error(m + 1, &e))?;
+                Some(Value::Object(Map::new()))
+            }
         };
         ops.push(BulkOp { kind, index, id, body });
     }
@@ -1677,6 +1695,85 @@ impl MockState {
             items.push('}');
         }
         (errors, items)
+    }
+
+    /// A bulk request of a lean endpoint without item faults: index and
+    /// create items are checked to be JSON and counted per `_id`, nothing
+    /// is kept, so a benchmark measures its client, not this server.
+    fn count_bulk(&self, body: &[u8], default_index: Option<&str>, started: Instant) -> Response {
+        #[derive(serde::Deserialize)]
+        struct Meta<'a> {
+            #[serde(rename = "_index", borrow)]
+            index: Option<std::borrow::Cow<'a, str>>,
+            #[serde(rename = "_id", borrow)]
+            id: Option<std::borrow::Cow<'a, str>>,
+        }
+        #[derive(serde::Deserialize)]
+        struct Action<'a> {
+            #[serde(borrow)]
+            index: Option<Meta<'a>>,
+            #[serde(borrow)]
+            create: Option<Meta<'a>>,
+        }
+        let mut lines = body.split(|&b| b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace));
+        let mut items = String::with_capacity(body.len() / 3);
+        let now_ms = epoch_ms();
+        let mut inner = self.lock();
+        let mut n = 0usize;
+        while let Some(line) = lines.next() {
+            let Ok(action) = serde_json::from_slice::<Action<'_>>(line) else {
+                return es_error(400, "x_content_parse_exception", "malformed action line");
+            };
+            let (kind, meta) = match (action.index, action.create) {
+                (Some(m), _) => ("index", m),
+                (None, Some(m)) => ("create", m),
+                _ => return es_error(400, "illegal_argument_exception", "the lean endpoint takes index and create"),
+            };
+            let Some(doc) = lines.next() else {
+                return es_error(400, "action_request_validation_exception", "an action has no source line");
+            };
+            if serde_json::from_slice::<serde::de::IgnoredAny>(doc).is_err() {
+                return es_error(400, "x_content_parse_exception", "a document is not JSON");
+            }
+            let Some(name) = meta.index.as_deref().or(default_index) else {
+                return es_error(400, "action_request_validation_exception", "index is missing");
+            };
+            let target = match inner.write_target(name, true, now_ms) {
+                Ok(t) => t,
+                Err(e) => return es_error(e.status, e.kind, &e.reason),
+            };
+            let idx = inner.indices.get_mut(&target).expect("write target exists");
+            let id = match meta.id {
+                Some(id) => id.into_owned(),
+                None => {
+                    idx.auto_id += 1;
+                    format!("auto-{}", idx.auto_id)
+                }
+            };
+            let count = match idx.writes.get_mut(&id) {
+                Some(c) => {
+                    *c += 1;
+                    *c
+                }
+                None => {
+                    idx.writes.insert(id.clone(), 1);
+                    1
+                }
+            };
+            if n > 0 {
+                items.push(',');
+            }
+            n += 1;
+            let (result, status) = if count == 1 { ("created", 201) } else { ("updated", 200) };
+            let _ = write!(
+                items,
+                "{{\"{kind}\":{{\"_index\":\"{target}\",\"_id\":{},\"_version\":{count},\"result\":\"{result}\",\"status\":{status}}}}}",
+                Value::String(id)
+            );
+        }
+        drop(inner);
+        let took = started.elapsed().as_millis();
+        Response::json(200, format!("{{\"took\":{took},\"errors\":false,\"items\":[{items}]}}"))
     }
 
     /// `PUT /{index}/_doc/{id}`, `POST /{index}/_doc`, `_create`, `_update`,
