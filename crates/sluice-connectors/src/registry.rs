@@ -457,7 +457,10 @@ pub fn catalog() -> Vec<ConnectorInfo> {
                     "index | create | update | upsert | delete when there is no _op column (default index)",
                 ),
                 ("bulk_docs / bulk_bytes", "request caps (default 5000 docs, 10 MiB)"),
-                ("gzip", "compress request bodies (default true, false for a cluster on loopback)"),
+                (
+                    "gzip",
+                    "compress request bodies (default true, false for a cluster on loopback)",
+                ),
                 (
                     "concurrency",
                     "\"adaptive\" or a fixed number of requests (default adaptive)",
@@ -476,7 +479,10 @@ pub fn catalog() -> Vec<ConnectorInfo> {
                     "auto | always | never: refresh off, 0 replicas while loading (default auto: created indexes)",
                 ),
                 ("alias", "after a complete load, point this alias at the index"),
-                ("copy_aliases", "give created indexes the source index's aliases (default true)"),
+                (
+                    "copy_aliases",
+                    "give created indexes the source index's aliases (default true)",
+                ),
             ],
         });
     }

@@ -220,10 +220,22 @@ fn dump_file_to_opensearch_and_back_keeps_every_document_equal() {
         assert_eq!(back.get(id), Some(doc), "document {id}");
     }
     // The scroll API reads the same documents; a bulk file carries them to another index.
-    ok(&sluice(dir.path(), &["copy", &format!("{dst}?paging=scroll"), "bulk.ndjson", "--format", "bulk"]));
+    ok(&sluice(
+        dir.path(),
+        &[
+            "copy",
+            &format!("{dst}?paging=scroll"),
+            "bulk.ndjson",
+            "--format",
+            "bulk",
+        ],
+    ));
     let bulk = std::fs::read_to_string(dir.path().join("bulk.ndjson")).unwrap();
     assert_eq!(bulk.lines().count(), 3000, "an action and a document line each");
-    ok(&sluice(dir.path(), &["copy", "bulk.ndjson", "--input-format", "bulk", &format!("{dst}_copy")]));
+    ok(&sluice(
+        dir.path(),
+        &["copy", "bulk.ndjson", "--input-format", "bulk", &format!("{dst}_copy")],
+    ));
     ok(&sluice(dir.path(), &["copy", &format!("{dst}_copy"), "copy.ndjson"]));
     assert_eq!(read_dump(&dir.path().join("copy.ndjson")), expected);
 }
@@ -273,7 +285,11 @@ fn opensearch_to_opensearch_copies_mappings_and_settings_and_verify_catches_a_ch
     );
     // In the same cluster the source's alias stays on the source alone...
     let alias = get_json(&os.url, "/_alias/products");
-    assert_eq!(alias.as_object().unwrap().keys().collect::<Vec<_>>(), vec!["src"], "{alias}");
+    assert_eq!(
+        alias.as_object().unwrap().keys().collect::<Vec<_>>(),
+        vec!["src"],
+        "{alias}"
+    );
     // ...and another cluster's copy of the index gets it.
     let (_rt, other) = mock(MockConfig::default());
     let to_other = format!("{}/dst", other.url().replace("http://", "elasticsearch://"));

@@ -91,6 +91,8 @@ pub(crate) struct ParquetWriter {
     threads: usize,
 }
 
+// One per stream, never moved on a hot path: boxing the output buys nothing.
+#[allow(clippy::large_enum_variant)]
 enum WriterState {
     /// No batch yet: the output waits for the encoding decision.
     Pending(Option<Output>),

@@ -184,7 +184,7 @@ impl Cluster {
     /// A JSON request whose answer must be a success; other statuses are
     /// errors carrying the server's reason (retryable for 429 and 5xx).
     pub async fn json(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
-        let body = body.map(|b| Body::json(b));
+        let body = body.map(Body::json);
         let reply = self.send(method.clone(), path, body).await?;
         self.check(&method, path, reply)
     }

@@ -125,7 +125,11 @@ impl SinkConnector for SearchSink {
             cfg: self.cfg.clone(),
             mappings: self.mappings.clone().or_else(|| from_source(META_MAPPINGS)),
             settings: self.settings.clone().or_else(|| from_source(META_SETTINGS)),
-            aliases: if self.cfg.copy_aliases { from_source(META_ALIASES) } else { None },
+            aliases: if self.cfg.copy_aliases {
+                from_source(META_ALIASES)
+            } else {
+                None
+            },
             buf: BytesMut::with_capacity(1 << 20),
             items: Vec::new(),
             ready: VecDeque::new(),
@@ -313,7 +317,10 @@ impl SearchStreamSink {
                 // is: giving it the new index too would double its results.
                 let mut given = serde_json::Map::new();
                 for (name, spec) in aliases {
-                    let taken = self.cluster.send(Method::GET, &format!("/_alias/{}", segment(name)), None).await?;
+                    let taken = self
+                        .cluster
+                        .send(Method::GET, &format!("/_alias/{}", segment(name)), None)
+                        .await?;
                     if taken.status.is_success() {
                         tracing::warn!(index, alias = %name, "the source's alias already names an index here; not copied");
                     } else {

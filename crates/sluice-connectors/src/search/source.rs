@@ -334,7 +334,7 @@ impl Source for SearchSource {
         if ctx.resume.is_some() {
             tracing::info!(partition = %partition.id, "search slices are read again from the start on resume (writes by _id are idempotent)");
         }
-        let mut body = json!({"size": self.cfg.page_size, "track_total_hits": false});
+        let mut body = json!({"size": self.cfg.page_size});
         if let Some(q) = &self.query {
             body["query"] = q.clone();
         }
@@ -347,6 +347,8 @@ impl Source for SearchSource {
         if pit {
             let id = self.pit(&c, &index).await?;
             body["sort"] = json!([{"_shard_doc": "asc"}]);
+            // Counting every page's hits is wasted work (a scroll may not skip it).
+            body["track_total_hits"] = Value::Bool(false);
             body["pit"] = json!({"id": id, "keep_alive": keep});
             pit_id = Some(id);
         } else {

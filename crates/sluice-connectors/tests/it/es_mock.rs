@@ -375,7 +375,11 @@ impl MockState {
                 let duplicates = idx.writes.values().filter(|&&n| n > 1).count();
                 let writes: u64 = idx.writes.values().sum();
                 // A lean endpoint keeps no documents: its ids are the documents.
-                let docs = if self.cfg.keep_sources { idx.docs.len() } else { idx.writes.len() };
+                let docs = if self.cfg.keep_sources {
+                    idx.docs.len()
+                } else {
+                    idx.writes.len()
+                };
                 let entry = json!({"docs": docs, "duplicates": duplicates, "writes": writes});
                 (name.clone(), entry)
             })
@@ -457,14 +461,14 @@ impl Index {
             Some(id) => id,
             None => self.next_auto_id(),
         };
-        if kind == OpKind::Create {
-            if let Some(d) = self.docs.get(&id) {
-                let reason = format!(
-                    "[{id}]: version conflict, document already exists (current version [{}])",
-                    d.version
-                );
-                return ItemResult::failed(index, Some(id), 409, "version_conflict_engine_exception", reason);
-            }
+        if kind == OpKind::Create
+            && let Some(d) = self.docs.get(&id)
+        {
+            let reason = format!(
+                "[{id}]: version conflict, document already exists (current version [{}])",
+                d.version
+            );
+            return ItemResult::failed(index, Some(id), 409, "version_conflict_engine_exception", reason);
         }
         let seq_no = self.next_seq_no();
         let source = Arc::new(source);
@@ -1169,12 +1173,13 @@ fn pct_decode(s: &str, plus_is_space: bool) -> String {
     let mut i = 0;
     while i < bytes.len() {
         let b = bytes[i];
-        if b == b'%' && i + 2 < bytes.len() {
-            if let (Some(hi), Some(lo)) = (hex_val(bytes[i + 1]), hex_val(bytes[i + 2])) {
-                out.push((hi << 4) | lo);
-                i += 3;
-                continue;
-            }
+        if b == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(hi), Some(lo)) = (hex_val(bytes[i + 1]), hex_val(bytes[i + 2]))
+        {
+            out.push((hi << 4) | lo);
+            i += 3;
+            continue;
         }
         out.push(if plus_is_space && b == b'+' { b' ' } else { b });
         i += 1;
@@ -1505,7 +1510,7 @@ async fn handle_bulk(state: &MockState, req: &Request, default_index: Option<&st
     }
 
     // Whole-request faults: nothing is written.
-    if cfg.fail_every.is_some_and(|every| every > 0 && n % every == 0) {
+    if cfg.fail_every.is_some_and(|every| every > 0 && n.is_multiple_of(every)) {
         state.rejected_requests.fetch_add(1, Ordering::SeqCst);
         return es_error(
             503,
@@ -1513,16 +1518,16 @@ async fn handle_bulk(state: &MockState, req: &Request, default_index: Option<&st
             "blocked by: [SERVICE_UNAVAILABLE/2/no master];",
         );
     }
-    if let Some((first, secs)) = cfg.retry_after_first {
-        if n <= first {
-            state.rejected_requests.fetch_add(1, Ordering::SeqCst);
-            return es_error(
-                429,
-                "es_rejected_execution_exception",
-                "rejected execution of coordinating operation",
-            )
-            .header("Retry-After", secs.to_string());
-        }
+    if let Some((first, secs)) = cfg.retry_after_first
+        && n <= first
+    {
+        state.rejected_requests.fetch_add(1, Ordering::SeqCst);
+        return es_error(
+            429,
+            "es_rejected_execution_exception",
+            "rejected execution of coordinating operation",
+        )
+        .header("Retry-After", secs.to_string());
     }
     let accepted = loop {
         let current = state.in_flight.load(Ordering::SeqCst);
@@ -1715,7 +1720,9 @@ impl MockState {
             #[serde(borrow)]
             create: Option<Meta<'a>>,
         }
-        let mut lines = body.split(|&b| b == b'\n').filter(|l| !l.iter().all(u8::is_ascii_whitespace));
+        let mut lines = body
+            .split(|&b| b == b'\n')
+            .filter(|l| !l.iter().all(u8::is_ascii_whitespace));
         let mut items = String::with_capacity(body.len() / 3);
         let now_ms = epoch_ms();
         let mut inner = self.lock();
@@ -1727,10 +1734,20 @@ impl MockState {
             let (kind, meta) = match (action.index, action.create) {
                 (Some(m), _) => ("index", m),
                 (None, Some(m)) => ("create", m),
-                _ => return es_error(400, "illegal_argument_exception", "the lean endpoint takes index and create"),
+                _ => {
+                    return es_error(
+                        400,
+                        "illegal_argument_exception",
+                        "the lean endpoint takes index and create",
+                    );
+                }
             };
             let Some(doc) = lines.next() else {
-                return es_error(400, "action_request_validation_exception", "an action has no source line");
+                return es_error(
+                    400,
+                    "action_request_validation_exception",
+                    "an action has no source line",
+                );
             };
             if serde_json::from_slice::<serde::de::IgnoredAny>(doc).is_err() {
                 return es_error(400, "x_content_parse_exception", "a document is not JSON");
@@ -2575,10 +2592,10 @@ impl SearchParams {
 
     /// Whether a document is in the slice and matches the query.
     fn matches(&self, id: &str, source: &Value) -> bool {
-        if let Some((slice, max)) = self.slice {
-            if fnv1a(id.as_bytes()) % max != slice {
-                return false;
-            }
+        if let Some((slice, max)) = self.slice
+            && fnv1a(id.as_bytes()) % max != slice
+        {
+            return false;
         }
         self.query.matches(id, source)
     }
