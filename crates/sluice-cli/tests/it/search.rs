@@ -522,3 +522,125 @@ fn templates_route_rows_and_an_alias_is_swapped_after_the_load() {
     let alias = get_json(&es.url(), "/_alias/orders");
     assert!(alias.get("orders-v2").is_some(), "{alias}");
 }
+
+/// A TLS front (Python's `ssl`) for a plain HTTP server.
+const TLS_PROXY: &str = r#"
+import socket, ssl, sys, threading
+port, target, cert, key = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3], sys.argv[4]
+ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(cert, key)
+srv = socket.socket(); srv.bind(("127.0.0.1", port)); srv.listen(64)
+print("ready", flush=True)
+def pipe(a, b):
+    try:
+        while True:
+            d = a.recv(65536)
+            if not d: break
+            b.sendall(d)
+    except Exception: pass
+    finally:
+        for s in (a, b):
+            try: s.shutdown(socket.SHUT_RDWR)
+            except Exception: pass
+def serve(c):
+    try: t = ctx.wrap_socket(c, server_side=True)
+    except Exception: c.close(); return
+    u = socket.create_connection(("127.0.0.1", target))
+    threading.Thread(target=pipe, args=(t, u), daemon=True).start(); pipe(u, t)
+while True:
+    c, _ = srv.accept(); threading.Thread(target=serve, args=(c,), daemon=True).start()
+"#;
+
+#[test]
+fn https_with_a_custom_certificate_authority() {
+    let Some(os) = osmem() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let openssl = |args: &[&str]| {
+        let out = Command::new("openssl").args(args).current_dir(d).output();
+        matches!(out, Ok(o) if o.status.success())
+    };
+    std::fs::write(
+        d.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let made = openssl(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.pem",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=sluice test CA",
+    ]) && openssl(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "srv.key",
+        "-out",
+        "srv.csr",
+        "-subj",
+        "/CN=localhost",
+    ]) && openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        "srv.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "srv.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    if !made {
+        missing("openssl", "could not make a test certificate authority");
+        return;
+    }
+    let port = free_port();
+    let target = os.url.rsplit(':').next().unwrap().to_string();
+    let mut child = Command::new("python3")
+        .args(["-c", TLS_PROXY, &port.to_string(), &target, "srv.pem", "srv.key"])
+        .current_dir(d)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    let mut ready = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut ready)
+        .unwrap();
+    let _proxy = Server {
+        child,
+        url: format!("https://127.0.0.1:{port}"),
+    };
+    write_dump(&d.join("docs.ndjson"), "x", &documents(50));
+    let pipeline = |ca: &str| {
+        format!(
+            "[source]\ntype = \"ndjson\"\npath = \"docs.ndjson\"\n\n[[sinks]]\ntype = \"opensearch\"\nurl = \"https://127.0.0.1:{port}\"\nindex = \"secure\"\n{ca}"
+        )
+    };
+    std::fs::write(d.join("trusted.toml"), pipeline("ca_cert = \"ca.pem\"\n")).unwrap();
+    std::fs::write(d.join("untrusted.toml"), pipeline("")).unwrap();
+    let out = sluice(d, &["run", "untrusted.toml"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(
+        err.contains("error: ") && err.contains("ca_cert"),
+        "the error says how to trust the cluster: {err}"
+    );
+    ok(&sluice(d, &["run", "trusted.toml"]));
+    assert_eq!(count(&os.url, "secure"), 50);
+}

@@ -39,16 +39,16 @@ enum Part {
 
 /// A value computed per row: a column as it is, or a template.
 #[derive(Debug, Clone)]
-enum Value_ {
+enum Spec {
     Column(usize),
     Template(Vec<Part>),
 }
 
 /// How rows become bulk items, planned once per stream.
 pub(crate) struct Encoder {
-    index: Value_,
-    id: Option<Value_>,
-    routing: Option<Value_>,
+    index: Spec,
+    id: Option<Spec>,
+    routing: Option<Spec>,
     op: Option<usize>,
     default_op: BulkOp,
     source: Option<usize>,
@@ -72,15 +72,15 @@ impl Encoder {
                 "the `_source` column must be JSON text (a string column)",
             ));
         }
-        let plan = |key: &str, spec: Option<&String>, column: &str| -> Result<Option<Value_>> {
+        let plan = |key: &str, spec: Option<&String>, column: &str| -> Result<Option<Spec>> {
             match spec {
-                None => Ok(col(column).map(Value_::Column)),
-                Some(s) if !s.contains('{') && col(s).is_some() => Ok(col(s).map(Value_::Column)),
+                None => Ok(col(column).map(Spec::Column)),
+                Some(s) if !s.contains('{') && col(s).is_some() => Ok(col(s).map(Spec::Column)),
                 Some(s) if !s.contains('{') && key != "index" => Err(Error::config(
                     format!("sinks.{key}"),
                     format!("`{s}` is not a column; name a column, or write a template such as \"{{tenant}}:{{id}}\""),
                 )),
-                Some(s) => Ok(Some(Value_::Template(parse_template(
+                Some(s) => Ok(Some(Spec::Template(parse_template(
                     key,
                     &s.replace("{stream}", stream),
                 )?))),
@@ -88,13 +88,13 @@ impl Encoder {
         };
         let index = match plan("index", cfg.index.as_ref(), "_index")? {
             Some(v) => v,
-            None => Value_::Template(vec![Part::Text(stream.to_string())]),
+            None => Spec::Template(vec![Part::Text(stream.to_string())]),
         };
         let id = plan("id", cfg.id.as_ref(), "_id")?;
         let routing = plan("routing", cfg.routing.as_ref(), "_routing")?;
         let mut fields_from_source = false;
         for v in [Some(&index), id.as_ref(), routing.as_ref()].into_iter().flatten() {
-            if let Value_::Template(parts) = v {
+            if let Spec::Template(parts) = v {
                 for p in parts {
                     if let Part::Field(f) = p
                         && col(f).is_none()
@@ -133,7 +133,7 @@ impl Encoder {
     /// The index every row goes to, when it does not depend on the row.
     pub fn fixed_index(&self) -> Option<String> {
         match &self.index {
-            Value_::Template(parts) if parts.iter().all(|p| matches!(p, Part::Text(_))) => Some(
+            Spec::Template(parts) if parts.iter().all(|p| matches!(p, Part::Text(_))) => Some(
                 parts
                     .iter()
                     .map(|p| match p {
@@ -299,11 +299,11 @@ impl RowCtx<'_> {
 
     /// The value for this row; `None` when a column used as it is is null
     /// (a null field inside a template is an error).
-    fn render(&self, v: &Value_, schema: &Schema) -> std::result::Result<Option<String>, String> {
+    fn render(&self, v: &Spec, schema: &Schema) -> std::result::Result<Option<String>, String> {
         match v {
-            Value_::Column(i) if !self.data.column(*i).is_valid(self.row) => Ok(None),
-            Value_::Column(i) => self.text_of(self.data.column(*i).as_ref(), *i).map(Some),
-            Value_::Template(parts) => {
+            Spec::Column(i) if !self.data.column(*i).is_valid(self.row) => Ok(None),
+            Spec::Column(i) => self.text_of(self.data.column(*i).as_ref(), *i).map(Some),
+            Spec::Template(parts) => {
                 let mut out = String::new();
                 for p in parts {
                     match p {

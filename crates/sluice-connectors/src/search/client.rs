@@ -217,7 +217,20 @@ impl Cluster {
         } else {
             "connection failed"
         };
-        Error::retryable(&self.shown, format!("{path}: {what}: {e}"))
+        // The cause (refused, certificate not trusted…) is in the chain.
+        let mut detail = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            detail.push_str(": ");
+            detail.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        let hint = if detail.contains("UnknownIssuer") || detail.contains("certificate") {
+            " (trust the cluster's certificate authority with ca_cert = \"ca.pem\")"
+        } else {
+            ""
+        };
+        Error::retryable(&self.shown, format!("{path}: {what}: {detail}{hint}"))
     }
 }
 

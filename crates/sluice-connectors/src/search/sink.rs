@@ -111,8 +111,7 @@ impl SinkConnector for SearchSink {
         let mut cluster = Cluster::new(&self.cfg.cluster())?;
         cluster.identify().await?;
         let encoder = Encoder::new(&self.cfg, stream.schema.clone(), &stream.name)?;
-        let meta = stream.schema.metadata();
-        let from_source = |key: &str| meta.get(key).and_then(|t| serde_json::from_str::<Value>(t).ok());
+        let from_source = |key: &str| from_meta(stream, key);
         let fixed = match self.cfg.concurrency {
             Concurrency::Adaptive => None,
             Concurrency::Fixed(n) => Some(n),
@@ -166,7 +165,9 @@ impl SinkConnector for SearchSink {
         let index = self.index_for(&stream.name);
         let mut steps = Vec::new();
         if self.cfg.create {
-            let body = json!({"settings": self.settings.clone().unwrap_or(json!({})), "mappings": self.mappings.clone().unwrap_or(json!({}))});
+            let settings = self.settings.clone().or_else(|| from_meta(stream, META_SETTINGS));
+            let mappings = self.mappings.clone().or_else(|| from_meta(stream, META_MAPPINGS));
+            let body = json!({"settings": settings.unwrap_or(json!({})), "mappings": mappings.unwrap_or(json!({}))});
             steps.push(format!("PUT /{index} {body}   (when missing)"));
         }
         if self.cfg.load_tuning != LoadTuning::Never {
@@ -219,6 +220,12 @@ impl SinkConnector for SearchSink {
         }
         Ok(lines)
     }
+}
+
+/// What a search source put in the stream's schema metadata under `key`.
+fn from_meta(stream: &StreamInfo, key: &str) -> Option<Value> {
+    let text = stream.schema.metadata().get(key)?;
+    serde_json::from_str::<Value>(text).ok().filter(|v| !v.is_null())
 }
 
 #[derive(Debug, Default)]
