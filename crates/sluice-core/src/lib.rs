@@ -40,4 +40,17 @@ pub mod reserved {
     pub const OP: &str = "_op";
     /// Raw JSON bytes of a document, passed through unparsed.
     pub const SOURCE: &str = "_source";
+    /// Every name above: document metadata, never part of a document body.
+    pub const ALL: [&str; 5] = [INDEX, ID, ROUTING, OP, SOURCE];
 }
+
+/// The metadata fields Rally WSAPI exports carry on every object, at every
+/// depth (dropped by the `rally` format and the `drop_fields` transform).
+pub const RALLY_FIELDS: [&str; 6] = [
+    "_rallyAPIMajor",
+    "_rallyAPIMinor",
+    "_ref",
+    "_refObjectUUID",
+    "_objectVersion",
+    "_CreatedAt",
+];

@@ -9,14 +9,7 @@ use async_trait::async_trait;
 use sluice_core::{Applied, Batch, Result, Transform, TransformFactory};
 
 /// The metadata fields of Rally JSON exports, dropped by default.
-pub const RALLY_FIELDS: [&str; 6] = [
-    "_rallyAPIMajor",
-    "_rallyAPIMinor",
-    "_ref",
-    "_refObjectUUID",
-    "_objectVersion",
-    "_CreatedAt",
-];
+pub use sluice_core::RALLY_FIELDS;
 
 /// Plans a `drop_fields` transform.
 pub struct DropFieldsFactory {

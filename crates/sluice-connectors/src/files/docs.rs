@@ -16,18 +16,9 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
+use sluice_core::RALLY_FIELDS;
 
 use super::decode::RecordDecoder;
-
-/// The metadata fields Rally exports carry on every object.
-pub const RALLY_FIELDS: [&str; 6] = [
-    "_rallyAPIMajor",
-    "_rallyAPIMinor",
-    "_ref",
-    "_refObjectUUID",
-    "_objectVersion",
-    "_CreatedAt",
-];
 
 /// Which document layout a file holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -261,10 +252,11 @@ fn strip(v: &mut Value) {
     }
 }
 
-/// Each row's columns other than `skip` as a JSON object per row.
-pub(crate) fn row_documents(data: &RecordBatch, skip: &[&str]) -> arrow::error::Result<Vec<Vec<u8>>> {
+/// Each row's columns other than the document metadata columns
+/// ([`sluice_core::reserved::ALL`]) as a JSON object per row.
+pub(crate) fn row_documents(data: &RecordBatch) -> arrow::error::Result<Vec<Vec<u8>>> {
     let keep: Vec<usize> = (0..data.num_columns())
-        .filter(|&i| !skip.contains(&data.schema().field(i).name().as_str()))
+        .filter(|&i| !sluice_core::reserved::ALL.contains(&data.schema().field(i).name().as_str()))
         .collect();
     let projected = data.project(&keep)?;
     let mut buf = Vec::with_capacity(projected.get_array_memory_size());
@@ -282,9 +274,6 @@ pub(crate) fn row_documents(data: &RecordBatch, skip: &[&str]) -> arrow::error::
     Ok(lines)
 }
 
-/// The metadata columns of documents, never part of a document body.
-pub(crate) const META: [&str; 5] = ["_index", "_id", "_routing", "_op", "_source"];
-
 fn text(a: Option<&StringArray>, i: usize) -> Option<&str> {
     a.filter(|a| a.is_valid(i)).map(|a| a.value(i))
 }
@@ -299,7 +288,7 @@ pub(crate) fn write_docs(out: &mut dyn Write, kind: DocKind, data: &RecordBatch)
     };
     let (index, id, routing, op, source) = (col("_index"), col("_id"), col("_routing"), col("_op"), col("_source"));
     let built = if source.is_none() {
-        Some(row_documents(data, &META).map_err(std::io::Error::other)?)
+        Some(row_documents(data).map_err(std::io::Error::other)?)
     } else {
         None
     };

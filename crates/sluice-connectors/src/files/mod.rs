@@ -28,5 +28,5 @@ pub use source::FileSource;
 /// Each row's columns, other than the document metadata columns (`_index`,
 /// `_id`, `_routing`, `_op`, `_source`), as one JSON object per row.
 pub fn row_documents(data: &arrow::record_batch::RecordBatch) -> sluice_core::Result<Vec<Vec<u8>>> {
-    Ok(docs::row_documents(data, &docs::META)?)
+    Ok(docs::row_documents(data)?)
 }

@@ -124,22 +124,29 @@ struct ObjectReader {
     inner: Option<Bridge>,
 }
 
+impl ObjectReader {
+    /// Starts the download: the object's bytes as a blocking reader.
+    fn open(&self) -> io::Result<Bridge> {
+        let got = self
+            .handle
+            .block_on(self.store.get(&self.path))
+            .map_err(|e| io::Error::other(format!("{}: {e}", self.url)))?;
+        let stream = got.into_stream().map_err(io::Error::other);
+        let reader: Box<dyn tokio::io::AsyncRead + Send + Unpin> = Box::new(tokio_util::io::StreamReader::new(stream));
+        Ok(tokio_util::io::SyncIoBridge::new_with_handle(
+            reader,
+            self.handle.clone(),
+        ))
+    }
+}
+
 impl Read for ObjectReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.inner.is_none() {
-            let got = self
-                .handle
-                .block_on(self.store.get(&self.path))
-                .map_err(|e| io::Error::other(format!("{}: {e}", self.url)))?;
-            let stream = got.into_stream().map_err(io::Error::other);
-            let reader: Box<dyn tokio::io::AsyncRead + Send + Unpin> =
-                Box::new(tokio_util::io::StreamReader::new(stream));
-            self.inner = Some(tokio_util::io::SyncIoBridge::new_with_handle(
-                reader,
-                self.handle.clone(),
-            ));
-        }
-        self.inner.as_mut().expect("opened above").read(buf)
+        let inner = match self.inner.take() {
+            Some(inner) => inner,
+            None => self.open()?,
+        };
+        self.inner.insert(inner).read(buf)
     }
 }
 

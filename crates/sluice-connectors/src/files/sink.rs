@@ -93,9 +93,9 @@ impl SinkConnector for FileSink {
             // Documents (a `_source` column) are written as elasticdump
             // lines, so the file reads back as the same documents.
             Format::Ndjson if has_source(&stream.schema) => Writer::Docs(out, super::docs::DocKind::Dump),
-            Format::Elasticdump | Format::Bulk | Format::Raw => {
-                Writer::Docs(out, self.format.docs().expect("document format"))
-            }
+            Format::Elasticdump => Writer::Docs(out, super::docs::DocKind::Dump),
+            Format::Bulk => Writer::Docs(out, super::docs::DocKind::Bulk),
+            Format::Raw => Writer::Docs(out, super::docs::DocKind::Raw),
             Format::Rally => {
                 return Err(Error::config(
                     "sinks.format",

@@ -364,10 +364,12 @@ impl Source for FileSource {
             io::open_read(&path, this.cfg.compression)?
         };
         let header = this.format == Format::Csv && this.csv.header;
-        let decoder: Arc<dyn decode::RecordDecoder> = match this.format() {
-            f if f.docs().is_some() => Arc::new(super::docs::DocDecoder::new(f.docs().expect("guarded"))),
-            Format::Csv => csv::decoder(schema.clone(), &this.csv).map_err(|e| Error::config("source.csv.null", e))?,
-            _ => json::decoder(schema.clone()),
+        let decoder: Arc<dyn decode::RecordDecoder> = match (this.format(), this.format().docs()) {
+            (_, Some(kind)) => Arc::new(super::docs::DocDecoder::new(kind)),
+            (Format::Csv, None) => {
+                csv::decoder(schema.clone(), &this.csv).map_err(|e| Error::config("source.csv.null", e))?
+            }
+            (_, None) => json::decoder(schema.clone()),
         };
         let framer = Framer::new(this.frame_kind(), usize::from(header));
         let csv_opts = this.csv.clone();

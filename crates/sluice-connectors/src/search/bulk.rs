@@ -15,10 +15,10 @@ use arrow::util::display::{ArrayFormatter, FormatOptions};
 use bytes::{Bytes, BytesMut};
 use serde::Deserialize;
 use serde_json::Value;
-use sluice_core::{Batch, Error, Rejection, Result, Stage};
+use sluice_core::{Batch, Error, Rejection, Result, Stage, reserved};
 
 use super::config::{BulkOp, SearchSinkConfig};
-use crate::files::docs::{META, row_documents};
+use crate::files::docs::row_documents;
 
 /// One document's part of a bulk body, kept until the server accepted it.
 #[derive(Debug, Clone)]
@@ -47,6 +47,8 @@ enum Spec {
 /// How rows become bulk items, planned once per stream.
 pub(crate) struct Encoder {
     index: Spec,
+    /// The index name when no row changes it.
+    fixed: Option<String>,
     id: Option<Spec>,
     routing: Option<Spec>,
     op: Option<usize>,
@@ -63,7 +65,7 @@ impl Encoder {
     /// field is an error naming it.
     pub fn new(cfg: &SearchSinkConfig, schema: Arc<Schema>, stream: &str) -> Result<Encoder> {
         let col = |name: &str| schema.index_of(name).ok();
-        let source = col("_source");
+        let source = col(reserved::SOURCE);
         if let Some(i) = source
             && !matches!(schema.field(i).data_type(), DataType::Utf8 | DataType::LargeUtf8)
         {
@@ -86,12 +88,12 @@ impl Encoder {
                 )?))),
             }
         };
-        let index = match plan("index", cfg.index.as_ref(), "_index")? {
+        let index = match plan("index", cfg.index.as_ref(), reserved::INDEX)? {
             Some(v) => v,
             None => Spec::Template(vec![Part::Text(stream.to_string())]),
         };
-        let id = plan("id", cfg.id.as_ref(), "_id")?;
-        let routing = plan("routing", cfg.routing.as_ref(), "_routing")?;
+        let id = plan("id", cfg.id.as_ref(), reserved::ID)?;
+        let routing = plan("routing", cfg.routing.as_ref(), reserved::ROUTING)?;
         let mut fields_from_source = false;
         for v in [Some(&index), id.as_ref(), routing.as_ref()].into_iter().flatten() {
             if let Spec::Template(parts) = v {
@@ -118,11 +120,22 @@ impl Encoder {
                 }
             }
         }
+        let fixed = match &index {
+            Spec::Template(parts) => parts
+                .iter()
+                .map(|p| match p {
+                    Part::Text(t) => Some(t.as_str()),
+                    Part::Field(_) => None,
+                })
+                .collect::<Option<String>>(),
+            Spec::Column(_) => None,
+        };
         Ok(Encoder {
+            fixed,
             index,
             id,
             routing,
-            op: col("_op"),
+            op: col(reserved::OP),
             default_op: cfg.op,
             source,
             schema,
@@ -131,19 +144,8 @@ impl Encoder {
     }
 
     /// The index every row goes to, when it does not depend on the row.
-    pub fn fixed_index(&self) -> Option<String> {
-        match &self.index {
-            Spec::Template(parts) if parts.iter().all(|p| matches!(p, Part::Text(_))) => Some(
-                parts
-                    .iter()
-                    .map(|p| match p {
-                        Part::Text(t) => t.as_str(),
-                        Part::Field(_) => "",
-                    })
-                    .collect(),
-            ),
-            _ => None,
-        }
+    pub fn fixed_index(&self) -> Option<&str> {
+        self.fixed.as_deref()
     }
 
     /// Appends one item per row of `batch` to `out`, calling `cut` after
@@ -272,7 +274,7 @@ impl Encoder {
         if self.source.is_some() {
             return Ok(None);
         }
-        Ok(Some(row_documents(data, &META)?))
+        Ok(Some(row_documents(data)?))
     }
 }
 

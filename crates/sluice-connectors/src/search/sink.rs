@@ -42,6 +42,8 @@ const PIPELINE_DEPTH: usize = 32;
 /// `[[sinks]] type = "elasticsearch"` / `"opensearch"`.
 pub struct SearchSink {
     cfg: SearchSinkConfig,
+    /// The client, built once; each stream asks the cluster what it is.
+    cluster: Cluster,
     name: &'static str,
     mappings: Option<Value>,
     settings: Option<Value>,
@@ -49,7 +51,7 @@ pub struct SearchSink {
 
 impl SearchSink {
     pub fn new(cfg: SearchSinkConfig, name: &'static str) -> Result<Self> {
-        Cluster::new(&cfg.cluster())?;
+        let cluster = Cluster::new(&cfg.cluster())?;
         if cfg.bulk_docs == 0 || cfg.bulk_bytes < 1024 {
             return Err(Error::config(
                 "sinks.bulk_docs",
@@ -81,6 +83,7 @@ impl SearchSink {
         let settings = cfg.settings.as_ref().map(toml_to_json);
         Ok(SearchSink {
             cfg,
+            cluster,
             name,
             mappings,
             settings,
@@ -103,12 +106,11 @@ impl SinkConnector for SearchSink {
     }
 
     fn target(&self, stream: &str) -> String {
-        let shown = Cluster::new(&self.cfg.cluster()).map(|c| c.shown).unwrap_or_default();
-        format!("{shown}/{}", self.index_for(stream))
+        format!("{}/{}", self.cluster.shown, self.index_for(stream))
     }
 
     async fn open(&self, stream: &StreamInfo) -> Result<Box<dyn Sink>> {
-        let mut cluster = Cluster::new(&self.cfg.cluster())?;
+        let mut cluster = self.cluster.clone();
         cluster.identify().await?;
         let encoder = Encoder::new(&self.cfg, stream.schema.clone(), &stream.name)?;
         let from_source = |key: &str| from_meta(stream, key);
@@ -155,7 +157,7 @@ impl SinkConnector for SearchSink {
             stats: Stats::default(),
             stream: stream.name.clone(),
         };
-        if let Some(index) = sink.encoder.fixed_index() {
+        if let Some(index) = sink.encoder.fixed_index().map(str::to_string) {
             sink.prepare(&index).await?;
         }
         Ok(Box::new(sink))
@@ -186,7 +188,7 @@ impl SinkConnector for SearchSink {
     }
 
     async fn check(&self, streams: &[StreamInfo]) -> Result<Vec<String>> {
-        let mut cluster = Cluster::new(&self.cfg.cluster())?;
+        let mut cluster = self.cluster.clone();
         cluster.identify().await?;
         let mut lines = vec![format!(
             "{} {}.{} answers at {}",
@@ -263,7 +265,7 @@ struct SearchStreamSink {
     aliases: Option<Value>,
     /// The request being filled, and its items' (range, origin, line).
     buf: BytesMut,
-    items: Vec<(std::ops::Range<usize>, Arc<str>, Option<u64>)>,
+    items: Vec<Filled>,
     /// Requests cut and waiting for a slot.
     ready: VecDeque<Request>,
     /// Items to send again, with the bytes they hold.
@@ -408,21 +410,10 @@ impl SearchStreamSink {
 
     /// Cuts the request being filled.
     fn cut(&mut self) {
-        if self.items.is_empty() {
-            return;
+        if !self.items.is_empty() {
+            let request = take_request(&mut self.buf, &mut self.items);
+            self.ready.push_back(request);
         }
-        let body = self.buf.split().freeze();
-        let items = self
-            .items
-            .drain(..)
-            .map(|(r, origin, line)| Item {
-                bytes: body.slice(r),
-                origin,
-                line,
-                attempts: 0,
-            })
-            .collect();
-        self.ready.push_back(Request { body, items });
     }
 
     /// Cuts a request out of the items waiting for a retry, once their
@@ -433,13 +424,13 @@ impl SearchStreamSink {
         }
         let mut body = BytesMut::new();
         let mut items = Vec::new();
-        while let Some(item) = self.retry.front() {
+        while let Some(item) = self.retry.pop_front() {
             if !items.is_empty()
                 && (items.len() >= self.cfg.bulk_docs || body.len() + item.bytes.len() > self.cfg.bulk_bytes)
             {
+                self.retry.push_front(item);
                 break;
             }
-            let item = self.retry.pop_front().expect("front exists");
             self.retry_bytes -= item.bytes.len();
             body.extend_from_slice(&item.bytes);
             items.push(item);
@@ -664,9 +655,11 @@ impl SearchStreamSink {
             self.cut();
         }
         loop {
-            while self.retry_bytes > self.cfg.max_retry_bytes && !self.tasks.is_empty() {
+            while self.retry_bytes > self.cfg.max_retry_bytes {
                 // Retry memory is full: wait for answers before taking more.
-                let done = self.tasks.join_next().await.expect("tasks not empty");
+                let Some(done) = self.tasks.join_next().await else {
+                    break;
+                };
                 self.absorb(done.map_err(|e| Error::Internal(format!("bulk request task: {e}")))?)
                     .await?;
             }
@@ -693,14 +686,36 @@ impl SearchStreamSink {
             }
             let next_retry = self.retry_not_before.filter(|_| !self.retry.is_empty());
             tokio::select! {
-                done = self.tasks.join_next() => {
-                    let done = done.expect("tasks not empty");
+                Some(done) = self.tasks.join_next() => {
                     self.absorb(done.map_err(|e| Error::Internal(format!("bulk request task: {e}")))?).await?;
                 }
-                _ = async { tokio::time::sleep_until(next_retry.expect("guarded").into()).await }, if next_retry.is_some() => {}
+                _ = async {
+                    match next_retry {
+                        Some(t) => tokio::time::sleep_until(t.into()).await,
+                        None => std::future::pending().await,
+                    }
+                } => {}
             }
         }
     }
+}
+
+/// An item written into the request being filled: its byte range, origin and line.
+type Filled = (std::ops::Range<usize>, Arc<str>, Option<u64>);
+
+/// Freezes what `buf` holds into a request of `items`, leaving both empty.
+fn take_request(buf: &mut BytesMut, items: &mut Vec<Filled>) -> Request {
+    let body = buf.split().freeze();
+    let items = items
+        .drain(..)
+        .map(|(r, origin, line)| Item {
+            bytes: body.slice(r),
+            origin,
+            line,
+            attempts: 0,
+        })
+        .collect();
+    Request { body, items }
 }
 
 fn gzip_bytes(body: &[u8]) -> std::io::Result<Bytes> {
@@ -728,17 +743,7 @@ impl Sink for SearchStreamSink {
                 }
                 items.push((range, batch.origin.clone(), line));
                 if items.len() >= bulk_docs || buf.len() >= bulk_bytes {
-                    let body = buf.split().freeze();
-                    let its = items
-                        .drain(..)
-                        .map(|(r, origin, line)| Item {
-                            bytes: body.slice(r),
-                            origin,
-                            line,
-                            attempts: 0,
-                        })
-                        .collect();
-                    cut.push(Request { body, items: its });
+                    cut.push(take_request(buf, &mut items));
                 }
             })?;
         self.buf = buf;

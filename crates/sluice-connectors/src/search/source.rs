@@ -32,6 +32,9 @@ const MAX_SLICES: u64 = 8;
 /// Reads indexes of a cluster.
 pub struct SearchSource {
     cfg: SearchSourceConfig,
+    /// The client, built once, and what the cluster said it is (asked once).
+    client: Cluster,
+    identified: tokio::sync::OnceCell<Cluster>,
     name: &'static str,
     query: Option<Value>,
     /// Points in time shared by the slices of an index: (id, slices still reading).
@@ -40,7 +43,7 @@ pub struct SearchSource {
 
 impl SearchSource {
     pub fn new(cfg: SearchSourceConfig, name: &'static str) -> Result<Self> {
-        Cluster::new(&cfg.cluster())?;
+        let client = Cluster::new(&cfg.cluster())?;
         if cfg.index.is_none() && cfg.indices.is_empty() {
             return Err(Error::config(
                 "source.index",
@@ -73,6 +76,8 @@ impl SearchSource {
         }
         Ok(SearchSource {
             cfg,
+            client,
+            identified: tokio::sync::OnceCell::new(),
             name,
             query,
             pits: Mutex::new(HashMap::new()),
@@ -88,9 +93,14 @@ impl SearchSource {
     }
 
     async fn cluster(&self) -> Result<Cluster> {
-        let mut c = Cluster::new(&self.cfg.cluster())?;
-        c.identify().await?;
-        Ok(c)
+        self.identified
+            .get_or_try_init(|| async {
+                let mut c = self.client.clone();
+                c.identify().await?;
+                Ok::<_, Error>(c)
+            })
+            .await
+            .cloned()
     }
 
     fn use_pit(&self, c: &Cluster) -> Result<bool> {
