@@ -306,6 +306,16 @@ pub fn pipeline(a: &CopyArgs) -> Result<Pipeline, ConfigError> {
         "copy-{:08x}",
         sluice_engine::config::fnv1a(format!("{}\n{}", a.src, a.dst).as_bytes()) as u32
     );
+    // Secrets stay out of the command line: SLUICE_SOURCE__API_KEY,
+    // SLUICE_SINKS__0__PASSWORD and the like, as for pipeline files.
+    let overrides: Vec<(String, String)> = std::env::vars().collect();
+    sluice_engine::config::apply_overrides(&mut table, &overrides).map_err(|(var, message)| ConfigError {
+        file: "copy".into(),
+        line: None,
+        column: None,
+        key: Some(var),
+        message,
+    })?;
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
     sluice_engine::from_table(table, "copy", &name, cwd)
 }

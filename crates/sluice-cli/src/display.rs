@@ -306,11 +306,17 @@ pub fn verify(lines: &[sluice_engine::inspect::VerifyLine]) -> String {
         "result",
     ]);
     for l in lines {
+        let (source_rows, source_sum) = if l.compared {
+            (count(l.source.rows), format!("{:016x}", l.source.checksum))
+        } else {
+            ("-".into(), "-".into())
+        };
         let (rows, sum) = match l.target {
             Some(f) => (count(f.rows), format!("{:016x}", f.checksum)),
             None => ("-".into(), "-".into()),
         };
         let result = match (l.matches(), &l.note) {
+            _ if !l.compared => format!("not compared ({})", l.note.as_deref().unwrap_or("")),
             (true, None) => "match".to_string(),
             (true, Some(n)) => format!("match ({n})"),
             (false, Some(n)) => format!("DIFFERENT ({n})"),
@@ -319,9 +325,9 @@ pub fn verify(lines: &[sluice_engine::inspect::VerifyLine]) -> String {
         t.add_row(vec![
             Cell::new(&l.stream),
             Cell::new(&l.sink),
-            Cell::new(count(l.source.rows)).set_alignment(CellAlignment::Right),
+            Cell::new(source_rows).set_alignment(CellAlignment::Right),
             Cell::new(rows).set_alignment(CellAlignment::Right),
-            Cell::new(format!("{:016x}", l.source.checksum)),
+            Cell::new(source_sum),
             Cell::new(sum),
             Cell::new(result),
         ]);

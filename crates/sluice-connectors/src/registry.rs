@@ -153,10 +153,68 @@ pub fn is_search(sink: &SinkConfig) -> bool {
     false
 }
 
+/// The document ids a search sink gives the rows of `data` (from `_id`, an
+/// `id` column or template); `None` for other sinks.
+pub fn document_ids(
+    sink: &SinkConfig,
+    stream: &str,
+    data: &arrow::array::RecordBatch,
+) -> Option<Result<Vec<Option<String>>>> {
+    match sink {
+        #[cfg(feature = "search")]
+        SinkConfig::Elasticsearch(c) | SinkConfig::Opensearch(c) => Some(crate::search::document_ids(c, stream, data)),
+        _ => {
+            let _ = (stream, data);
+            None
+        }
+    }
+}
+
+/// The index a search sink writes for `stream`, with template fields as
+/// wildcards (`orders-{region}` reads back as `orders-*`).
+#[cfg(feature = "search")]
+fn index_pattern(index: Option<&str>, stream: &str) -> String {
+    let mut out = String::new();
+    let mut rest = index.unwrap_or("{stream}");
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        match rest[open..].find('}') {
+            Some(close) => {
+                let field = &rest[open + 1..open + close];
+                if field == "stream" {
+                    out.push_str(stream);
+                } else if !out.ends_with('*') {
+                    out.push('*');
+                }
+                rest = &rest[open + close + 1..];
+            }
+            None => {
+                out.push_str(&rest[open..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
 /// A source reading back what `sink` wrote for `stream`, for `sluice verify`;
-/// None for destinations that cannot be read back (stdout, null).
+/// None for destinations that cannot be read back (stdout, text files, null).
 pub fn sink_as_source(sink: &SinkConfig, stream: &str) -> Option<SourceConfig> {
     match sink {
+        // Parquet keeps the types, so its rows read back as they were
+        // written; text formats would be re-inferred and are not compared.
+        SinkConfig::File(c) if c.path != "-" && c.resolved_format() == Some(Format::Parquet) => {
+            Some(SourceConfig::File(FileSourceConfig {
+                path: c.path.replace("{stream}", stream),
+                format: Some(Format::Parquet),
+                compression: Default::default(),
+                stream: Some(stream.to_string()),
+                infer_rows: 1000,
+                schema: Default::default(),
+                csv: Default::default(),
+            }))
+        }
         #[cfg(feature = "postgres")]
         SinkConfig::Postgres(c) => Some(SourceConfig::Postgres(crate::postgres::PostgresSourceConfig {
             url: c.url.clone(),
@@ -189,11 +247,7 @@ pub fn sink_as_source(sink: &SinkConfig, stream: &str) -> Option<SourceConfig> {
         })),
         #[cfg(feature = "search")]
         SinkConfig::Elasticsearch(c) | SinkConfig::Opensearch(c) => {
-            let index = c
-                .index
-                .clone()
-                .unwrap_or_else(|| "{stream}".into())
-                .replace("{stream}", stream);
+            let index = index_pattern(c.index.as_deref(), stream);
             let cfg = SearchSourceConfig {
                 url: c.url.clone(),
                 user: c.user.clone(),
@@ -487,4 +541,17 @@ pub fn catalog() -> Vec<ConnectorInfo> {
         });
     }
     list
+}
+
+#[cfg(all(test, feature = "search"))]
+mod tests {
+    use super::index_pattern;
+
+    #[test]
+    fn templated_indexes_read_back_as_wildcards() {
+        assert_eq!(index_pattern(None, "orders"), "orders");
+        assert_eq!(index_pattern(Some("orders-{region}"), "x"), "orders-*");
+        assert_eq!(index_pattern(Some("{stream}-{a}{b}-v2"), "logs"), "logs-*-v2");
+        assert_eq!(index_pattern(Some("plain"), "s"), "plain");
+    }
 }

@@ -44,6 +44,11 @@ pub mod reserved {
     pub const ALL: [&str; 5] = [INDEX, ID, ROUTING, OP, SOURCE];
 }
 
+/// Tables sluice keeps its own records in, inside destination databases
+/// (checkpoints stored with the data, foreign keys waiting for their
+/// tables). Database sources reading a whole schema leave them out.
+pub const BOOKKEEPING_TABLES: [&str; 2] = ["_sluice_checkpoints", "_sluice_foreign_keys"];
+
 /// The metadata fields Rally WSAPI exports carry on every object, at every
 /// depth (dropped by the `rally` format and the `drop_fields` transform).
 pub const RALLY_FIELDS: [&str; 6] = [

@@ -294,13 +294,7 @@ pub fn parse(
     }
     // 2. Interpolation and overrides.
     interpolate(&mut table, "", env).map_err(|(key, message)| err_at(locate(text, &key), Some(key), message))?;
-    for (var, value) in overrides {
-        let Some(path) = var.strip_prefix("SLUICE_").filter(|p| p.contains("__")) else {
-            continue;
-        };
-        let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();
-        set_path(&mut table, &keys, parse_value(value)).map_err(|m| err_at(None, Some(var.clone()), m))?;
-    }
+    apply_overrides(&mut table, overrides).map_err(|(var, m)| err_at(None, Some(var), m))?;
     finish(table, file, default_name, base_dir).map_err(|mut e| {
         if let Some(key) = &e.key
             && let Some(span) = locate(text, key)
@@ -311,6 +305,28 @@ pub fn parse(
         }
         e
     })
+}
+
+/// Applies `SLUICE_SECTION__KEY=value` overrides (`SLUICE_SINKS__0__API_KEY`)
+/// to a pipeline table; an error names the variable.
+pub fn apply_overrides(table: &mut toml::Table, overrides: &[(String, String)]) -> Result<(), (String, String)> {
+    for (var, value) in overrides {
+        let Some(path) = var.strip_prefix("SLUICE_").filter(|p| p.contains("__")) else {
+            continue;
+        };
+        let keys: Vec<String> = path.split("__").map(|k| k.to_ascii_lowercase()).collect();
+        // A secret is text even when it looks like a number.
+        let secret = keys
+            .last()
+            .is_some_and(|k| k == "user" || CREDENTIALS.contains(&k.as_str()));
+        let value = if secret {
+            toml::Value::String(value.clone())
+        } else {
+            parse_value(value)
+        };
+        set_path(table, &keys, value).map_err(|m| (var.clone(), m))?;
+    }
+    Ok(())
 }
 
 /// Builds a pipeline from a table (a parsed file after interpolation, or one
@@ -343,6 +359,20 @@ fn finish(table: toml::Table, origin: &str, default_name: &str, base_dir: PathBu
             rt.remove(*k);
         }
     }
+    // New credentials for the same source and destination resume the same job.
+    let strip = |section: &mut toml::Value| {
+        if let toml::Value::Table(t) = section {
+            for k in CREDENTIALS {
+                t.remove(*k);
+            }
+        }
+    };
+    if let Some(source) = planned.get_mut("source") {
+        strip(source);
+    }
+    if let Some(toml::Value::Array(sinks)) = planned.get_mut("sinks") {
+        sinks.iter_mut().for_each(strip);
+    }
     let plan_hash = format!(
         "{:016x}",
         fnv1a(toml::to_string(&planned).unwrap_or_default().as_bytes())
@@ -355,6 +385,9 @@ fn finish(table: toml::Table, origin: &str, default_name: &str, base_dir: PathBu
         fresh: false,
     })
 }
+
+/// Connector keys holding secrets, left out of the plan hash.
+const CREDENTIALS: &[&str] = &["password", "api_key", "bearer"];
 
 /// Runtime settings that change how a run behaves, not what it writes.
 const OPERATIONAL: &[&str] = &[

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::hash::Hasher;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use sluice_connectors::SinkConfig;
@@ -153,11 +153,14 @@ pub struct VerifyLine {
     pub target: Option<Fingerprint>,
     /// Why the target could not be read, if it could not.
     pub note: Option<String>,
+    /// False for a sink that cannot be read back (stdout, CSV and JSON
+    /// files, the null sink): shown as not compared, never a difference.
+    pub compared: bool,
 }
 
 impl VerifyLine {
     pub fn matches(&self) -> bool {
-        self.target == Some(self.source)
+        !self.compared || self.target == Some(self.source)
     }
 }
 
@@ -189,16 +192,32 @@ pub async fn verify_sampled(p: &Pipeline, sample: Option<u64>, cancel: Cancellat
                     source: Fingerprint::default(),
                     target: None,
                     note: Some(format!("{} sinks cannot be read back", sink_kind(sink_cfg))),
+                    compared: false,
                 });
                 continue;
             };
             let target_source = sluice_connectors::build_source(&target_cfg)?;
-            let target_specs = target_source.discover().await?;
+            // A target that is not there (no table, no file) is a difference;
+            // a destination that cannot be reached is an error.
+            let missing_target = |why: String| VerifyLine {
+                stream: spec.name.to_string(),
+                sink: sink_name.clone(),
+                source: Fingerprint::default(),
+                target: None,
+                note: Some(format!("target missing: {why}")),
+                compared: true,
+            };
+            let target_specs = match target_source.discover().await {
+                Ok(specs) => specs,
+                Err(e @ (Error::Config { .. } | Error::Io { .. })) => {
+                    lines.push(missing_target(e.to_string()));
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let Some(target_spec) = target_specs.first() else {
-                return Err(Error::Internal(format!(
-                    "{sink_name}: the target of `{}` is missing",
-                    spec.name
-                )));
+                lines.push(missing_target("nothing to read".into()));
+                continue;
             };
             if sluice_connectors::registry::is_search(sink_cfg) {
                 lines.push(
@@ -209,6 +228,7 @@ pub async fn verify_sampled(p: &Pipeline, sample: Option<u64>, cancel: Cancellat
                         target_source,
                         target_spec,
                         sample,
+                        sink_cfg,
                         &sink_name,
                         &cancel,
                     )
@@ -232,11 +252,15 @@ pub async fn verify_sampled(p: &Pipeline, sample: Option<u64>, cancel: Cancellat
                 source: source_fp,
                 target: Some(target_fp),
                 note: (missing > 0).then(|| format!("{missing} column(s) not in the target, not compared")),
+                compared: true,
             });
         }
     }
     Ok(lines)
 }
+
+/// Computes the document id of each row of a batch, for search sinks.
+type RowIds<'a> = dyn Fn(&RecordBatch) -> Option<Result<Vec<Option<String>>>> + 'a;
 
 /// Documents of one side: how many, and the hash of each sampled one by id.
 struct Documents {
@@ -253,6 +277,7 @@ async fn verify_documents(
     target_source: Box<dyn Source>,
     target_spec: &StreamSpec,
     sample: Option<u64>,
+    sink_cfg: &SinkConfig,
     sink_name: &str,
     cancel: &CancellationToken,
 ) -> Result<VerifyLine> {
@@ -262,8 +287,11 @@ async fn verify_documents(
         Some(n) if n < expected => ((n as f64 / expected as f64) * u64::MAX as f64) as u64,
         _ => u64::MAX,
     };
-    let src = documents(p, source, spec, true, bound, cancel).await?;
-    let dst = documents(p, &Arc::from(target_source), target_spec, false, bound, cancel).await?;
+    // Source rows get their ids the way the sink gives them (an `_id`
+    // column, an `id` column or template); the index has them in `_id`.
+    let ids = |data: &RecordBatch| sluice_connectors::registry::document_ids(sink_cfg, &spec.name, data);
+    let src = documents(p, source, spec, true, bound, Some(&ids), cancel).await?;
+    let dst = documents(p, &Arc::from(target_source), target_spec, false, bound, None, cancel).await?;
     let mut missing = Vec::new();
     let mut changed = Vec::new();
     for (id, h) in &src.hashes {
@@ -308,6 +336,7 @@ async fn verify_documents(
             },
         }),
         note: Some(notes.join("; ")),
+        compared: true,
     })
 }
 
@@ -319,6 +348,7 @@ async fn documents(
     spec: &StreamSpec,
     transform: bool,
     bound: u64,
+    ids: Option<&RowIds<'_>>,
     cancel: &CancellationToken,
 ) -> Result<Documents> {
     let mut docs = Documents {
@@ -331,15 +361,31 @@ async fn documents(
         h.finish()
     };
     let mut add = |data: &RecordBatch| -> Result<()> {
-        let ids = data.column_by_name("_id").map(|a| a.as_string::<i32>().clone());
-        let sources = data.column_by_name("_source").map(|a| a.as_string::<i32>().clone());
+        let text = |name: &str| -> Result<Option<StringArray>> {
+            match data.column_by_name(name) {
+                Some(a) => Ok(Some(
+                    arrow::compute::cast(a, &DataType::Utf8)?.as_string::<i32>().clone(),
+                )),
+                None => Ok(None),
+            }
+        };
+        let row_ids: Vec<Option<String>> = match ids.and_then(|f| f(data)) {
+            Some(computed) => computed?,
+            None => match text("_id")? {
+                Some(a) => (0..a.len())
+                    .map(|i| a.is_valid(i).then(|| a.value(i).to_string()))
+                    .collect(),
+                None => vec![None; data.num_rows()],
+            },
+        };
+        let sources = text("_source")?;
         let built = match &sources {
             Some(_) => None,
             None => Some(sluice_connectors::files::row_documents(data)?),
         };
         for row in 0..data.num_rows() {
             docs.count += 1;
-            let Some(id) = ids.as_ref().filter(|a| a.is_valid(row)).map(|a| a.value(row)) else {
+            let Some(id) = row_ids[row].as_deref() else {
                 continue;
             };
             if id_of(id) > bound {
@@ -440,8 +486,12 @@ async fn read_all(
     };
     let mut chain = Vec::new();
     if transform {
+        // Each transform is planned for what the one before it puts out.
+        let mut schema = spec.schema.clone();
         for f in sluice_transforms::build(&p.config.transforms)? {
-            chain.push(f.plan(&spec.name, spec.schema.clone())?);
+            let t = f.plan(&spec.name, schema)?;
+            schema = t.output_schema();
+            chain.push(t);
         }
     }
     while let Some(ev) = rx.recv().await {

@@ -26,7 +26,7 @@ pub use validate::ValidateConfig;
 
 /// `[[transforms]]`: one step of the transform chain.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum TransformConfig {
     /// Any SQL query over the stream, read as the table `input`.
     Sql { query: String },

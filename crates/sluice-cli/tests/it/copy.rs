@@ -142,6 +142,46 @@ fn formats_round_trip_with_equal_values() {
 }
 
 #[test]
+fn a_stray_quote_in_an_unquoted_field_is_text_not_the_start_of_a_quoted_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("boards.csv"),
+        "id,size,note\n1,5\"7,short\n2,6'2,\"quoted, with comma\"\n3,9\"1,\"say \"\"hi\"\"\"\n4,x,y\n",
+    )
+    .unwrap();
+    let err = ok(&sluice(dir.path(), &["copy", "boards.csv", "out.ndjson"]));
+    let rows = ndjson(&dir.path().join("out.ndjson"));
+    assert_eq!(rows.len(), 4, "{err}");
+    assert_eq!(rows[0]["size"], "5\"7");
+    assert_eq!(rows[1]["note"], "quoted, with comma");
+    assert_eq!(rows[2]["note"], "say \"hi\"");
+    assert_eq!(rows[3]["id"], 4);
+}
+
+#[test]
+fn csv_output_dialect_null_text_escape_and_tsv() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("in.ndjson"),
+        "{\"a\":1,\"b\":null,\"c\":\"say \\\"hi\\\"\"}\n{\"a\":2,\"b\":\"x\",\"c\":\"plain\"}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        "[source]\ntype = \"file\"\npath = \"in.ndjson\"\n\n[[sinks]]\ntype = \"file\"\npath = \"out.csv\"\ncsv.null = \"NA\"\ncsv.escape = \"\\\\\"\n",
+    )
+    .unwrap();
+    ok(&sluice(dir.path(), &["run", "p.toml"]));
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("out.csv")).unwrap(),
+        "a,b,c\n1,NA,\"say \\\"hi\\\"\"\n2,x,plain\n"
+    );
+    ok(&sluice(dir.path(), &["copy", "in.ndjson", "out.tsv"]));
+    let tsv = std::fs::read_to_string(dir.path().join("out.tsv")).unwrap();
+    assert!(tsv.starts_with("a\tb\tc\n1\t\t"), "{tsv:?}");
+}
+
+#[test]
 fn stdin_to_a_preview_table_on_stdout() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_sluice"))

@@ -17,6 +17,17 @@ fn validate_names_file_line_and_key() {
     assert!(stderr.contains("p.toml:9:1"), "{stderr}");
     assert!(stderr.contains("on_eror"), "{stderr}");
 
+    // A misspelled transform key is refused, not ignored for a default.
+    std::fs::write(
+        &p,
+        "[source]\ntype = \"file\"\npath = \"in.json\"\n\n[[transforms]]\ntype = \"drop_fields\"\nfeilds = [\"_ref\"]\n\n[[sinks]]\ntype = \"null\"\n",
+    )
+    .unwrap();
+    let out = sluice(dir.path(), &["validate", "p.toml"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("feilds") && stderr.contains("p.toml:"), "{stderr}");
+
     std::fs::write(
         &p,
         "[source]\ntype = \"file\"\npath = \"in.csv\"\n\n[[sinks]]\ntype = \"null\"\n",

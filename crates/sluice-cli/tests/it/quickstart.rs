@@ -62,4 +62,38 @@ fn quickstart_loads_the_family_catalogue_into_sqlite_and_parquet() {
     ok(&sluice(dir.path(), &["run", "examples/quickstart.toml"]));
     let n: i64 = db.query_row("SELECT count(*) FROM films", [], |r| r.get(0)).unwrap();
     assert_eq!(n, 790);
+
+    // verify reads the CSV through the same transforms and both outputs back.
+    let out = sluice(dir.path(), &["verify", "examples/quickstart.toml"]);
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{shown}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(shown.matches("790 ┆         790").count(), 2, "{shown}");
+    assert_eq!(shown.matches("match").count(), 2, "{shown}");
+
+    // One changed value in the Parquet output is a difference.
+    let mut changed = batches[0].clone();
+    let title = changed.schema().index_of("title").unwrap();
+    let mut titles: Vec<Option<String>> = changed
+        .column(title)
+        .as_any()
+        .downcast_ref::<arrow::array::StringArray>()
+        .unwrap()
+        .iter()
+        .map(|t| t.map(str::to_string))
+        .collect();
+    titles[0] = Some("Changed".into());
+    let mut columns = changed.columns().to_vec();
+    columns[title] = std::sync::Arc::new(arrow::array::StringArray::from(titles));
+    changed = arrow::array::RecordBatch::try_new(changed.schema(), columns).unwrap();
+    let file = std::fs::File::create(dir.path().join("out/films.parquet")).unwrap();
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, changed.schema(), None).unwrap();
+    writer.write(&changed).unwrap();
+    for b in &batches[1..] {
+        writer.write(b).unwrap();
+    }
+    writer.close().unwrap();
+    let out = sluice(dir.path(), &["verify", "examples/quickstart.toml"]);
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert_eq!(shown.matches("DIFFERENT").count(), 1, "{shown}");
 }

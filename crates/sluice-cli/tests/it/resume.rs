@@ -161,6 +161,55 @@ fn a_killed_pg_to_pg_run_resumes_mid_table_without_losing_or_repeating_a_row() {
 }
 
 #[test]
+fn foreign_keys_of_tables_completed_before_a_kill_are_added_when_the_run_resumes() {
+    let (Some(src), Some(dst)) = (PgDb::create("fk_src"), PgDb::create("fk_dst")) else {
+        return;
+    };
+    pg_source(&src);
+    // `a_lines` is read first and references `events`, which is loaded after it.
+    src.sql(
+        "CREATE TABLE a_lines (id int PRIMARY KEY, event_id bigint NOT NULL REFERENCES events (id)); \
+         INSERT INTO a_lines SELECT g, g * 3 FROM generate_series(1, 500) g",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[source]\ntype = \"postgres\"\nurl = \"{}\"\npartitions = 4\n\n\
+         [[sinks]]\ntype = \"postgres\"\nurl = \"{}\"\n\n\
+         [runtime]\nbatch_rows = 2000\nstate_dir = \"state\"\n",
+        src.url(),
+        dst.url()
+    );
+    std::fs::write(dir.path().join("db.toml"), toml).unwrap();
+    kill_mid_table(dir.path(), "db.toml", || pg_count(&dst, "events"));
+    let fk = "SELECT count(*) FROM pg_constraint WHERE conrelid = 'a_lines'::regclass \
+              AND contype = 'f' AND confrelid = 'events'::regclass";
+    assert_eq!(
+        dst.sql("SELECT count(*) FROM a_lines"),
+        "500",
+        "a_lines completed before the kill"
+    );
+    assert_eq!(dst.sql(fk), "0", "its foreign key waits for events");
+
+    let err = ok(&sluice(dir.path(), &["run", "db.toml"]));
+    assert!(err.contains("resumed after"), "{err}");
+    assert_exact(&src, &dst);
+    assert_eq!(
+        dst.sql(fk),
+        "1",
+        "the resumed run added the skipped table's foreign key"
+    );
+    assert_eq!(
+        dst.sql("SELECT count(*) FROM _sluice_foreign_keys"),
+        "0",
+        "nothing left waiting"
+    );
+
+    // sluice's own tables in the destination are not streams when it is read back.
+    let back = ok(&sluice(dir.path(), &["copy", &dst.url(), "null://"]));
+    assert!(!back.contains("_sluice_"), "bookkeeping tables were read:\n{back}");
+}
+
+#[test]
 fn a_killed_mysql_to_pg_run_resumes_without_losing_or_repeating_a_row() {
     let (Some(my), Some(src), Some(dst)) = (
         MyDb::create("kill_my"),

@@ -485,6 +485,33 @@ fn elasticsearch_point_in_time_slices_read_every_document() {
 }
 
 #[test]
+fn failed_search_pages_are_asked_again_without_reading_a_document_twice() {
+    let (_rt, es) = mock(MockConfig {
+        fail_search_every: Some(4),
+        ..MockConfig::default()
+    });
+    for (id, doc) in documents(3000) {
+        es.state.put_doc("flaky", &id, doc);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.toml"),
+        format!(
+            "[source]\ntype = \"elasticsearch\"\nurl = \"{}\"\nindex = \"flaky\"\nslices = 2\npage_size = 100\n\n\
+             [[sinks]]\ntype = \"ndjson\"\npath = \"flaky.ndjson\"\n\n[runtime]\nbatch_rows = 250\nretry_initial_ms = 50\n",
+            es.url()
+        ),
+    )
+    .unwrap();
+    let err = ok(&sluice(dir.path(), &["run", "p.toml"]));
+    let lines = std::fs::read_to_string(dir.path().join("flaky.ndjson")).unwrap();
+    assert_eq!(lines.lines().count(), 3000, "every document once:\n{err}");
+    let back = read_dump(&dir.path().join("flaky.ndjson"));
+    let expected: BTreeMap<String, Value> = documents(3000).into_iter().collect();
+    assert_eq!(back, expected);
+}
+
+#[test]
 fn templates_route_rows_and_an_alias_is_swapped_after_the_load() {
     let (_rt, es) = mock(MockConfig::default());
     let dir = tempfile::tempdir().unwrap();
@@ -509,6 +536,21 @@ fn templates_route_rows_and_an_alias_is_swapped_after_the_load() {
         json!({"tenant": "zen", "id": 1, "region": "eu", "amount": 7.0})
     );
     assert_eq!(es.state.docs("orders-us").len(), 1);
+    // verify reads the templated indexes back (orders-*) and gives the
+    // source rows the ids the sink gave them.
+    let out = sluice(dir.path(), &["verify", "p.toml"]);
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{shown}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(shown.contains("3 of 3 documents compared"), "{shown}");
+    es.state.put_doc(
+        "orders-eu",
+        "zen:1",
+        json!({"tenant": "zen", "id": 1, "region": "eu", "amount": 8.0}),
+    );
+    let out = sluice(dir.path(), &["verify", "p.toml"]);
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{shown}");
+    assert!(shown.contains("1 different (zen:1)"), "{shown}");
     // A fixed index with an alias: the alias moves to it once the load is complete.
     std::fs::write(
         dir.path().join("a.toml"),
@@ -643,4 +685,123 @@ fn https_with_a_custom_certificate_authority() {
     );
     ok(&sluice(d, &["run", "trusted.toml"]));
     assert_eq!(count(&os.url, "secure"), 50);
+}
+
+/// `sluice` with extra environment variables.
+fn sluice_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("SLUICE_LOG")
+        .env("XDG_STATE_HOME", dir.join("state"));
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().expect("run sluice")
+}
+
+#[test]
+fn basic_api_key_and_bearer_credentials_reach_a_secured_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = documents(200);
+    write_dump(&dir.path().join("docs.ndjson"), "x", &docs);
+    let expected: BTreeMap<String, Value> = docs.into_iter().collect();
+    let secured = |header: String| {
+        mock(MockConfig {
+            authorization: Some(header),
+            ..MockConfig::default()
+        })
+    };
+
+    // Basic auth from the URL, both ways.
+    let (_rt, es) = secured("Basic bG9hZGVyOnMzY3I6dA==".into());
+    let url = es.url().replace("http://", "elasticsearch://loader:s3cr%3At@");
+    ok(&sluice(dir.path(), &["copy", "docs.ndjson", &format!("{url}/basic")]));
+    assert_eq!(es.state.docs("basic"), expected);
+    ok(&sluice(dir.path(), &["copy", &format!("{url}/basic"), "basic.ndjson"]));
+    assert_eq!(read_dump(&dir.path().join("basic.ndjson")), expected);
+
+    // An API key (`id:key`, encoded by sluice) from the environment, kept off the command line.
+    let (_rt, es) = secured("ApiKey a2V5LWlkOmtleS1zZWNyZXQ=".into());
+    let url = es.url().replace("http://", "elasticsearch://");
+    let key = "key-id:key-secret";
+    ok(&sluice_env(
+        dir.path(),
+        &["copy", "docs.ndjson", &format!("{url}/keyed")],
+        &[("SLUICE_SINKS__0__API_KEY", key)],
+    ));
+    assert_eq!(es.state.docs("keyed"), expected);
+    ok(&sluice_env(
+        dir.path(),
+        &["copy", &format!("{url}/keyed"), "keyed.ndjson"],
+        &[("SLUICE_SOURCE__API_KEY", key)],
+    ));
+    assert_eq!(read_dump(&dir.path().join("keyed.ndjson")), expected);
+
+    // Without credentials, or with wrong ones, the run fails at once and says why.
+    let out = sluice(dir.path(), &["copy", "docs.ndjson", &format!("{url}/nobody")]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("401") && err.contains("credentials"), "{err}");
+    let out = sluice_env(
+        dir.path(),
+        &["copy", "docs.ndjson", &format!("{url}/wrong")],
+        &[("SLUICE_SINKS__0__API_KEY", "key-id:guess")],
+    );
+    assert!(!out.status.success());
+    assert!(es.state.docs("nobody").is_empty() && es.state.docs("wrong").is_empty());
+
+    // A bearer token, in a pipeline file through ${VAR}.
+    let (_rt, es) = secured("Bearer tok-123".into());
+    std::fs::write(
+        dir.path().join("bearer.toml"),
+        format!(
+            "[source]\ntype = \"ndjson\"\npath = \"docs.ndjson\"\n\n[[sinks]]\ntype = \"elasticsearch\"\nurl = \"{}\"\nindex = \"tokened\"\nbearer = \"${{ES_TOKEN}}\"\n",
+            es.url()
+        ),
+    )
+    .unwrap();
+    ok(&sluice_env(
+        dir.path(),
+        &["run", "bearer.toml"],
+        &[("ES_TOKEN", "tok-123")],
+    ));
+    assert_eq!(es.state.docs("tokened"), expected);
+}
+
+#[test]
+fn settings_a_killed_load_changed_are_restored_by_the_next_run() {
+    let (_rt, es) = mock(MockConfig::default());
+    // What a load killed with SIGKILL leaves: refresh off, no replicas, and
+    // the settings to restore recorded in the index's _meta.
+    let created = json!({
+        "settings": {"index": {"refresh_interval": "-1", "number_of_replicas": 0}},
+        "mappings": {"_meta": {"owner": "team-a", "sluice_restore": {"index": {"refresh_interval": "5s", "number_of_replicas": "2"}}}},
+    });
+    let (status, body) = http("PUT", &es.url(), "/tuned", created.to_string().as_bytes()).unwrap();
+    assert!(status < 300, "{}", String::from_utf8_lossy(&body));
+    let dir = tempfile::tempdir().unwrap();
+    write_dump(&dir.path().join("docs.ndjson"), "tuned", &documents(100));
+    let dst = format!("{}/tuned", es.url().replace("http://", "elasticsearch://"));
+    ok(&sluice(dir.path(), &["copy", "docs.ndjson", &dst]));
+    assert_eq!(es.state.docs("tuned").len(), 100);
+    let settings = get_json(&es.url(), "/tuned/_settings");
+    let index = &settings["tuned"]["settings"]["index"];
+    assert_eq!(index["refresh_interval"], "5s", "{settings}");
+    assert_eq!(index["number_of_replicas"], "2", "{settings}");
+    let meta = &get_json(&es.url(), "/tuned/_mapping")["tuned"]["mappings"]["_meta"];
+    assert_eq!(meta["owner"], "team-a", "the rest of _meta is kept: {meta}");
+    assert!(meta["sluice_restore"].is_null(), "{meta}");
+
+    // A fresh load records the settings while it runs and clears them at the end.
+    write_dump(&dir.path().join("fresh.ndjson"), "fresh", &documents(50));
+    let dst = format!("{}/fresh", es.url().replace("http://", "elasticsearch://"));
+    ok(&sluice(dir.path(), &["copy", "fresh.ndjson", &dst]));
+    let meta = &get_json(&es.url(), "/fresh/_mapping")["fresh"]["mappings"]["_meta"];
+    assert!(meta["sluice_restore"].is_null(), "{meta}");
+    let settings = get_json(&es.url(), "/fresh/_settings");
+    assert_ne!(
+        settings["fresh"]["settings"]["index"]["refresh_interval"], "-1",
+        "{settings}"
+    );
 }

@@ -274,30 +274,70 @@ pub(crate) fn row_documents(data: &RecordBatch) -> arrow::error::Result<Vec<Vec<
     Ok(lines)
 }
 
+/// A raw document that spans lines (pretty-printed JSON, as a cluster
+/// returns `_source` the way it was indexed) re-serialized on one line, so
+/// it cannot break the NDJSON framing; `None` when it is one line already.
+pub(crate) fn one_line(doc: &str) -> std::result::Result<Option<Vec<u8>>, String> {
+    if !doc.bytes().any(|b| b == b'\n' || b == b'\r') {
+        return Ok(None);
+    }
+    let value: Value = serde_json::from_str(doc).map_err(|e| format!("_source is not JSON: {e}"))?;
+    serde_json::to_vec(&value)
+        .map(Some)
+        .map_err(|e| format!("_source cannot be written as JSON: {e}"))
+}
+
 fn text(a: Option<&StringArray>, i: usize) -> Option<&str> {
     a.filter(|a| a.is_valid(i)).map(|a| a.value(i))
 }
 
 /// Writes rows as documents of `kind` (dump, bulk or raw lines).
 pub(crate) fn write_docs(out: &mut dyn Write, kind: DocKind, data: &RecordBatch) -> std::io::Result<()> {
-    let col = |name: &str| -> Option<&StringArray> {
-        data.schema()
-            .index_of(name)
-            .ok()
-            .and_then(|i| data.column(i).as_string_opt::<i32>())
+    // Metadata columns as text whatever their type (a numeric `_id`, a
+    // `_source` read as large strings).
+    let col = |name: &str| -> std::io::Result<Option<StringArray>> {
+        let Ok(i) = data.schema().index_of(name) else {
+            return Ok(None);
+        };
+        let text = arrow::compute::cast(data.column(i), &arrow::datatypes::DataType::Utf8)
+            .map_err(|e| std::io::Error::other(format!("column {name}: {e}")))?;
+        Ok(Some(text.as_string::<i32>().clone()))
     };
-    let (index, id, routing, op, source) = (col("_index"), col("_id"), col("_routing"), col("_op"), col("_source"));
+    let (index, id, routing, op, source) = (
+        col("_index")?,
+        col("_id")?,
+        col("_routing")?,
+        col("_op")?,
+        col("_source")?,
+    );
+    let (index, id, routing, op, source) = (
+        index.as_ref(),
+        id.as_ref(),
+        routing.as_ref(),
+        op.as_ref(),
+        source.as_ref(),
+    );
     let built = if source.is_none() {
         Some(row_documents(data).map_err(std::io::Error::other)?)
     } else {
         None
     };
     let mut line = Vec::with_capacity(256);
+    let mut compacted: Vec<u8>;
     for i in 0..data.num_rows() {
         line.clear();
         let doc: Option<&[u8]> = match (&built, source) {
             (Some(b), _) => Some(&b[i]),
-            (None, Some(s)) if s.is_valid(i) => Some(s.value(i).as_bytes()),
+            (None, Some(s)) if s.is_valid(i) => {
+                // Pretty-printed documents go on one line, or the file's framing breaks.
+                match one_line(s.value(i)).map_err(|e| std::io::Error::other(format!("row {}: {e}", i + 1)))? {
+                    Some(c) => {
+                        compacted = c;
+                        Some(compacted.as_slice())
+                    }
+                    None => Some(s.value(i).as_bytes()),
+                }
+            }
             _ => None,
         };
         let meta = |line: &mut Vec<u8>| -> std::io::Result<()> {
@@ -380,6 +420,33 @@ mod tests {
     fn col(b: &RecordBatch, name: &str, i: usize) -> Option<String> {
         let a = b.column_by_name(name).unwrap().as_string::<i32>();
         a.is_valid(i).then(|| a.value(i).to_string())
+    }
+
+    #[test]
+    fn pretty_printed_sources_and_numeric_ids_are_written_on_one_line() {
+        use arrow::array::{Int64Array, LargeStringArray};
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("_id", DataType::Int64, false),
+            Field::new("_source", DataType::LargeUtf8, true),
+        ]));
+        let data = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![7, 8])),
+                Arc::new(LargeStringArray::from(vec![
+                    "{\n  \"a\": 1,\r\n  \"b\": [2]\n}",
+                    "{\"c\":3}",
+                ])),
+            ],
+        )
+        .unwrap();
+        let mut out = Vec::new();
+        write_docs(&mut out, DocKind::Dump, &data).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "{\"_id\":\"7\",\"_source\":{\"a\":1,\"b\":[2]}}\n{\"_id\":\"8\",\"_source\":{\"c\":3}}\n"
+        );
+        assert!(one_line("{\n nope").unwrap_err().contains("not JSON"));
     }
 
     #[test]

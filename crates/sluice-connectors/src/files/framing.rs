@@ -8,13 +8,17 @@
 //! by top-level commas, which framing blanks out so that the decoder sees
 //! whitespace-separated values. Blank records are not counted.
 
-use memchr::{memchr, memchr2_iter};
+use memchr::{memchr, memchr2_iter, memchr3_iter};
 
 /// How records are delimited.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum FrameKind {
     /// CSV: newline outside quotes; `escape` marks a quote that does not close.
-    Csv { quote: u8, escape: Option<u8> },
+    Csv {
+        delimiter: u8,
+        quote: u8,
+        escape: Option<u8>,
+    },
     /// One record per line (NDJSON).
     Lines,
     /// Elements of one top-level JSON array.
@@ -77,6 +81,10 @@ pub(crate) struct Framer {
     /// Records still to skip (a CSV header).
     skip: usize,
     in_quotes: bool,
+    /// CSV: where the last quoted field closed (a quote right after it is a
+    /// doubled quote), and the byte an escape character made literal.
+    csv_closed_at: Option<usize>,
+    csv_literal_at: Option<usize>,
     /// JSON state: nesting depth, and whether the input is one outer array.
     depth: u32,
     outer_array: Option<bool>,
@@ -100,6 +108,8 @@ impl Framer {
             base: 0,
             skip,
             in_quotes: false,
+            csv_closed_at: None,
+            csv_literal_at: None,
             depth: 0,
             outer_array: None,
             escaped: false,
@@ -135,7 +145,11 @@ impl Framer {
         }
         self.buf.extend_from_slice(bytes);
         match self.kind {
-            FrameKind::Csv { quote, escape } => self.scan_csv(quote, escape),
+            FrameKind::Csv {
+                delimiter,
+                quote,
+                escape,
+            } => self.scan_csv(delimiter, quote, escape),
             FrameKind::Lines => self.scan_lines(),
             FrameKind::BulkPairs => self.scan_bulk(),
             FrameKind::JsonArray => self.scan_json_array(),
@@ -178,18 +192,49 @@ impl Framer {
         }
     }
 
-    fn scan_csv(&mut self, quote: u8, escape: Option<u8>) {
+    /// CSV follows the reader's rules: a quote opens a quoted field only at
+    /// the start of a field (a quote inside an unquoted field is text), a
+    /// doubled quote inside quotes is one quote, and inside quotes the
+    /// escape character takes the byte after it literally.
+    fn scan_csv(&mut self, delimiter: u8, quote: u8, escape: Option<u8>) {
         let start = self.scanned;
         let mut seg = start;
-        let hits: Vec<usize> = memchr2_iter(quote, b'\n', &self.buf[start..])
-            .map(|i| i + start)
-            .collect();
+        let escape = escape.filter(|&e| e != quote);
+        let hits: Vec<usize> = match escape {
+            Some(e) => memchr3_iter(quote, b'\n', e, &self.buf[start..])
+                .map(|i| i + start)
+                .collect(),
+            None => memchr2_iter(quote, b'\n', &self.buf[start..])
+                .map(|i| i + start)
+                .collect(),
+        };
         for i in hits {
             let b = self.buf[i];
-            if b == quote {
-                let escaped = escape.is_some_and(|e| e != quote && i > 0 && self.buf[i - 1] == e && self.in_quotes);
-                if !escaped {
-                    self.in_quotes = !self.in_quotes;
+            if self.csv_literal_at == Some(i) {
+                // The byte after an escape character.
+                self.csv_literal_at = None;
+                self.open_nonblank = true;
+                if b == b'\n' {
+                    self.line += 1;
+                }
+                continue;
+            }
+            if Some(b) == escape {
+                if self.in_quotes {
+                    self.csv_literal_at = Some(i + 1);
+                }
+                self.open_nonblank = true;
+            } else if b == quote {
+                if self.in_quotes {
+                    self.in_quotes = false;
+                    self.csv_closed_at = Some(i);
+                } else {
+                    let field_start =
+                        i == 0 || matches!(self.buf[i - 1], b'\n' | b'\r') || self.buf[i - 1] == delimiter;
+                    let doubled = i > 0 && self.csv_closed_at == Some(i - 1);
+                    if field_start || doubled {
+                        self.in_quotes = true;
+                    }
                 }
                 self.open_nonblank = true;
             } else {
@@ -326,6 +371,8 @@ impl Framer {
         };
         self.base += cut as u64;
         self.scanned -= cut;
+        self.csv_closed_at = self.csv_closed_at.and_then(|p| p.checked_sub(cut));
+        self.csv_literal_at = self.csv_literal_at.and_then(|p| p.checked_sub(cut));
         self.starts.push(0);
         self.lines.push(open_line);
         Some(chunk)
@@ -381,6 +428,7 @@ mod tests {
         for step in [1, 3, 100] {
             let recs = frame(
                 FrameKind::Csv {
+                    delimiter: b',',
                     quote: b'"',
                     escape: None,
                 },
@@ -397,6 +445,29 @@ mod tests {
                 ],
                 "step {step}"
             );
+        }
+    }
+
+    #[test]
+    fn csv_stray_quotes_and_escapes_do_not_join_records() {
+        // A quote inside an unquoted field is text; `\\` escapes the backslash
+        // before a closing quote; an escaped quote does not close the field.
+        let input = b"a,b\n1,5\"7 board\n2,ok\n3,\"x\\\\\"\n4,\"say \\\"hi\\\"\nthere\"\n5,\"\"\"q\"\"\"\n";
+        for step in [1, 2, 5, 100] {
+            let recs = frame(
+                FrameKind::Csv {
+                    delimiter: b',',
+                    quote: b'"',
+                    escape: Some(b'\\'),
+                },
+                1,
+                input,
+                step,
+            );
+            let lines: Vec<u64> = recs.iter().map(|r| r.0).collect();
+            assert_eq!(lines, vec![2, 3, 4, 5, 7], "step {step}: {recs:?}");
+            assert_eq!(recs[0].1, "1,5\"7 board");
+            assert_eq!(recs[3].1, "4,\"say \\\"hi\\\"\nthere\"");
         }
     }
 

@@ -45,6 +45,31 @@ impl FileSink {
                 "this build has no Parquet support (cargo feature `parquet`)",
             ));
         }
+        let mut cfg = cfg;
+        if format == Format::Csv {
+            let lower = cfg.path.to_ascii_lowercase();
+            if cfg.csv.delimiter == ',' && lower.trim_end_matches(".gz").trim_end_matches(".zst").ends_with(".tsv") {
+                cfg.csv.delimiter = '\t';
+            }
+            for (key, c) in [
+                ("delimiter", Some(cfg.csv.delimiter)),
+                ("quote", Some(cfg.csv.quote)),
+                ("escape", cfg.csv.escape),
+            ] {
+                if c.is_some_and(|c| !c.is_ascii()) {
+                    return Err(Error::config(
+                        format!("sinks.csv.{key}"),
+                        "must be a single ASCII character",
+                    ));
+                }
+            }
+            if cfg.csv.comment.is_some() {
+                return Err(Error::config(
+                    "sinks.csv.comment",
+                    "comment lines are skipped when reading CSV; a CSV sink writes none, so remove csv.comment",
+                ));
+            }
+        }
         Ok(FileSink { cfg, format })
     }
 
@@ -83,13 +108,19 @@ impl SinkConnector for FileSink {
         let out = Output::create(&path, self.cfg.compression)?;
         let closed = out.closed_flag();
         let writer = match self.format {
-            Format::Csv => Writer::Csv(
-                arrow::csv::WriterBuilder::new()
+            Format::Csv => {
+                let mut builder = arrow::csv::WriterBuilder::new()
                     .with_header(self.cfg.csv.header)
                     .with_delimiter(self.cfg.csv.delimiter as u8)
-                    .with_quote(self.cfg.csv.quote as u8)
-                    .build(out),
-            ),
+                    .with_quote(self.cfg.csv.quote as u8);
+                if let Some(null) = &self.cfg.csv.null {
+                    builder = builder.with_null(null.clone());
+                }
+                if let Some(escape) = self.cfg.csv.escape {
+                    builder = builder.with_escape(escape as u8).with_double_quote(false);
+                }
+                Writer::Csv(builder.build(out))
+            }
             // Documents (a `_source` column) are written as elasticdump
             // lines, so the file reads back as the same documents.
             Format::Ndjson if has_source(&stream.schema) => Writer::Docs(out, super::docs::DocKind::Dump),

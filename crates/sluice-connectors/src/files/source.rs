@@ -152,6 +152,7 @@ impl Inner {
     fn frame_kind(&self) -> FrameKind {
         match self.format() {
             Format::Csv => FrameKind::Csv {
+                delimiter: self.csv.delimiter as u8,
                 quote: self.csv.quote as u8,
                 escape: self.csv.escape.map(|c| c as u8),
             },

@@ -19,6 +19,8 @@ pub use config::{MysqlSinkConfig, MysqlSourceConfig, WriteMode, ZeroDates};
 pub use sink::MysqlSink;
 pub use source::MysqlSource;
 
+use std::time::Duration;
+
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Row, Value};
 use sluice_core::{Error, Result};
@@ -61,11 +63,29 @@ pub(crate) fn parse_url(url: &str, key: &str) -> Result<Opts> {
     Ok(opts)
 }
 
+/// How long opening a connection may take before the attempt is retried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
 /// Opens a session in UTC and utf8mb4, with `sql_mode` set when given.
 pub(crate) async fn connect(opts: &Opts, target: &str, sql_mode: Option<&str>) -> Result<Conn> {
-    let mut conn = Conn::new(opts.clone())
-        .await
-        .map_err(|e| Error::connection(target, format!("cannot connect: {e}")))?;
+    // Keepalives notice a half-open connection instead of hanging the run;
+    // a server that is down or restarting is retried like a lost connection.
+    let opts = mysql_async::OptsBuilder::from_opts(opts.clone()).tcp_keepalive(Some(Duration::from_secs(30)));
+    let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts)).await {
+        Ok(Ok(conn)) => conn,
+        Ok(Err(e)) => {
+            return Err(match db_error(target, e) {
+                Error::Retryable { message, .. } => Error::retryable(target, format!("cannot connect: {message}")),
+                other => other,
+            });
+        }
+        Err(_) => {
+            return Err(Error::retryable(
+                target,
+                format!("cannot connect: no answer within {} s", CONNECT_TIMEOUT.as_secs()),
+            ));
+        }
+    };
     let mut set = "SET NAMES utf8mb4, time_zone = '+00:00'".to_string();
     if let Some(mode) = sql_mode {
         set.push_str(&format!(", SESSION sql_mode = {}", sql_string(mode)));

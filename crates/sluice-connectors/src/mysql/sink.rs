@@ -409,6 +409,19 @@ impl StreamWriter {
                     ),
                 ));
             }
+            if cfg.mode == WriteMode::Upsert && !has_unique_key(&mut conn, &location, &staging, &key).await? {
+                // Without one, ON DUPLICATE KEY UPDATE never fires and every row is appended.
+                return Err(Error::config(
+                    "sinks.key",
+                    format!(
+                        "upsert into `{staging}` in {target} needs a primary or unique key on ({}); \
+                         add it (ALTER TABLE {} ADD UNIQUE ({})) or set key to the table's key columns",
+                        key.join(", "),
+                        quote_ident(&staging),
+                        key.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")
+                    ),
+                ));
+            }
         }
         let prefix = format!(
             "INSERT INTO {} ({}) VALUES ",
@@ -565,7 +578,25 @@ async fn columns_of(conn: &mut Conn, location: &str, table: &str) -> Result<Vec<
         .collect())
 }
 
-/// `CREATE TABLE` for the stream, and for each column whether its type is a text or blob.
+/// Whether `table` has a primary or unique key on `key` or on part of it
+/// (what `ON DUPLICATE KEY UPDATE` matches rows by).
+async fn has_unique_key(conn: &mut Conn, location: &str, table: &str, key: &[String]) -> Result<bool> {
+    let sql = format!(
+        "SELECT INDEX_NAME, COLUMN_NAME FROM information_schema.STATISTICS \
+         WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {} AND NON_UNIQUE = 0",
+        sql_string(table)
+    );
+    let mut unique: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for r in rows(conn, location, &sql).await? {
+        if let (Some(index), Some(column)) = (text(&r, 0), text(&r, 1)) {
+            unique.entry(index).or_default().push(column);
+        }
+    }
+    Ok(unique
+        .values()
+        .any(|cols| cols.iter().all(|c| key.iter().any(|k| k.eq_ignore_ascii_case(c)))))
+}
+
 /// The key of a stream's table: `key`, or the source's primary key.
 fn key_for(cfg: &MysqlSinkConfig, table: &str, schema: &SchemaRef) -> Result<Vec<String>> {
     let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();

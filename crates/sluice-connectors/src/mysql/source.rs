@@ -38,7 +38,8 @@ use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Opts, Row, Value};
 use sluice_core::dbmeta::{ForeignKeyMeta, IndexMeta, TableMeta};
 use sluice_core::{
-    Batch, Error, PartitionSpec, Position, ReadContext, Rejection, Result, Source, SourceEvent, Stage, StreamSpec,
+    BOOKKEEPING_TABLES, Batch, Error, PartitionSpec, Position, ReadContext, Rejection, Result, Source, SourceEvent,
+    Stage, StreamSpec,
 };
 
 use super::config::{MysqlSourceConfig, ZeroDates};
@@ -137,6 +138,7 @@ impl MysqlSource {
             .await?
             .iter()
             .filter_map(|r| text(r, 0))
+            .filter(|t| !BOOKKEEPING_TABLES.contains(&t.as_str()))
             .collect())
     }
 

@@ -301,6 +301,27 @@ pub fn encode_rows(
                 bad.push((i, format!("column `{}`: value does not fit {}", names[c], pg_types[c])));
             }
         }
+        // Arrow truncates 3.7 to 3 on the way to an integer; the server would
+        // refuse it. A value that does not come back the same is refused.
+        let from = input.data_type();
+        if target.is_integer()
+            && (from.is_floating() || matches!(from, DataType::Decimal128(..) | DataType::Decimal256(..)))
+            && let Ok(back) = cast_with_options(&cast, from, &opts)
+            && let Ok(same) = arrow::compute::kernels::cmp::eq(input, &back)
+        {
+            for i in 0..data.num_rows() {
+                if cast.is_valid(i) && !same.value(i) {
+                    bad.push((
+                        i,
+                        format!(
+                            "column `{}`: a fractional value would be truncated in {}; round it with a transform \
+                             or make the column numeric",
+                            names[c], pg_types[c]
+                        ),
+                    ));
+                }
+            }
+        }
         arrays.push(cast);
     }
     let cols: Vec<Col<'_>> = encoders.iter().zip(&arrays).map(|(e, a)| Col::new(e, a)).collect();
@@ -382,5 +403,26 @@ mod tests {
             arrays[2].as_string::<i32>().value(1),
             "a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"
         );
+    }
+
+    #[test]
+    fn fractional_values_are_refused_by_integer_columns_not_truncated() {
+        use arrow::array::Float64Array;
+        let schema = Arc::new(Schema::new(vec![Field::new("n", DataType::Float64, true)]));
+        let data = RecordBatch::try_new(
+            schema,
+            vec![Arc::new(Float64Array::from(vec![
+                Some(3.0),
+                Some(3.7),
+                None,
+                Some(-2.0),
+            ]))],
+        )
+        .unwrap();
+        let mut out = HEADER.to_vec();
+        let bad = encode_rows(&[Encode::Int32], &["n".into()], &["integer".into()], &data, &mut out).unwrap();
+        assert_eq!(bad.len(), 1, "{bad:?}");
+        assert_eq!(bad[0].0, 1);
+        assert!(bad[0].1.contains("truncated in integer"), "{}", bad[0].1);
     }
 }

@@ -14,8 +14,14 @@ pub use config::{PostgresSinkConfig, PostgresSourceConfig, redact};
 pub use sink::PostgresSink;
 pub use source::PostgresSource;
 
+use std::time::Duration;
+
 use sluice_core::{Error, Result};
 use tokio_postgres::{Client, NoTls};
+
+/// How long opening a connection may take unless the URL says
+/// (`connect_timeout=`); past it the attempt fails and is retried.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Field metadata: the labels of an enum column (JSON array), so a
 /// PostgreSQL sink can create the type.
@@ -32,6 +38,17 @@ pub async fn connect(url: &str) -> Result<Client> {
             ),
         )
     })?;
+    let mut config = config;
+    // A half-open connection (a dead peer, a dropped NAT entry) is noticed
+    // and retried instead of hanging the run.
+    if config.get_connect_timeout().is_none() {
+        config.connect_timeout(CONNECT_TIMEOUT);
+    }
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(30))
+        .keepalives_interval(Duration::from_secs(10))
+        .keepalives_retries(3);
     let (client, connection) = config.connect(NoTls).await.map_err(|e| pg_error(url, e))?;
     let target = redact(url);
     tokio::spawn(async move {
@@ -92,10 +109,14 @@ pub fn is_transient(e: &tokio_postgres::Error) -> bool {
 }
 
 /// A failure talking to the server, as a sluice error.
+///
+/// Only refused values (SQLSTATE classes 22 and 23) are data errors; a bad
+/// password, a missing privilege or table is a connection-level failure
+/// (exit 3), not a rejected row.
 pub fn pg_error(url: &str, e: tokio_postgres::Error) -> Error {
     if is_transient(&e) {
         Error::retryable(redact(url), server_message(&e))
-    } else if e.as_db_error().is_some() {
+    } else if is_data_error(&e) {
         Error::data(redact(url), server_message(&e))
     } else {
         Error::connection(redact(url), server_message(&e))

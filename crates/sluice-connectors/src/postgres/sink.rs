@@ -19,8 +19,15 @@
 //! A row with an empty partition marks a table this run created, so a
 //! resumed run still adds the keys and indexes at the end (and `replace`
 //! keeps loading its new table instead of dropping it).
+//!
+//! Foreign keys wait for the tables they reference. A table's foreign keys
+//! are recorded in `_sluice_foreign_keys` in the same transaction that adds
+//! its keys and indexes, and every stream that completes adds those whose
+//! referenced table now exists. Because the list lives in the destination,
+//! a resumed run that skips tables completed before a crash still adds
+//! their foreign keys once the tables they reference are loaded.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use arrow::array::{BooleanArray, RecordBatch};
 use async_trait::async_trait;
@@ -33,18 +40,24 @@ use tokio_postgres::Client;
 use super::config::{PostgresSinkConfig, WriteMode, redact};
 use super::encode::{Encode, HEADER, TRAILER, encode_rows};
 use super::types::{TypeCache, ddl_type, encoder, ident, literal, qualified};
-use super::{ENUM_LABELS, connect, is_data_error, pg_error, server_message};
+use super::{ENUM_LABELS, connect, is_data_error, is_transient, pg_error, server_message};
 
 /// Writes streams into PostgreSQL tables.
+#[derive(Clone)]
 pub struct PostgresSink {
     cfg: PostgresSinkConfig,
-    /// Foreign keys waiting for the table they reference to be loaded.
-    pending_fks: Arc<Mutex<Vec<PendingFk>>>,
 }
 
+/// A foreign key to add once the table it references is loaded.
 #[derive(Debug, Clone)]
 struct PendingFk {
+    /// The constraint's name.
+    name: String,
+    /// The table it goes on, qualified.
+    table: String,
+    /// `ALTER TABLE … ADD CONSTRAINT …`.
     sql: String,
+    /// The referenced table, qualified.
     references: String,
 }
 
@@ -89,14 +102,21 @@ impl PostgresSink {
                 ),
             )
         })?;
-        Ok(PostgresSink {
-            cfg,
-            pending_fks: Arc::new(Mutex::new(Vec::new())),
-        })
+        Ok(PostgresSink { cfg })
     }
 
     fn schema(&self) -> &str {
         self.cfg.schema.as_deref().unwrap_or("public")
+    }
+
+    /// The tables sluice keeps its own records in, in the sink's schema.
+    fn bookkeeping(&self) -> String {
+        let schema = ident(self.schema());
+        format!(
+            "{}; {}",
+            CHECKPOINT_TABLE.replace("{schema}", &schema),
+            FOREIGN_KEY_TABLE.replace("{schema}", &schema)
+        )
     }
 
     fn table_name(&self, stream: &str) -> String {
@@ -238,13 +258,16 @@ impl PostgresSink {
             }
             for fk in &meta.foreign_keys {
                 let references = qualified(schema, &self.table_name(&fk.ref_table));
+                let name = object_name(&table, &fk.columns, "fkey");
                 plan.foreign_keys.push(PendingFk {
                     sql: format!(
                         "ALTER TABLE {target} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {references} ({})",
-                        ident(&object_name(&table, &fk.columns, "fkey")),
+                        ident(&name),
                         idents(&fk.columns),
                         idents(&fk.ref_columns)
                     ),
+                    name,
+                    table: target.clone(),
                     references,
                 });
             }
@@ -255,30 +278,69 @@ impl PostgresSink {
         Ok(plan)
     }
 
-    /// Adds every pending foreign key whose referenced table now exists.
-    async fn add_foreign_keys(&self, client: &Client) {
-        let pending: Vec<PendingFk> = match self.pending_fks.lock() {
-            Ok(mut p) => std::mem::take(&mut *p),
-            Err(_) => return,
-        };
-        let mut waiting = Vec::new();
-        for fk in pending {
-            let exists = client
-                .query_one("SELECT to_regclass($1) IS NOT NULL", &[&fk.references])
-                .await
-                .map(|r| r.get::<_, bool>(0))
-                .unwrap_or(false);
-            if !exists {
-                waiting.push(fk);
+    /// Adds every foreign key the job recorded whose referenced table now
+    /// exists, and forgets it once it is there (or could not be added: the
+    /// warning names the statement, to run by hand once the data allows).
+    async fn add_foreign_keys(&self, client: &Client, pipeline: &str, job: i64) -> Result<()> {
+        let err = |e| pg_error(&self.cfg.url, e);
+        let fks = qualified(self.schema(), "_sluice_foreign_keys");
+        let pending = client
+            .query(
+                &format!(
+                    "SELECT f.name, f.table_name, f.statement, f.refs, \
+                     to_regclass(f.refs) IS NOT NULL, \
+                     EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conrelid = to_regclass(f.table_name) \
+                     AND c.conname = f.name) \
+                     FROM {fks} f WHERE f.pipeline = $1 AND f.job = $2 ORDER BY f.table_name, f.name"
+                ),
+                &[&pipeline, &job],
+            )
+            .await
+            .map_err(err)?;
+        for row in pending {
+            let (name, table, sql, refs, ready, present): (String, String, String, String, bool, bool) =
+                (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
+            if !ready && !present {
+                tracing::info!(constraint = %name, table = %table, waits_for = %refs, "foreign key waits for its table");
                 continue;
             }
-            if let Err(e) = client.batch_execute(&fk.sql).await {
-                tracing::warn!(statement = %fk.sql, error = %server_message(&e), "foreign key not added");
+            if !present && let Err(e) = client.batch_execute(&sql).await {
+                if is_transient(&e) {
+                    // A deadlock or a lost connection: the next table that completes tries again.
+                    tracing::warn!(statement = %sql, error = %server_message(&e), "foreign key not added yet");
+                    continue;
+                }
+                tracing::warn!(statement = %sql, error = %server_message(&e), "foreign key not added");
             }
+            client
+                .execute(
+                    &format!("DELETE FROM {fks} WHERE pipeline = $1 AND table_name = $2 AND name = $3"),
+                    &[&pipeline, &table, &name],
+                )
+                .await
+                .map_err(err)?;
         }
-        if let Ok(mut p) = self.pending_fks.lock() {
-            p.extend(waiting);
-        }
+        Ok(())
+    }
+
+    /// Statements recording `plan`'s foreign keys for the job, to run in the
+    /// transaction that completes the table.
+    fn record_foreign_keys(&self, plan: &[PendingFk], pipeline: &str, job: i64) -> Vec<String> {
+        let fks = qualified(self.schema(), "_sluice_foreign_keys");
+        plan.iter()
+            .map(|fk| {
+                format!(
+                    "INSERT INTO {fks} (pipeline, job, table_name, name, statement, refs) \
+                     VALUES ({}, {job}, {}, {}, {}, {}) ON CONFLICT (pipeline, table_name, name) \
+                     DO UPDATE SET job = EXCLUDED.job, statement = EXCLUDED.statement, refs = EXCLUDED.refs",
+                    literal(pipeline),
+                    literal(&fk.table),
+                    literal(&fk.name),
+                    literal(&fk.sql),
+                    literal(&fk.references)
+                )
+            })
+            .collect()
     }
 }
 
@@ -326,7 +388,7 @@ impl SinkConnector for PostgresSink {
 
     async fn plan(&self, stream: &StreamInfo) -> Result<Vec<String>> {
         let client = connect(&self.cfg.url).await?;
-        let mut statements = vec![CHECKPOINT_TABLE.replace("{schema}", &ident(self.schema()))];
+        let mut statements = vec![self.bookkeeping()];
         statements.extend(self.plan_table(&client, stream, false).await?.statements());
         Ok(statements)
     }
@@ -394,16 +456,17 @@ impl SinkConnector for PostgresSink {
         let client = connect(&self.cfg.url).await?;
         let err = |e| pg_error(&self.cfg.url, e);
         let checkpoints = qualified(self.schema(), "_sluice_checkpoints");
-        let have: Option<String> = client
-            .query_one("SELECT to_regclass($1)::text", &[&checkpoints])
+        let fks = qualified(self.schema(), "_sluice_foreign_keys");
+        let have: bool = client
+            .query_one(
+                "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL",
+                &[&checkpoints, &fks],
+            )
             .await
             .map_err(err)?
             .get(0);
-        if have.is_none() {
-            client
-                .batch_execute(&CHECKPOINT_TABLE.replace("{schema}", &ident(self.schema())))
-                .await
-                .map_err(err)?;
+        if !have {
+            client.batch_execute(&self.bookkeeping()).await.map_err(err)?;
         }
         let table = self.table_name(&stream.name);
         let load_name = match self.cfg.mode {
@@ -433,6 +496,11 @@ impl SinkConnector for PostgresSink {
                 "DELETE FROM {checkpoints} WHERE pipeline = {} AND target = {}",
                 literal(&stream.pipeline),
                 literal(&key)
+            ));
+            setup.push(format!(
+                "DELETE FROM {fks} WHERE pipeline = {} AND table_name = {}",
+                literal(&stream.pipeline),
+                literal(&qualified(self.schema(), &table))
             ));
         }
         if !created && !plan.before.is_empty() {
@@ -539,14 +607,6 @@ impl SinkConnector for PostgresSink {
         } else {
             load.clone()
         };
-        if let Ok(mut p) = self.pending_fks.lock() {
-            // A reopened stream (after a lost connection) plans its keys again.
-            for fk in &plan.foreign_keys {
-                if !p.iter().any(|q| q.sql == fk.sql) {
-                    p.push(fk.clone());
-                }
-            }
-        }
         Ok(Box::new(PostgresTableSink {
             client,
             url: self.cfg.url.clone(),
@@ -556,6 +616,7 @@ impl SinkConnector for PostgresSink {
             names,
             pg_types,
             after: plan.after,
+            foreign_keys: plan.foreign_keys,
             checkpoint: format!(
                 "INSERT INTO {checkpoints} (pipeline, target, partition, cursor, rows, job) VALUES ($1, $2, $3, $4, $5, $6) \
                  ON CONFLICT (pipeline, target, partition) DO UPDATE SET cursor = EXCLUDED.cursor, rows = EXCLUDED.rows, \
@@ -584,10 +645,7 @@ impl SinkConnector for PostgresSink {
             open_tx: false,
             by: "postgres".into(),
             target: self.target(&stream.name),
-            connector: PostgresSink {
-                cfg: self.cfg.clone(),
-                pending_fks: self.pending_fks.clone(),
-            },
+            connector: self.clone(),
         }))
     }
 }
@@ -603,6 +661,9 @@ struct PostgresTableSink {
     names: Vec<String>,
     pg_types: Vec<String>,
     after: Vec<String>,
+    /// Foreign keys, recorded with the complete table and added once the
+    /// tables they reference are loaded.
+    foreign_keys: Vec<PendingFk>,
     /// Upserts one partition's checkpoint (pipeline, target, partition, cursor, rows).
     checkpoint: String,
     /// Reads this table's checkpoints (pipeline, target).
@@ -633,6 +694,17 @@ const CHECKPOINT_TABLE: &str = "CREATE TABLE IF NOT EXISTS {schema}._sluice_chec
     job bigint NOT NULL,
     updated_at timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (pipeline, target, partition))";
+
+/// Foreign keys of completed tables waiting for the tables they reference
+/// (`refs`), one row per constraint, owned by the job that recorded them.
+const FOREIGN_KEY_TABLE: &str = "CREATE TABLE IF NOT EXISTS {schema}._sluice_foreign_keys (
+    pipeline text NOT NULL,
+    job bigint NOT NULL,
+    table_name text NOT NULL,
+    name text NOT NULL,
+    statement text NOT NULL,
+    refs text NOT NULL,
+    PRIMARY KEY (pipeline, table_name, name))";
 
 impl PostgresTableSink {
     /// Loads `data` in one `COPY` (through the stage when there is one)
@@ -825,10 +897,22 @@ impl Sink for PostgresTableSink {
         // transaction: a crash leaves all of it to do again, or none.
         let mut steps = vec!["BEGIN".to_string()];
         steps.extend(self.after.iter().cloned());
+        steps.extend(
+            self.connector
+                .record_foreign_keys(&self.foreign_keys, &self.pipeline, self.job),
+        );
         steps.push(self.loaded.clone());
         steps.push("COMMIT".into());
         run_steps(&self.client, &self.url, &self.target, &steps).await?;
-        self.connector.add_foreign_keys(&self.client).await;
+        // The table is complete whatever happens here: foreign keys that
+        // cannot be added now stay recorded for the next table that completes.
+        if let Err(e) = self
+            .connector
+            .add_foreign_keys(&self.client, &self.pipeline, self.job)
+            .await
+        {
+            tracing::warn!(error = %e, "foreign keys left for a later table");
+        }
         Ok(())
     }
 }

@@ -22,7 +22,8 @@ use bytes::{Buf, BytesMut};
 use futures::StreamExt;
 use sluice_core::dbmeta::{ColumnMeta, ForeignKeyMeta, IndexMeta, Semantic, TableMeta};
 use sluice_core::{
-    Batch, Error, PartitionSpec, Position, ReadContext, Rejection, Result, Source, SourceEvent, Stage, StreamSpec,
+    BOOKKEEPING_TABLES, Batch, Error, PartitionSpec, Position, ReadContext, Rejection, Result, Source, SourceEvent,
+    Stage, StreamSpec,
 };
 use tokio_postgres::Client;
 
@@ -95,7 +96,10 @@ impl PostgresSource {
             .collect();
         let wanted: Vec<String> = self.cfg.table.iter().chain(&self.cfg.tables).cloned().collect();
         if wanted.is_empty() {
-            return Ok(all.into_iter().filter(|t| !self.cfg.exclude.contains(t)).collect());
+            return Ok(all
+                .into_iter()
+                .filter(|t| !self.cfg.exclude.contains(t) && !BOOKKEEPING_TABLES.contains(&t.as_str()))
+                .collect());
         }
         for w in &wanted {
             if !all.contains(w) {

@@ -18,7 +18,7 @@ use serde_json::Value;
 use sluice_core::{Batch, Error, Rejection, Result, Stage, reserved};
 
 use super::config::{BulkOp, SearchSinkConfig};
-use crate::files::docs::row_documents;
+use crate::files::docs::{one_line, row_documents};
 
 /// One document's part of a bulk body, kept until the server accepted it.
 #[derive(Debug, Clone)]
@@ -148,6 +148,41 @@ impl Encoder {
         self.fixed.as_deref()
     }
 
+    /// The id each row's document gets, as [`Encoder::encode`] computes it
+    /// (`None`: the cluster picks one, or the row would be refused).
+    pub fn ids(&self, data: &RecordBatch) -> Result<Vec<Option<String>>> {
+        let Some(id) = &self.id else {
+            return Ok(vec![None; data.num_rows()]);
+        };
+        let fmt = FormatOptions::default().with_null("");
+        let formatters: Vec<Option<ArrayFormatter>> = (0..data.num_columns())
+            .map(|i| ArrayFormatter::try_new(data.column(i).as_ref(), &fmt).ok())
+            .collect();
+        let sources = match self.source {
+            Some(i) if self.fields_from_source => Some(
+                arrow::compute::cast(data.column(i), &DataType::Utf8)?
+                    .as_string::<i32>()
+                    .clone(),
+            ),
+            _ => None,
+        };
+        Ok((0..data.num_rows())
+            .map(|row| {
+                let parsed = sources
+                    .as_ref()
+                    .filter(|s| s.is_valid(row))
+                    .and_then(|s| serde_json::from_str::<Value>(s.value(row)).ok());
+                let ctx = RowCtx {
+                    data,
+                    row,
+                    formatters: &formatters,
+                    parsed: parsed.as_ref(),
+                };
+                ctx.render(id, &self.schema).ok().flatten().filter(|s| !s.is_empty())
+            })
+            .collect())
+    }
+
     /// Appends one item per row of `batch` to `out`, calling `cut` after
     /// each with the item's byte range and index name. Rows that cannot
     /// become an item (no id for a delete, a null template field) are
@@ -165,7 +200,14 @@ impl Encoder {
         let formatters: Vec<Option<ArrayFormatter>> = (0..data.num_columns())
             .map(|i| ArrayFormatter::try_new(data.column(i).as_ref(), &fmt).ok())
             .collect();
-        let sources = self.source.map(|i| data.column(i).as_string::<i32>().clone());
+        let sources = match self.source {
+            Some(i) => Some(
+                arrow::compute::cast(data.column(i), &DataType::Utf8)?
+                    .as_string::<i32>()
+                    .clone(),
+            ),
+            None => None,
+        };
         let ops = self.op.map(|i| data.column(i).clone());
         let mut refused = Vec::new();
         for row in 0..data.num_rows() {
@@ -233,8 +275,15 @@ impl Encoder {
                 }
                 text.extend_from_slice(b"}}\n");
                 if op != BulkOp::Delete {
+                    let compacted;
                     let doc: &[u8] = match (&self.source, source_doc, &docs) {
-                        (Some(_), Some(d), _) => d.as_bytes(),
+                        (Some(_), Some(d), _) => match one_line(d)? {
+                            Some(c) => {
+                                compacted = c;
+                                &compacted
+                            }
+                            None => d.as_bytes(),
+                        },
                         (Some(_), None, _) => return Err("_source is null".into()),
                         (None, _, Some(lines)) => lines[row].as_slice(),
                         (None, _, None) => b"{}",

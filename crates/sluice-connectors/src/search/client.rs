@@ -201,7 +201,16 @@ impl Cluster {
     /// The error a non-success reply stands for.
     pub fn status_error(&self, method: &Method, path: &str, reply: &Reply) -> Error {
         let reason = error_reason(&reply.body);
-        let message = format!("{method} {path}: HTTP {} {reason}", reply.status.as_u16());
+        let hint = match reply.status {
+            StatusCode::UNAUTHORIZED => {
+                " (give the cluster's credentials: user:password@ in the URL, or user and password, api_key or \
+                 bearer on the connector; SLUICE_SINKS__0__API_KEY or SLUICE_SOURCE__API_KEY keep them off the \
+                 command line)"
+            }
+            StatusCode::FORBIDDEN => " (the credentials lack a privilege this request needs)",
+            _ => "",
+        };
+        let message = format!("{method} {path}: HTTP {} {reason}{hint}", reply.status.as_u16());
         if retryable_status(reply.status) {
             Error::retryable(&self.shown, message)
         } else {

@@ -16,6 +16,18 @@ pub use config::{SearchSinkConfig, SearchSourceConfig};
 pub use sink::{META_ALIASES, META_MAPPINGS, META_SETTINGS, SearchSink};
 pub use source::SearchSource;
 
+use arrow::array::RecordBatch;
+
+/// The `_id` each row of `data` gets when `cfg` writes it for `stream`
+/// (`None`: the cluster picks one), for comparing a source with its index.
+pub fn document_ids(
+    cfg: &SearchSinkConfig,
+    stream: &str,
+    data: &RecordBatch,
+) -> sluice_core::Result<Vec<Option<String>>> {
+    bulk::Encoder::new(cfg, data.schema(), stream)?.ids(data)
+}
+
 /// A TOML value (inline mappings, a query) as JSON.
 pub(crate) fn toml_to_json(v: &toml::Value) -> serde_json::Value {
     use serde_json::Value as J;

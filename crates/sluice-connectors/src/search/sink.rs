@@ -286,6 +286,10 @@ struct SearchStreamSink {
     stats: Stats,
 }
 
+/// Key in an index's `_meta` holding the settings a load changed and will
+/// restore (`refresh_interval`, `number_of_replicas`), until it has.
+const RESTORE_MARKER: &str = "sluice_restore";
+
 impl SearchStreamSink {
     /// Creates the index (mappings first) unless it exists, and tunes it
     /// for the load.
@@ -362,6 +366,16 @@ impl SearchStreamSink {
             LoadTuning::Always => true,
             LoadTuning::Auto => created,
         };
+        // A load that was killed before it restored the settings left them
+        // in the index's mapping metadata: this run restores them at its end.
+        if !created && let Some(restore) = self.restore_marker(&path).await {
+            tracing::info!(
+                index,
+                "an earlier load tuned this index; its settings are restored at the end"
+            );
+            self.tuned.push((index.to_string(), restore));
+            return Ok(());
+        }
         if tune {
             let settings = self
                 .cluster
@@ -376,6 +390,8 @@ impl SearchStreamSink {
                 "refresh_interval": current.get("refresh_interval").cloned().unwrap_or(Value::Null),
                 "number_of_replicas": current.get("number_of_replicas").cloned().unwrap_or(Value::Null),
             }});
+            // Recorded before anything changes, so a crash cannot lose them.
+            self.set_restore_marker(&path, Some(&before)).await;
             self.cluster
                 .json(
                     Method::PUT,
@@ -387,6 +403,45 @@ impl SearchStreamSink {
             self.tuned.push((index.to_string(), before));
         }
         Ok(())
+    }
+
+    /// The index's `_meta` (in its mappings); `None` when it cannot be read.
+    async fn index_meta(&self, path: &str) -> Option<serde_json::Map<String, Value>> {
+        let mapping = self
+            .cluster
+            .json(Method::GET, &format!("{path}/_mapping"), None)
+            .await
+            .ok()?;
+        let meta = mapping.as_object().and_then(|m| m.values().next())?["mappings"]["_meta"].clone();
+        Some(meta.as_object().cloned().unwrap_or_default())
+    }
+
+    /// The settings an earlier load recorded to restore (`_meta.sluice_restore`).
+    async fn restore_marker(&self, path: &str) -> Option<Value> {
+        self.index_meta(path)
+            .await?
+            .remove(RESTORE_MARKER)
+            .filter(Value::is_object)
+    }
+
+    /// Records (or, with `None`, clears) the settings to restore, keeping
+    /// the rest of the index's `_meta`. Best effort: a cluster that refuses
+    /// it still gets its settings back at the end of an uninterrupted load.
+    async fn set_restore_marker(&self, path: &str, restore: Option<&Value>) {
+        let mut meta = self.index_meta(path).await.unwrap_or_default();
+        match restore {
+            Some(r) => meta.insert(RESTORE_MARKER.into(), r.clone()),
+            None if meta.contains_key(RESTORE_MARKER) => meta.insert(RESTORE_MARKER.into(), Value::Null),
+            None => return,
+        };
+        let body = json!({"_meta": meta});
+        if let Err(e) = self
+            .cluster
+            .json(Method::PUT, &format!("{path}/_mapping"), Some(&body))
+            .await
+        {
+            tracing::warn!(path, error = %e, "could not record the index settings to restore in its _meta");
+        }
     }
 
     /// Waits as the request retrier says, or gives up with `e`.
@@ -776,8 +831,9 @@ impl Sink for SearchStreamSink {
         // leave an index without refresh or replicas.
         for (index, before) in std::mem::take(&mut self.tuned) {
             let path = format!("/{}/_settings", segment(&index));
-            if let Err(e) = self.cluster.json(Method::PUT, &path, Some(&before)).await {
-                tracing::warn!(index, error = %e, "could not restore the index settings");
+            match self.cluster.json(Method::PUT, &path, Some(&before)).await {
+                Ok(_) => self.set_restore_marker(&format!("/{}", segment(&index)), None).await,
+                Err(e) => tracing::warn!(index, error = %e, "could not restore the index settings"),
             }
             let _ = self
                 .cluster

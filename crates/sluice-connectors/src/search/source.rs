@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use arrow::array::{ArrayRef, RecordBatch, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
@@ -367,28 +368,59 @@ impl Source for SearchSource {
         let mut pending = Pending::new();
         let mut rows: u64 = 0;
         let origin: Arc<str> = format!("{}/{index}", c.shown).into();
+        // Whether a batch of this slice went out: after that, starting the
+        // slice again would hand over its documents twice.
+        let mut handed_over = false;
         let outcome: Result<()> = async {
             let mut first = true;
             loop {
                 if ctx.cancel.is_cancelled() {
                     break;
                 }
-                let reply = if pit {
-                    c.send(Method::POST, "/_search", Some(super::client::Body::json(&body)))
-                        .await?
-                } else if first {
-                    let path = format!("/{}/_search?scroll={keep}", segment(&index));
-                    c.send(Method::POST, &path, Some(super::client::Body::json(&body)))
-                        .await?
-                } else {
-                    let next = json!({"scroll": keep, "scroll_id": scroll_id});
-                    c.send(Method::POST, "/_search/scroll", Some(super::client::Body::json(&next)))
-                        .await?
+                let mut attempt = 0u32;
+                let reply = loop {
+                    let sent = if pit {
+                        c.send(Method::POST, "/_search", Some(super::client::Body::json(&body)))
+                            .await
+                    } else if first {
+                        let path = format!("/{}/_search?scroll={keep}", segment(&index));
+                        c.send(Method::POST, &path, Some(super::client::Body::json(&body)))
+                            .await
+                    } else {
+                        let next = json!({"scroll": keep, "scroll_id": scroll_id});
+                        c.send(Method::POST, "/_search/scroll", Some(super::client::Body::json(&next)))
+                            .await
+                    };
+                    let failure = match sent {
+                        Ok(r) if r.status.is_success() => break r,
+                        Ok(r) => c.status_error(&Method::POST, "/_search", &r),
+                        Err(e) => e,
+                    };
+                    if !failure.is_retryable() || !handed_over {
+                        // Nothing went out yet: the engine may read the slice again.
+                        return Err(failure);
+                    }
+                    // A page after a point in time and a sort position reads
+                    // the same documents when asked again; a scroll page does
+                    // not (the cluster may have moved past it).
+                    if !pit || attempt >= PAGE_RETRIES {
+                        return Err(Error::connection(
+                            &c.shown,
+                            format!(
+                                "{failure}; the read of slice {slice} of `{index}` stopped after handing over {rows} \
+                                 documents and cannot go on from there; run again to read it from the start"
+                            ),
+                        ));
+                    }
+                    attempt += 1;
+                    let pause = Duration::from_millis(500u64 << attempt.min(6)).min(Duration::from_secs(30));
+                    tracing::warn!(error = %failure, attempt, pause_ms = pause.as_millis() as u64, "search page failed; asking again");
+                    tokio::select! {
+                        _ = ctx.cancel.cancelled() => return Ok(()),
+                        _ = tokio::time::sleep(pause) => {}
+                    }
                 };
                 first = false;
-                if !reply.status.is_success() {
-                    return Err(c.status_error(&Method::POST, "/_search", &reply));
-                }
                 let page: SearchReply<'_> = serde_json::from_slice(&reply.body)
                     .map_err(|e| Error::connection(&c.shown, format!("unexpected search answer: {e}")))?;
                 if let Some(id) = page.pit_id {
@@ -417,6 +449,7 @@ impl Source for SearchSource {
                     if ctx.out.send(SourceEvent::Batch(batch)).await.is_err() {
                         break;
                     }
+                    handed_over = true;
                 }
                 if end {
                     break;
@@ -440,6 +473,9 @@ impl Source for SearchSource {
         outcome
     }
 }
+
+/// Times a failed page of a point-in-time read is asked for again.
+const PAGE_RETRIES: u32 = 8;
 
 #[cfg(test)]
 mod tests {

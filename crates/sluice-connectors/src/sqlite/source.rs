@@ -15,7 +15,8 @@ use async_trait::async_trait;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 use sluice_core::{
-    Batch, Error, PartitionSpec, Position, ReadContext, Rejection, Result, Source, SourceEvent, Stage, StreamSpec,
+    BOOKKEEPING_TABLES, Batch, Error, PartitionSpec, Position, ReadContext, Rejection, Result, Source, SourceEvent,
+    Stage, StreamSpec,
 };
 
 use super::config::SqliteSourceConfig;
@@ -78,9 +79,13 @@ impl SqliteSource {
             let names = stmt
                 .query_map([], |r| r.get::<_, String>(0))
                 .map_err(|e| Error::connection(&self.cfg.path, e.to_string()))?;
-            names
+            let names = names
                 .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(|e| Error::connection(&self.cfg.path, e.to_string()))?
+                .map_err(|e| Error::connection(&self.cfg.path, e.to_string()))?;
+            names
+                .into_iter()
+                .filter(|t| !BOOKKEEPING_TABLES.contains(&t.as_str()))
+                .collect()
         };
         Ok(tables
             .into_iter()

@@ -85,6 +85,13 @@ pub struct MockConfig {
     /// the writes per `_id`, as a benchmark endpoint that must not be the
     /// bottleneck does; documents then read back as `{}`).
     pub keep_sources: bool,
+    /// When set, every request must carry exactly this `Authorization`
+    /// header value (`Basic …`, `ApiKey …`, `Bearer …`); others get 401
+    /// with a `security_exception`, as a cluster with security enabled does.
+    pub authorization: Option<String>,
+    /// Every Nth search request (`_search`, scroll pages; 1-based count)
+    /// answers HTTP 503 with an ES error body.
+    pub fail_search_every: Option<u64>,
 }
 
 impl Default for MockConfig {
@@ -99,6 +106,8 @@ impl Default for MockConfig {
             poison_ids: HashSet::new(),
             seed: 1,
             keep_sources: true,
+            authorization: None,
+            fail_search_every: None,
         }
     }
 }
@@ -161,6 +170,7 @@ pub struct MockState {
     bulk_requests: AtomicU64,
     rejected_requests: AtomicU64,
     gzip_requests: AtomicU64,
+    search_requests: AtomicU64,
     in_flight: AtomicUsize,
     max_in_flight: AtomicUsize,
 }
@@ -241,6 +251,7 @@ impl MockState {
             bulk_requests: AtomicU64::new(0),
             rejected_requests: AtomicU64::new(0),
             gzip_requests: AtomicU64::new(0),
+            search_requests: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             max_in_flight: AtomicUsize::new(0),
         }
@@ -1229,8 +1240,31 @@ async fn write_response(
 // ---------------------------------------------------------------------------
 
 async fn route(state: &MockState, req: &Request) -> Response {
+    if let Some(expected) = &state.cfg.authorization
+        && req.headers.get("authorization") != Some(expected)
+    {
+        let reason = match req.headers.get("authorization") {
+            None => "missing authentication credentials for REST request",
+            Some(_) => "unable to authenticate user for REST request",
+        };
+        let mut response = es_error(401, "security_exception", reason);
+        response
+            .headers
+            .push(("WWW-Authenticate", "Basic realm=\"security\"".into()));
+        return response;
+    }
     if let Some(reason) = &req.body_error {
         return es_error(400, "parse_exception", reason);
+    }
+    if let Some(n) = state.cfg.fail_search_every
+        && req.path.contains("_search")
+        && req.method != "DELETE"
+        && !req.path.contains("point_in_time")
+    {
+        let count = state.search_requests.fetch_add(1, Ordering::SeqCst) + 1;
+        if count.is_multiple_of(n) {
+            return es_error(503, "search_phase_execution_exception", "all shards failed");
+        }
     }
     let segments: Vec<String> = req
         .path
@@ -2061,6 +2095,10 @@ impl MockState {
         for name in &names {
             if let Some(idx) = inner.indices.get_mut(name) {
                 merge_into(&mut idx.mappings, &body);
+                // As Elasticsearch does, `_meta` is replaced, not merged.
+                if let Some(meta) = body.get("_meta") {
+                    idx.mappings["_meta"] = meta.clone();
+                }
             }
         }
         acknowledged()

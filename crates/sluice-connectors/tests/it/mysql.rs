@@ -354,6 +354,21 @@ async fn upsert_updates_in_place_and_replace_publishes_only_complete_loads() {
         50
     );
 
+    // An existing table with no key to match on would make upsert append: refused.
+    db.exec("CREATE TABLE nokey (id int, name text)").await;
+    let mut cfg = db.sink("nokey", WriteMode::Upsert);
+    cfg.key = vec!["id".into()];
+    let refused = MysqlSink::new(cfg)
+        .unwrap()
+        .open(&StreamInfo::new("s".into(), first.data.schema(), "test"))
+        .await
+        .err()
+        .expect("upsert without a unique key is refused");
+    assert!(
+        refused.to_string().contains("needs a primary or unique key on (id)"),
+        "{refused}"
+    );
+
     db.exec("CREATE TABLE r (id int PRIMARY KEY, name text)").await;
     db.exec("INSERT INTO r SELECT seq, 'orig' FROM seq_1_to_10").await;
     let partial = id_name_batch(1..6, |_| Some("new".into()));
