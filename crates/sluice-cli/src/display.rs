@@ -66,6 +66,16 @@ fn message(s: &StreamStats) -> String {
     m
 }
 
+/// How far a stream got, in the unit of its known total: input bytes, or
+/// rows read when only a row estimate is known.
+fn done_units(s: &StreamStats) -> u64 {
+    if s.total_bytes.is_some() {
+        s.bytes.load(Ordering::Relaxed)
+    } else {
+        s.read.load(Ordering::Relaxed)
+    }
+}
+
 async fn bars_loop(progress: Arc<RunProgress>, done: CancellationToken) {
     let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
     let mut bars: Vec<(Arc<StreamStats>, ProgressBar)> = Vec::new();
@@ -78,7 +88,9 @@ async fn bars_loop(progress: Arc<RunProgress>, done: CancellationToken) {
         let finished = done.is_cancelled();
         for s in progress.streams() {
             if !bars.iter().any(|(b, _)| Arc::ptr_eq(b, &s)) {
-                let bar = match s.total_bytes {
+                // Input bytes when the size is known (files), else the row
+                // estimate (database tables), else a spinner.
+                let bar = match s.total_bytes.or(s.total_rows) {
                     Some(total) => multi.add(ProgressBar::new(total).with_style(sized.clone())),
                     None => multi.add(ProgressBar::new_spinner().with_style(open.clone())),
                 };
@@ -87,7 +99,14 @@ async fn bars_loop(progress: Arc<RunProgress>, done: CancellationToken) {
             }
         }
         for (s, bar) in &bars {
-            bar.set_position(s.bytes.load(Ordering::Relaxed));
+            let done = done_units(s);
+            if let Some(total) = bar.length()
+                && done > total
+            {
+                // Row estimates are estimates.
+                bar.set_length(done);
+            }
+            bar.set_position(done);
             bar.set_message(message(s));
             if s.done.load(Ordering::Relaxed) && !bar.is_finished() {
                 bar.finish();
@@ -119,8 +138,9 @@ async fn log_loop(progress: Arc<RunProgress>, done: CancellationToken, interval:
             let read = s.read.load(Ordering::Relaxed);
             let pct = s
                 .total_bytes
+                .or(s.total_rows)
                 .filter(|t| *t > 0)
-                .map(|t| 100.0 * s.bytes.load(Ordering::Relaxed) as f64 / t as f64);
+                .map(|t| (100.0 * done_units(&s) as f64 / t as f64).min(100.0));
             tracing::info!(
                 stream = %s.name,
                 rows = read,

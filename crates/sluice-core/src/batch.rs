@@ -58,6 +58,12 @@ impl Default for BatchLimits {
 }
 
 /// A batch of rows of one stream, with delivery metadata.
+///
+/// Change operations travel in the rows themselves, as the reserved `_op`
+/// column ([`crate::reserved::OP`]: `insert`/`index`, `create`, `update`,
+/// `upsert`, `delete`), not beside them: SQL transforms can then read,
+/// filter and rewrite them like any column, and a sink that knows them acts
+/// on them row by row. Rows without an `_op` column are inserts.
 #[derive(Debug, Clone)]
 pub struct Batch {
     /// The stream (table, file set) the rows belong to.

@@ -158,6 +158,62 @@ fn every_type_round_trips_postgres_to_mysql() {
 }
 
 #[test]
+fn postgres_types_mysql_lacks_are_mapped_with_warnings_or_refused_with_the_override_to_add() {
+    let Some(pg) = PgDb::create("pgmy_more_src") else {
+        return;
+    };
+    let Some(my) = MyDb::create("pgmy_more_dst") else {
+        return;
+    };
+    pg.sql(
+        "CREATE TYPE mood AS ENUM ('sad', 'happy'); CREATE DOMAIN posint AS integer CHECK (VALUE > 0); \
+         CREATE TABLE more_types (id integer PRIMARY KEY, m mood, p posint, ia integer[], ta text[], \
+         nu numeric, n50 numeric(50,10), c5 char(5), nm name, ip inet, iv interval); \
+         INSERT INTO more_types VALUES \
+         (1, 'happy', 5, '{1,2,3}', '{\"a\",\"b c\"}', 12345678901234567890.123456789, \
+          1234567890123456789012345678901234567890.0123456789, 'ab', 'pg_name', '192.168.0.1/24', '1 day 02:00:00'), \
+         (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL)",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    pipeline(dir.path(), "m.toml", ("postgres", &pg.url()), ("mysql", &my.url()));
+    // MySQL has no interval: refused before anything is written, naming the override.
+    let out = sluice(dir.path(), &["run", "m.toml", "--no-progress"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("no interval type") && err.contains("[sinks.types]"),
+        "{err}"
+    );
+    assert_eq!(my.sql("SHOW TABLES LIKE 'more_types'"), "", "the table was not created");
+
+    let mut toml = std::fs::read_to_string(dir.path().join("m.toml")).unwrap();
+    toml.push_str("\n[sinks.types]\n\"more_types.iv\" = \"varchar(64)\"\n");
+    std::fs::write(dir.path().join("m.toml"), toml).unwrap();
+    let err = ok(&sluice(dir.path(), &["run", "m.toml", "--no-progress", "--fresh"]));
+    for warned in [
+        "mood stored as varchar(255)",
+        "nested values stored as JSON",
+        "numeric stored as its exact text",
+    ] {
+        assert!(err.contains(warned), "warning `{warned}` missing:\n{err}");
+    }
+    assert_eq!(my.sql("SELECT count(*) FROM more_types"), "2");
+    assert_eq!(
+        my.sql(
+            "SELECT m, p, JSON_EXTRACT(ia, '$[2]'), JSON_EXTRACT(ta, '$[1]'), nu, n50, c5, nm, ip \
+             FROM more_types WHERE id = 1"
+        ),
+        "happy\t5\t3\t\"b c\"\t12345678901234567890.123456789\t\
+         1234567890123456789012345678901234567890.0123456789\tab   \tpg_name\t192.168.0.1/24"
+    );
+    assert!(!my.sql("SELECT iv FROM more_types WHERE id = 1").is_empty());
+    assert_eq!(
+        my.sql("SELECT concat_ws(',', m IS NULL, p IS NULL, ia IS NULL, nu IS NULL, iv IS NULL) FROM more_types WHERE id = 2"),
+        "1,1,1,1,1"
+    );
+}
+
+#[test]
 fn one_liner_copies_chosen_tables_from_mysql_to_postgres() {
     let Some(my) = MyDb::create("mycopy_src") else { return };
     let Some(pg) = PgDb::create("mycopy_dst") else { return };

@@ -404,6 +404,43 @@ fn sigterm_drains_checkpoints_and_exits_143_then_the_run_resumes() {
 }
 
 #[test]
+fn a_second_signal_aborts_at_once_and_the_run_still_resumes_exactly() {
+    let (Some(src), Some(dst)) = (PgDb::create("abort_src"), PgDb::create("abort_dst")) else {
+        return;
+    };
+    pg_source(&src);
+    // A slow destination, so the drain after the first signal takes a while.
+    let proxy = Proxy::start(dst.addr(), u64::MAX, 0, Duration::from_millis(20));
+    let dir = tempfile::tempdir().unwrap();
+    let p = pipeline(dir.path(), &src.url(), &dst.url_via(&proxy.addr), 2000);
+    let mut child = spawn(dir.path(), &["run", &p]);
+    wait_for("committed batches", dir.path(), || pg_count(&dst, "events") >= 4000);
+    let signal = || {
+        let sent = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    };
+    signal();
+    std::thread::sleep(Duration::from_millis(100));
+    let asked = Instant::now();
+    signal();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "aborted on SIGINT exits 130");
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "the second signal does not wait for the drain"
+    );
+    let log = std::fs::read_to_string(dir.path().join("run.log")).unwrap_or_default();
+    assert!(log.contains("second signal"), "{log}");
+    let at_abort = pg_count(&dst, "events");
+    assert!(at_abort < ROWS, "aborted mid-table ({at_abort} rows)");
+    ok(&sluice(dir.path(), &["run", &p]));
+    assert_exact(&src, &dst);
+}
+
+#[test]
 fn a_killed_pg_to_mysql_run_resumes_without_losing_or_repeating_a_row() {
     let (Some(src), Some(my)) = (PgDb::create("kill_pgsrc"), MyDb::create("kill_mysink")) else {
         return;

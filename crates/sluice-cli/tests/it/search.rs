@@ -805,3 +805,28 @@ fn settings_a_killed_load_changed_are_restored_by_the_next_run() {
         "{settings}"
     );
 }
+
+#[test]
+fn raw_json_documents_go_in_unchanged_and_come_back_alone() {
+    let (_rt, es) = mock(MockConfig::default());
+    let dir = tempfile::tempdir().unwrap();
+    let docs: Vec<Value> = (0..50)
+        .map(|i| json!({"n": i, "tags": ["a", i.to_string()], "nested": {"x": 1.5, "s": "✓"}}))
+        .collect();
+    let text: String = docs.iter().map(|d| format!("{d}\n")).collect();
+    std::fs::write(dir.path().join("raw.ndjson"), text).unwrap();
+    let idx = format!("{}/rawdocs", es.url().replace("http://", "elasticsearch://"));
+    ok(&sluice(
+        dir.path(),
+        &["copy", "raw.ndjson", &idx, "--input-format", "raw"],
+    ));
+    let by_n = |mut v: Vec<Value>| {
+        v.sort_by_key(|d| d["n"].as_i64());
+        v
+    };
+    let stored = by_n(es.state.docs("rawdocs").into_values().collect());
+    assert_eq!(stored, docs, "the cluster holds the documents as they were");
+    ok(&sluice(dir.path(), &["copy", &idx, "back.ndjson", "--format", "raw"]));
+    let back = by_n(ndjson(&dir.path().join("back.ndjson")));
+    assert_eq!(back, docs, "raw output is the documents alone, without metadata");
+}

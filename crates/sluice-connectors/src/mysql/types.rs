@@ -189,7 +189,28 @@ pub(crate) fn ddl_for_field(field: &Field, in_key: bool) -> Result<Ddl, String> 
         DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => match meta.semantic {
             Some(Semantic::Json) => plain("json"),
             Some(Semantic::Uuid) => plain("char(36)"),
-            Some(Semantic::Enum) | Some(Semantic::Set) => plain("varchar(255)"),
+            Some(Semantic::Enum) | Some(Semantic::Set) => warn(
+                "varchar(255)",
+                format!(
+                    "column `{name}`: {} stored as varchar(255): its allowed values are not enforced; set \
+                     an enum(...) type under [sinks.types] to keep them",
+                    meta.db_type.as_deref().unwrap_or("enum")
+                ),
+            ),
+            // Decimals wider than Arrow's 38 digits travel as exact text.
+            _ if meta
+                .db_type_in("postgres")
+                .is_some_and(|t| t.to_ascii_lowercase().starts_with("numeric")) =>
+            {
+                warn(
+                    if in_key { "varchar(255)" } else { "longtext" },
+                    format!(
+                        "column `{name}`: PostgreSQL {} stored as its exact text; set decimal(p,s) under \
+                         [sinks.types] for a numeric column",
+                        meta.db_type.as_deref().unwrap_or("numeric")
+                    ),
+                )
+            }
             _ if in_key => plain("varchar(255)"),
             _ => plain("longtext"),
         },

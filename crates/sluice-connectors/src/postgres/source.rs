@@ -96,6 +96,29 @@ impl PostgresSource {
             .collect();
         let wanted: Vec<String> = self.cfg.table.iter().chain(&self.cfg.tables).cloned().collect();
         if wanted.is_empty() {
+            // One schema is read; tables elsewhere are named, not silently left behind.
+            let others: Vec<String> = client
+                .query(
+                    "SELECT n.nspname::text || ' (' || count(*) || ')' FROM pg_class c \
+                     JOIN pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname <> $1 AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') \
+                     AND n.nspname NOT LIKE 'pg_temp_%' AND n.nspname NOT LIKE 'pg_toast_temp_%' \
+                     AND c.relkind IN ('r', 'p') AND NOT c.relispartition GROUP BY n.nspname ORDER BY 1",
+                    &[&schema],
+                )
+                .await
+                .map_err(|e| pg_error(&self.cfg.url, e))?
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            if !others.is_empty() {
+                tracing::warn!(
+                    "only schema `{schema}` of {} is read; other schemas hold tables: {} (set schema = \"…\" on \
+                     the source, or ?schema=… on the URL, to copy one of them)",
+                    redact(&self.cfg.url),
+                    others.join(", ")
+                );
+            }
             return Ok(all
                 .into_iter()
                 .filter(|t| !self.cfg.exclude.contains(t) && !BOOKKEEPING_TABLES.contains(&t.as_str()))
