@@ -18,6 +18,8 @@
 #                 with npm when missing)
 #   ED_LIMIT      elasticdump --limit, documents per bulk request (default 1000;
 #                 its own default is 100)
+#   REPEAT        runs of each tool in the load comparison; the median wall
+#                 time and the largest peak RSS are reported (default 3)
 #   THROTTLE      the N values of the throttle run (default "4 8 16")
 #   SKIP          runs to leave out: elasticdump storm throttle
 set -euo pipefail
@@ -29,6 +31,7 @@ SLUICE=${SLUICE:-$TARGET/release/sluice}
 ENDPOINT=${ENDPOINT:-$TARGET/release/examples/es_endpoint}
 ED_LIMIT=${ED_LIMIT:-1000}
 THROTTLE=${THROTTLE:-4 8 16}
+REPEAT=${REPEAT:-3}
 SKIP=${SKIP:-}
 WORK=${WORK:-/tmp/sluice-search-bench}
 PORT=${PORT:-9299}
@@ -86,6 +89,8 @@ PY
 }
 
 stats() { curl -s "http://127.0.0.1:$PORT/_mock/stats"; }
+median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
+largest() { printf '%s\n' "$@" | sort -n | tail -n1; }
 
 run_sluice() {
     local name=$1 index=$2
@@ -94,11 +99,18 @@ run_sluice() {
     XDG_STATE_HOME="$WORK/state" timed "$WORK/$name" "$SLUICE" copy "$DATA" "elasticsearch://127.0.0.1:$PORT/$index" -q "$@"
 }
 
-# 1. Throughput: sluice and elasticdump into the same endpoint.
-start_endpoint
-read -r secs rss < <(run_sluice sluice bench)
-printf 'load\tsluice\t%s\t%s\t%s\t%s\n' "$DOCS" "$secs" "$rss" "$(stats)" >>"$OUT"
-echo "sluice: $DOCS docs in ${secs}s, peak RSS ${rss} KB" >&2
+# 1. Throughput: sluice and elasticdump into the same endpoint, REPEAT runs
+#    each against a fresh endpoint; the endpoint's counts are the last run's.
+walls=(); rsss=()
+for i in $(seq 1 "$REPEAT"); do
+    start_endpoint
+    read -r secs rss < <(run_sluice sluice bench)
+    walls+=("$secs"); rsss+=("$rss"); counted=$(stats)
+    echo "sluice run $i/$REPEAT: $DOCS docs in ${secs}s, peak RSS ${rss} KB" >&2
+done
+secs=$(median "${walls[@]}"); rss=$(largest "${rsss[@]}")
+printf 'load\tsluice\t%s\t%s\t%s\t%s\n' "$DOCS" "$secs" "$rss" "$counted" >>"$OUT"
+echo "sluice: median ${secs}s of ${walls[*]}" >&2
 
 if ! skip elasticdump; then
     ED=${ELASTICDUMP:-$(command -v elasticdump || true)}
@@ -106,11 +118,17 @@ if ! skip elasticdump; then
         npm install -g elasticdump@6.125.1 >&2
         ED=$(command -v elasticdump)
     fi
-    start_endpoint
-    read -r secs rss < <(timed "$WORK/elasticdump" "$ED" --input="$DATA" --output="http://127.0.0.1:$PORT/bench" \
-        --type=data --limit="$ED_LIMIT" --noRefresh --quiet)
-    printf 'load\telasticdump\t%s\t%s\t%s\t%s\n' "$DOCS" "$secs" "$rss" "$(stats)" >>"$OUT"
-    echo "elasticdump: $DOCS docs in ${secs}s, peak RSS ${rss} KB" >&2
+    walls=(); rsss=()
+    for i in $(seq 1 "$REPEAT"); do
+        start_endpoint
+        read -r secs rss < <(timed "$WORK/elasticdump" "$ED" --input="$DATA" --output="http://127.0.0.1:$PORT/bench" \
+            --type=data --limit="$ED_LIMIT" --noRefresh --quiet)
+        walls+=("$secs"); rsss+=("$rss"); counted=$(stats)
+        echo "elasticdump run $i/$REPEAT: $DOCS docs in ${secs}s, peak RSS ${rss} KB" >&2
+    done
+    secs=$(median "${walls[@]}"); rss=$(largest "${rsss[@]}")
+    printf 'load\telasticdump\t%s\t%s\t%s\t%s\n' "$DOCS" "$secs" "$rss" "$counted" >>"$OUT"
+    echo "elasticdump: median ${secs}s of ${walls[*]}" >&2
 fi
 
 # 2. Storm: 30% of items refused with 429.

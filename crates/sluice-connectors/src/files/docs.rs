@@ -140,20 +140,29 @@ impl RecordDecoder for DocDecoder {
 
     fn decode(&self, bytes: &[u8], records: usize) -> Result<RecordBatch, String> {
         let mut c = Columns::default();
-        let mut values = serde_json::Deserializer::from_slice(bytes).into_iter::<&RawValue>();
         let mut rows = 0;
-        while let Some(v) = values.next() {
+        if self.kind == DocKind::Dump {
+            // One pass: each line straight into its fields, `_source` kept as
+            // the raw text it is (scanned once, not once as a value and again
+            // as a line).
+            for line in serde_json::Deserializer::from_slice(bytes).into_iter::<DumpLine<'_>>() {
+                let line = line
+                    .map_err(|e| format!("not an elasticdump line ({e}); each line holds _index, _id and _source"))?;
+                c.index.append_option(line.index.as_deref());
+                c.id.append_option(line.id.map(|i| i.text()));
+                c.routing.append_option(line.routing.as_deref());
+                c.source.append_value(line.source.get());
+                rows += 1;
+            }
+        }
+        let mut values = serde_json::Deserializer::from_slice(bytes).into_iter::<&RawValue>();
+        while self.kind != DocKind::Dump
+            && let Some(v) = values.next()
+        {
             let v = v.map_err(|e| format!("invalid JSON: {e}"))?;
             match self.kind {
-                DocKind::Dump => {
-                    let line: DumpLine<'_> = serde_json::from_str(v.get()).map_err(|e| {
-                        format!("not an elasticdump line ({e}); each line holds _index, _id and _source")
-                    })?;
-                    c.index.append_option(line.index.as_deref());
-                    c.id.append_option(line.id.map(|i| i.text()));
-                    c.routing.append_option(line.routing.as_deref());
-                    c.source.append_value(line.source.get());
-                }
+                // Decoded in one pass above.
+                DocKind::Dump => break,
                 DocKind::Raw => {
                     if !v.get().trim_start().starts_with('{') {
                         return Err("a document must be a JSON object".into());
@@ -278,7 +287,7 @@ pub(crate) fn row_documents(data: &RecordBatch) -> arrow::error::Result<Vec<Vec<
 /// returns `_source` the way it was indexed) re-serialized on one line, so
 /// it cannot break the NDJSON framing; `None` when it is one line already.
 pub(crate) fn one_line(doc: &str) -> std::result::Result<Option<Vec<u8>>, String> {
-    if !doc.bytes().any(|b| b == b'\n' || b == b'\r') {
+    if memchr::memchr2(b'\n', b'\r', doc.as_bytes()).is_none() {
         return Ok(None);
     }
     let value: Value = serde_json::from_str(doc).map_err(|e| format!("_source is not JSON: {e}"))?;

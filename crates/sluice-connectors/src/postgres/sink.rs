@@ -301,7 +301,7 @@ impl PostgresSink {
             let (name, table, sql, refs, ready, present): (String, String, String, String, bool, bool) =
                 (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
             if !ready && !present {
-                tracing::info!(constraint = %name, table = %table, waits_for = %refs, "foreign key waits for its table");
+                tracing::debug!(constraint = %name, table = %table, waits_for = %refs, "foreign key waits for its table");
                 continue;
             }
             if !present && let Err(e) = client.batch_execute(&sql).await {
