@@ -101,16 +101,21 @@ run_sluice() {
 
 # 1. Throughput: sluice and elasticdump into the same endpoint, REPEAT runs
 #    each against a fresh endpoint; the endpoint's counts are the last run's.
-walls=(); rsss=()
-for i in $(seq 1 "$REPEAT"); do
-    start_endpoint
-    read -r secs rss < <(run_sluice sluice bench)
-    walls+=("$secs"); rsss+=("$rss"); counted=$(stats)
-    echo "sluice run $i/$REPEAT: $DOCS docs in ${secs}s, peak RSS ${rss} KB" >&2
-done
-secs=$(median "${walls[@]}"); rss=$(largest "${rsss[@]}")
-printf 'load\tsluice\t%s\t%s\t%s\t%s\n' "$DOCS" "$secs" "$rss" "$counted" >>"$OUT"
-echo "sluice: median ${secs}s of ${walls[*]}" >&2
+#    load TOOL COMMAND...: appends the median wall time and largest RSS.
+load() {
+    local tool=$1 walls=() rsss=() secs rss counted
+    shift
+    for i in $(seq 1 "$REPEAT"); do
+        start_endpoint
+        read -r secs rss < <("$@")
+        walls+=("$secs"); rsss+=("$rss"); counted=$(stats)
+        echo "$tool run $i/$REPEAT: $DOCS docs in ${secs}s, peak RSS ${rss} KB" >&2
+    done
+    secs=$(median "${walls[@]}"); rss=$(largest "${rsss[@]}")
+    printf 'load\t%s\t%s\t%s\t%s\t%s\n' "$tool" "$DOCS" "$secs" "$rss" "$counted" >>"$OUT"
+    echo "$tool: median ${secs}s of ${walls[*]}" >&2
+}
+load sluice run_sluice sluice bench
 
 if ! skip elasticdump; then
     ED=${ELASTICDUMP:-$(command -v elasticdump || true)}
@@ -118,17 +123,8 @@ if ! skip elasticdump; then
         npm install -g elasticdump@6.125.1 >&2
         ED=$(command -v elasticdump)
     fi
-    walls=(); rsss=()
-    for i in $(seq 1 "$REPEAT"); do
-        start_endpoint
-        read -r secs rss < <(timed "$WORK/elasticdump" "$ED" --input="$DATA" --output="http://127.0.0.1:$PORT/bench" \
-            --type=data --limit="$ED_LIMIT" --noRefresh --quiet)
-        walls+=("$secs"); rsss+=("$rss"); counted=$(stats)
-        echo "elasticdump run $i/$REPEAT: $DOCS docs in ${secs}s, peak RSS ${rss} KB" >&2
-    done
-    secs=$(median "${walls[@]}"); rss=$(largest "${rsss[@]}")
-    printf 'load\telasticdump\t%s\t%s\t%s\t%s\n' "$DOCS" "$secs" "$rss" "$counted" >>"$OUT"
-    echo "elasticdump: median ${secs}s of ${walls[*]}" >&2
+    load elasticdump timed "$WORK/elasticdump" "$ED" --input="$DATA" --output="http://127.0.0.1:$PORT/bench" \
+        --type=data --limit="$ED_LIMIT" --noRefresh --quiet
 fi
 
 # 2. Storm: 30% of items refused with 429.

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::hash::Hasher;
 use std::sync::Arc;
 
-use arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StringArray};
+use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use sluice_connectors::SinkConfig;
@@ -361,14 +361,7 @@ async fn documents(
         h.finish()
     };
     let mut add = |data: &RecordBatch| -> Result<()> {
-        let text = |name: &str| -> Result<Option<StringArray>> {
-            match data.column_by_name(name) {
-                Some(a) => Ok(Some(
-                    arrow::compute::cast(a, &DataType::Utf8)?.as_string::<i32>().clone(),
-                )),
-                None => Ok(None),
-            }
-        };
+        let text = |name: &str| sluice_connectors::files::text_column(data, name);
         let row_ids: Vec<Option<String>> = match ids.and_then(|f| f(data)) {
             Some(computed) => computed?,
             None => match text("_id")? {

@@ -300,17 +300,23 @@ fn text(a: Option<&StringArray>, i: usize) -> Option<&str> {
     a.filter(|a| a.is_valid(i)).map(|a| a.value(i))
 }
 
+/// Column `name` of `data` as text, whatever its type (a numeric `_id`, a
+/// `_source` read as large strings); `None` when there is no such column.
+pub(crate) fn text_column(data: &RecordBatch, name: &str) -> arrow::error::Result<Option<StringArray>> {
+    match data.column_by_name(name) {
+        Some(a) => Ok(Some(
+            arrow::compute::cast(a, &DataType::Utf8)?.as_string::<i32>().clone(),
+        )),
+        None => Ok(None),
+    }
+}
+
 /// Writes rows as documents of `kind` (dump, bulk or raw lines).
 pub(crate) fn write_docs(out: &mut dyn Write, kind: DocKind, data: &RecordBatch) -> std::io::Result<()> {
     // Metadata columns as text whatever their type (a numeric `_id`, a
     // `_source` read as large strings).
     let col = |name: &str| -> std::io::Result<Option<StringArray>> {
-        let Ok(i) = data.schema().index_of(name) else {
-            return Ok(None);
-        };
-        let text = arrow::compute::cast(data.column(i), &arrow::datatypes::DataType::Utf8)
-            .map_err(|e| std::io::Error::other(format!("column {name}: {e}")))?;
-        Ok(Some(text.as_string::<i32>().clone()))
+        text_column(data, name).map_err(|e| std::io::Error::other(format!("column {name}: {e}")))
     };
     let (index, id, routing, op, source) = (
         col("_index")?,

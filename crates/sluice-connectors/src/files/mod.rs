@@ -30,3 +30,12 @@ pub use source::FileSource;
 pub fn row_documents(data: &arrow::record_batch::RecordBatch) -> sluice_core::Result<Vec<Vec<u8>>> {
     Ok(docs::row_documents(data)?)
 }
+
+/// Column `name` as text whatever its type; `None` when there is no such
+/// column (for comparing documents by `_id` and `_source`).
+pub fn text_column(
+    data: &arrow::record_batch::RecordBatch,
+    name: &str,
+) -> sluice_core::Result<Option<arrow::array::StringArray>> {
+    Ok(docs::text_column(data, name)?)
+}

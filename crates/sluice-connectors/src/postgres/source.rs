@@ -83,34 +83,28 @@ impl PostgresSource {
 
     async fn table_names(&self, client: &Client) -> Result<Vec<String>> {
         let schema = self.schema_name();
-        let all: Vec<String> = client
-            .query(
-                "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
-                 WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1",
-                &[&schema],
-            )
-            .await
-            .map_err(|e| pg_error(&self.cfg.url, e))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        // The first column of each row of a catalog query about `schema`.
+        let names = |sql: &'static str| async move {
+            let rows = client.query(sql, &[&schema]).await;
+            let rows = rows.map_err(|e| pg_error(&self.cfg.url, e))?;
+            Ok::<Vec<String>, Error>(rows.iter().map(|r| r.get(0)).collect())
+        };
+        let all = names(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND NOT c.relispartition ORDER BY 1",
+        )
+        .await?;
         let wanted: Vec<String> = self.cfg.table.iter().chain(&self.cfg.tables).cloned().collect();
         if wanted.is_empty() {
             // One schema is read; tables elsewhere are named, not silently left behind.
-            let others: Vec<String> = client
-                .query(
-                    "SELECT n.nspname::text || ' (' || count(*) || ')' FROM pg_class c \
-                     JOIN pg_namespace n ON n.oid = c.relnamespace \
-                     WHERE n.nspname <> $1 AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') \
-                     AND n.nspname NOT LIKE 'pg_temp_%' AND n.nspname NOT LIKE 'pg_toast_temp_%' \
-                     AND c.relkind IN ('r', 'p') AND NOT c.relispartition GROUP BY n.nspname ORDER BY 1",
-                    &[&schema],
-                )
-                .await
-                .map_err(|e| pg_error(&self.cfg.url, e))?
-                .iter()
-                .map(|r| r.get(0))
-                .collect();
+            let others = names(
+                "SELECT n.nspname::text || ' (' || count(*) || ')' FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace \
+                 WHERE n.nspname <> $1 AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'pg_toast') \
+                 AND n.nspname NOT LIKE 'pg_temp_%' AND n.nspname NOT LIKE 'pg_toast_temp_%' \
+                 AND c.relkind IN ('r', 'p') AND NOT c.relispartition GROUP BY n.nspname ORDER BY 1",
+            )
+            .await?;
             if !others.is_empty() {
                 tracing::warn!(
                     "only schema `{schema}` of {} is read; other schemas hold tables: {} (set schema = \"…\" on \

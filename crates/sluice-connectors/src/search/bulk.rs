@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch};
+use arrow::array::{Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Schema};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use bytes::{Bytes, BytesMut};
@@ -18,7 +18,7 @@ use serde_json::Value;
 use sluice_core::{Batch, Error, Rejection, Result, Stage, reserved};
 
 use super::config::{BulkOp, SearchSinkConfig};
-use crate::files::docs::{one_line, row_documents};
+use crate::files::docs::{one_line, row_documents, text_column};
 
 /// One document's part of a bulk body, kept until the server accepted it.
 #[derive(Debug, Clone)]
@@ -148,6 +148,14 @@ impl Encoder {
         self.fixed.as_deref()
     }
 
+    /// The `_source` column as text, when the rows have one.
+    fn sources(&self, data: &RecordBatch) -> Result<Option<StringArray>> {
+        match self.source {
+            Some(_) => Ok(text_column(data, reserved::SOURCE)?),
+            None => Ok(None),
+        }
+    }
+
     /// The id each row's document gets, as [`Encoder::encode`] computes it
     /// (`None`: the cluster picks one, or the row would be refused).
     pub fn ids(&self, data: &RecordBatch) -> Result<Vec<Option<String>>> {
@@ -155,16 +163,11 @@ impl Encoder {
             return Ok(vec![None; data.num_rows()]);
         };
         let fmt = FormatOptions::default().with_null("");
-        let formatters: Vec<Option<ArrayFormatter>> = (0..data.num_columns())
-            .map(|i| ArrayFormatter::try_new(data.column(i).as_ref(), &fmt).ok())
-            .collect();
-        let sources = match self.source {
-            Some(i) if self.fields_from_source => Some(
-                arrow::compute::cast(data.column(i), &DataType::Utf8)?
-                    .as_string::<i32>()
-                    .clone(),
-            ),
-            _ => None,
+        let formatters = formatters(data, &fmt);
+        let sources = if self.fields_from_source {
+            self.sources(data)?
+        } else {
+            None
         };
         Ok((0..data.num_rows())
             .map(|row| {
@@ -197,17 +200,8 @@ impl Encoder {
         let data = &batch.data;
         let docs = self.documents(data)?;
         let fmt = FormatOptions::default().with_null("");
-        let formatters: Vec<Option<ArrayFormatter>> = (0..data.num_columns())
-            .map(|i| ArrayFormatter::try_new(data.column(i).as_ref(), &fmt).ok())
-            .collect();
-        let sources = match self.source {
-            Some(i) => Some(
-                arrow::compute::cast(data.column(i), &DataType::Utf8)?
-                    .as_string::<i32>()
-                    .clone(),
-            ),
-            None => None,
-        };
+        let formatters = formatters(data, &fmt);
+        let sources = self.sources(data)?;
         let ops = self.op.map(|i| data.column(i).clone());
         let mut refused = Vec::new();
         for row in 0..data.num_rows() {
@@ -325,6 +319,13 @@ impl Encoder {
         }
         Ok(Some(row_documents(data)?))
     }
+}
+
+/// A text formatter per column (`None` for a column that cannot be shown).
+fn formatters<'a>(data: &'a RecordBatch, fmt: &'a FormatOptions<'a>) -> Vec<Option<ArrayFormatter<'a>>> {
+    (0..data.num_columns())
+        .map(|i| ArrayFormatter::try_new(data.column(i).as_ref(), fmt).ok())
+        .collect()
 }
 
 struct RowCtx<'a> {
