@@ -150,6 +150,10 @@ pub struct CopyArgs {
     /// Field separator of CSV input.
     #[arg(long)]
     pub delimiter: Option<char>,
+    /// Text encoding of SRC (windows-1252, latin1, shift_jis, utf-16le, …; default UTF-8,
+    /// UTF-16 recognised by its byte-order mark).
+    #[arg(long)]
+    pub encoding: Option<String>,
     /// Rows per batch.
     #[arg(long)]
     pub batch_rows: Option<usize>,

@@ -209,6 +209,9 @@ fn source_table(a: &CopyArgs) -> Result<Table, ConfigError> {
         csv.insert("delimiter".into(), d.to_string().into());
         t.insert("csv".into(), Value::Table(csv));
     }
+    if let Some(e) = &a.encoding {
+        t.insert("encoding".into(), e.clone().into());
+    }
     Ok(t)
 }
 

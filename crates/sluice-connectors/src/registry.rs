@@ -206,13 +206,14 @@ pub fn sink_as_source(sink: &SinkConfig, stream: &str) -> Option<SourceConfig> {
         // written; text formats would be re-inferred and are not compared.
         SinkConfig::File(c) if c.path != "-" && c.resolved_format() == Some(Format::Parquet) => {
             Some(SourceConfig::File(FileSourceConfig {
-                path: c.path.replace("{stream}", stream),
+                path: c.path.replace("{stream}", &crate::files::file_name_for(stream)),
                 format: Some(Format::Parquet),
                 compression: Default::default(),
                 stream: Some(stream.to_string()),
                 infer_rows: 1000,
                 schema: Default::default(),
                 csv: Default::default(),
+                encoding: None,
             }))
         }
         #[cfg(feature = "postgres")]

@@ -5,6 +5,7 @@ mod copy;
 // The Elasticsearch stand-in shared with the connector crate and the bench endpoint.
 #[path = "../../../sluice-connectors/tests/it/es_mock.rs"]
 mod es_mock;
+mod hostile;
 mod mysql;
 mod pipelines;
 mod postgres;

@@ -162,6 +162,11 @@ pub struct FileSourceConfig {
     /// CSV dialect.
     #[serde(default)]
     pub csv: CsvOptions,
+    /// Text encoding of CSV and JSON input: any WHATWG label (`windows-1252`,
+    /// `latin1`, `iso-8859-15`, `shift_jis`, `utf-16le`, …). Default UTF-8;
+    /// a byte-order mark (UTF-8 or UTF-16) wins over this setting.
+    #[serde(default)]
+    pub encoding: Option<String>,
 }
 
 fn default_infer_rows() -> usize {

@@ -9,19 +9,31 @@ use arrow::record_batch::RecordBatch;
 use regex::Regex;
 
 use super::config::CsvOptions;
-use super::decode::RecordDecoder;
+use super::decode::{Inference, RecordDecoder};
 
 /// Decodes CSV records (no header) against a fixed schema.
 pub(crate) struct CsvDecoder {
     schema: SchemaRef,
     opts: CsvOptions,
     null: Option<Regex>,
+    inference: Inference,
 }
 
 impl CsvDecoder {
     pub fn new(schema: SchemaRef, opts: CsvOptions) -> Result<Self, String> {
         let null = null_regex(&opts)?;
-        Ok(CsvDecoder { schema, opts, null })
+        Ok(CsvDecoder {
+            schema,
+            opts,
+            null,
+            inference: Inference::default(),
+        })
+    }
+
+    /// Says in errors how the column types were found.
+    pub fn with_inference(mut self, inference: Inference) -> Self {
+        self.inference = inference;
+        self
     }
 
     fn builder(&self) -> arrow::csv::ReaderBuilder {
@@ -52,7 +64,8 @@ impl CsvDecoder {
             .trim_start_matches("Parser error: ");
         let m = LINE.replace_all(m, "");
         let m = ROW_DATA.replace(&m, "");
-        COLUMN
+        let mut hint = String::new();
+        let m = COLUMN
             .replace(&m, |c: &regex::Captures| {
                 let name = c[1]
                     .parse::<usize>()
@@ -60,11 +73,20 @@ impl CsvDecoder {
                     .and_then(|i| self.schema.fields().get(i))
                     .map(|f| f.name().clone());
                 match name {
-                    Some(n) => format!("for column `{n}`"),
+                    Some(n) => {
+                        if self.inference.rows > 0 {
+                            hint = self.inference.hint(&n);
+                        }
+                        format!("for column `{n}`")
+                    }
                     None => c[0].to_string(),
                 }
             })
-            .into_owned()
+            .into_owned();
+        if m.contains("UTF-8") || m.contains("utf-8") || m.contains("utf8") {
+            hint = format!("; {}", super::encoding::HINT);
+        }
+        format!("{m}{hint}")
     }
 }
 
@@ -120,7 +142,10 @@ pub(crate) fn infer(sample: &[u8], opts: &CsvOptions, max_records: usize) -> Res
         format = format.with_null_regex(r);
     }
     // The sample may end inside a record; inference reads whole lines only.
-    let cut = sample.iter().rposition(|&b| b == b'\n').map_or(sample.len(), |i| i + 1);
+    let cut = sample
+        .iter()
+        .rposition(|&b| b == b'\n' || b == b'\r')
+        .map_or(sample.len(), |i| i + 1);
     let (schema, _) = format
         .infer_schema(&sample[..cut], Some(max_records))
         .map_err(|e| e.to_string())?;
@@ -155,8 +180,11 @@ fn dedupe_names(schema: Schema) -> Schema {
 /// Timestamps are inferred at the precision of the sample's fractional
 /// digits; a later value with more digits would then fail to parse. Seconds
 /// and milliseconds are widened to microseconds (what databases store).
+/// A column empty in every sampled record becomes text, so that values
+/// after the sample are kept rather than read into a type that holds none.
 fn widen(t: &DataType) -> DataType {
     match t {
+        DataType::Null => DataType::Utf8,
         DataType::Timestamp(TimeUnit::Second | TimeUnit::Millisecond, tz) => {
             DataType::Timestamp(TimeUnit::Microsecond, tz.clone())
         }
@@ -179,8 +207,12 @@ pub(crate) fn header_of(sample: &[u8], opts: &CsvOptions) -> Result<Vec<String>,
 }
 
 /// Shared handle used by the source.
-pub(crate) fn decoder(schema: SchemaRef, opts: &CsvOptions) -> Result<Arc<dyn RecordDecoder>, String> {
-    Ok(Arc::new(CsvDecoder::new(schema, opts.clone())?))
+pub(crate) fn decoder(
+    schema: SchemaRef,
+    opts: &CsvOptions,
+    inference: Inference,
+) -> Result<Arc<dyn RecordDecoder>, String> {
+    Ok(Arc::new(CsvDecoder::new(schema, opts.clone())?.with_inference(inference)))
 }
 
 #[cfg(test)]

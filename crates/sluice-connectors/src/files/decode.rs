@@ -28,6 +28,30 @@ pub(crate) trait RecordDecoder: Send + Sync {
     fn decode(&self, bytes: &[u8], records: usize) -> std::result::Result<RecordBatch, String>;
 }
 
+/// How a stream's column types were found, for errors about values they
+/// cannot hold: an inferred type came from a sample, and the message says so.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Inference {
+    /// Records sampled (`infer_rows`).
+    pub rows: usize,
+    /// Columns typed in `[source.schema]`.
+    pub declared: Vec<String>,
+}
+
+impl Inference {
+    /// What to add to an error about `column`: nothing for a declared type.
+    pub fn hint(&self, column: &str) -> String {
+        if self.declared.iter().any(|d| d == column) {
+            return String::new();
+        }
+        format!(
+            "; the type was inferred from the first {} records: declare the column under [source.schema] \
+             (`{column} = \"text\"` keeps any value) or raise infer_rows",
+            self.rows
+        )
+    }
+}
+
 /// Names used in batches and rejections.
 #[derive(Clone)]
 pub(crate) struct Labels {
@@ -41,8 +65,8 @@ pub(crate) struct Labels {
 type Lane = (SyncSender<(Chunk, u64)>, Receiver<Decoded>);
 
 /// What decoding one chunk produced, in order.
-struct Decoded {
-    events: Vec<SourceEvent>,
+pub(super) struct Decoded {
+    pub(super) events: Vec<SourceEvent>,
 }
 
 /// Reads `input` to the end (or cancellation), framing it with `framer` and
@@ -133,7 +157,7 @@ pub(crate) fn run(
                         break;
                     }
                     Err(e) => {
-                        result = Err(Error::io(labels.origin.to_string(), e));
+                        result = Err(super::encoding::read_error(&labels.origin, e));
                         eof = true;
                         break;
                     }
@@ -146,12 +170,21 @@ pub(crate) fn run(
                 if send(SourceEvent::Progress { bytes: n as u64 }).is_err() {
                     return Err(Error::Interrupted);
                 }
+                if framer.in_quotes() && framer.open_record_bytes() > MAX_QUOTED_BYTES {
+                    result = Err(runaway_quote(&labels, framer.open_record_line()));
+                    eof = true;
+                    break;
+                }
                 // Slow input (a pipe) still moves every `linger`.
                 if last_emit.elapsed() >= ctx.limits.linger {
                     break;
                 }
             }
-            let chunk = if eof { framer.finish() } else { framer.take() };
+            let chunk = match (eof, &result) {
+                (true, Err(_)) => None,
+                (true, Ok(())) => framer.finish(),
+                (false, _) => framer.take(),
+            };
             let Some(chunk) = chunk else {
                 if !quiet && !eof {
                     target = framer.buffered() + read_buf.len();
@@ -177,6 +210,21 @@ pub(crate) fn run(
         drop(lanes);
         result
     })
+}
+
+/// How long a quoted CSV field may grow before the quote is taken for one
+/// that is never closed (the rest of the file would become one value).
+const MAX_QUOTED_BYTES: usize = 64 << 20;
+
+fn runaway_quote(labels: &Labels, line: u64) -> Error {
+    Error::data(
+        format!("{}:{line}", labels.origin),
+        format!(
+            "a quoted field in the record starting on this line is still open after {} MiB; the quote is \
+             probably never closed (fix the quoting, or set [source.csv] quote to a character the data does not use)",
+            MAX_QUOTED_BYTES >> 20
+        ),
+    )
 }
 
 /// Reads and drops the first `n` bytes of `input`; returns the line number
@@ -252,11 +300,13 @@ impl InOrder {
     }
 }
 
-fn decode_chunk(decoder: &dyn RecordDecoder, chunk: &Chunk, rows: usize, rows_before: u64, labels: &Labels) -> Decoded {
+pub(super) fn decode_chunk(decoder: &dyn RecordDecoder, chunk: &Chunk, rows: usize, rows_before: u64, labels: &Labels) -> Decoded {
     let mut events = Vec::new();
+    // A record whose quote never closes is the rest of the input, not a value.
+    let records = chunk.len() - usize::from(chunk.unterminated && chunk.len() > 0);
     let mut a = 0;
-    while a < chunk.len() {
-        let b = (a + rows).min(chunk.len());
+    while a < records {
+        let b = (a + rows).min(records);
         let mut parts = Vec::new();
         let mut lines = Vec::with_capacity(b - a);
         let mut rejects = Vec::new();
@@ -295,6 +345,33 @@ fn decode_chunk(decoder: &dyn RecordDecoder, chunk: &Chunk, rows: usize, rows_be
         });
         events.push(SourceEvent::Batch(batch));
         a = b;
+    }
+    if records < chunk.len() {
+        let raw = chunk.raw(records);
+        let lines = raw.bytes().filter(|&b| b == b'\n' || b == b'\r').count() + 1;
+        let mut rejection = range_rejection(
+            chunk,
+            records,
+            labels,
+            format!(
+                "a quote opened in this record is never closed, so the record would run to the end of the input \
+                 ({lines} lines); fix the quoting, or set [source.csv] quote to a character the data does not use"
+            ),
+        );
+        rejection.raw = Some(raw);
+        events.push(SourceEvent::Reject(rejection));
+        let mut batch = Batch::new(
+            labels.stream.clone(),
+            labels.origin.clone(),
+            RecordBatch::new_empty(decoder.schema()),
+        );
+        batch.lines = Some(Arc::new(UInt64Array::from(Vec::<u64>::new())));
+        batch.position = Some(Position {
+            partition: labels.partition.clone(),
+            cursor: serde_json::json!({ "offset": chunk.base + chunk.data.len() as u64 }),
+            rows: rows_before + chunk.len() as u64,
+        });
+        events.push(SourceEvent::Batch(batch));
     }
     Decoded { events }
 }

@@ -39,6 +39,12 @@ pub(crate) struct Chunk {
     pub lines: Vec<u64>,
     /// Offset of `data[0]` in the (decompressed) input.
     pub base: u64,
+    /// The last record opens a quote that the input never closes: it is
+    /// not a record but the rest of the input, and must be refused.
+    pub unterminated: bool,
+    /// CSV records: their text is kept to the last byte in [`Chunk::raw`]
+    /// (trailing spaces and commas are empty or padded fields).
+    pub csv: bool,
 }
 
 impl Chunk {
@@ -57,11 +63,17 @@ impl Chunk {
         self.starts[a]..end
     }
 
-    /// The text of record `i`, trimmed, for dead-letter output.
+    /// The text of record `i` without its line ending, for dead-letter
+    /// output (JSON elements also without the blanked separator after them).
     pub fn raw(&self, i: usize) -> String {
         let r = self.span(i, i + 1);
         let text = String::from_utf8_lossy(&self.data[r]);
-        text.trim_end_matches(['\n', '\r', ' ', ',']).to_string()
+        if self.csv {
+            // One line ending; blank lines wiped after the record go too.
+            text.trim_end_matches(['\n', '\r']).to_string()
+        } else {
+            text.trim_end_matches(['\n', '\r', ' ', ',']).to_string()
+        }
     }
 }
 
@@ -93,6 +105,10 @@ pub(crate) struct Framer {
     open_nonblank: bool,
     /// Bulk: the action line of the current record is in, its document is not.
     awaiting_source: bool,
+    /// The byte that ends a line: `\n` (also for `\r\n`), or `\r` for
+    /// input whose lines end in a lone carriage return (old Mac and Excel
+    /// exports). Decided on the first line ending seen.
+    nl: Option<u8>,
 }
 
 impl Framer {
@@ -115,6 +131,7 @@ impl Framer {
             escaped: false,
             open_nonblank: false,
             awaiting_source: false,
+            nl: None,
         }
     }
 
@@ -144,6 +161,15 @@ impl Framer {
             self.begin_record(0);
         }
         self.buf.extend_from_slice(bytes);
+        if self.nl.is_none() && !self.detect_line_ending() {
+            // Nothing tells yet (no line ending, or a `\r` as the last byte).
+            return;
+        }
+        self.scan();
+    }
+
+    /// Scans the bytes pushed since the last scan.
+    fn scan(&mut self) {
         match self.kind {
             FrameKind::Csv {
                 delimiter,
@@ -158,8 +184,7 @@ impl Framer {
 
     fn begin_record(&mut self, at: usize) {
         // A record that turned out blank is replaced by the next one.
-        if !self.open_nonblank && !self.starts.is_empty() {
-            self.starts.pop();
+        if !self.open_nonblank && self.starts.pop().is_some() {
             self.lines.pop();
         }
         self.starts.push(at);
@@ -169,8 +194,10 @@ impl Framer {
 
     fn end_record(&mut self, next: usize) {
         if self.open_nonblank && self.skip > 0 {
+            // A skipped record (a header) leaves no start; its bytes stay as they are.
             self.skip -= 1;
-            self.open_nonblank = false;
+            self.starts.pop();
+            self.lines.pop();
         }
         self.begin_record(next);
     }
@@ -187,9 +214,53 @@ impl Framer {
     }
 
     fn mark_nonblank(&mut self, from: usize, to: usize) {
-        if !self.open_nonblank && self.buf[from..to].iter().any(|b| !b.is_ascii_whitespace()) {
+        if self.open_nonblank {
+            return;
+        }
+        // A CSV line is blank only when empty: spaces are a value, and a
+        // line of tabs in a TSV file is a record of empty fields.
+        let blank = |b: &u8| match self.kind {
+            FrameKind::Csv { .. } => matches!(b, b'\n' | b'\r'),
+            _ => b.is_ascii_whitespace(),
+        };
+        if !self.buf[from..to].iter().all(blank) {
             self.open_nonblank = true;
         }
+    }
+
+    /// Decides the line ending from the first one in the input: a `\r`
+    /// followed by anything but `\n` makes `\r` the line ending. Returns
+    /// whether it is decided.
+    fn detect_line_ending(&mut self) -> bool {
+        if !matches!(self.kind, FrameKind::Csv { .. } | FrameKind::Lines) {
+            self.nl = Some(b'\n');
+            return true;
+        }
+        match memchr::memchr2(b'\n', b'\r', &self.buf) {
+            Some(i) if self.buf[i] == b'\r' => match self.buf.get(i + 1) {
+                Some(b'\n') => self.nl = Some(b'\n'),
+                Some(_) => self.nl = Some(b'\r'),
+                None => return false,
+            },
+            Some(_) => self.nl = Some(b'\n'),
+            None => return false,
+        }
+        true
+    }
+
+    /// Bytes of the record still being read (for a limit on runaway quotes).
+    pub fn open_record_bytes(&self) -> usize {
+        self.buf.len() - self.starts.last().copied().unwrap_or(0)
+    }
+
+    /// Line on which the record still being read starts.
+    pub fn open_record_line(&self) -> u64 {
+        self.lines.last().copied().unwrap_or(self.line)
+    }
+
+    /// Whether the record being read is inside a quoted field.
+    pub fn in_quotes(&self) -> bool {
+        self.in_quotes
     }
 
     /// CSV follows the reader's rules: a quote opens a quoted field only at
@@ -200,11 +271,12 @@ impl Framer {
         let start = self.scanned;
         let mut seg = start;
         let escape = escape.filter(|&e| e != quote);
+        let nl = self.nl.unwrap_or(b'\n');
         let hits: Vec<usize> = match escape {
-            Some(e) => memchr3_iter(quote, b'\n', e, &self.buf[start..])
+            Some(e) => memchr3_iter(quote, nl, e, &self.buf[start..])
                 .map(|i| i + start)
                 .collect(),
-            None => memchr2_iter(quote, b'\n', &self.buf[start..])
+            None => memchr2_iter(quote, nl, &self.buf[start..])
                 .map(|i| i + start)
                 .collect(),
         };
@@ -214,7 +286,7 @@ impl Framer {
                 // The byte after an escape character.
                 self.csv_literal_at = None;
                 self.open_nonblank = true;
-                if b == b'\n' {
+                if b == nl {
                     self.line += 1;
                 }
                 continue;
@@ -253,7 +325,8 @@ impl Framer {
 
     fn scan_lines(&mut self) {
         let mut pos = self.scanned;
-        while let Some(off) = memchr(b'\n', &self.buf[pos..]) {
+        let nl = self.nl.unwrap_or(b'\n');
+        while let Some(off) = memchr(nl, &self.buf[pos..]) {
             let nl = pos + off;
             self.mark_nonblank(pos, nl);
             self.line += 1;
@@ -368,6 +441,8 @@ impl Framer {
             starts,
             lines,
             base: self.base,
+            unterminated: false,
+            csv: matches!(self.kind, FrameKind::Csv { .. }),
         };
         self.base += cut as u64;
         self.scanned -= cut;
@@ -380,6 +455,12 @@ impl Framer {
 
     /// End of input: the last record may lack its terminator.
     pub fn finish(&mut self) -> Option<Chunk> {
+        if self.nl.is_none() {
+            // Input without a line break (or ending in its first `\r`).
+            self.nl = Some(if self.buf.ends_with(b"\r") { b'\r' } else { b'\n' });
+            self.scan();
+        }
+        let unterminated = self.in_quotes && matches!(self.kind, FrameKind::Csv { .. }) && self.open_nonblank;
         if self.open_nonblank && self.skip == 0 {
             if !matches!(self.kind, FrameKind::JsonArray) {
                 self.buf.push(b'\n');
@@ -390,7 +471,10 @@ impl Framer {
             self.starts.push(len);
             self.lines.push(self.line);
         }
-        let chunk = self.take();
+        let mut chunk = self.take();
+        if let Some(c) = chunk.as_mut() {
+            c.unterminated = unterminated;
+        }
         self.buf.clear();
         self.starts.clear();
         self.lines.clear();

@@ -10,6 +10,7 @@
 pub mod config;
 mod csv;
 mod decode;
+pub(crate) mod encoding;
 pub(crate) mod docs;
 mod framing;
 mod io;
@@ -18,11 +19,14 @@ mod json;
 pub(crate) mod objects;
 #[cfg(feature = "parquet")]
 mod parquet;
+#[cfg(test)]
+mod props;
 mod sink;
 mod source;
 
 pub use config::{Compression, CsvOptions, FileSinkConfig, FileSourceConfig, Format, ParquetCodec};
 pub use sink::FileSink;
+pub(crate) use sink::file_name_for;
 pub use source::FileSource;
 
 /// Each row's columns, other than the document metadata columns (`_index`,

@@ -74,7 +74,7 @@ impl FileSink {
     }
 
     fn path_for(&self, stream: &str) -> String {
-        self.cfg.path.replace("{stream}", stream)
+        self.cfg.path.replace("{stream}", &file_name_for(stream))
     }
 }
 
@@ -133,8 +133,8 @@ impl SinkConnector for FileSink {
                     "rally is an input format; write elasticdump, bulk, raw or ndjson",
                 ));
             }
-            Format::Ndjson => Writer::Ndjson(arrow::json::LineDelimitedWriter::new(out)),
-            Format::Json => Writer::Json(arrow::json::ArrayWriter::new(out), false),
+            Format::Ndjson => Writer::Ndjson(json_writer().build(out)),
+            Format::Json => Writer::Json(json_writer().build(out), false),
             #[cfg(feature = "parquet")]
             Format::Parquet => Writer::Parquet(super::parquet::ParquetWriter::new(
                 out,
@@ -158,6 +158,25 @@ impl SinkConnector for FileSink {
             closed,
         }))
     }
+}
+
+/// A stream name made safe as one file name: path separators, NUL and
+/// control characters become `_`, and a leading `.` gets a `_` before it, so
+/// a table named `../../x` is written as `_.._.._x` inside the destination.
+pub(crate) fn file_name_for(stream: &str) -> String {
+    let mut name: String = stream
+        .chars()
+        .map(|c| if c == '/' || c == '\\' || c.is_control() { '_' } else { c })
+        .collect();
+    if name.is_empty() || name.starts_with('.') {
+        name.insert(0, '_');
+    }
+    name
+}
+
+/// JSON output keeps non-finite floats (as `"NaN"`, `"Infinity"`, `"-Infinity"`).
+fn json_writer() -> arrow::json::WriterBuilder {
+    arrow::json::WriterBuilder::new().with_encoder_factory(Arc::new(super::json::NonFiniteAsText))
 }
 
 /// Whether rows are search documents: a `_source` column of JSON text.
@@ -293,5 +312,31 @@ impl Sink for FileStreamSink {
 
     async fn finish(&mut self, _complete: bool) -> Result<()> {
         tokio::task::block_in_place(|| self.finish_sync())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stream_names_cannot_leave_the_destination() {
+        assert_eq!(file_name_for("../../x"), "_.._.._x");
+        assert_eq!(file_name_for(".."), "_..");
+        assert_eq!(file_name_for("a\\b/c\n"), "a_b_c_");
+        assert_eq!(file_name_for(""), "_");
+        assert_eq!(file_name_for("public.orders"), "public.orders");
+        let sink = FileSink::new(FileSinkConfig {
+            path: "out/{stream}.ndjson".into(),
+            format: None,
+            compression: Default::default(),
+            csv: Default::default(),
+            parquet_compression: Default::default(),
+            row_group_rows: 10,
+            limit: 10,
+        })
+        .unwrap();
+        let path = std::path::PathBuf::from(sink.path_for("../../etc/passwd"));
+        assert_eq!(path.parent(), Some(std::path::Path::new("out")));
     }
 }

@@ -19,6 +19,18 @@ use super::{csv, io, json};
 /// Bytes read from the start of the first file to infer a schema.
 const SAMPLE_BYTES: usize = 4 << 20;
 
+/// The most read from the first file when its first records are longer
+/// than [`SAMPLE_BYTES`].
+const MAX_SAMPLE_BYTES: usize = 64 << 20;
+
+/// Line endings in `bytes` (`\n`, or `\r` where there is no `\n`), counting up to `enough`.
+fn line_endings(bytes: &[u8], enough: usize) -> usize {
+    match memchr::memchr_iter(b'\n', bytes).take(enough).count() {
+        0 => memchr::memchr_iter(b'\r', bytes).take(enough).count(),
+        n => n,
+    }
+}
+
 /// How long stdin may stay quiet before inference works with what it has.
 const STDIN_QUIET: Duration = Duration::from_millis(500);
 
@@ -42,6 +54,8 @@ struct Inner {
     csv: CsvOptions,
     /// Standard input after inference.
     stdin: Mutex<Option<SampledStdin>>,
+    /// `encoding`, resolved (`None`: UTF-8).
+    encoding: Option<&'static encoding_rs::Encoding>,
 }
 
 impl FileSource {
@@ -113,6 +127,18 @@ impl FileSource {
                 ));
             }
         }
+        let encoding = match &cfg.encoding {
+            None => None,
+            Some(_) if format == Format::Parquet => {
+                return Err(Error::config(
+                    "source.encoding",
+                    "Parquet text is always UTF-8; remove encoding",
+                ));
+            }
+            Some(label) => {
+                Some(super::encoding::lookup(label).map_err(|e| Error::config("source.encoding", e))?)
+            }
+        };
         Ok(FileSource {
             inner: Arc::new(Inner {
                 cfg,
@@ -120,6 +146,7 @@ impl FileSource {
                 detected: std::sync::OnceLock::new(),
                 csv,
                 stdin: Mutex::new(None),
+                encoding,
             }),
         })
     }
@@ -188,15 +215,36 @@ impl Inner {
                 let sample = io::sample(&mut rest, SAMPLE_BYTES).map_err(|e| Error::io("stdin", e))?;
                 (sample, rest)
             };
+            let text = super::encoding::decode_sample(&sample, self.encoding).map_err(|e| Error::data("stdin", e))?;
             *self
                 .stdin
                 .lock()
-                .map_err(|_| Error::Internal("stdin buffer poisoned".into()))? = Some((sample.clone(), rest));
-            sample
+                .map_err(|_| Error::Internal("stdin buffer poisoned".into()))? = Some((sample, rest));
+            text
         } else {
-            let mut input = io::open_read(first, self.cfg.compression)?;
-            io::sample(&mut input, SAMPLE_BYTES).map_err(|e| Error::io(first, e))?
+            let mut input = self.open_text(first)?;
+            let mut sample = io::sample(&mut input, SAMPLE_BYTES).map_err(|e| super::encoding::read_error(first, e))?;
+            // A first record longer than the sample: read on until one is whole.
+            let wanted = 1 + usize::from(self.format == Format::Csv && self.csv.header);
+            while sample.len() >= SAMPLE_BYTES
+                && sample.len() < MAX_SAMPLE_BYTES
+                && line_endings(&sample, wanted) < wanted
+            {
+                let more = io::sample(&mut input, sample.len()).map_err(|e| super::encoding::read_error(first, e))?;
+                if more.is_empty() {
+                    break;
+                }
+                sample.extend(more);
+            }
+            sample
         };
+        if self.format == Format::Csv && self.csv.header && line_endings(&sample, 2) < 2 && sample.len() >= SAMPLE_BYTES {
+            tracing::warn!(
+                path = first,
+                "no whole record in the first {} MiB: every column is read as text; declare types under [source.schema]",
+                sample.len() >> 20
+            );
+        }
         if matches!(self.format, Format::Json | Format::Ndjson) && super::docs::looks_like_dump(&sample) {
             tracing::info!(
                 path = first,
@@ -221,12 +269,23 @@ impl Inner {
             _ => json::infer(&sample, self.frame_kind(), self.cfg.infer_rows),
         }
         .map_err(|e| {
+            let hint = if e.to_ascii_lowercase().contains("utf") && self.encoding.is_none() {
+                format!("; {}", super::encoding::HINT)
+            } else {
+                String::new()
+            };
             Error::data(
                 if first == "-" { "stdin" } else { first },
-                format!("cannot infer a schema: {e}"),
+                format!("cannot infer a schema: {e}{hint}"),
             )
         })?;
         self.apply_declared(inferred, first)
+    }
+
+    /// Opens a file as UTF-8 text (decompressed and transcoded).
+    fn open_text(&self, path: &str) -> Result<Box<dyn Read + Send>> {
+        let input = io::open_read(path, self.cfg.compression)?;
+        Ok(Box::new(super::encoding::Utf8Reader::new(input, self.encoding)))
     }
 
     /// Applies `[source.schema]` over the inferred schema.
@@ -358,19 +417,25 @@ impl Source for FileSource {
                 .map_err(|_| Error::Internal("stdin buffer poisoned".into()))?
                 .take();
             match taken {
-                Some((prefix, rest)) => Box::new(Cursor::new(prefix).chain(rest)),
+                Some((prefix, rest)) => Box::new(super::encoding::Utf8Reader::new(
+                    Cursor::new(prefix).chain(rest),
+                    this.encoding,
+                )),
                 None => return Err(Error::Internal("standard input was not sampled".into())),
             }
         } else {
-            io::open_read(&path, this.cfg.compression)?
+            this.open_text(&path)?
         };
         let header = this.format == Format::Csv && this.csv.header;
+        let inference = decode::Inference {
+            rows: this.cfg.infer_rows,
+            declared: this.cfg.schema.keys().cloned().collect(),
+        };
         let decoder: Arc<dyn decode::RecordDecoder> = match (this.format(), this.format().docs()) {
             (_, Some(kind)) => Arc::new(super::docs::DocDecoder::new(kind)),
-            (Format::Csv, None) => {
-                csv::decoder(schema.clone(), &this.csv).map_err(|e| Error::config("source.csv.null", e))?
-            }
-            (_, None) => json::decoder(schema.clone()),
+            (Format::Csv, None) => csv::decoder(schema.clone(), &this.csv, inference)
+                .map_err(|e| Error::config("source.csv.null", e))?,
+            (_, None) => json::decoder(schema.clone(), inference),
         };
         let framer = Framer::new(this.frame_kind(), usize::from(header));
         let csv_opts = this.csv.clone();
@@ -474,7 +539,7 @@ fn check_header(
     schema: &SchemaRef,
     opts: &CsvOptions,
 ) -> Result<Box<dyn Read + Send>> {
-    let head = io::sample(&mut input, 64 << 10).map_err(|e| Error::io(path, e))?;
+    let head = io::sample(&mut input, 64 << 10).map_err(|e| super::encoding::read_error(path, e))?;
     let names = csv::header_of(&head, opts).map_err(|e| Error::data(path, e))?;
     let expected: Vec<&String> = schema.fields().iter().map(|f| f.name()).collect();
     // Declared-only JSON columns never occur here; CSV schemas come from headers.
