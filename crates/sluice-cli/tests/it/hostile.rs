@@ -149,7 +149,7 @@ fn non_finite_floats_survive_json_output_and_read_back() {
     write(
         dir.path(),
         "p.toml",
-        "[source]\npath = \"f.csv\"\n[source.schema]\nx = \"float64\"\n[[sinks]]\npath = \"out.ndjson\"\n",
+        "[source]\ntype = \"file\"\npath = \"f.csv\"\n[source.schema]\nx = \"float64\"\n[[sinks]]\ntype = \"file\"\npath = \"out.ndjson\"\n",
     );
     ok(&sluice(dir.path(), &["run", "p.toml"]));
     let rows = ndjson(&dir.path().join("out.ndjson"));
@@ -163,7 +163,7 @@ fn non_finite_floats_survive_json_output_and_read_back() {
     write(
         dir.path(),
         "back.toml",
-        "[source]\npath = \"out.ndjson\"\n[source.schema]\nx = \"float64\"\n[[sinks]]\npath = \"back.csv\"\n",
+        "[source]\ntype = \"file\"\npath = \"out.ndjson\"\n[source.schema]\nx = \"float64\"\n[[sinks]]\ntype = \"file\"\npath = \"back.csv\"\n",
     );
     ok(&sluice(dir.path(), &["run", "back.toml"]));
     let back = std::fs::read_to_string(dir.path().join("back.csv")).unwrap();
@@ -215,7 +215,7 @@ fn a_stream_name_cannot_write_outside_the_destination() {
     write(
         &root,
         "p.toml",
-        "[source]\npath = \"t.csv\"\nstream = \"../../escaped\"\n[[sinks]]\npath = \"out/{stream}.ndjson\"\n",
+        "[source]\ntype = \"file\"\npath = \"t.csv\"\nstream = \"../../escaped\"\n[[sinks]]\ntype = \"file\"\npath = \"out/{stream}.ndjson\"\n",
     );
     ok(&sluice(&root, &["run", "p.toml"]));
     assert!(!dir.path().join("escaped.ndjson").exists());

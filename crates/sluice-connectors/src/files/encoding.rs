@@ -57,6 +57,8 @@ enum State {
     /// UTF-8: bytes pass through (after `head`).
     Pass,
     Decode(Box<Decoder>),
+    /// Transcoded to the end.
+    Done,
 }
 
 impl<R: Read> Utf8Reader<R> {
@@ -133,7 +135,7 @@ impl<R: Read> Utf8Reader<R> {
             self.src_pos += read;
             self.offset += read as u64;
             self.out.truncate(written);
-            match result {
+            let flushed = match result {
                 encoding_rs::DecoderResult::Malformed(bad, after) => {
                     let at = self.offset - u64::from(bad) - u64::from(after);
                     return Err(io::Error::new(
@@ -144,13 +146,16 @@ impl<R: Read> Utf8Reader<R> {
                         ),
                     ));
                 }
-                encoding_rs::DecoderResult::InputEmpty | encoding_rs::DecoderResult::OutputFull => {}
+                encoding_rs::DecoderResult::InputEmpty => self.eof,
+                encoding_rs::DecoderResult::OutputFull => false,
+            };
+            if flushed {
+                // The decoder has seen the end: it must not be called again.
+                self.state = State::Done;
+                return Ok(written > 0);
             }
             if written > 0 {
                 return Ok(true);
-            }
-            if self.eof && self.src_pos == self.src.len() {
-                return Ok(false);
             }
         }
     }
@@ -163,6 +168,7 @@ impl<R: Read> Read for Utf8Reader<R> {
         }
         if self.out_pos == self.out.len() {
             match self.state {
+                State::Done => return Ok(0),
                 State::Pass => {
                     self.out.clear();
                     self.out_pos = 0;

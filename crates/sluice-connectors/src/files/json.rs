@@ -64,7 +64,8 @@ fn has_infinity(batch: &RecordBatch) -> bool {
 /// `"Infinity"` (how sluice writes it) or a number too large for a 64-bit
 /// float (`1e400`), which would be stored as infinity. The second is refused.
 fn check_overflow(bytes: &[u8]) -> Result<(), String> {
-    let values = serde_json::Deserializer::from_slice(bytes).into_iter::<serde::de::IgnoredAny>();
+    // `Value` parses every number (skipping it would not check its range).
+    let values = serde_json::Deserializer::from_slice(bytes).into_iter::<serde_json::Value>();
     for v in values {
         if let Err(e) = v
             && e.to_string().contains("out of range")
