@@ -225,3 +225,56 @@ fn a_stream_name_cannot_write_outside_the_destination() {
         .collect();
     assert_eq!(inside, ["_.._.._escaped.ndjson"]);
 }
+
+#[test]
+fn secrets_in_any_url_form_never_show_in_errors_or_state() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "t.csv", "id\n1\n");
+    // Nothing listens on port 1: every run fails to connect and says so.
+    let urls = [
+        "postgres://u:pa/ss-w0rd@127.0.0.1:1/db",
+        "postgres://u@127.0.0.1:1/db?password=pa/ss-w0rd",
+        "postgres://127.0.0.1:1/db?user=u&sslpassword=pa/ss-w0rd",
+        "mysql://root:pa/ss-w0rd@127.0.0.1:1/test",
+        "mysql://root@127.0.0.1:1/test?password=pa/ss-w0rd",
+    ];
+    for url in urls {
+        for args in [["copy", "t.csv", url], ["copy", url, "out.csv"]] {
+            let out = sluice(dir.path(), &args);
+            assert_ne!(out.status.code(), Some(0), "{url}");
+            let all = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(!all.contains("w0rd"), "{url} leaked: {all}");
+            assert!(all.contains("***"), "{url}: {all}");
+        }
+    }
+    let stored = walk(&dir.path().join("state"));
+    assert!(
+        stored.iter().any(|p| p.ends_with("state.db")),
+        "runs are recorded: {stored:?}"
+    );
+    for entry in stored {
+        let bytes = std::fs::read(&entry).unwrap();
+        assert!(
+            !bytes.windows(4).any(|w| w == b"w0rd"),
+            "{} holds the password",
+            entry.display()
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -46,7 +46,8 @@ pub(crate) fn parse_url(url: &str, key: &str) -> Result<Opts> {
         Error::config(
             key,
             format!(
-                "{}: {e}; expected mysql://user:password@host:port/database",
+                "{}: {e}; expected mysql://user:password@host:port/database (percent-encode `/ @ : ? #` in a \
+                 password: %2F %40 %3A %3F %23)",
                 redact(url)
             ),
         )
