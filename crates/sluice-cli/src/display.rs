@@ -155,7 +155,7 @@ async fn log_loop(progress: Arc<RunProgress>, done: CancellationToken, interval:
 }
 
 /// The summary table printed at the end of a run.
-pub fn summary(report: &RunReport) -> String {
+pub fn summary(report: &RunReport, resumable: bool) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
     t.set_header(vec!["stream", "read", "written", "rejected", "time", "rows/s", "to"]);
@@ -206,9 +206,14 @@ pub fn summary(report: &RunReport) -> String {
     } else if report.rejected > 0 {
         out.push_str(&format!("\n{} rejected row(s) skipped", count(report.rejected)));
     }
-    if report.interrupted {
+    if report.interrupted && resumable {
         out.push_str(
             "\ninterrupted: in-flight batches were drained and every output closed; run the same command again to resume",
+        );
+    } else if report.interrupted {
+        out.push_str(
+            "\ninterrupted: in-flight batches were drained and every output closed; standard input cannot be read \
+             again, so what arrived is all there is (a new copy of it needs --fresh)",
         );
     }
     out

@@ -258,7 +258,12 @@ async fn execute(pipeline: Pipeline, global: &cli::Global) -> ExitCode {
         let _ = d.await;
     }
     if !global.quiet && (!outcome.report.streams.is_empty() || outcome.error.is_none()) {
-        err!("{}", display::summary(&outcome.report));
+        // Standard input is gone once read: an interrupted copy of it starts over.
+        let resumable = !matches!(
+            &pipeline.config.source,
+            sluice_connectors::registry::SourceConfig::File(f) if f.path == "-"
+        );
+        err!("{}", display::summary(&outcome.report, resumable));
     }
     match outcome.error {
         None if cancel.is_cancelled() => {

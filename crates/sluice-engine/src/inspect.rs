@@ -156,11 +156,13 @@ pub struct VerifyLine {
     /// False for a sink that cannot be read back (stdout, CSV and JSON
     /// files, the null sink): shown as not compared, never a difference.
     pub compared: bool,
+    /// Columns the source has and the target lacks: a difference.
+    pub missing_columns: Vec<String>,
 }
 
 impl VerifyLine {
     pub fn matches(&self) -> bool {
-        !self.compared || self.target == Some(self.source)
+        !self.compared || (self.target == Some(self.source) && self.missing_columns.is_empty())
     }
 }
 
@@ -193,6 +195,7 @@ pub async fn verify_sampled(p: &Pipeline, sample: Option<u64>, cancel: Cancellat
                     target: None,
                     note: Some(format!("{} sinks cannot be read back", sink_kind(sink_cfg))),
                     compared: false,
+                    missing_columns: Vec::new(),
                 });
                 continue;
             };
@@ -206,6 +209,7 @@ pub async fn verify_sampled(p: &Pipeline, sample: Option<u64>, cancel: Cancellat
                 target: None,
                 note: Some(format!("target missing: {why}")),
                 compared: true,
+                missing_columns: Vec::new(),
             };
             let target_specs = match target_source.discover().await {
                 Ok(specs) => specs,
@@ -245,14 +249,20 @@ pub async fn verify_sampled(p: &Pipeline, sample: Option<u64>, cancel: Cancellat
                 .collect();
             let source_fp = fingerprint(p, &source, spec, &shared, true, &cancel).await?;
             let target_fp = fingerprint(p, &Arc::from(target_source), target_spec, &shared, false, &cancel).await?;
-            let missing = expected_schema.fields().len() - shared.len();
+            let missing: Vec<String> = expected_schema
+                .fields()
+                .iter()
+                .map(|f| f.name().clone())
+                .filter(|n| !shared.contains(n))
+                .collect();
             lines.push(VerifyLine {
                 stream: spec.name.to_string(),
                 sink: sink_name,
                 source: source_fp,
                 target: Some(target_fp),
-                note: (missing > 0).then(|| format!("{missing} column(s) not in the target, not compared")),
+                note: (!missing.is_empty()).then(|| format!("target lacks column(s) {}", missing.join(", "))),
                 compared: true,
+                missing_columns: missing,
             });
         }
     }
@@ -337,6 +347,7 @@ async fn verify_documents(
         }),
         note: Some(notes.join("; ")),
         compared: true,
+        missing_columns: Vec::new(),
     })
 }
 

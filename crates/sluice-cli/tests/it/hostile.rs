@@ -181,9 +181,25 @@ fn windows_1252_input_reads_with_its_encoding_and_utf8_errors_say_how() {
         b"name,price\r\nZo\xeb,\x805\r\nJos\xe9,\"\x8012,50\"\r\n".as_slice(),
     );
     let out = sluice(dir.path(), &["copy", "excel.csv", "plain.ndjson"]);
-    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(4));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("encoding"), "{stderr}");
+    assert!(stderr.contains("excel.csv:2") && stderr.contains("encoding"), "{stderr}");
+    // Read as UTF-8 with a dead-letter file, the undecodable rows are
+    // isolated with their line and the hint; none is mangled.
+    write(
+        dir.path(),
+        "mixed.csv",
+        b"name,price\nplain,1\nZo\xeb,\x805\nalso plain,2\n".as_slice(),
+    );
+    ok(&sluice(
+        dir.path(),
+        &["copy", "mixed.csv", "mixed.ndjson", "--on-error", "dlq"],
+    ));
+    assert_eq!(ndjson(&dir.path().join("mixed.ndjson")).len(), 2);
+    let bad = ndjson(&dir.path().join("rejects.ndjson"));
+    assert_eq!(bad.len(), 1);
+    assert_eq!(bad[0]["line"], 3);
+    assert!(bad[0]["reason"].as_str().unwrap().contains("encoding"), "{}", bad[0]);
 
     ok(&sluice(
         dir.path(),
@@ -277,4 +293,40 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn verify_finds_a_difference_when_the_target_lacks_a_column() {
+    let dir = tempfile::tempdir().unwrap();
+    write(dir.path(), "t.csv", "id,name,score\n1,a,10\n2,b,20\n");
+    write(
+        dir.path(),
+        "p.toml",
+        "[source]\ntype = \"file\"\npath = \"t.csv\"\n[[sinks]]\ntype = \"sqlite\"\npath = \"out.db\"\n",
+    );
+    ok(&sluice(dir.path(), &["run", "p.toml"]));
+    ok(&sluice(dir.path(), &["verify", "p.toml"]));
+    rusqlite::Connection::open(dir.path().join("out.db"))
+        .unwrap()
+        .execute_batch("ALTER TABLE t DROP COLUMN score")
+        .unwrap();
+    let out = sluice(dir.path(), &["verify", "p.toml"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("score"), "{stdout}");
+}
+
+#[test]
+fn a_directory_as_source_or_destination_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("exports")).unwrap();
+    write(dir.path(), "t.csv", "id\n1\n");
+    for args in [["copy", "exports", "out.csv"], ["copy", "t.csv", "exports"]] {
+        let out = sluice(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("`exports` is a directory"), "{stderr}");
+    }
+    ok(&sluice(dir.path(), &["copy", "t.csv", "exports/"]));
+    assert!(dir.path().join("exports/t.ndjson").exists());
 }

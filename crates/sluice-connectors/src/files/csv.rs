@@ -146,10 +146,40 @@ pub(crate) fn infer(sample: &[u8], opts: &CsvOptions, max_records: usize) -> Res
         .iter()
         .rposition(|&b| b == b'\n' || b == b'\r')
         .map_or(sample.len(), |i| i + 1);
+    let sample = &sample[..cut];
+    // Lines that are not UTF-8 are left to the decoder, which rejects them
+    // one by one (so `on_error` decides); the header must be text.
+    let valid;
+    let sample = match std::str::from_utf8(sample) {
+        Ok(_) => sample,
+        Err(_) => {
+            valid = utf8_lines(sample, opts.header)?;
+            &valid[..]
+        }
+    };
     let (schema, _) = format
-        .infer_schema(&sample[..cut], Some(max_records))
+        .infer_schema(sample, Some(max_records))
         .map_err(|e| e.to_string())?;
     Ok(dedupe_names(schema))
+}
+
+/// The lines of `sample` that are valid UTF-8 (an invalid header is an error).
+fn utf8_lines(sample: &[u8], header: bool) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(sample.len());
+    for (i, line) in sample.split_inclusive(|&b| b == b'\n').enumerate() {
+        match std::str::from_utf8(line) {
+            Ok(_) => out.extend_from_slice(line),
+            Err(e) if i == 0 && header => {
+                return Err(format!(
+                    "the header is not valid UTF-8 (byte {}); {}",
+                    e.valid_up_to(),
+                    super::encoding::HINT
+                ));
+            }
+            Err(_) => {}
+        }
+    }
+    Ok(out)
 }
 
 /// Makes column names unique and non-empty so SQL can address every column.

@@ -140,6 +140,14 @@ impl arrow::json::writer::Encoder for FloatText {
 }
 
 impl JsonDecoder {
+    /// A decoder for `schema` whose errors say nothing about inference.
+    pub(crate) fn new(schema: SchemaRef) -> Self {
+        JsonDecoder {
+            schema,
+            inference: Inference::default(),
+        }
+    }
+
     /// Adds to a decoding error how the field's type was found.
     fn explain(&self, e: arrow::error::ArrowError) -> String {
         let m = explain(e);

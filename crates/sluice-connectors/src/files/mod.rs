@@ -11,6 +11,8 @@ pub mod config;
 mod csv;
 mod decode;
 pub(crate) mod encoding;
+#[doc(hidden)]
+pub mod fuzzing;
 pub(crate) mod docs;
 mod framing;
 mod io;

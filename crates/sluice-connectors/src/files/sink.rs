@@ -26,6 +26,17 @@ pub struct FileSink {
 impl FileSink {
     /// Checks the configuration; creates nothing.
     pub fn new(cfg: FileSinkConfig) -> Result<Self> {
+        if !cfg.path.contains("{stream}") && std::path::Path::new(&cfg.path).is_dir() {
+            return Err(Error::config(
+                "sinks.path",
+                format!(
+                    "`{}` is a directory; write one file per stream into it with path = \"{}/{{stream}}.ndjson\" \
+                     (in `sluice copy`, end the destination with /), or name a file",
+                    cfg.path,
+                    cfg.path.trim_end_matches('/')
+                ),
+            ));
+        }
         let format = cfg.resolved_format().ok_or_else(|| {
             Error::config(
                 "sinks.format",

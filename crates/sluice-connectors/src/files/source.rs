@@ -61,6 +61,16 @@ struct Inner {
 impl FileSource {
     /// Checks the configuration; opens nothing.
     pub fn new(cfg: FileSourceConfig) -> Result<Self> {
+        if std::path::Path::new(&cfg.path).is_dir() {
+            return Err(Error::config(
+                "source.path",
+                format!(
+                    "`{}` is a directory; name its files with a glob, such as {}/*.csv",
+                    cfg.path,
+                    cfg.path.trim_end_matches('/')
+                ),
+            ));
+        }
         let format = cfg.resolved_format().ok_or_else(|| {
             Error::config(
                 "source.format",
