@@ -158,7 +158,9 @@ async fn log_loop(progress: Arc<RunProgress>, done: CancellationToken, interval:
 pub fn summary(report: &RunReport, resumable: bool) -> String {
     let mut t = Table::new();
     t.load_preset(UTF8_FULL_CONDENSED);
-    t.set_header(vec!["stream", "read", "written", "rejected", "time", "rows/s", "to"]);
+    t.set_header(vec![
+        "stream", "read", "written", "rejected", "filtered", "time", "rows/s", "to",
+    ]);
     let mut notes = Vec::new();
     for s in &report.streams {
         let secs = s.duration.as_secs_f64();
@@ -184,6 +186,7 @@ pub fn summary(report: &RunReport, resumable: bool) -> String {
             Cell::new(count(s.read)).set_alignment(CellAlignment::Right),
             Cell::new(count(s.written)).set_alignment(CellAlignment::Right),
             Cell::new(count(s.rejected)).set_alignment(CellAlignment::Right),
+            Cell::new(count(s.filtered)).set_alignment(CellAlignment::Right),
             Cell::new(format!("{secs:.2}s")).set_alignment(CellAlignment::Right),
             Cell::new(rate(s.read, secs)).set_alignment(CellAlignment::Right),
             Cell::new(s.targets.join("\n")),
@@ -243,6 +246,10 @@ pub fn status(rows: &[StatusRow], now: chrono::DateTime<chrono::Utc>) -> String 
         "state",
         "done",
         "of",
+        "read",
+        "written",
+        "rejected",
+        "filtered",
         "rows/s",
         "last checkpoint",
         "retries",
@@ -281,6 +288,10 @@ pub fn status(rows: &[StatusRow], now: chrono::DateTime<chrono::Utc>) -> String 
             Cell::new(state),
             Cell::new(count(done)).set_alignment(CellAlignment::Right),
             Cell::new(of).set_alignment(CellAlignment::Right),
+            Cell::new(count(s.counts.read)).set_alignment(CellAlignment::Right),
+            Cell::new(count(s.counts.written)).set_alignment(CellAlignment::Right),
+            Cell::new(count(s.counts.rejected)).set_alignment(CellAlignment::Right),
+            Cell::new(count(s.counts.filtered)).set_alignment(CellAlignment::Right),
             Cell::new(speed).set_alignment(CellAlignment::Right),
             Cell::new(checkpoint),
             Cell::new(count(s.retries)).set_alignment(CellAlignment::Right),

@@ -3,8 +3,9 @@
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use sluice_core::{Error, Rejection, Result};
 
@@ -20,6 +21,8 @@ pub struct Rejections {
 
 struct Inner {
     count: u64,
+    /// Rejections per stream, whichever part refused them.
+    by_stream: HashMap<Arc<str>, u64>,
     file: Option<BufWriter<File>>,
     /// Lines written since the last flush.
     dirty: bool,
@@ -36,6 +39,7 @@ impl Rejections {
             path,
             inner: Mutex::new(Inner {
                 count: 0,
+                by_stream: HashMap::new(),
                 file: None,
                 dirty: false,
                 append: false,
@@ -51,6 +55,7 @@ impl Rejections {
             .lock()
             .map_err(|_| Error::Internal("rejection log poisoned".into()))?;
         inner.count += 1;
+        *inner.by_stream.entry(r.stream.clone()).or_default() += 1;
         if inner.first.is_none() {
             inner.first = Some(r.describe());
         }
@@ -98,6 +103,14 @@ impl Rejections {
     /// Rows rejected so far.
     pub fn count(&self) -> u64 {
         self.inner.lock().map(|i| i.count).unwrap_or(0)
+    }
+
+    /// Rows of `stream` rejected so far by the source, a transform or a sink.
+    pub fn count_for(&self, stream: &str) -> u64 {
+        self.inner
+            .lock()
+            .map(|i| i.by_stream.get(stream).copied().unwrap_or(0))
+            .unwrap_or(0)
     }
 
     /// Flushes the dead-letter file to disk.

@@ -16,6 +16,8 @@ pub struct StreamStats {
     pub read: AtomicU64,
     pub written: AtomicU64,
     pub rejected: AtomicU64,
+    /// Rows a transform removed (a filter): read, neither written nor rejected.
+    pub filtered: AtomicU64,
     /// Failed attempts (reads, writes, reconnections) that were retried.
     pub retries: AtomicU64,
     /// Rows an earlier run of the job delivered (a resumed stream).
@@ -35,6 +37,7 @@ impl StreamStats {
             read: AtomicU64::new(0),
             written: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            filtered: AtomicU64::new(0),
             retries: AtomicU64::new(0),
             resumed_from: AtomicU64::new(0),
             started: Instant::now(),

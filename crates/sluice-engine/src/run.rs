@@ -74,7 +74,10 @@ pub struct StreamReport {
     pub read: u64,
     /// Rows every sink holds (the smallest count over the sinks).
     pub written: u64,
+    /// Rows refused by the source, a transform or a sink.
     pub rejected: u64,
+    /// Rows a transform removed (a filter): read = written + rejected + filtered.
+    pub filtered: u64,
     pub duration: Duration,
     /// Where each sink wrote the stream.
     pub targets: Vec<String>,
@@ -219,6 +222,7 @@ async fn run_streams(
                     read: 0,
                     written: 0,
                     rejected: 0,
+                    filtered: 0,
                     duration: Duration::ZERO,
                     targets: sinks.iter().map(|s| s.target(&spec.name)).collect(),
                     retries: 0,
@@ -256,6 +260,7 @@ async fn run_streams(
             read: stats.read.load(Ordering::Relaxed),
             written: stats.written.load(Ordering::Relaxed),
             rejected: stats.rejected.load(Ordering::Relaxed),
+            filtered: stats.filtered.load(Ordering::Relaxed),
         };
         // A stream whose sinks all finished a complete load is complete, even
         // if a signal came in while they were finishing.
@@ -280,6 +285,7 @@ async fn run_streams(
             read: counts.read,
             written: counts.written,
             rejected: counts.rejected,
+            filtered: counts.filtered,
             duration: stats.elapsed(),
             targets: sinks.iter().map(|s| s.target(&spec.name)).collect(),
             retries: stats.retries.load(Ordering::Relaxed),
@@ -527,7 +533,8 @@ impl StreamRun<'_> {
                     self.stats.bytes.fetch_add(bytes, Ordering::Relaxed);
                 }
                 SourceEvent::Reject(r) => {
-                    self.stats.rejected.fetch_add(1, Ordering::Relaxed);
+                    // A record that did not decode was read all the same.
+                    self.stats.read.fetch_add(1, Ordering::Relaxed);
                     if error.is_none()
                         && let Err(e) = self.shared.rejections.reject(&r)
                     {
@@ -576,11 +583,18 @@ impl StreamRun<'_> {
                         let mut outs = Vec::new();
                         let mut res = Ok(());
                         for r in &applied.rejections {
-                            self.stats.rejected.fetch_add(1, Ordering::Relaxed);
                             if let Err(e) = self.shared.rejections.reject(r) {
                                 res = Err(e);
                                 break;
                             }
+                        }
+                        // Rows held back (an aggregation) were counted as
+                        // filtered when they went in; what comes out is not.
+                        if let Some(b) = &applied.batch {
+                            let emitted = b.num_rows() as u64;
+                            let _ = self.stats.filtered.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
+                                Some(f.saturating_sub(emitted))
+                            });
                         }
                         if let (Ok(()), Some(b)) = (&res, applied.batch) {
                             match apply_chain(&mut chain, i + 1, b, &self.shared.rejections, &self.stats).await {
@@ -698,6 +712,8 @@ impl StreamRun<'_> {
         Ok(())
     }
 
+    /// Updates the stream's written count (what every sink holds) and its
+    /// rejected count (refusals by the source, transforms and sinks alike).
     fn refresh_written(&self, lanes: &[SinkLane]) {
         let written = lanes
             .iter()
@@ -705,6 +721,9 @@ impl StreamRun<'_> {
             .min()
             .unwrap_or(0);
         self.stats.written.store(written, Ordering::Relaxed);
+        self.stats
+            .rejected
+            .store(self.shared.rejections.count_for(&self.stats.name), Ordering::Relaxed);
     }
 
     /// Stores the positions every sink has made durable.
@@ -735,6 +754,7 @@ impl StreamRun<'_> {
             read: self.stats.read.load(Ordering::Relaxed),
             written: self.stats.written.load(Ordering::Relaxed),
             rejected: self.stats.rejected.load(Ordering::Relaxed),
+            filtered: self.stats.filtered.load(Ordering::Relaxed),
         };
         self.state
             .update_stream(&self.pipeline.name, stream, self.run_id, Status::Running, &counts, None)
@@ -754,11 +774,15 @@ async fn apply_chain(
     let mut current = Some(batch);
     for t in chain.iter_mut().skip(from) {
         let Some(b) = current.take() else { break };
+        let rows_in = b.num_rows();
         let applied = t.apply(b).await?;
         for r in &applied.rejections {
-            stats.rejected.fetch_add(1, Ordering::Relaxed);
             rejections.reject(r)?;
         }
+        // What neither came out nor was rejected was filtered out.
+        let rows_out = applied.batch.as_ref().map_or(0, Batch::num_rows);
+        let removed = rows_in.saturating_sub(rows_out + applied.rejections.len());
+        stats.filtered.fetch_add(removed as u64, Ordering::Relaxed);
         current = applied.batch;
     }
     Ok(current.into_iter().collect())

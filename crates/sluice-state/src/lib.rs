@@ -54,6 +54,8 @@ pub struct StreamCounts {
     pub read: u64,
     pub written: u64,
     pub rejected: u64,
+    /// Rows a transform removed (a filter), neither written nor rejected.
+    pub filtered: u64,
 }
 
 /// A stream's row in the store.
@@ -136,6 +138,7 @@ const STREAM_COLUMNS: &[(&str, &str)] = &[
     ("resumed_from", "INTEGER NOT NULL DEFAULT 0"),
     ("retries", "INTEGER NOT NULL DEFAULT 0"),
     ("partitions", "TEXT"),
+    ("rows_filtered", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
 fn now() -> String {
@@ -236,11 +239,13 @@ impl StateStore {
     ) -> Result<()> {
         self.conn
             .execute(
-                "INSERT INTO streams (pipeline, stream, run_id, status, rows_read, rows_written, rows_rejected, last_error, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                "INSERT INTO streams (pipeline, stream, run_id, status, rows_read, rows_written, rows_rejected, last_error,
+                   updated_at, rows_filtered)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
                  ON CONFLICT (pipeline, stream) DO UPDATE SET run_id = excluded.run_id, status = excluded.status,
                    rows_read = excluded.rows_read, rows_written = excluded.rows_written,
-                   rows_rejected = excluded.rows_rejected, last_error = excluded.last_error, updated_at = excluded.updated_at",
+                   rows_rejected = excluded.rows_rejected, last_error = excluded.last_error, updated_at = excluded.updated_at,
+                   rows_filtered = excluded.rows_filtered",
                 params![
                     pipeline,
                     stream,
@@ -250,7 +255,8 @@ impl StateStore {
                     counts.written as i64,
                     counts.rejected as i64,
                     last_error,
-                    now()
+                    now(),
+                    counts.filtered as i64
                 ],
             )
             .map_err(|e| self.wrap(e))?;
@@ -311,7 +317,7 @@ impl StateStore {
                    updated_at, partitions, rows_estimated, started_at, resumed_from, retries)
                  VALUES (?1, ?2, ?3, 'running', 0, 0, 0, ?4, ?5, ?6, ?4, ?7, 0)
                  ON CONFLICT (pipeline, stream) DO UPDATE SET run_id = excluded.run_id, status = 'running',
-                   rows_read = 0, rows_written = 0, rows_rejected = 0, last_error = NULL,
+                   rows_read = 0, rows_written = 0, rows_rejected = 0, rows_filtered = 0, last_error = NULL,
                    updated_at = excluded.updated_at, partitions = coalesce(streams.partitions, excluded.partitions),
                    rows_estimated = excluded.rows_estimated, started_at = excluded.started_at,
                    resumed_from = excluded.resumed_from, retries = 0",
@@ -419,7 +425,8 @@ impl StateStore {
             .prepare(
                 "SELECT stream, status, rows_read, rows_written, rows_rejected, last_error, updated_at,
                    rows_estimated, started_at, resumed_from, retries,
-                   (SELECT max(c.updated_at) FROM checkpoints c WHERE c.pipeline = s.pipeline AND c.stream = s.stream)
+                   (SELECT max(c.updated_at) FROM checkpoints c WHERE c.pipeline = s.pipeline AND c.stream = s.stream),
+                   rows_filtered
                  FROM streams s WHERE pipeline = ?1 ORDER BY rowid",
             )
             .map_err(|e| self.wrap(e))?;
@@ -432,6 +439,7 @@ impl StateStore {
                         read: r.get::<_, i64>(2)? as u64,
                         written: r.get::<_, i64>(3)? as u64,
                         rejected: r.get::<_, i64>(4)? as u64,
+                        filtered: r.get::<_, i64>(12)? as u64,
                     },
                     last_error: r.get(5)?,
                     updated_at: r.get(6)?,
@@ -502,9 +510,10 @@ mod tests {
         let store = StateStore::open(dir.path()).unwrap();
         let run = store.begin_run("p", "h", None).unwrap();
         let c = StreamCounts {
-            read: 5,
+            read: 7,
             written: 4,
             rejected: 1,
+            filtered: 2,
         };
         store.update_stream("p", "s", run, Status::Running, &c, None).unwrap();
         store.update_stream("p", "s", run, Status::Completed, &c, None).unwrap();

@@ -330,3 +330,55 @@ fn a_directory_as_source_or_destination_is_named_as_such() {
     ok(&sluice(dir.path(), &["copy", "t.csv", "exports/"]));
     assert!(dir.path().join("exports/t.ndjson").exists());
 }
+
+/// The read, written, rejected and filtered counts of `stream` in a
+/// summary or status table.
+fn counts(table: &str, stream: &str, first: usize) -> Vec<u64> {
+    let line = table
+        .lines()
+        .find(|l| l.split('┆').any(|c| c.trim_matches(|c: char| c == '│' || c.is_whitespace()) == stream))
+        .unwrap_or_else(|| panic!("no row for {stream} in\n{table}"));
+    line.split('┆')
+        .skip(first)
+        .take(4)
+        .map(|c| c.trim().replace(',', "").parse().unwrap_or_else(|_| panic!("{line}")))
+        .collect()
+}
+
+#[test]
+fn summary_and_status_account_for_every_row_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut csv = String::from("id,score\n");
+    for i in 1..=10 {
+        // Rows 3, 6 and 9 break the destination's CHECK; row 10 does not parse.
+        match i {
+            3 | 6 | 9 => csv.push_str(&format!("{i},-1\n")),
+            10 => csv.push_str("10,ten\n"),
+            _ => csv.push_str(&format!("{i},{}\n", i * 10)),
+        }
+    }
+    write(dir.path(), "t.csv", csv);
+    rusqlite::Connection::open(dir.path().join("out.db"))
+        .unwrap()
+        .execute_batch("CREATE TABLE t (id INTEGER, score INTEGER CHECK (score >= 0))")
+        .unwrap();
+    // A filter removes rows 1 and 2.
+    write(
+        dir.path(),
+        "p.toml",
+        "[source]\ntype = \"file\"\npath = \"t.csv\"\ninfer_rows = 5\n[[transforms]]\ntype = \"filter\"\npredicate = \"id > 2\"\n\
+         [[sinks]]\ntype = \"sqlite\"\npath = \"out.db\"\n[runtime]\non_error = \"dlq\"\n",
+    );
+    let stderr = ok(&sluice(dir.path(), &["run", "p.toml"]));
+    // read = written + rejected + filtered: 10 = 4 + (3 refused + 1 unparsable) + 2
+    assert_eq!(counts(&stderr, "t", 1), [10, 4, 4, 2], "{stderr}");
+    assert!(stderr.contains("4 rejected row(s) written to"), "{stderr}");
+    let n: i64 = rusqlite::Connection::open(dir.path().join("out.db"))
+        .unwrap()
+        .query_row("SELECT count(*) FROM t", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 4);
+    let status = sluice(dir.path(), &["status", "p.toml"]);
+    let shown = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(counts(&shown, "t", 5), [10, 4, 4, 2], "{shown}");
+}

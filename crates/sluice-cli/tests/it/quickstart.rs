@@ -12,6 +12,10 @@ fn quickstart_loads_the_family_catalogue_into_sqlite_and_parquet() {
     }
     let stderr = ok(&sluice(dir.path(), &["run", "examples/quickstart.toml"]));
     assert!(stderr.contains("films"), "summary names the stream: {stderr}");
+    // Every row read is accounted for: 1,000 = 790 written + 0 rejected + 210 filtered.
+    let row = stderr.lines().find(|l| l.contains("films ")).unwrap_or_default();
+    let cells: Vec<&str> = row.split('┆').map(str::trim).collect();
+    assert_eq!(cells[1..5], ["1,000", "790", "0", "210"], "{stderr}");
 
     // 1,000 films, 210 of them NC-17.
     let db = rusqlite::Connection::open(dir.path().join("out/quickstart.db")).unwrap();
