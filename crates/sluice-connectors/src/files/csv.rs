@@ -106,10 +106,24 @@ impl RecordDecoder for CsvDecoder {
             off += n;
         }
         d.decode(&[]).map_err(|e| self.explain(&e.to_string()))?;
-        match d.flush().map_err(|e| self.explain(&e.to_string()))? {
-            Some(b) => Ok(b),
-            None => Ok(RecordBatch::new_empty(self.schema.clone())),
+        let batch = match d.flush().map_err(|e| self.explain(&e.to_string()))? {
+            Some(b) => b,
+            None => RecordBatch::new_empty(self.schema.clone()),
+        };
+        // `inf` is a float; `1e400` is a number too large for one.
+        if super::decode::has_infinity(&batch) {
+            static HUGE: LazyLock<Regex> =
+                LazyLock::new(|| Regex::new(r"[0-9][0-9.]*[eE][+-]?[0-9]{3,}|[0-9]{309,}").expect("static regex"));
+            let text = String::from_utf8_lossy(bytes);
+            if let Some(m) = HUGE.find_iter(&text).find(|m| m.as_str().parse::<f64>().is_ok_and(f64::is_infinite)) {
+                return Err(format!(
+                    "number {} is too large for a 64-bit float and would become infinity; declare the column \
+                     as text or decimal under [source.schema] to keep it exact",
+                    m.as_str()
+                ));
+            }
         }
+        Ok(batch)
     }
 }
 
@@ -272,6 +286,15 @@ mod tests {
         );
         let d = CsvDecoder::new(schema, opts()).unwrap();
         assert_eq!(d.decode(b"2024-01-02T03:04:05.123456\n", 1).unwrap().num_rows(), 1);
+    }
+
+    #[test]
+    fn a_number_too_large_for_a_float_is_refused_but_inf_is_a_float() {
+        let schema = Arc::new(infer(b"x\n1.5\n", &opts(), 10).unwrap());
+        let d = CsvDecoder::new(schema, opts()).unwrap();
+        assert_eq!(d.decode(b"inf\n-inf\n2.5\n", 3).unwrap().num_rows(), 3);
+        let err = d.decode(b"1e400\n", 1).unwrap_err();
+        assert!(err.contains("1e400") && err.contains("too large"), "{err}");
     }
 
     #[test]

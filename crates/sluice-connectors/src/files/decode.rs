@@ -212,6 +212,18 @@ pub(crate) fn run(
     })
 }
 
+/// Whether a float column of `batch` holds an infinity (which a number too
+/// large for a float, such as `1e400`, turns into).
+pub(crate) fn has_infinity(batch: &RecordBatch) -> bool {
+    use arrow::array::AsArray;
+    use arrow::datatypes::{DataType, Float32Type, Float64Type};
+    batch.columns().iter().any(|c| match c.data_type() {
+        DataType::Float64 => c.as_primitive::<Float64Type>().iter().flatten().any(f64::is_infinite),
+        DataType::Float32 => c.as_primitive::<Float32Type>().iter().flatten().any(f32::is_infinite),
+        _ => false,
+    })
+}
+
 /// How long a quoted CSV field may grow before the quote is taken for one
 /// that is never closed (the rest of the file would become one value).
 const MAX_QUOTED_BYTES: usize = 64 << 20;
@@ -348,7 +360,11 @@ pub(super) fn decode_chunk(decoder: &dyn RecordDecoder, chunk: &Chunk, rows: usi
     }
     if records < chunk.len() {
         let raw = chunk.raw(records);
-        let lines = raw.bytes().filter(|&b| b == b'\n' || b == b'\r').count() + 1;
+        let breaks = match raw.bytes().filter(|&b| b == b'\n').count() {
+            0 => raw.bytes().filter(|&b| b == b'\r').count(),
+            n => n,
+        };
+        let lines = breaks + 1;
         let mut rejection = range_rejection(
             chunk,
             records,

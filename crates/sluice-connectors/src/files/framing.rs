@@ -69,10 +69,12 @@ impl Chunk {
         let r = self.span(i, i + 1);
         let text = String::from_utf8_lossy(&self.data[r]);
         if self.csv {
-            // One line ending; blank lines wiped after the record go too.
+            // Its line ending, and any empty lines after it, go.
             text.trim_end_matches(['\n', '\r']).to_string()
         } else {
-            text.trim_end_matches(['\n', '\r', ' ', ',']).to_string()
+            // JSON: trailing whitespace (blank lines after it) means nothing.
+            text.trim_end_matches(|c: char| c.is_ascii_whitespace() || c == ',')
+                .to_string()
         }
     }
 }

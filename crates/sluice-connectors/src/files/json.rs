@@ -42,22 +42,11 @@ impl RecordDecoder for JsonDecoder {
             Some(b) => b,
             None => RecordBatch::new_empty(self.schema.clone()),
         };
-        if has_infinity(&batch) {
+        if super::decode::has_infinity(&batch) {
             check_overflow(bytes)?;
         }
         Ok(batch)
     }
-}
-
-/// Whether a float column of `batch` holds an infinity.
-fn has_infinity(batch: &RecordBatch) -> bool {
-    use arrow::array::AsArray;
-    use arrow::datatypes::{Float32Type, Float64Type};
-    batch.columns().iter().any(|c| match c.data_type() {
-        DataType::Float64 => c.as_primitive::<Float64Type>().iter().flatten().any(f64::is_infinite),
-        DataType::Float32 => c.as_primitive::<Float32Type>().iter().flatten().any(f32::is_infinite),
-        _ => false,
-    })
 }
 
 /// JSON has no infinity: one in a decoded float is either the string
