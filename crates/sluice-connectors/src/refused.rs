@@ -24,8 +24,9 @@
 //!   only probes, rolling every attempt back (an aborted subtransaction
 //!   releases its locks), and the rows that pass are then loaded in one
 //!   attempt. Rows that pass alone but not together (two rows with the same
-//!   new key) make that load fail; only then are accepted sets kept as they
-//!   are found, for what is left.
+//!   new key) make that load fail: the trial may name the repeated keys as
+//!   a set ([`Trial::repeats`]); what is left after that is isolated keeping
+//!   accepted sets as they are found.
 //!
 //! Cancellation: attempts are awaited one at a time; dropping the future
 //! leaves the transaction to the caller, who rolls it back.
@@ -58,6 +59,14 @@ pub trait Trial: Send {
     /// How attempts are undone.
     fn undo(&self) -> Undo {
         Undo::Statement
+    }
+
+    /// Of `rows`, each accepted alone, those refused because an earlier one
+    /// holds the same unique key, judged as a set, with the reason; `None`
+    /// when this trial cannot tell.
+    async fn repeats(&mut self, rows: &[usize]) -> Result<Option<Vec<(usize, String)>>> {
+        let _ = rows;
+        Ok(None)
     }
 }
 
@@ -92,7 +101,18 @@ pub async fn isolate(trial: &mut dyn Trial, rows: &[usize]) -> Result<Vec<(usize
     if good.is_empty() || trial.attempt(&good, true).await?.is_none() {
         return Ok(refused);
     }
-    // Rows accepted alone but refused together: keep what passes as it is found.
+    // Rows accepted alone but refused together: a key repeated in the batch
+    // (the first row holding it loads), or what only keeping rows as they
+    // are found can tell.
+    let mut good = good;
+    if let Some(repeats) = trial.repeats(&good).await?.filter(|r| !r.is_empty()) {
+        good.retain(|i| repeats.binary_search_by_key(i, |(r, _)| *r).is_err());
+        refused.extend(repeats);
+        refused.sort_by_key(|(i, _)| *i);
+        if good.is_empty() || trial.attempt(&good, true).await?.is_none() {
+            return Ok(refused);
+        }
+    }
     let (left, right) = good.split_at(good.len() / 2);
     bisect(trial, &[left, right], true, &mut refused).await?;
     refused.sort_by_key(|(i, _)| *i);
@@ -179,6 +199,16 @@ mod tests {
         fn undo(&self) -> Undo {
             self.undo
         }
+
+        async fn repeats(&mut self, rows: &[usize]) -> Result<Option<Vec<(usize, String)>>> {
+            let mut seen = BTreeSet::new();
+            Ok(Some(
+                rows.iter()
+                    .filter(|&&r| !seen.insert(self.keys[r]))
+                    .map(|&r| (r, format!("duplicate key {}", self.keys[r])))
+                    .collect(),
+            ))
+        }
     }
 
     async fn run(keys: Vec<i64>, undo: Undo) -> (Table, Vec<usize>) {
@@ -228,6 +258,15 @@ mod tests {
         assert_eq!(t.kept, 1, "kept attempts hold locks to the end of the transaction");
         // Probes only: at most one per node of the bisection tree.
         assert!(t.attempts <= 2 * 10_000 + 1, "{} attempts", t.attempts);
+    }
+
+    #[tokio::test]
+    async fn keys_repeated_in_the_batch_are_found_as_a_set_without_keeping_attempts() {
+        // Every row's key appears twice: the second of each pair is refused.
+        let keys: Vec<i64> = (0..10_000).map(|i| i / 2).collect();
+        let (t, refused) = run(keys, Undo::Savepoint).await;
+        assert_eq!(refused, (0..10_000).filter(|i| i % 2 == 1).collect::<Vec<_>>());
+        assert_eq!((t.loaded.len(), t.kept), (5_000, 1));
     }
 
     #[tokio::test]

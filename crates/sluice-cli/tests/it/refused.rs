@@ -13,12 +13,15 @@ use crate::{ndjson, ok, sluice};
 /// and a half batch still crosses a batch boundary.
 const ROWS: u64 = 20_000;
 
+/// The id of the row the table holds before the copy.
+const EXISTING: u64 = 13;
+
 /// How a file breaks the table's rules.
 #[derive(Clone, Copy)]
 enum Refused {
-    /// Every other row breaks the CHECK; one row more has a name too long
-    /// for the column and one repeats an earlier id (what the CHECK cannot
-    /// tell, the server must).
+    /// Every other row breaks the CHECK; of the others, one has a name too
+    /// long for the column, one repeats an earlier row's id and one an id
+    /// the table already holds (what the CHECK cannot tell, the server must).
     Half,
     /// Every row breaks the CHECK.
     All,
@@ -46,7 +49,7 @@ fn items_csv(dir: &Path, refused: Refused) -> Expected {
             Refused::Half if i == 11 => (3, format!("n{i}"), 11),
             Refused::Half => (i, format!("n{i}"), i as i64),
         };
-        let bad = qty < 0 || name.len() > 12 || (i == 11 && matches!(refused, Refused::Half));
+        let bad = qty < 0 || name.len() > 12 || (matches!(refused, Refused::Half) && (i == 11 || i == EXISTING));
         if bad {
             lines.insert(line);
         } else {
@@ -57,7 +60,8 @@ fn items_csv(dir: &Path, refused: Refused) -> Expected {
     std::fs::write(dir.join("items.csv"), csv).unwrap();
     Expected {
         lines,
-        id_sum: ids.iter().sum(),
+        // The row that was there stays.
+        id_sum: ids.iter().sum::<u64>() + EXISTING,
     }
 }
 
@@ -113,19 +117,21 @@ fn postgres(refused: Refused, tag: &str) {
     let Some(db) = PgDb::create(tag) else { return };
     db.sql(
         "CREATE TABLE items (id integer PRIMARY KEY, name varchar(12) NOT NULL, \
-         qty integer CONSTRAINT qty_nonneg CHECK (qty >= 0))",
+         qty integer CONSTRAINT qty_nonneg CHECK (qty >= 0)); \
+         INSERT INTO items VALUES (13, 'there before', 0)",
     );
     let dir = tempfile::tempdir().unwrap();
     let expected = items_csv(dir.path(), refused);
-    let reasons = copy_refusing(dir.path(), &format!("{}?table=items", db.url()), &expected);
+    let reasons = copy_refusing(dir.path(), &format!("{}?table=items&mode=append", db.url()), &expected);
     assert_reasons(&reasons, refused, "too long", "duplicate key");
-    let loaded = (ROWS - expected.lines.len() as u64).to_string();
+    let loaded = (ROWS - expected.lines.len() as u64 + 1).to_string();
     assert_eq!(db.sql("SELECT count(*) FROM items"), loaded);
     assert_eq!(
         db.sql("SELECT coalesce(sum(id), 0) FROM items"),
         expected.id_sum.to_string()
     );
     assert_eq!(db.sql("SELECT count(*) FROM items WHERE qty < 0"), "0");
+    assert_eq!(db.sql("SELECT name FROM items WHERE id = 13"), "there before");
 }
 
 #[test]
@@ -142,13 +148,14 @@ fn mysql(refused: Refused, tag: &str) {
     let Some(db) = MyDb::create(tag) else { return };
     db.sql(
         "CREATE TABLE items (id INT PRIMARY KEY, name VARCHAR(12) NOT NULL, qty INT, \
-         CONSTRAINT qty_nonneg CHECK (qty >= 0))",
+         CONSTRAINT qty_nonneg CHECK (qty >= 0)); \
+         INSERT INTO items VALUES (13, 'there before', 0)",
     );
     let dir = tempfile::tempdir().unwrap();
     let expected = items_csv(dir.path(), refused);
-    let reasons = copy_refusing(dir.path(), &format!("{}?table=items", db.url()), &expected);
+    let reasons = copy_refusing(dir.path(), &format!("{}?table=items&mode=append", db.url()), &expected);
     assert_reasons(&reasons, refused, "too long", "Duplicate entry");
-    let loaded = (ROWS - expected.lines.len() as u64).to_string();
+    let loaded = (ROWS - expected.lines.len() as u64 + 1).to_string();
     assert_eq!(db.sql("SELECT count(*) FROM items"), loaded);
     assert_eq!(
         db.sql("SELECT coalesce(sum(id), 0) FROM items"),
@@ -172,11 +179,12 @@ fn sqlite(refused: Refused) {
     let conn = rusqlite::Connection::open(&path).unwrap();
     conn.execute_batch(
         "CREATE TABLE items (id INTEGER PRIMARY KEY, name TEXT NOT NULL CHECK (length(name) <= 12), \
-         qty INTEGER CONSTRAINT qty_nonneg CHECK (qty >= 0))",
+         qty INTEGER CONSTRAINT qty_nonneg CHECK (qty >= 0)); \
+         INSERT INTO items VALUES (13, 'there before', 0)",
     )
     .unwrap();
     let expected = items_csv(dir.path(), refused);
-    let reasons = copy_refusing(dir.path(), "sqlite://items.db?table=items", &expected);
+    let reasons = copy_refusing(dir.path(), "sqlite://items.db?table=items&mode=append", &expected);
     assert_reasons(&reasons, refused, "length(name)", "UNIQUE constraint failed");
     let (count, sum): (i64, i64) = conn
         .query_row("SELECT count(*), coalesce(sum(id), 0) FROM items", [], |r| {
@@ -185,7 +193,7 @@ fn sqlite(refused: Refused) {
         .unwrap();
     assert_eq!(
         (count as u64, sum as u64),
-        (ROWS - expected.lines.len() as u64, expected.id_sum)
+        (ROWS - expected.lines.len() as u64 + 1, expected.id_sum)
     );
 }
 

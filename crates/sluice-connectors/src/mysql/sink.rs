@@ -18,10 +18,15 @@
 //!
 //! When a statement fails with a data error (out of range, too long, NULL in
 //! a NOT NULL column, duplicate key, failed check), the server has undone
-//! that statement; its rows are split in halves and retried until each bad
-//! row stands alone, and every one is returned as a [`Rejection`] with the
-//! server's message. The other rows are loaded. This relies on statements
-//! being atomic, as they are in InnoDB.
+//! that statement. Its rows and the batch's later ones are staged in the
+//! temporary table `sluice_check` (the table's column types, none of its
+//! constraints; a value a type refuses is isolated there), the table's
+//! `NOT NULL` and `CHECK` constraints are judged over the stage in one
+//! query, and the rest moves with `INSERT … SELECT`, isolated by
+//! [`crate::refused::isolate`] when the server still refuses some (keys).
+//! Every refused row is returned as a [`Rejection`] with the server's
+//! message; the other rows are loaded. This relies on statements being
+//! atomic, as they are in InnoDB.
 //!
 //! # Modes
 //!
@@ -521,10 +526,11 @@ impl StreamWriter {
         self.refusals.recent = !found.is_empty();
         rejections.extend(found);
         rejections.sort_by_key(|(i, _)| *i);
-        Ok(rejections
+        let rejections = rejections
             .into_iter()
-            .map(|(i, reason)| batch.reject_row(i, Stage::Sink, &self.by, format!("table `{}`: {reason}", self.table)))
-            .collect())
+            .map(|(i, reason)| (i, format!("table `{}`: {reason}", self.table)))
+            .collect();
+        Ok(batch.reject_rows(rejections, Stage::Sink, &self.by))
     }
 
     /// Loads the rows of `candidates` the server accepts and returns the
@@ -575,7 +581,8 @@ impl StreamWriter {
                         ids.join(",")
                     ))
                     .await?;
-                    staged.retain(|i| !found.iter().any(|(r, _)| *r as usize == *i));
+                    let gone: HashSet<usize> = found.iter().map(|(r, _)| *r as usize).collect();
+                    staged.retain(|i| !gone.contains(i));
                     refused.extend(found.into_iter().map(|(i, reason)| (i as usize, reason)));
                 }
                 Ok(_) => {}
@@ -631,7 +638,7 @@ impl StreamWriter {
             if text(c, 4).as_deref() == Some("NO") {
                 rules.push((
                     format!("{} IS NULL", quote_ident(name)),
-                    format!("Column '{name}' cannot be null (error 1048)"),
+                    sql_string(&format!("Column '{name}' cannot be null (error 1048)")),
                 ));
             }
             names.push(quote_ident(name));
@@ -677,7 +684,70 @@ impl StreamWriter {
             } else {
                 format!("Check constraint '{name}' is violated. (error 3819)")
             };
-            rules.push((format!("NOT COALESCE(({clause}), TRUE)"), reason));
+            rules.push((format!("NOT COALESCE(({clause}), TRUE)"), sql_string(&reason)));
+        }
+        if self.mode != WriteMode::Upsert {
+            // A key the table already holds (what re-loading a file meets);
+            // keys repeated within the batch are left to the server.
+            let keys = rows(
+                &mut self.conn,
+                &self.location,
+                &format!(
+                    "SELECT INDEX_NAME, COLUMN_NAME, SUB_PART FROM information_schema.STATISTICS \
+                     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {table} AND NON_UNIQUE = 0 \
+                     ORDER BY INDEX_NAME, SEQ_IN_INDEX"
+                ),
+            )
+            .await?;
+            let mut unique: Vec<(String, Vec<String>, bool)> = Vec::new();
+            for k in &keys {
+                let (Some(index), Some(column)) = (text(k, 0), text(k, 1)) else {
+                    continue;
+                };
+                let prefix = text(k, 2).is_some();
+                match unique.last_mut() {
+                    Some((name, cols, partial)) if *name == index => {
+                        cols.push(column);
+                        *partial |= prefix;
+                    }
+                    _ => unique.push((index, vec![column], prefix)),
+                }
+            }
+            for (index, columns, partial) in unique {
+                let known = columns
+                    .iter()
+                    .all(|c| self.columns.iter().any(|n| n.eq_ignore_ascii_case(c)));
+                if partial || !known {
+                    continue;
+                }
+                let present: Vec<String> = columns
+                    .iter()
+                    .map(|c| format!("s.{} IS NOT NULL", quote_ident(c)))
+                    .collect();
+                let equal: Vec<String> = columns
+                    .iter()
+                    .map(|c| format!("t.{0} = s.{0}", quote_ident(c)))
+                    .collect();
+                let entry: Vec<String> = columns.iter().map(|c| format!("s.{}", quote_ident(c))).collect();
+                let key = if mariadb {
+                    index.clone()
+                } else {
+                    format!("{}.{index}", self.staging)
+                };
+                rules.push((
+                    format!(
+                        "{} AND EXISTS (SELECT 1 FROM {} t WHERE {})",
+                        present.join(" AND "),
+                        quote_ident(&self.staging),
+                        equal.join(" AND ")
+                    ),
+                    format!(
+                        "CONCAT('Duplicate entry ', QUOTE(CONCAT_WS('-', {})), ' for key ', {}, ' (error 1062)')",
+                        entry.join(", "),
+                        sql_string(&format!("'{key}'"))
+                    ),
+                ));
+            }
         }
         self.exec(&format!(
             "CREATE TEMPORARY TABLE IF NOT EXISTS sluice_check ({}) ENGINE=InnoDB",
@@ -688,11 +758,11 @@ impl StreamWriter {
         let judge = (!rules.is_empty()).then(|| {
             let cases: Vec<String> = rules
                 .iter()
-                .map(|(cond, reason)| format!("WHEN {cond} THEN {}", sql_string(reason)))
+                .map(|(cond, reason)| format!("WHEN {cond} THEN {reason}"))
                 .collect();
             let any: Vec<String> = rules.iter().map(|(cond, _)| format!("({cond})")).collect();
             format!(
-                "SELECT _sluice_row, CASE {} END FROM sluice_check WHERE {}",
+                "SELECT _sluice_row, CASE {} END FROM sluice_check s WHERE {}",
                 cases.join(" "),
                 any.join(" OR ")
             )

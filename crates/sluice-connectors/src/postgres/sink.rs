@@ -6,10 +6,13 @@
 //! Tables are created from the stream's schema (the source's own types when
 //! it is PostgreSQL, otherwise the mapping in [`super::types`]); keys,
 //! indexes, identity columns and foreign keys are added after the load, when
-//! they cost least. A batch the server refuses for its data (SQLSTATE classes
-//! 22 and 23) is bisected into zero-copy slices until the refused rows are
-//! isolated; they become rejections with the server's message and the rest
-//! loads.
+//! they cost least. When the server refuses a batch for its data (SQLSTATE
+//! classes 22 and 23), its rows are staged in `sluice_check` and the table's
+//! `NOT NULL` and `CHECK` constraints judged over them in one query; what
+//! else the server refuses is isolated by [`crate::refused::isolate`] with
+//! rolled-back probes. Refused rows become rejections with the server's
+//! message and the rest loads, with a bounded number of statements and locks
+//! whatever their number.
 //!
 //! Exactly once: each batch is one transaction that also stores the batch's
 //! source position in `_sluice_checkpoints` (in the sink's schema), and it
@@ -833,7 +836,7 @@ impl PostgresTableSink {
     /// The table's `NOT NULL` and `CHECK` constraints over the stream's
     /// columns, as (condition true for a refused row, the server's message).
     /// Constraints on columns the stream lacks are left to the server.
-    async fn read_rules(&self) -> Result<Vec<(String, String)>> {
+    async fn read_rules(&mut self) -> Result<Vec<(String, String)>> {
         let err = |e| pg_error(&self.url, e);
         let load = &self.refusals.inserter.load;
         let relation = &self.refusals.relation;
@@ -877,6 +880,48 @@ impl PostgresTableSink {
                 ));
             }
         }
+        if self.refusals.inserter.upsert.is_some() {
+            // Keys that exist are updated, not refused.
+            return Ok(rules);
+        }
+        // A key the table already holds (what re-loading a file meets); keys
+        // repeated within the batch are left to the server.
+        let unique = self
+            .client
+            .query(
+                "SELECT c.relname::text, ARRAY(SELECT a.attname::text FROM unnest(i.indkey) WITH ORDINALITY k(attnum, n) \
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.n) \
+                 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                 WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indimmediate \
+                 AND i.indpred IS NULL AND i.indexprs IS NULL ORDER BY c.relname",
+                &[load],
+            )
+            .await
+            .map_err(err)?;
+        let mut keys = Vec::new();
+        for row in unique {
+            let (name, columns): (String, Vec<String>) = (row.get(0), row.get(1));
+            if columns.is_empty() || !columns.iter().all(|c| self.names.contains(c)) {
+                continue;
+            }
+            keys.push((name.clone(), columns.clone()));
+            let present: Vec<String> = columns.iter().map(|c| format!("s.{0} IS NOT NULL", ident(c))).collect();
+            let equal: Vec<String> = columns.iter().map(|c| format!("t.{0} = s.{0}", ident(c))).collect();
+            rules.push((
+                format!(
+                    "{} AND EXISTS (SELECT 1 FROM {load} t WHERE {})",
+                    present.join(" AND "),
+                    equal.join(" AND ")
+                ),
+                format!("duplicate key value violates unique constraint \"{name}\""),
+            ));
+        }
+        // With one unique key, a key repeated in the batch refuses exactly its
+        // later rows; with several, which rows a repeat refuses depends on the
+        // others, which only loading can tell.
+        if let [key] = keys.as_slice() {
+            self.refusals.key = Some(key.clone());
+        }
         Ok(rules)
     }
 
@@ -887,9 +932,12 @@ impl PostgresTableSink {
     async fn stage_checked(&self, batch: &Batch) -> Result<Option<Vec<(usize, String)>>> {
         let err = |e| pg_error(&self.url, e);
         let staged = async {
+            // The rules' subqueries make the planner guess a cost high enough
+            // to compile them (JIT), which takes longer than running them.
             self.client
                 .batch_execute(&format!(
                     "SAVEPOINT sluice_check; \
+                     SET LOCAL jit = off; \
                      CREATE TEMP TABLE IF NOT EXISTS sluice_check (_sluice_row bigint GENERATED ALWAYS AS IDENTITY, {}); \
                      TRUNCATE sluice_check RESTART IDENTITY",
                     self.refusals.stage_cols.join(", ")
@@ -917,7 +965,8 @@ impl PostgresTableSink {
         let Some(judge) = self.refusals.judge(&self.names, &self.pg_types) else {
             return Ok(Some(Vec::new()));
         };
-        // Reading writes nothing, so this savepoint takes no lock.
+        // The judging also takes the refused rows out of the stage, under a
+        // savepoint so a rule that fails to evaluate undoes only itself.
         self.client.batch_execute("SAVEPOINT sluice_judge").await.map_err(err)?;
         let found = match self.client.query(judge.as_str(), &[]).await {
             Ok(found) => found,
@@ -937,18 +986,16 @@ impl PostgresTableSink {
             .batch_execute("RELEASE SAVEPOINT sluice_judge")
             .await
             .map_err(err)?;
+        let rules = self.refusals.rules.as_deref().unwrap_or_default();
         let mut refused: Vec<(usize, String)> = found
             .iter()
-            .map(|row| (row.get::<_, i64>(0) as usize - 1, row.get::<_, String>(1)))
+            .map(|row| {
+                let rule = usize::try_from(row.get::<_, i32>(1)).unwrap_or(0);
+                let reason = rules.get(rule).map_or_else(String::new, |(_, r)| r.clone());
+                (row.get::<_, i64>(0) as usize - 1, reason)
+            })
             .collect();
         refused.sort_by_key(|(i, _)| *i);
-        if !refused.is_empty() {
-            let ids: Vec<i64> = refused.iter().map(|(i, _)| *i as i64 + 1).collect();
-            self.client
-                .execute("DELETE FROM sluice_check WHERE _sluice_row = ANY($1)", &[&ids])
-                .await
-                .map_err(err)?;
-        }
         Ok(Some(refused))
     }
 
@@ -1019,6 +1066,9 @@ struct Refusals {
     relation: String,
     /// Conditions refusing a row with their reasons, read at the first refusal.
     rules: Option<Vec<(String, String)>>,
+    /// The table's one unique key (name, columns) when it has exactly one
+    /// that rows could repeat within a batch (not for upserts).
+    key: Option<(String, Vec<String>)>,
     /// The last batch had refused rows: the next goes straight to staging
     /// instead of trying its rows whole first.
     recent: bool,
@@ -1031,12 +1081,14 @@ impl Refusals {
             stage_cols,
             relation,
             rules: None,
+            key: None,
             recent: false,
         }
     }
 
-    /// The query listing the rows of `sluice_check` the rules refuse, with
-    /// the first reason of each; `None` without rules.
+    /// The statement taking the rows the rules refuse out of `sluice_check`
+    /// and listing them with the index of the first rule refusing each;
+    /// `None` without rules.
     fn judge(&self, names: &[String], pg_types: &[String]) -> Option<String> {
         let rules = self.rules.as_ref().filter(|r| !r.is_empty())?;
         // Values as the table would hold them (rounded, padded) before the rules see them.
@@ -1047,11 +1099,14 @@ impl Refusals {
             .collect();
         let cases: Vec<String> = rules
             .iter()
-            .map(|(cond, reason)| format!("WHEN {cond} THEN {}", literal(reason)))
+            .enumerate()
+            .map(|(i, (cond, _))| format!("WHEN {cond} THEN {i}"))
             .collect();
         let any: Vec<String> = rules.iter().map(|(cond, _)| format!("({cond})")).collect();
         Some(format!(
-            "SELECT _sluice_row, CASE {} END FROM (SELECT _sluice_row, {} FROM sluice_check) s WHERE {}",
+            "WITH judged AS (SELECT _sluice_row, CASE {} END AS rule FROM (SELECT _sluice_row, {} FROM sluice_check) s \
+             WHERE {}), gone AS (DELETE FROM sluice_check c USING judged j WHERE c._sluice_row = j._sluice_row) \
+             SELECT _sluice_row, rule FROM judged",
             cases.join(" "),
             typed.join(", "),
             any.join(" OR ")
@@ -1080,6 +1135,59 @@ impl Trial for StageTrial<'_> {
         };
         let sql = self.sink.refusals.inserter.sql("sluice_check", &filter, "_sluice_row");
         self.sink.attempt(&sql, keep).await
+    }
+
+    async fn repeats(&mut self, rows: &[usize]) -> Result<Option<Vec<(usize, String)>>> {
+        let sink = self.sink;
+        let Some((name, columns)) = &sink.refusals.key else {
+            return Ok(None);
+        };
+        let typed: Vec<String> = columns
+            .iter()
+            .map(|c| {
+                let t = sink
+                    .names
+                    .iter()
+                    .position(|n| n == c)
+                    .map_or("text", |i| sink.pg_types[i].as_str());
+                format!("{0}::{t} AS {0}", ident(c))
+            })
+            .collect();
+        let present: Vec<String> = columns.iter().map(|c| format!("{} IS NOT NULL", ident(c))).collect();
+        let ids: Vec<i64> = rows.iter().map(|i| *i as i64 + 1).collect();
+        let sql = format!(
+            "SELECT _sluice_row FROM (SELECT _sluice_row, row_number() OVER (PARTITION BY {} ORDER BY _sluice_row) AS n \
+             FROM (SELECT _sluice_row, {} FROM sluice_check WHERE _sluice_row = ANY($1)) s WHERE {}) d WHERE n > 1 \
+             ORDER BY _sluice_row",
+            idents(columns),
+            typed.join(", "),
+            present.join(" AND ")
+        );
+        let err = |e| pg_error(&sink.url, e);
+        // Reading writes nothing, so this savepoint takes no lock.
+        sink.client.batch_execute("SAVEPOINT sluice_judge").await.map_err(err)?;
+        let found = match sink.client.query(sql.as_str(), &[&ids]).await {
+            Ok(found) => found,
+            Err(e) if e.as_db_error().is_some() && !is_transient(&e) => {
+                sink.client
+                    .batch_execute("ROLLBACK TO SAVEPOINT sluice_judge; RELEASE SAVEPOINT sluice_judge")
+                    .await
+                    .map_err(err)?;
+                return Ok(None);
+            }
+            Err(e) => return Err(err(e)),
+        };
+        sink.client
+            .batch_execute("RELEASE SAVEPOINT sluice_judge")
+            .await
+            .map_err(err)?;
+        let reason = format!("duplicate key value violates unique constraint \"{name}\"");
+        Ok(Some(
+            found
+                .iter()
+                .map(|r| (r.get::<_, i64>(0) as usize - 1, reason.clone()))
+                .collect(),
+        ))
     }
 
     fn undo(&self) -> Undo {
@@ -1231,11 +1339,7 @@ impl Sink for PostgresTableSink {
 impl PostgresTableSink {
     /// Loads the batch's rows in the open transaction; returns the rows refused.
     async fn write_rows(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
-        let reject = |bad: Vec<(usize, String)>| -> Vec<Rejection> {
-            bad.into_iter()
-                .map(|(row, reason)| batch.reject_row(row, Stage::Sink, &self.by, reason))
-                .collect()
-        };
+        let reject = |bad: Vec<(usize, String)>| -> Vec<Rejection> { batch.reject_rows(bad, Stage::Sink, &self.by) };
         if !self.refusals.recent {
             match self.load(&batch.data, true).await {
                 // Rows that could not be encoded were left out of the load.
@@ -1258,11 +1362,7 @@ impl PostgresTableSink {
         let good = batch.filter(&BooleanArray::from(keep))?;
         let found = self.load_isolating(&good).await?;
         self.refusals.recent = !found.is_empty();
-        refused.extend(
-            found
-                .into_iter()
-                .map(|(row, reason)| good.reject_row(row, Stage::Sink, &self.by, reason)),
-        );
+        refused.extend(good.reject_rows(found, Stage::Sink, &self.by));
         Ok(refused)
     }
 }
