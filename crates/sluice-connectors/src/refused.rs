@@ -93,7 +93,7 @@ pub async fn isolate(trial: &mut dyn Trial, rows: &[usize]) -> Result<Vec<(usize
     if keep {
         return Ok(refused);
     }
-    let good: Vec<usize> = rows
+    let mut good: Vec<usize> = rows
         .iter()
         .copied()
         .filter(|i| refused.binary_search_by_key(i, |(r, _)| *r).is_err())
@@ -104,7 +104,6 @@ pub async fn isolate(trial: &mut dyn Trial, rows: &[usize]) -> Result<Vec<(usize
     // Rows accepted alone but refused together: a key repeated in the batch
     // (the first row holding it loads), or what only keeping rows as they
     // are found can tell.
-    let mut good = good;
     if let Some(repeats) = trial.repeats(&good).await?.filter(|r| !r.is_empty()) {
         good.retain(|i| repeats.binary_search_by_key(i, |(r, _)| *r).is_err());
         refused.extend(repeats);
