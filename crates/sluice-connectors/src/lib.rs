@@ -12,6 +12,7 @@ pub mod mysql;
 pub mod null;
 #[cfg(feature = "postgres")]
 pub mod postgres;
+pub mod refused;
 pub mod registry;
 #[cfg(feature = "search")]
 pub mod search;

@@ -150,6 +150,26 @@ impl Batch {
         }
     }
 
+    /// Rejections of the rows `rows` (index, reason), in one pass over the
+    /// batch however many there are (rejecting half of a batch row by row
+    /// would cost as much as loading it).
+    pub fn reject_rows(&self, rows: Vec<(usize, String)>, stage: Stage, by: &Arc<str>) -> Vec<Rejection> {
+        let records = rows_json(&self.data, &rows.iter().map(|(i, _)| *i).collect::<Vec<_>>());
+        rows.into_iter()
+            .zip(records)
+            .map(|((i, reason), record)| Rejection {
+                stream: self.stream.clone(),
+                stage,
+                by: by.clone(),
+                origin: self.origin.clone(),
+                line: self.line(i),
+                reason,
+                raw: None,
+                record: Some(record),
+            })
+            .collect()
+    }
+
     /// The same metadata around new rows (the result of a row-preserving transform).
     pub fn with_data(&self, data: RecordBatch) -> Batch {
         Batch { data, ..self.clone() }
@@ -169,6 +189,37 @@ pub fn row_json(data: &RecordBatch, i: usize) -> serde_json::Value {
         }
     }
     serde_json::from_slice(&buf).unwrap_or(serde_json::Value::Null)
+}
+
+/// Rows `rows` of `data` as JSON objects, as [`row_json`] gives them, in one
+/// pass over the batch.
+pub fn rows_json(data: &RecordBatch, rows: &[usize]) -> Vec<serde_json::Value> {
+    let single = || rows.iter().map(|&i| row_json(data, i)).collect();
+    if rows.len() < 2 {
+        return single();
+    }
+    let indexes = UInt64Array::from_iter_values(rows.iter().map(|&i| i as u64));
+    let Ok(taken) = arrow::compute::take_record_batch(data, &indexes) else {
+        return single();
+    };
+    let mut buf = Vec::new();
+    {
+        let mut w = arrow::json::WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, arrow::json::writer::LineDelimited>(&mut buf);
+        if w.write(&taken).and_then(|_| w.finish()).is_err() {
+            return single();
+        }
+    }
+    // JSON text escapes line breaks, so each line is one row.
+    let lines: Vec<&[u8]> = buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()).collect();
+    if lines.len() != rows.len() {
+        return single();
+    }
+    lines
+        .into_iter()
+        .map(|l| serde_json::from_slice(l).unwrap_or(serde_json::Value::Null))
+        .collect()
 }
 
 fn downcast_u64(array: &dyn Array) -> UInt64Array {
@@ -198,6 +249,21 @@ mod tests {
         let b = batch().filter(&BooleanArray::from(vec![true, false, true])).unwrap();
         assert_eq!(b.num_rows(), 2);
         assert_eq!((b.line(0), b.line(1)), (Some(2), Some(5)));
+    }
+
+    #[test]
+    fn rejecting_rows_together_gives_what_rejecting_each_gives() {
+        let b = batch();
+        let by: Arc<str> = "test".into();
+        let together = b.reject_rows(vec![(0, "a".into()), (2, "c".into())], Stage::Sink, &by);
+        let alone = [
+            b.reject_row(0, Stage::Sink, &by, "a".into()),
+            b.reject_row(2, Stage::Sink, &by, "c".into()),
+        ];
+        for (t, a) in together.iter().zip(&alone) {
+            assert_eq!((&t.record, t.line, &t.reason), (&a.record, a.line, &a.reason));
+        }
+        assert_eq!(together[1].record, Some(serde_json::json!({"x": 30})));
     }
 
     #[test]

@@ -80,11 +80,12 @@ impl Rejections {
                         .truncate(!inner.append)
                         .open(&self.path)
                         .map_err(|e| Error::io(&self.path, e))?;
-                    inner.file = Some(BufWriter::new(f));
+                    inner.file = Some(BufWriter::with_capacity(1 << 20, f));
                 }
-                let line = serde_json::to_string(r).map_err(|e| Error::Internal(e.to_string()))?;
                 if let Some(f) = inner.file.as_mut() {
-                    writeln!(f, "{line}").map_err(|e| Error::io(&self.path, e))?;
+                    // Straight into the buffer: at volume, a string per line costs.
+                    serde_json::to_writer(&mut *f, r).map_err(|e| Error::io(&self.path, std::io::Error::other(e)))?;
+                    f.write_all(b"\n").map_err(|e| Error::io(&self.path, e))?;
                 }
                 inner.dirty = true;
             }

@@ -10,9 +10,11 @@ mod mysql;
 mod pipelines;
 mod postgres;
 mod quickstart;
+mod refused;
 mod resume;
 mod search;
 mod servers;
+mod silent;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -40,15 +40,32 @@ pub(crate) fn sql_string(s: &str) -> String {
 
 pub(crate) use crate::url::redact;
 
+/// A server to connect to: the driver's options and how long opening a
+/// session may take.
+#[derive(Debug, Clone)]
+pub(crate) struct Endpoint {
+    pub opts: Opts,
+    /// The whole of connecting: TCP, the handshake and the session setup.
+    pub timeout: Duration,
+}
+
+impl Endpoint {
+    pub fn db_name(&self) -> Option<&str> {
+        self.opts.db_name()
+    }
+}
+
 /// Parses a connection URL; `key` names the setting in errors.
-pub(crate) fn parse_url(url: &str, key: &str) -> Result<Opts> {
-    let opts = Opts::from_url(url).map_err(|e| {
+/// `connect_timeout=SECONDS` in the query is sluice's own (default 15).
+pub(crate) fn parse_url(url: &str, key: &str) -> Result<Endpoint> {
+    let (url, timeout) = take_connect_timeout(url).map_err(|e| Error::config(key, format!("{}: {e}", redact(url))))?;
+    let opts = Opts::from_url(&url).map_err(|e| {
         Error::config(
             key,
             format!(
                 "{}: {e}; expected mysql://user:password@host:port/database (percent-encode `/ @ : ? #` in a \
                  password: %2F %40 %3A %3F %23)",
-                redact(url)
+                redact(&url)
             ),
         )
     })?;
@@ -57,36 +74,79 @@ pub(crate) fn parse_url(url: &str, key: &str) -> Result<Opts> {
             key,
             format!(
                 "{} names no database; add it as the path: mysql://user@host:3306/mydb",
-                redact(url)
+                redact(&url)
             ),
         ));
     }
-    Ok(opts)
+    Ok(Endpoint { opts, timeout })
 }
 
-/// How long opening a connection may take before the attempt is retried.
+/// Removes `connect_timeout=SECONDS` from a URL's query (the driver does not
+/// know it) and returns it, or the default.
+fn take_connect_timeout(url: &str) -> std::result::Result<(String, Duration), String> {
+    let Some((base, query)) = url.split_once('?') else {
+        return Ok((url.to_string(), CONNECT_TIMEOUT));
+    };
+    let mut timeout = CONNECT_TIMEOUT;
+    let mut rest = Vec::new();
+    for pair in query.split('&') {
+        match pair.strip_prefix("connect_timeout=") {
+            Some(v) => {
+                let secs: f64 = v
+                    .parse()
+                    .ok()
+                    .filter(|s: &f64| *s > 0.0 && s.is_finite())
+                    .ok_or_else(|| format!("connect_timeout = `{v}` is not a number of seconds above 0"))?;
+                timeout = Duration::from_secs_f64(secs);
+            }
+            None => rest.push(pair),
+        }
+    }
+    let url = if rest.is_empty() {
+        base.to_string()
+    } else {
+        format!("{base}?{}", rest.join("&"))
+    };
+    Ok((url, timeout))
+}
+
+/// How long opening a session may take unless the URL says
+/// (`connect_timeout=`); past it the attempt fails and is retried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Opens a session in UTC and utf8mb4, with `sql_mode` set when given.
-pub(crate) async fn connect(opts: &Opts, target: &str, sql_mode: Option<&str>) -> Result<Conn> {
+///
+/// The whole of it (TCP connect, handshake, session setup) has
+/// `endpoint.timeout`: a server that accepts the connection and never
+/// answers fails the attempt with a retryable error instead of hanging.
+pub(crate) async fn connect(endpoint: &Endpoint, target: &str, sql_mode: Option<&str>) -> Result<Conn> {
+    let timeout = endpoint.timeout;
+    match tokio::time::timeout(timeout, open_session(endpoint, target, sql_mode)).await {
+        Ok(r) => r,
+        Err(_) => Err(Error::retryable(
+            target,
+            format!(
+                "no answer within {} (the server accepted the connection but did not respond); check the address \
+                 and port, that a MySQL/MariaDB server listens there, or raise connect_timeout in the URL",
+                seconds(timeout)
+            ),
+        )),
+    }
+}
+
+/// A duration for messages: `15 s`, `0.5 s`.
+pub(crate) fn seconds(d: Duration) -> String {
+    format!("{} s", d.as_secs_f64())
+}
+
+async fn open_session(endpoint: &Endpoint, target: &str, sql_mode: Option<&str>) -> Result<Conn> {
     // Keepalives notice a half-open connection instead of hanging the run;
     // a server that is down or restarting is retried like a lost connection.
-    let opts = mysql_async::OptsBuilder::from_opts(opts.clone()).tcp_keepalive(Some(Duration::from_secs(30)));
-    let mut conn = match tokio::time::timeout(CONNECT_TIMEOUT, Conn::new(opts)).await {
-        Ok(Ok(conn)) => conn,
-        Ok(Err(e)) => {
-            return Err(match db_error(target, e) {
-                Error::Retryable { message, .. } => Error::retryable(target, format!("cannot connect: {message}")),
-                other => other,
-            });
-        }
-        Err(_) => {
-            return Err(Error::retryable(
-                target,
-                format!("cannot connect: no answer within {} s", CONNECT_TIMEOUT.as_secs()),
-            ));
-        }
-    };
+    let opts = mysql_async::OptsBuilder::from_opts(endpoint.opts.clone()).tcp_keepalive(Some(Duration::from_secs(30)));
+    let mut conn = Conn::new(opts).await.map_err(|e| match db_error(target, e) {
+        Error::Retryable { message, .. } => Error::retryable(target, format!("cannot connect: {message}")),
+        other => other,
+    })?;
     let mut set = "SET NAMES utf8mb4, time_zone = '+00:00'".to_string();
     if let Some(mode) = sql_mode {
         set.push_str(&format!(", SESSION sql_mode = {}", sql_string(mode)));
@@ -168,6 +228,20 @@ mod tests {
         let cfg: MysqlSourceConfig = toml::from_str("url = \"mysql://u:pw@h:3306\"").unwrap();
         let err = MysqlSource::new(cfg).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(err.contains("names no database") && !err.contains("pw"), "{err}");
+    }
+
+    #[test]
+    fn connect_timeout_is_taken_from_the_url() {
+        let e = parse_url("mysql://u:pw@h:3306/db?connect_timeout=2.5&tcp_nodelay=true", "url").ok();
+        assert_eq!(e.as_ref().map(|e| e.timeout), Some(Duration::from_millis(2500)));
+        assert_eq!(e.as_ref().and_then(|e| e.db_name()), Some("db"));
+        let e = parse_url("mysql://u@h/db", "url").ok();
+        assert_eq!(e.map(|e| e.timeout), Some(CONNECT_TIMEOUT));
+        let err = parse_url("mysql://u:pw@h/db?connect_timeout=soon", "url")
+            .err()
+            .map(|e| e.to_string());
+        let err = err.unwrap_or_default();
+        assert!(err.contains("connect_timeout") && !err.contains("pw"), "{err}");
     }
 
     #[test]

@@ -18,10 +18,15 @@
 //!
 //! When a statement fails with a data error (out of range, too long, NULL in
 //! a NOT NULL column, duplicate key, failed check), the server has undone
-//! that statement; its rows are split in halves and retried until each bad
-//! row stands alone, and every one is returned as a [`Rejection`] with the
-//! server's message. The other rows are loaded. This relies on statements
-//! being atomic, as they are in InnoDB.
+//! that statement. Its rows and the batch's later ones are staged in the
+//! temporary table `sluice_check` (the table's column types, none of its
+//! constraints; a value a type refuses is isolated there), the table's
+//! `NOT NULL` and `CHECK` constraints are judged over the stage in one
+//! query, and the rest moves with `INSERT … SELECT`, isolated by
+//! [`crate::refused::isolate`] when the server still refuses some (keys).
+//! Every refused row is returned as a [`Rejection`] with the server's
+//! message; the other rows are loaded. This relies on statements being
+//! atomic, as they are in InnoDB.
 //!
 //! # Modes
 //!
@@ -42,15 +47,16 @@ use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
+use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts};
 use sluice_core::dbmeta::{IndexMeta, TableMeta};
 use sluice_core::{Batch, Error, Position, Rejection, Result, Sink, SinkConnector, Stage, StreamInfo};
 
 use super::config::{MysqlSinkConfig, WriteMode};
-use super::encode::encode_rows;
+use super::encode::{EncodedRows, encode_rows};
 use super::types::{ddl_for_field, is_lob};
-use super::{connect, db_error, parse_url, quote_ident, redact, rows, sql_string, text};
+use super::{Endpoint, connect, db_error, parse_url, quote_ident, redact, rows, sql_string, text};
+use crate::refused::{self, Trial};
 
 /// Largest statement the sink sends.
 const MAX_STATEMENT: usize = 4 << 20;
@@ -80,7 +86,7 @@ const ROW_ERRORS: &[u16] = &[
 /// Writes streams into tables of one MySQL or MariaDB database.
 pub struct MysqlSink {
     cfg: MysqlSinkConfig,
-    opts: Opts,
+    opts: Endpoint,
     target: String,
 }
 
@@ -270,6 +276,9 @@ struct StreamWriter {
     job: i64,
     /// A batch's transaction is open, waiting for `flush` to commit it.
     open_tx: bool,
+    /// The stream's columns.
+    columns: Vec<String>,
+    refusals: Refusals,
 }
 
 /// The checkpoints stored with the data, one row per partition of each table
@@ -288,7 +297,7 @@ const CHECKPOINT_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sluice_checkpoints (
 impl StreamWriter {
     async fn open(
         cfg: &MysqlSinkConfig,
-        opts: &Opts,
+        opts: &Endpoint,
         target: &str,
         table: String,
         stream: &StreamInfo,
@@ -459,6 +468,8 @@ impl StreamWriter {
             checkpoint_values,
             job: stream.job,
             open_tx: false,
+            columns: names.iter().map(|n| n.to_string()).collect(),
+            refusals: Refusals::default(),
         })
     }
 
@@ -470,70 +481,300 @@ impl StreamWriter {
     async fn write_rows(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
         let rows = encode_rows(&batch.data).map_err(|e| Error::Internal(format!("{}: {e}", self.location)))?;
         let mut rejections: Vec<(usize, String)> = rows.refused.clone();
-        // Ranges of rows still to insert, last range on top.
-        let mut todo: Vec<(usize, usize)> = vec![(0, rows.spans.len())];
-        while let Some((a, b)) = todo.pop() {
-            let mut sql = std::mem::take(&mut self.sql);
-            sql.clear();
-            sql.push_str(&self.prefix);
-            let mut end = a;
-            let mut included = Vec::new();
-            while end < b {
-                let Some((s, e)) = rows.spans[end] else {
-                    end += 1;
-                    continue;
-                };
-                let len = e - s;
-                if !included.is_empty() && sql.len() + len + 1 + self.suffix.len() > self.max_statement {
-                    break;
-                }
-                if included.is_empty() && self.prefix.len() + len + self.suffix.len() + 1024 > self.max_packet {
-                    rejections.push((
-                        end,
-                        format!(
-                            "row of {len} bytes does not fit the server's max_allowed_packet ({}); raise it",
-                            self.max_packet
-                        ),
-                    ));
-                    end += 1;
-                    continue;
-                }
-                if !included.is_empty() {
-                    sql.push(',');
-                }
-                sql.push_str(&rows.text[s..e]);
-                included.push(end);
-                end += 1;
+        let mut candidates = Vec::with_capacity(rows.spans.len());
+        for (i, span) in rows.spans.iter().enumerate() {
+            let Some((s, e)) = span else { continue };
+            let len = e - s;
+            if self.prefix.len() + len + self.suffix.len() + 1024 > self.max_packet {
+                rejections.push((
+                    i,
+                    format!(
+                        "row of {len} bytes does not fit the server's max_allowed_packet ({}); raise it",
+                        self.max_packet
+                    ),
+                ));
+            } else {
+                candidates.push(i);
             }
-            if end < b {
-                todo.push((end, b));
-            }
-            if included.is_empty() {
+        }
+        // Multi-row statements in order until the server refuses one; that
+        // statement's rows and those after it are judged in a stage.
+        let mut done = 0;
+        if !self.refusals.recent {
+            while done < candidates.len() {
+                let overhead = self.prefix.len() + self.suffix.len();
+                let end = statement_end(&rows, &candidates[done..], overhead, 0, self.max_statement) + done;
+                let mut sql = std::mem::take(&mut self.sql);
+                sql.clear();
+                sql.push_str(&self.prefix);
+                push_rows(&mut sql, &rows, &candidates[done..end], false);
+                sql.push_str(&self.suffix);
+                let outcome = self.conn.query_drop(sql.as_str()).await;
                 self.sql = sql;
-                continue;
+                match outcome {
+                    Ok(()) => done = end,
+                    Err(mysql_async::Error::Server(e)) if ROW_ERRORS.contains(&e.code) => break,
+                    Err(e) => return Err(db_error(&self.location, e)),
+                }
             }
-            sql.push_str(&self.suffix);
-            let outcome = self.conn.query_drop(sql.as_str()).await;
-            self.sql = sql;
-            match outcome {
-                Ok(()) => {}
-                Err(mysql_async::Error::Server(e)) if ROW_ERRORS.contains(&e.code) => {
-                    if included.len() == 1 {
-                        rejections.push((included[0], format!("{} (error {})", e.message, e.code)));
-                    } else {
-                        let mid = included[included.len() / 2];
-                        todo.push((mid, end));
-                        todo.push((a, mid));
-                    }
+        }
+        let found = if done < candidates.len() {
+            self.load_isolating(&rows, &candidates[done..]).await?
+        } else {
+            Vec::new()
+        };
+        self.refusals.recent = !found.is_empty();
+        rejections.extend(found);
+        rejections.sort_by_key(|(i, _)| *i);
+        let rejections = rejections
+            .into_iter()
+            .map(|(i, reason)| (i, format!("table `{}`: {reason}", self.table)))
+            .collect();
+        Ok(batch.reject_rows(rejections, Stage::Sink, &self.by))
+    }
+
+    /// Loads the rows of `candidates` the server accepts and returns the
+    /// others with its reasons. The rows are staged in `sluice_check` (the
+    /// table's column types without its constraints; rows a type refuses are
+    /// isolated there), the table's `NOT NULL` and `CHECK` constraints are
+    /// evaluated over the stage in one query, and the rest moves with
+    /// `INSERT … SELECT`, isolated by [`refused::isolate`] when the server
+    /// refuses it (keys, foreign keys).
+    async fn load_isolating(&mut self, rows: &EncodedRows, candidates: &[usize]) -> Result<Vec<(usize, String)>> {
+        if self.refusals.stage.is_none() {
+            let stage = self.prepare_stage().await?;
+            self.refusals.stage = Some(stage);
+        }
+        let Some(stage) = self.refusals.stage.clone() else {
+            return Ok(Vec::new());
+        };
+        self.exec("DELETE FROM sluice_check").await?;
+        let mut refused = Vec::new();
+        let mut staged = Vec::with_capacity(candidates.len());
+        let mut done = 0;
+        while done < candidates.len() {
+            // Row numbers lengthen each row by at most 21 bytes.
+            let end = statement_end(rows, &candidates[done..], stage.prefix.len(), 21, self.max_statement) + done;
+            let chunk = &candidates[done..end];
+            let mut trial = ValuesTrial {
+                conn: &mut self.conn,
+                location: &self.location,
+                prefix: &stage.prefix,
+                rows,
+                sql: &mut self.sql,
+            };
+            let bad = refused::isolate(&mut trial, chunk).await?;
+            staged.extend(
+                chunk
+                    .iter()
+                    .filter(|i| bad.binary_search_by_key(*i, |(r, _)| *r).is_err()),
+            );
+            refused.extend(bad);
+            done = end;
+        }
+        if let Some(judge) = &stage.judge {
+            match self.conn.query::<(u64, String), _>(judge.as_str()).await {
+                Ok(found) if !found.is_empty() => {
+                    let ids: Vec<String> = found.iter().map(|(i, _)| i.to_string()).collect();
+                    self.exec(&format!(
+                        "DELETE FROM sluice_check WHERE _sluice_row IN ({})",
+                        ids.join(",")
+                    ))
+                    .await?;
+                    let gone: HashSet<usize> = found.iter().map(|(r, _)| *r as usize).collect();
+                    staged.retain(|i| !gone.contains(i));
+                    refused.extend(found.into_iter().map(|(i, reason)| (i as usize, reason)));
+                }
+                Ok(_) => {}
+                // A rule that cannot be evaluated on its own: the server judges row by row.
+                Err(mysql_async::Error::Server(e)) => {
+                    tracing::debug!(table = %self.table, error = %e.message, "constraints checked by the server only");
                 }
                 Err(e) => return Err(db_error(&self.location, e)),
             }
         }
-        rejections.sort_by_key(|(i, _)| *i);
-        Ok(rejections
-            .into_iter()
-            .map(|(i, reason)| batch.reject_row(i, Stage::Sink, &self.by, format!("table `{}`: {reason}", self.table)))
-            .collect())
+        staged.sort_unstable();
+        let mut trial = StageTrial {
+            conn: &mut self.conn,
+            location: &self.location,
+            insert: &stage.insert,
+            suffix: &self.suffix,
+        };
+        refused.extend(refused::isolate(&mut trial, &staged).await?);
+        Ok(refused)
+    }
+
+    /// Creates `sluice_check` for the table's columns and reads the rules
+    /// judging rows in it.
+    async fn prepare_stage(&mut self) -> Result<CheckStage> {
+        let table = sql_string(&self.staging);
+        let columns = rows(
+            &mut self.conn,
+            &self.location,
+            &format!(
+                "SELECT COLUMN_NAME, COLUMN_TYPE, CHARACTER_SET_NAME, COLLATION_NAME, IS_NULLABLE \
+                 FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {table} \
+                 ORDER BY ORDINAL_POSITION"
+            ),
+        )
+        .await?;
+        let mut defs = vec!["_sluice_row BIGINT UNSIGNED NOT NULL PRIMARY KEY".to_string()];
+        let mut rules = Vec::new();
+        let mut names = Vec::new();
+        for name in &self.columns {
+            let Some(c) = columns
+                .iter()
+                .find(|c| text(c, 0).is_some_and(|n| n.eq_ignore_ascii_case(name)))
+            else {
+                continue;
+            };
+            let (ty, charset, collation) = (text(c, 1).unwrap_or_default(), text(c, 2), text(c, 3));
+            let mut def = format!("{} {ty}", quote_ident(name));
+            if let (Some(cs), Some(co)) = (charset, collation) {
+                def.push_str(&format!(" CHARACTER SET {cs} COLLATE {co}"));
+            }
+            def.push_str(" NULL");
+            defs.push(def);
+            if text(c, 4).as_deref() == Some("NO") {
+                rules.push((
+                    format!("{} IS NULL", quote_ident(name)),
+                    sql_string(&format!("Column '{name}' cannot be null (error 1048)")),
+                ));
+            }
+            names.push(quote_ident(name));
+        }
+        let version = rows(&mut self.conn, &self.location, "SELECT VERSION()")
+            .await?
+            .first()
+            .and_then(|r| text(r, 0))
+            .unwrap_or_default();
+        let mariadb = version.contains("MariaDB");
+        let checks_sql = if mariadb {
+            format!(
+                "SELECT CONSTRAINT_NAME, CHECK_CLAUSE FROM information_schema.CHECK_CONSTRAINTS \
+                 WHERE CONSTRAINT_SCHEMA = DATABASE() AND TABLE_NAME = {table} ORDER BY CONSTRAINT_NAME"
+            )
+        } else {
+            format!(
+                "SELECT cc.CONSTRAINT_NAME, cc.CHECK_CLAUSE FROM information_schema.TABLE_CONSTRAINTS tc \
+                 JOIN information_schema.CHECK_CONSTRAINTS cc ON cc.CONSTRAINT_SCHEMA = tc.CONSTRAINT_SCHEMA \
+                 AND cc.CONSTRAINT_NAME = tc.CONSTRAINT_NAME WHERE tc.TABLE_SCHEMA = DATABASE() \
+                 AND tc.TABLE_NAME = {table} AND tc.CONSTRAINT_TYPE = 'CHECK' AND tc.ENFORCED = 'YES' \
+                 ORDER BY cc.CONSTRAINT_NAME"
+            )
+        };
+        // Servers before CHECK constraints (MySQL 5.7) have no such table: no rules then.
+        let checks = rows(&mut self.conn, &self.location, &checks_sql)
+            .await
+            .unwrap_or_default();
+        let database = rows(&mut self.conn, &self.location, "SELECT DATABASE()")
+            .await?
+            .first()
+            .and_then(|r| text(r, 0))
+            .unwrap_or_default();
+        for c in checks {
+            let (Some(name), Some(clause)) = (text(&c, 0), text(&c, 1)) else {
+                continue;
+            };
+            let reason = if mariadb {
+                format!(
+                    "CONSTRAINT `{name}` failed for `{database}`.`{}` (error 4025)",
+                    self.staging
+                )
+            } else {
+                format!("Check constraint '{name}' is violated. (error 3819)")
+            };
+            rules.push((format!("NOT COALESCE(({clause}), TRUE)"), sql_string(&reason)));
+        }
+        if self.mode != WriteMode::Upsert {
+            // A key the table already holds (what re-loading a file meets);
+            // keys repeated within the batch are left to the server.
+            let keys = rows(
+                &mut self.conn,
+                &self.location,
+                &format!(
+                    "SELECT INDEX_NAME, COLUMN_NAME, SUB_PART FROM information_schema.STATISTICS \
+                     WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = {table} AND NON_UNIQUE = 0 \
+                     ORDER BY INDEX_NAME, SEQ_IN_INDEX"
+                ),
+            )
+            .await?;
+            let mut unique: Vec<(String, Vec<String>, bool)> = Vec::new();
+            for k in &keys {
+                let (Some(index), Some(column)) = (text(k, 0), text(k, 1)) else {
+                    continue;
+                };
+                let prefix = text(k, 2).is_some();
+                match unique.last_mut() {
+                    Some((name, cols, partial)) if *name == index => {
+                        cols.push(column);
+                        *partial |= prefix;
+                    }
+                    _ => unique.push((index, vec![column], prefix)),
+                }
+            }
+            for (index, columns, partial) in unique {
+                let known = columns
+                    .iter()
+                    .all(|c| self.columns.iter().any(|n| n.eq_ignore_ascii_case(c)));
+                if partial || !known {
+                    continue;
+                }
+                let present: Vec<String> = columns
+                    .iter()
+                    .map(|c| format!("s.{} IS NOT NULL", quote_ident(c)))
+                    .collect();
+                let equal: Vec<String> = columns
+                    .iter()
+                    .map(|c| format!("t.{0} = s.{0}", quote_ident(c)))
+                    .collect();
+                let entry: Vec<String> = columns.iter().map(|c| format!("s.{}", quote_ident(c))).collect();
+                let key = if mariadb {
+                    index.clone()
+                } else {
+                    format!("{}.{index}", self.staging)
+                };
+                rules.push((
+                    format!(
+                        "{} AND EXISTS (SELECT 1 FROM {} t WHERE {})",
+                        present.join(" AND "),
+                        quote_ident(&self.staging),
+                        equal.join(" AND ")
+                    ),
+                    format!(
+                        "CONCAT('Duplicate entry ', QUOTE(CONCAT_WS('-', {})), ' for key ', {}, ' (error 1062)')",
+                        entry.join(", "),
+                        sql_string(&format!("'{key}'"))
+                    ),
+                ));
+            }
+        }
+        self.exec(&format!(
+            "CREATE TEMPORARY TABLE IF NOT EXISTS sluice_check ({}) ENGINE=InnoDB",
+            defs.join(", ")
+        ))
+        .await?;
+        let list = names.join(", ");
+        let judge = (!rules.is_empty()).then(|| {
+            let cases: Vec<String> = rules
+                .iter()
+                .map(|(cond, reason)| format!("WHEN {cond} THEN {reason}"))
+                .collect();
+            let any: Vec<String> = rules.iter().map(|(cond, _)| format!("({cond})")).collect();
+            format!(
+                "SELECT _sluice_row, CASE {} END FROM sluice_check s WHERE {}",
+                cases.join(" "),
+                any.join(" OR ")
+            )
+        });
+        Ok(CheckStage {
+            prefix: format!("INSERT INTO sluice_check (_sluice_row, {list}) VALUES "),
+            insert: format!(
+                "INSERT INTO {} ({list}) SELECT {list} FROM sluice_check",
+                quote_ident(&self.staging)
+            ),
+            judge,
+        })
     }
 
     async fn create_indexes(&mut self) {
@@ -561,6 +802,120 @@ impl StreamWriter {
             if let Err(e) = self.exec(&sql).await {
                 tracing::warn!(table = %self.table, index = %ix.name, error = %e, "index not created");
             }
+        }
+    }
+}
+
+/// What judging refused rows in `sluice_check` needs, prepared at the first refusal.
+#[derive(Debug, Clone)]
+struct CheckStage {
+    /// `INSERT INTO sluice_check (_sluice_row, …) VALUES `.
+    prefix: String,
+    /// `INSERT INTO table (…) SELECT … FROM sluice_check`.
+    insert: String,
+    /// Lists the staged rows the table's `NOT NULL` and `CHECK` constraints
+    /// refuse, with the first reason of each; `None` without constraints.
+    judge: Option<String>,
+}
+
+/// Refused-row handling of one table.
+#[derive(Debug, Default)]
+struct Refusals {
+    stage: Option<CheckStage>,
+    /// The last batch had refused rows: the next goes straight to the stage.
+    recent: bool,
+}
+
+/// How many of `candidates` (at least one) fit a statement of at most `max`
+/// bytes, with `overhead` bytes of SQL around the rows and each row `extra`
+/// bytes longer than encoded.
+fn statement_end(rows: &EncodedRows, candidates: &[usize], overhead: usize, extra: usize, max: usize) -> usize {
+    let mut len = overhead;
+    for (k, &i) in candidates.iter().enumerate() {
+        let (s, e) = rows.spans[i].unwrap_or((0, 0));
+        len += e - s + 1 + extra;
+        if k > 0 && len > max {
+            return k;
+        }
+    }
+    candidates.len()
+}
+
+/// Appends the encoded rows `which`, comma-separated; `numbered` puts each
+/// row's index first (for `sluice_check`).
+fn push_rows(sql: &mut String, rows: &EncodedRows, which: &[usize], numbered: bool) {
+    for (k, &i) in which.iter().enumerate() {
+        let Some((s, e)) = rows.spans[i] else { continue };
+        if k > 0 {
+            sql.push(',');
+        }
+        if numbered {
+            sql.push_str(&format!("({i},"));
+            sql.push_str(&rows.text[s + 1..e]);
+        } else {
+            sql.push_str(&rows.text[s..e]);
+        }
+    }
+}
+
+/// The server's message for a statement it refused for its rows.
+fn row_error(e: mysql_async::Error) -> std::result::Result<String, mysql_async::Error> {
+    match e {
+        mysql_async::Error::Server(e) if ROW_ERRORS.contains(&e.code) => {
+            Ok(format!("{} (error {})", e.message, e.code))
+        }
+        e => Err(e),
+    }
+}
+
+/// Rows inserted into `sluice_check` with `VALUES`.
+struct ValuesTrial<'a> {
+    conn: &'a mut Conn,
+    location: &'a str,
+    prefix: &'a str,
+    rows: &'a EncodedRows,
+    sql: &'a mut String,
+}
+
+#[async_trait]
+impl Trial for ValuesTrial<'_> {
+    async fn attempt(&mut self, rows: &[usize], _keep: bool) -> Result<Option<String>> {
+        self.sql.clear();
+        self.sql.push_str(self.prefix);
+        push_rows(self.sql, self.rows, rows, true);
+        match self.conn.query_drop(self.sql.as_str()).await {
+            Ok(()) => Ok(None),
+            Err(e) => row_error(e).map(Some).map_err(|e| db_error(self.location, e)),
+        }
+    }
+}
+
+/// Rows moved from `sluice_check` into the table with `INSERT … SELECT`.
+struct StageTrial<'a> {
+    conn: &'a mut Conn,
+    location: &'a str,
+    insert: &'a str,
+    suffix: &'a str,
+}
+
+#[async_trait]
+impl Trial for StageTrial<'_> {
+    async fn attempt(&mut self, rows: &[usize], _keep: bool) -> Result<Option<String>> {
+        let runs = refused::runs(rows);
+        let filter = if runs.len() <= 8 {
+            let ranges: Vec<String> = runs
+                .iter()
+                .map(|(a, b)| format!("_sluice_row BETWEEN {a} AND {b}"))
+                .collect();
+            ranges.join(" OR ")
+        } else {
+            let ids: Vec<String> = rows.iter().map(usize::to_string).collect();
+            format!("_sluice_row IN ({})", ids.join(","))
+        };
+        let sql = format!("{} WHERE {filter} ORDER BY _sluice_row{}", self.insert, self.suffix);
+        match self.conn.query_drop(sql).await {
+            Ok(()) => Ok(None),
+            Err(e) => row_error(e).map(Some).map_err(|e| db_error(self.location, e)),
         }
     }
 }

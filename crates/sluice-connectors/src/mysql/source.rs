@@ -35,7 +35,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use async_trait::async_trait;
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Opts, Row, Value};
+use mysql_async::{Conn, Row, Value};
 use sluice_core::dbmeta::{ForeignKeyMeta, IndexMeta, TableMeta};
 use sluice_core::{
     BOOKKEEPING_TABLES, Batch, Error, PartitionSpec, Position, ReadContext, Rejection, Result, Source, SourceEvent,
@@ -45,7 +45,7 @@ use sluice_core::{
 use super::config::{MysqlSourceConfig, ZeroDates};
 use super::decode::{Builder, Cell, Fail, Kind, parse};
 use super::types::{ColumnInfo, DIALECT, field_for_column, field_for_result_column, is_json_check};
-use super::{connect, db_error, parse_url, quote_ident, redact, rows, sql_string, text};
+use super::{Endpoint, connect, db_error, parse_url, quote_ident, redact, rows, sql_string, text};
 
 /// Rows per partition below which a table is not split further.
 const ROWS_PER_PARTITION: u64 = 100_000;
@@ -55,7 +55,7 @@ const MAX_PARTITIONS: u64 = 4;
 /// Reads tables (or one query) of a MySQL or MariaDB database, one stream each.
 pub struct MysqlSource {
     cfg: MysqlSourceConfig,
-    opts: Opts,
+    opts: Endpoint,
     db: String,
     target: String,
     /// What `discover` planned, by stream name.

@@ -19,8 +19,9 @@ use std::time::Duration;
 use sluice_core::{Error, Result};
 use tokio_postgres::{Client, NoTls};
 
-/// How long opening a connection may take unless the URL says
-/// (`connect_timeout=`); past it the attempt fails and is retried.
+/// How long opening a connection (TCP, TLS, the startup handshake) may take
+/// unless the URL says (`connect_timeout=`); past it the attempt fails and
+/// is retried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// Field metadata: the labels of an enum column (JSON array), so a
@@ -49,7 +50,22 @@ pub async fn connect(url: &str) -> Result<Client> {
         .keepalives_idle(Duration::from_secs(30))
         .keepalives_interval(Duration::from_secs(10))
         .keepalives_retries(3);
-    let (client, connection) = config.connect(NoTls).await.map_err(|e| pg_error(url, e))?;
+    // The driver's own timeout covers only the TCP connect: a server that
+    // accepts and then never answers the startup message would hang.
+    let timeout = config.get_connect_timeout().copied().unwrap_or(CONNECT_TIMEOUT);
+    let (client, connection) = match tokio::time::timeout(timeout, config.connect(NoTls)).await {
+        Ok(r) => r.map_err(|e| pg_error(url, e))?,
+        Err(_) => {
+            return Err(Error::retryable(
+                redact(url),
+                format!(
+                    "no answer within {} s (the server accepted the connection but did not respond); check the \
+                     address and port, that a PostgreSQL server listens there, or raise connect_timeout in the URL",
+                    timeout.as_secs_f64()
+                ),
+            ));
+        }
+    };
     let target = redact(url);
     tokio::spawn(async move {
         if let Err(e) = connection.await {

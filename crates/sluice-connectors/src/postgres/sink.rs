@@ -6,10 +6,13 @@
 //! Tables are created from the stream's schema (the source's own types when
 //! it is PostgreSQL, otherwise the mapping in [`super::types`]); keys,
 //! indexes, identity columns and foreign keys are added after the load, when
-//! they cost least. A batch the server refuses for its data (SQLSTATE classes
-//! 22 and 23) is bisected into zero-copy slices until the refused rows are
-//! isolated; they become rejections with the server's message and the rest
-//! loads.
+//! they cost least. When the server refuses a batch for its data (SQLSTATE
+//! classes 22 and 23), its rows are staged in `sluice_check` and the table's
+//! `NOT NULL` and `CHECK` constraints judged over them in one query; what
+//! else the server refuses is isolated by [`crate::refused::isolate`] with
+//! rolled-back probes. Refused rows become rejections with the server's
+//! message and the rest loads, with a bounded number of statements and locks
+//! whatever their number.
 //!
 //! Exactly once: each batch is one transaction that also stores the batch's
 //! source position in `_sluice_checkpoints` (in the sink's schema), and it
@@ -41,6 +44,7 @@ use super::config::{PostgresSinkConfig, WriteMode, redact};
 use super::encode::{Encode, HEADER, TRAILER, encode_rows};
 use super::types::{TypeCache, ddl_type, encoder, ident, literal, qualified};
 use super::{ENUM_LABELS, connect, is_data_error, is_transient, pg_error, server_message};
+use crate::refused::{self, Trial, Undo};
 
 /// Writes streams into PostgreSQL tables.
 #[derive(Clone)]
@@ -519,8 +523,10 @@ impl SinkConnector for PostgresSink {
         let load = qualified(self.schema(), &plan.load_table);
         let cols = client
             .query(
-                "SELECT a.attname::text, a.atttypid, a.atttypmod, format_type(a.atttypid, a.atttypmod) \
-                 FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+                "SELECT a.attname::text, a.atttypid, a.atttypmod, format_type(a.atttypid, a.atttypmod), \
+                 format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, NULL) \
+                 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
                 &[&load],
             )
             .await
@@ -530,6 +536,9 @@ impl SinkConnector for PostgresSink {
         let mut names = Vec::new();
         let mut pg_types = Vec::new();
         let mut stage_cols = Vec::new();
+        // Columns of the stage refused rows are judged in: no constraints, no
+        // type modifiers (a value too long fails the load, not the staging).
+        let mut check_cols = Vec::new();
         let mut select = Vec::new();
         for f in stream.schema.fields() {
             let row = cols.iter().find(|r| r.get::<_, String>(0) == *f.name()).or_else(|| {
@@ -553,13 +562,16 @@ impl SinkConnector for PostgresSink {
                 .resolve(&client, row.get(1), row.get(2), &format)
                 .await
                 .map_err(err)?;
+            let base: String = row.get(4);
             match encoder(&resolved) {
                 Some(e) => {
+                    check_cols.push(format!("{} {base}", ident(&name)));
                     stage_cols.push(format!("{} {format}", ident(&name)));
                     select.push(ident(&name));
                     encoders.push(e);
                 }
                 None => {
+                    check_cols.push(format!("{} text", ident(&name)));
                     stage_cols.push(format!("{} text", ident(&name)));
                     select.push(format!("{}::{format}", ident(&name)));
                     encoders.push(Encode::Text);
@@ -570,6 +582,25 @@ impl SinkConnector for PostgresSink {
         }
         let column_list = idents(&names);
         let staged = self.cfg.mode == WriteMode::Upsert || encoders.iter().zip(&select).any(|(_, s)| s.contains("::"));
+        let upsert = (self.cfg.mode == WriteMode::Upsert).then(|| {
+            let updates: Vec<String> = names
+                .iter()
+                .filter(|n| !plan.key.contains(n))
+                .map(|n| format!("{0} = EXCLUDED.{0}", ident(n)))
+                .collect();
+            let action = if updates.is_empty() {
+                "DO NOTHING".to_string()
+            } else {
+                format!("DO UPDATE SET {}", updates.join(", "))
+            };
+            (idents(&plan.key), action)
+        });
+        let inserter = InsertSelect {
+            load: load.clone(),
+            columns: column_list.clone(),
+            select: select.clone(),
+            upsert,
+        };
         let insert = if staged {
             client
                 .batch_execute(&format!(
@@ -578,27 +609,7 @@ impl SinkConnector for PostgresSink {
                 ))
                 .await
                 .map_err(err)?;
-            let mut sql = format!("INSERT INTO {load} ({column_list}) ");
-            if self.cfg.mode == WriteMode::Upsert {
-                let keys = idents(&plan.key);
-                sql.push_str(&format!(
-                    "SELECT DISTINCT ON ({keys}) {} FROM sluice_stage ORDER BY {keys}, ctid DESC ON CONFLICT ({keys}) ",
-                    select.join(", ")
-                ));
-                let updates: Vec<String> = names
-                    .iter()
-                    .filter(|n| !plan.key.contains(n))
-                    .map(|n| format!("{0} = EXCLUDED.{0}", ident(n)))
-                    .collect();
-                if updates.is_empty() {
-                    sql.push_str("DO NOTHING");
-                } else {
-                    sql.push_str(&format!("DO UPDATE SET {}", updates.join(", ")));
-                }
-            } else {
-                sql.push_str(&format!("SELECT {} FROM sluice_stage", select.join(", ")));
-            }
-            Some(sql)
+            Some(inserter.sql("sluice_stage", "", "ctid"))
         } else {
             None
         };
@@ -615,6 +626,7 @@ impl SinkConnector for PostgresSink {
             encoders,
             names,
             pg_types,
+            refusals: Refusals::new(inserter, check_cols, plan.load_table.clone()),
             after: plan.after,
             foreign_keys: plan.foreign_keys,
             checkpoint: format!(
@@ -660,6 +672,8 @@ struct PostgresTableSink {
     encoders: Vec<Encode>,
     names: Vec<String>,
     pg_types: Vec<String>,
+    /// What finding refused rows needs.
+    refusals: Refusals,
     after: Vec<String>,
     /// Foreign keys, recorded with the complete table and added once the
     /// tables they reference are loaded.
@@ -709,47 +723,57 @@ const FOREIGN_KEY_TABLE: &str = "CREATE TABLE IF NOT EXISTS {schema}._sluice_for
 impl PostgresTableSink {
     /// Loads `data` in one `COPY` (through the stage when there is one)
     /// inside the batch's transaction, under a savepoint so a refused load
-    /// leaves the transaction usable; encodes a chunk at a time while the
-    /// server ingests the chunks already sent. Rows that cannot be encoded
-    /// are left out and returned.
-    async fn load(&self, data: &RecordBatch) -> std::result::Result<Vec<(usize, String)>, LoadError> {
+    /// leaves the transaction usable; rolled back even when accepted unless
+    /// `keep`. Rows that cannot be encoded are left out and returned.
+    async fn load(&self, data: &RecordBatch, keep: bool) -> std::result::Result<Vec<(usize, String)>, LoadError> {
         self.client.batch_execute("SAVEPOINT sluice_load").await?;
         let result = async {
-            let sink = self.client.copy_in::<_, Bytes>(self.copy.as_str()).await?;
-            let mut sink = std::pin::pin!(sink);
-            let mut bad = Vec::new();
-            let mut offset = 0;
-            loop {
-                let len = COPY_CHUNK_ROWS.min(data.num_rows() - offset);
-                let mut buf = Vec::with_capacity(64 * 1024);
-                if offset == 0 {
-                    buf.extend(HEADER);
-                }
-                let chunk = data.slice(offset, len);
-                let refused = encode_rows(&self.encoders, &self.names, &self.pg_types, &chunk, &mut buf)
-                    .map_err(|e| LoadError::Sluice(Error::config("sinks", format!("{}: {e}", self.target))))?;
-                bad.extend(refused.into_iter().map(|(row, reason)| (row + offset, reason)));
-                offset += len;
-                if offset >= data.num_rows() {
-                    buf.extend(TRAILER);
-                    sink.send(Bytes::from(buf)).await?;
-                    break;
-                }
-                sink.send(Bytes::from(buf)).await?;
-            }
-            sink.as_mut().finish().await?;
+            let bad = self.send_copy(&self.copy, data).await?;
             if let Some(insert) = &self.insert {
                 self.client.batch_execute(insert).await?;
                 self.client.batch_execute("TRUNCATE sluice_stage").await?;
             }
-            self.client.batch_execute("RELEASE SAVEPOINT sluice_load").await?;
             Ok(bad)
         }
         .await;
-        if result.is_err() {
-            let _ = self.client.batch_execute("ROLLBACK TO SAVEPOINT sluice_load").await;
+        let end = match (&result, keep) {
+            (Ok(_), true) => "RELEASE SAVEPOINT sluice_load",
+            _ => "ROLLBACK TO SAVEPOINT sluice_load; RELEASE SAVEPOINT sluice_load",
+        };
+        match (result, self.client.batch_execute(end).await) {
+            (Ok(_), Err(e)) => Err(LoadError::Server(e)),
+            (result, _) => result,
         }
-        result
+    }
+
+    /// Sends `data` through `copy` (a binary `COPY … FROM STDIN`), encoding
+    /// a chunk at a time while the server ingests the chunks already sent.
+    /// Rows that cannot be encoded are left out and returned.
+    async fn send_copy(&self, copy: &str, data: &RecordBatch) -> std::result::Result<Vec<(usize, String)>, LoadError> {
+        let sink = self.client.copy_in::<_, Bytes>(copy).await?;
+        let mut sink = std::pin::pin!(sink);
+        let mut bad = Vec::new();
+        let mut offset = 0;
+        loop {
+            let len = COPY_CHUNK_ROWS.min(data.num_rows() - offset);
+            let mut buf = Vec::with_capacity(64 * 1024);
+            if offset == 0 {
+                buf.extend(HEADER);
+            }
+            let chunk = data.slice(offset, len);
+            let refused = encode_rows(&self.encoders, &self.names, &self.pg_types, &chunk, &mut buf)
+                .map_err(|e| LoadError::Sluice(Error::config("sinks", format!("{}: {e}", self.target))))?;
+            bad.extend(refused.into_iter().map(|(row, reason)| (row + offset, reason)));
+            offset += len;
+            if offset >= data.num_rows() {
+                buf.extend(TRAILER);
+                sink.send(Bytes::from(buf)).await?;
+                break;
+            }
+            sink.send(Bytes::from(buf)).await?;
+        }
+        sink.as_mut().finish().await?;
+        Ok(bad)
     }
 
     /// Ends a failed batch's transaction, best effort.
@@ -780,31 +804,426 @@ impl PostgresTableSink {
         Ok(())
     }
 
-    /// Loads `batch`, isolating rows the server refuses by bisection. Every
-    /// row of `batch` must encode.
-    async fn load_bisecting(&self, batch: &Batch, refused: &mut Vec<Rejection>) -> Result<()> {
-        let mut work = vec![(0usize, batch.num_rows())];
-        while let Some((offset, len)) = work.pop() {
-            if len == 0 {
-                continue;
+    /// Loads the rows of `batch` the server accepts and returns the others
+    /// with its reasons; every row of `batch` must encode. The rows are
+    /// staged and the table's `NOT NULL` and `CHECK` constraints evaluated
+    /// over them in one query; the rest is isolated by
+    /// [`refused::isolate`], whose probes are rolled back, so the batch's
+    /// transaction holds a bounded number of locks however many rows are
+    /// refused.
+    async fn load_isolating(&mut self, batch: &Batch) -> Result<Vec<(usize, String)>> {
+        if self.refusals.rules.is_none() {
+            self.refusals.rules = Some(self.read_rules().await?);
+        }
+        match self.stage_checked(batch).await? {
+            Some(mut refused) => {
+                let rows: Vec<usize> = (0..batch.num_rows())
+                    .filter(|i| refused.binary_search_by_key(i, |(r, _)| *r).is_err())
+                    .collect();
+                let mut trial = StageTrial { sink: self };
+                refused.extend(refused::isolate(&mut trial, &rows).await?);
+                refused.sort_by_key(|(i, _)| *i);
+                Ok(refused)
             }
-            let part = batch.slice(offset, len);
-            match self.load(&part.data).await {
-                Ok(_) => {}
-                Err(LoadError::Server(e)) if is_data_error(&e) => {
-                    if len == 1 {
-                        refused.push(part.reject_row(0, Stage::Sink, &self.by, server_message(&e)));
-                    } else {
-                        let half = len / 2;
-                        work.push((offset + half, len - half));
-                        work.push((offset, half));
-                    }
-                }
-                Err(LoadError::Server(e)) => return Err(pg_error(&self.url, e)),
-                Err(LoadError::Sluice(e)) => return Err(e),
+            None => {
+                let rows: Vec<usize> = (0..batch.num_rows()).collect();
+                let mut trial = BatchTrial { sink: self, batch };
+                refused::isolate(&mut trial, &rows).await
             }
         }
-        Ok(())
+    }
+
+    /// The table's `NOT NULL` and `CHECK` constraints over the stream's
+    /// columns, as (condition true for a refused row, the server's message).
+    /// Constraints on columns the stream lacks are left to the server.
+    async fn read_rules(&mut self) -> Result<Vec<(String, String)>> {
+        let err = |e| pg_error(&self.url, e);
+        let load = &self.refusals.inserter.load;
+        let relation = &self.refusals.relation;
+        let mut rules = Vec::new();
+        let not_null = self
+            .client
+            .query(
+                "SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 \
+                 AND NOT a.attisdropped AND a.attnotnull ORDER BY a.attnum",
+                &[load],
+            )
+            .await
+            .map_err(err)?;
+        for row in not_null {
+            let column: String = row.get(0);
+            if self.names.contains(&column) {
+                rules.push((
+                    format!("{} IS NULL", ident(&column)),
+                    format!(
+                        "null value in column \"{column}\" of relation \"{relation}\" violates not-null constraint"
+                    ),
+                ));
+            }
+        }
+        let checks = self
+            .client
+            .query(
+                "SELECT k.conname::text, pg_get_expr(k.conbin, k.conrelid), \
+                 ARRAY(SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = k.conrelid AND a.attnum = ANY(k.conkey)) \
+                 FROM pg_constraint k WHERE k.conrelid = to_regclass($1) AND k.contype = 'c' ORDER BY k.conname",
+                &[load],
+            )
+            .await
+            .map_err(err)?;
+        for row in checks {
+            let (name, expr, columns): (String, Option<String>, Vec<String>) = (row.get(0), row.get(1), row.get(2));
+            if let Some(expr) = expr.filter(|_| columns.iter().all(|c| self.names.contains(c))) {
+                rules.push((
+                    format!("({expr}) IS FALSE"),
+                    format!("new row for relation \"{relation}\" violates check constraint \"{name}\""),
+                ));
+            }
+        }
+        if self.refusals.inserter.upsert.is_some() {
+            // Keys that exist are updated, not refused.
+            return Ok(rules);
+        }
+        // A key the table already holds (what re-loading a file meets); keys
+        // repeated within the batch are left to the server.
+        let unique = self
+            .client
+            .query(
+                "SELECT c.relname::text, ARRAY(SELECT a.attname::text FROM unnest(i.indkey) WITH ORDINALITY k(attnum, n) \
+                 JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum ORDER BY k.n) \
+                 FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid \
+                 WHERE i.indrelid = to_regclass($1) AND i.indisunique AND i.indimmediate \
+                 AND i.indpred IS NULL AND i.indexprs IS NULL ORDER BY c.relname",
+                &[load],
+            )
+            .await
+            .map_err(err)?;
+        let mut keys = Vec::new();
+        for row in unique {
+            let (name, columns): (String, Vec<String>) = (row.get(0), row.get(1));
+            if columns.is_empty() || !columns.iter().all(|c| self.names.contains(c)) {
+                continue;
+            }
+            keys.push((name.clone(), columns.clone()));
+            let present: Vec<String> = columns.iter().map(|c| format!("s.{0} IS NOT NULL", ident(c))).collect();
+            let equal: Vec<String> = columns.iter().map(|c| format!("t.{0} = s.{0}", ident(c))).collect();
+            rules.push((
+                format!(
+                    "{} AND EXISTS (SELECT 1 FROM {load} t WHERE {})",
+                    present.join(" AND "),
+                    equal.join(" AND ")
+                ),
+                format!("duplicate key value violates unique constraint \"{name}\""),
+            ));
+        }
+        // With one unique key, a key repeated in the batch refuses exactly its
+        // later rows; with several, which rows a repeat refuses depends on the
+        // others, which only loading can tell.
+        if let [key] = keys.as_slice() {
+            self.refusals.key = Some(key.clone());
+        }
+        Ok(rules)
+    }
+
+    /// Stages `batch` in `sluice_check` and evaluates the constraint rules
+    /// over it: returns the rows they refuse, with the stage left holding
+    /// the others, or `None` when the rows cannot be staged (a value the
+    /// column's type refuses).
+    async fn stage_checked(&self, batch: &Batch) -> Result<Option<Vec<(usize, String)>>> {
+        let err = |e| pg_error(&self.url, e);
+        let staged = async {
+            // The rules' subqueries make the planner guess a cost high enough
+            // to compile them (JIT), which takes longer than running them.
+            self.client
+                .batch_execute(&format!(
+                    "SAVEPOINT sluice_check; \
+                     SET LOCAL jit = off; \
+                     CREATE TEMP TABLE IF NOT EXISTS sluice_check (_sluice_row bigint GENERATED ALWAYS AS IDENTITY, {}); \
+                     TRUNCATE sluice_check RESTART IDENTITY",
+                    self.refusals.stage_cols.join(", ")
+                ))
+                .await?;
+            let copy = format!("COPY sluice_check ({}) FROM STDIN (FORMAT binary)", self.refusals.inserter.columns);
+            self.send_copy(&copy, &batch.data).await?;
+            self.client.batch_execute("RELEASE SAVEPOINT sluice_check").await?;
+            Ok(())
+        }
+        .await;
+        match staged {
+            Ok(()) => {}
+            Err(LoadError::Server(e)) if e.as_db_error().is_some() && !is_transient(&e) => {
+                tracing::debug!(target = %self.target, error = %server_message(&e), "refused rows isolated by COPY");
+                self.client
+                    .batch_execute("ROLLBACK TO SAVEPOINT sluice_check; RELEASE SAVEPOINT sluice_check")
+                    .await
+                    .map_err(err)?;
+                return Ok(None);
+            }
+            Err(LoadError::Server(e)) => return Err(err(e)),
+            Err(LoadError::Sluice(e)) => return Err(e),
+        }
+        let Some(judge) = self.refusals.judge(&self.names, &self.pg_types) else {
+            return Ok(Some(Vec::new()));
+        };
+        // The judging also takes the refused rows out of the stage, under a
+        // savepoint so a rule that fails to evaluate undoes only itself.
+        self.client.batch_execute("SAVEPOINT sluice_judge").await.map_err(err)?;
+        let found = match self.client.query(judge.as_str(), &[]).await {
+            Ok(found) => found,
+            Err(e) if e.as_db_error().is_some() && !is_transient(&e) => {
+                // A rule that cannot be evaluated here (a value that does not
+                // cast): the server judges the rows one set at a time.
+                tracing::debug!(target = %self.target, error = %server_message(&e), "constraints left to the server");
+                self.client
+                    .batch_execute("ROLLBACK TO SAVEPOINT sluice_judge; RELEASE SAVEPOINT sluice_judge")
+                    .await
+                    .map_err(err)?;
+                return Ok(Some(Vec::new()));
+            }
+            Err(e) => return Err(err(e)),
+        };
+        self.client
+            .batch_execute("RELEASE SAVEPOINT sluice_judge")
+            .await
+            .map_err(err)?;
+        let rules = self.refusals.rules.as_deref().unwrap_or_default();
+        let mut refused: Vec<(usize, String)> = found
+            .iter()
+            .map(|row| {
+                let rule = usize::try_from(row.get::<_, i32>(1)).unwrap_or(0);
+                let reason = rules.get(rule).map_or_else(String::new, |(_, r)| r.clone());
+                (row.get::<_, i64>(0) as usize - 1, reason)
+            })
+            .collect();
+        refused.sort_by_key(|(i, _)| *i);
+        Ok(Some(refused))
+    }
+
+    /// Runs `sql` under a savepoint, kept when accepted and `keep`; the
+    /// server's message when it refuses the data.
+    async fn attempt(&self, sql: &str, keep: bool) -> Result<Option<String>> {
+        let end = if keep {
+            "RELEASE SAVEPOINT sluice_try"
+        } else {
+            "ROLLBACK TO SAVEPOINT sluice_try; RELEASE SAVEPOINT sluice_try"
+        };
+        match self
+            .client
+            .batch_execute(&format!("SAVEPOINT sluice_try; {sql}; {end}"))
+            .await
+        {
+            Ok(()) => Ok(None),
+            Err(e) => {
+                let _ = self
+                    .client
+                    .batch_execute("ROLLBACK TO SAVEPOINT sluice_try; RELEASE SAVEPOINT sluice_try")
+                    .await;
+                if is_data_error(&e) {
+                    Ok(Some(server_message(&e)))
+                } else {
+                    Err(pg_error(&self.url, e))
+                }
+            }
+        }
+    }
+}
+
+/// `INSERT INTO … SELECT … FROM` a stage table, for upserts, for columns
+/// cast from text, and for rows judged in `sluice_check`.
+#[derive(Debug, Clone)]
+struct InsertSelect {
+    /// The load table, qualified.
+    load: String,
+    /// Its columns, quoted, in stage order.
+    columns: String,
+    /// What each column is selected as (casts for columns staged as text).
+    select: Vec<String>,
+    /// Upsert: the key columns and the `ON CONFLICT` action.
+    upsert: Option<(String, String)>,
+}
+
+impl InsertSelect {
+    /// The statement reading `from` (with `filter`, a `WHERE` clause or
+    /// nothing); `order` orders the stage's rows, the last one of a key winning.
+    fn sql(&self, from: &str, filter: &str, order: &str) -> String {
+        let (load, columns, select) = (&self.load, &self.columns, self.select.join(", "));
+        match &self.upsert {
+            Some((keys, action)) => format!(
+                "INSERT INTO {load} ({columns}) SELECT DISTINCT ON ({keys}) {select} FROM {from}{filter} \
+                 ORDER BY {keys}, {order} DESC ON CONFLICT ({keys}) {action}"
+            ),
+            None => format!("INSERT INTO {load} ({columns}) SELECT {select} FROM {from}{filter}"),
+        }
+    }
+}
+
+/// What finding refused rows needs, beyond loading.
+struct Refusals {
+    inserter: InsertSelect,
+    /// Columns of `sluice_check`: the table's types without its constraints.
+    stage_cols: Vec<String>,
+    /// The load table's name, as the server's messages give it.
+    relation: String,
+    /// Conditions refusing a row with their reasons, read at the first refusal.
+    rules: Option<Vec<(String, String)>>,
+    /// The table's one unique key (name, columns) when it has exactly one
+    /// that rows could repeat within a batch (not for upserts).
+    key: Option<(String, Vec<String>)>,
+    /// The last batch had refused rows: the next goes straight to staging
+    /// instead of trying its rows whole first.
+    recent: bool,
+}
+
+impl Refusals {
+    fn new(inserter: InsertSelect, stage_cols: Vec<String>, relation: String) -> Self {
+        Refusals {
+            inserter,
+            stage_cols,
+            relation,
+            rules: None,
+            key: None,
+            recent: false,
+        }
+    }
+
+    /// The statement taking the rows the rules refuse out of `sluice_check`
+    /// and listing them with the index of the first rule refusing each;
+    /// `None` without rules.
+    fn judge(&self, names: &[String], pg_types: &[String]) -> Option<String> {
+        let rules = self.rules.as_ref().filter(|r| !r.is_empty())?;
+        // Values as the table would hold them (rounded, padded) before the rules see them.
+        let typed: Vec<String> = names
+            .iter()
+            .zip(pg_types)
+            .map(|(n, t)| format!("{0}::{t} AS {0}", ident(n)))
+            .collect();
+        let cases: Vec<String> = rules
+            .iter()
+            .enumerate()
+            .map(|(i, (cond, _))| format!("WHEN {cond} THEN {i}"))
+            .collect();
+        let any: Vec<String> = rules.iter().map(|(cond, _)| format!("({cond})")).collect();
+        Some(format!(
+            "WITH judged AS (SELECT _sluice_row, CASE {} END AS rule FROM (SELECT _sluice_row, {} FROM sluice_check) s \
+             WHERE {}), gone AS (DELETE FROM sluice_check c USING judged j WHERE c._sluice_row = j._sluice_row) \
+             SELECT _sluice_row, rule FROM judged",
+            cases.join(" "),
+            typed.join(", "),
+            any.join(" OR ")
+        ))
+    }
+}
+
+/// Rows tried from `sluice_check`, numbered from 1 in batch order.
+struct StageTrial<'a> {
+    sink: &'a PostgresTableSink,
+}
+
+#[async_trait]
+impl Trial for StageTrial<'_> {
+    async fn attempt(&mut self, rows: &[usize], keep: bool) -> Result<Option<String>> {
+        let runs = refused::runs(rows);
+        let filter = if runs.len() <= 8 {
+            let ranges: Vec<String> = runs
+                .iter()
+                .map(|(a, b)| format!("_sluice_row BETWEEN {} AND {}", a + 1, b + 1))
+                .collect();
+            format!(" WHERE {}", ranges.join(" OR "))
+        } else {
+            let ids: Vec<String> = rows.iter().map(|i| (i + 1).to_string()).collect();
+            format!(" WHERE _sluice_row = ANY('{{{}}}'::bigint[])", ids.join(","))
+        };
+        let sql = self.sink.refusals.inserter.sql("sluice_check", &filter, "_sluice_row");
+        self.sink.attempt(&sql, keep).await
+    }
+
+    async fn repeats(&mut self, rows: &[usize]) -> Result<Option<Vec<(usize, String)>>> {
+        let sink = self.sink;
+        let Some((name, columns)) = &sink.refusals.key else {
+            return Ok(None);
+        };
+        let typed: Vec<String> = columns
+            .iter()
+            .map(|c| {
+                let t = sink
+                    .names
+                    .iter()
+                    .position(|n| n == c)
+                    .map_or("text", |i| sink.pg_types[i].as_str());
+                format!("{0}::{t} AS {0}", ident(c))
+            })
+            .collect();
+        let present: Vec<String> = columns.iter().map(|c| format!("{} IS NOT NULL", ident(c))).collect();
+        let ids: Vec<i64> = rows.iter().map(|i| *i as i64 + 1).collect();
+        let sql = format!(
+            "SELECT _sluice_row FROM (SELECT _sluice_row, row_number() OVER (PARTITION BY {} ORDER BY _sluice_row) AS n \
+             FROM (SELECT _sluice_row, {} FROM sluice_check WHERE _sluice_row = ANY($1)) s WHERE {}) d WHERE n > 1 \
+             ORDER BY _sluice_row",
+            idents(columns),
+            typed.join(", "),
+            present.join(" AND ")
+        );
+        let err = |e| pg_error(&sink.url, e);
+        // Reading writes nothing, so this savepoint takes no lock.
+        sink.client.batch_execute("SAVEPOINT sluice_judge").await.map_err(err)?;
+        let found = match sink.client.query(sql.as_str(), &[&ids]).await {
+            Ok(found) => found,
+            Err(e) if e.as_db_error().is_some() && !is_transient(&e) => {
+                sink.client
+                    .batch_execute("ROLLBACK TO SAVEPOINT sluice_judge; RELEASE SAVEPOINT sluice_judge")
+                    .await
+                    .map_err(err)?;
+                return Ok(None);
+            }
+            Err(e) => return Err(err(e)),
+        };
+        sink.client
+            .batch_execute("RELEASE SAVEPOINT sluice_judge")
+            .await
+            .map_err(err)?;
+        let reason = format!("duplicate key value violates unique constraint \"{name}\"");
+        Ok(Some(
+            found
+                .iter()
+                .map(|r| (r.get::<_, i64>(0) as usize - 1, reason.clone()))
+                .collect(),
+        ))
+    }
+
+    fn undo(&self) -> Undo {
+        Undo::Savepoint
+    }
+}
+
+/// Rows of a batch tried by `COPY`, when they cannot be staged for judging.
+struct BatchTrial<'a> {
+    sink: &'a PostgresTableSink,
+    batch: &'a Batch,
+}
+
+#[async_trait]
+impl Trial for BatchTrial<'_> {
+    async fn attempt(&mut self, rows: &[usize], keep: bool) -> Result<Option<String>> {
+        let part = match refused::runs(rows).as_slice() {
+            [(a, b)] => self.batch.slice(*a, b - a + 1),
+            _ => {
+                let mut mask = vec![false; self.batch.num_rows()];
+                for &r in rows {
+                    mask[r] = true;
+                }
+                self.batch.filter(&BooleanArray::from(mask))?
+            }
+        };
+        match self.sink.load(&part.data, keep).await {
+            Ok(_) => Ok(None),
+            Err(LoadError::Server(e)) if is_data_error(&e) => Ok(Some(server_message(&e))),
+            Err(LoadError::Server(e)) => Err(pg_error(&self.sink.url, e)),
+            Err(LoadError::Sluice(e)) => Err(e),
+        }
+    }
+
+    fn undo(&self) -> Undo {
+        Undo::Savepoint
     }
 }
 
@@ -920,20 +1339,18 @@ impl Sink for PostgresTableSink {
 impl PostgresTableSink {
     /// Loads the batch's rows in the open transaction; returns the rows refused.
     async fn write_rows(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
-        let reject = |bad: Vec<(usize, String)>| -> Vec<Rejection> {
-            bad.into_iter()
-                .map(|(row, reason)| batch.reject_row(row, Stage::Sink, &self.by, reason))
-                .collect()
-        };
-        match self.load(&batch.data).await {
-            // Rows that could not be encoded were left out of the load.
-            Ok(bad) => return Ok(reject(bad)),
-            Err(LoadError::Server(e)) if is_data_error(&e) => {}
-            Err(LoadError::Server(e)) => return Err(pg_error(&self.url, e)),
-            Err(LoadError::Sluice(e)) => return Err(e),
+        let reject = |bad: Vec<(usize, String)>| -> Vec<Rejection> { batch.reject_rows(bad, Stage::Sink, &self.by) };
+        if !self.refusals.recent {
+            match self.load(&batch.data, true).await {
+                // Rows that could not be encoded were left out of the load.
+                Ok(bad) => return Ok(reject(bad)),
+                Err(LoadError::Server(e)) if is_data_error(&e) => {}
+                Err(LoadError::Server(e)) => return Err(pg_error(&self.url, e)),
+                Err(LoadError::Sluice(e)) => return Err(e),
+            }
         }
-        // The server refused the batch: set aside what does not encode, then
-        // isolate what the server refuses.
+        // The server refuses rows of the batch: set aside what does not
+        // encode, then isolate what the server refuses.
         let mut scratch = Vec::new();
         let bad = encode_rows(&self.encoders, &self.names, &self.pg_types, &batch.data, &mut scratch)
             .map_err(|e| Error::config("sinks", format!("{}: {e}", self.target)))?;
@@ -943,7 +1360,9 @@ impl PostgresTableSink {
         }
         let mut refused = reject(bad);
         let good = batch.filter(&BooleanArray::from(keep))?;
-        self.load_bisecting(&good, &mut refused).await?;
+        let found = self.load_isolating(&good).await?;
+        self.refusals.recent = !found.is_empty();
+        refused.extend(good.reject_rows(found, Stage::Sink, &self.by));
         Ok(refused)
     }
 }

@@ -245,9 +245,10 @@ impl StreamWriter {
             }
             match stmt.raw_execute() {
                 Ok(_) => {}
+                // A refused row costs its own statement only; the rows
+                // after it go on in the same transaction.
                 Err(rusqlite::Error::SqliteFailure(e, msg)) if e.code == ErrorCode::ConstraintViolation => {
-                    let reason = msg.unwrap_or_else(|| e.to_string());
-                    rejections.push(batch.reject_row(row, Stage::Sink, &self.by, reason));
+                    rejections.push((row, msg.unwrap_or_else(|| e.to_string())));
                 }
                 Err(e) => return Err(fail(e)),
             }
@@ -272,7 +273,7 @@ impl StreamWriter {
                 })
                 .map_err(fail)?;
         }
-        Ok(rejections)
+        Ok(batch.reject_rows(rejections, Stage::Sink, &self.by))
     }
 
     fn committed_sync(&mut self) -> Result<Vec<Position>> {
