@@ -6,9 +6,11 @@ mod copy;
 #[path = "../../../sluice-connectors/tests/it/es_mock.rs"]
 mod es_mock;
 mod mysql;
+mod outputs;
 mod pipelines;
 mod postgres;
 mod quickstart;
+mod rerun;
 mod resume;
 mod search;
 mod servers;

@@ -17,7 +17,7 @@ use crate::{ok, sluice};
 const ROWS: u64 = 200_000;
 
 /// Starts `sluice args` in `dir` without waiting for it; its stderr goes to `dir/run.log`.
-fn spawn(dir: &Path, args: &[&str]) -> Child {
+pub(crate) fn spawn(dir: &Path, args: &[&str]) -> Child {
     let log = std::fs::File::create(dir.join("run.log")).unwrap();
     Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(args)
@@ -30,7 +30,7 @@ fn spawn(dir: &Path, args: &[&str]) -> Child {
 }
 
 /// Polls `probe` until it is true, for at most a minute; shows the run's log if not.
-fn wait_for(what: &str, dir: &Path, mut probe: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, dir: &Path, mut probe: impl FnMut() -> bool) {
     let start = Instant::now();
     while !probe() {
         if start.elapsed() > Duration::from_secs(60) {
