@@ -500,8 +500,15 @@ fn a_resumed_job_ignores_destination_checkpoints_of_an_earlier_job() {
     // Job 1 completes; its checkpoints stay in the destination.
     ok(&sluice(dir.path(), &["run", "p.toml"]));
     dst.sql("DROP TABLE events, later");
-    // Job 2 is killed in `events`, before it reaches `later`, and resumed.
-    kill_mid_table(dir.path(), "p.toml", || pg_count(&dst, "events"));
+    // Run again, the complete job does nothing.
+    let err = ok(&sluice(dir.path(), &["run", "p.toml"]));
+    assert!(err.contains("already complete"), "{err}");
+    assert_eq!(pg_count(&dst, "events"), 0);
+    // Job 2 (--fresh) is killed in `events`, before it reaches `later`, and resumed.
+    let mut child = spawn(dir.path(), &["run", "p.toml", "--fresh"]);
+    wait_for("committed batches", dir.path(), || pg_count(&dst, "events") >= 6000);
+    child.kill().unwrap();
+    child.wait().unwrap();
     assert_eq!(pg_count(&dst, "later"), 0, "killed before `later`");
     ok(&sluice(dir.path(), &["run", "p.toml"]));
     assert_exact(&src, &dst);

@@ -8,9 +8,11 @@
 //! `_sluice_checkpoints`; [`Sink::flush`] commits it, after the engine has
 //! written the batch's rejected rows to the dead-letter file. After a crash
 //! the table and its checkpoint agree, so a resumed run neither loses nor
-//! repeats a row. A row with an empty `part` marks a table this job creates
-//! (written before the `CREATE TABLE`, which commits implicitly), so a
-//! resumed run keeps it and still adds its indexes at the end. Sessions run in
+//! repeats a row. The row with an empty `part` is the table's job record
+//! (see [`crate::ledger`]); DDL commits implicitly here, so a table to start
+//! over is cleared before the record changes and a table to create is
+//! created after it: a crash in between is found and undone by the next
+//! run, which still adds the indexes of a table its job created. Sessions run in
 //! strict mode (`STRICT_ALL_TABLES`), so the server refuses a value that does
 //! not fit instead of truncating it.
 //!
@@ -25,6 +27,9 @@
 //!
 //! # Modes
 //!
+//! - `new` (the default) loads the job's own table once: created, or an
+//!   existing empty one; a table holding rows the pipeline did not write is
+//!   refused ([`crate::ledger`]).
 //! - `append` adds rows, creating the table when it is missing (`create`).
 //! - `replace` loads into `TABLE__sluice_new` and, when the stream completes,
 //!   renames it into place in one `RENAME TABLE`; an interrupted run leaves
@@ -282,7 +287,7 @@ struct StreamWriter {
 }
 
 /// The checkpoints stored with the data, one row per partition of each table
-/// a pipeline loads (and a marker row, part '', for a table it creates).
+/// a pipeline loads, and its job record (part '').
 const CHECKPOINT_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sluice_checkpoints (
     pipeline VARCHAR(190) NOT NULL,
     target VARCHAR(255) NOT NULL,

@@ -16,9 +16,13 @@
 //! commits in [`Sink::flush`], after the engine has written the batch's
 //! rejected rows to the dead-letter file. After a crash the table and its
 //! checkpoint agree, whatever the instant; a resumed run reads from there.
-//! A row with an empty partition marks a table this run created, so a
-//! resumed run still adds the keys and indexes at the end (and `replace`
-//! keeps loading its new table instead of dropping it).
+//! The row with an empty partition is the table's job record (see
+//! [`crate::ledger`]): written with the table's creation or truncation, it
+//! says which job loads the table, whether that job created it (so a
+//! resumed run still adds the keys and indexes at the end, and `replace`
+//! keeps loading its new table) and, once marked with the end of the load,
+//! that the table is complete, so no later run of the pipeline loads it
+//! again.
 //!
 //! Foreign keys wait for the tables they reference. A table's foreign keys
 //! are recorded in `_sluice_foreign_keys` in the same transaction that adds
@@ -749,7 +753,7 @@ struct PostgresTableSink {
 }
 
 /// The checkpoints stored with the data, one row per partition of each table
-/// a pipeline loads (and a marker row, partition '', for a table it created).
+/// a pipeline loads, and its job record (partition '').
 const CHECKPOINT_TABLE: &str = "CREATE TABLE IF NOT EXISTS {schema}._sluice_checkpoints (
     pipeline text NOT NULL,
     target text NOT NULL,

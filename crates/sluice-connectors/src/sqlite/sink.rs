@@ -4,7 +4,9 @@
 //! acknowledged batch is on disk (WAL, `synchronous=FULL`). The same
 //! transaction stores the batch's source position in `_sluice_checkpoints`,
 //! so after a crash the table and its checkpoint agree and a resumed run
-//! neither loses nor repeats a row. A row the
+//! neither loses nor repeats a row; its row with an empty partition is the
+//! table's job record ([`crate::ledger`]), which decides what a later run of
+//! the pipeline does with the table. A row the
 //! database refuses on its own (a constraint) is a rejection with SQLite's
 //! message; anything else fails the batch. `replace` loads into
 //! `TABLE__sluice_new` and swaps it in only when the stream completes.
@@ -107,7 +109,7 @@ struct StreamWriter {
 }
 
 /// The checkpoints stored with the data, one row per partition of each table
-/// a pipeline loads (and a marker row, partition '', for a table it created).
+/// a pipeline loads, and its job record (partition '').
 const CHECKPOINT_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sluice_checkpoints (
     pipeline TEXT NOT NULL,
     target TEXT NOT NULL,
