@@ -188,8 +188,9 @@ pub struct StreamInfo {
     /// an incremental read, a reconnection): keep what was loaded and the
     /// checkpoints stored with it. When false the stream starts over.
     pub resume: bool,
-    /// The run was asked to start over (`--fresh`): what earlier jobs of the
-    /// pipeline wrote is replaced, not taken as already done.
+    /// The job was started over (`--fresh`, also in the runs that resume
+    /// it): what earlier jobs of the pipeline wrote is replaced, not taken
+    /// as already done.
     pub fresh: bool,
 }
 

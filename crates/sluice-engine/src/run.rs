@@ -221,7 +221,18 @@ async fn run_streams(
     let run_id = state
         .begin_run(&pipeline.name, &pipeline.plan_hash, job)
         .map_err(state_err)?;
-    let job = job.unwrap_or(run_id);
+    // A new job's number is drawn by the state store (random, so that the
+    // jobs of two state directories never meet in a destination).
+    let job = match job {
+        Some(j) => j,
+        None => state
+            .last_run(&pipeline.name)
+            .map_err(state_err)?
+            .map_or(run_id, |r| r.job),
+    };
+    // A job that followed others here was started with --fresh: what they
+    // wrote is replaced, also by the runs that resume it.
+    let fresh = pipeline.fresh || state.other_jobs(&pipeline.name, job).map_err(state_err)?;
     // Discovery may wait on a pipe for its first rows; Ctrl-C still ends it.
     let discovered = tokio::select! {
         biased;
@@ -282,6 +293,7 @@ async fn run_streams(
             // Only a stream this job already started has anything to resume.
             resume: (resuming && layout.is_some()) || (incremental && !pipeline.fresh),
             job,
+            fresh,
             incremental,
         };
         let outcome = run.go(&source, &spec, &factories, &sinks).await;
@@ -420,6 +432,8 @@ struct StreamRun<'a> {
     resume: bool,
     /// The job this run belongs to.
     job: i64,
+    /// The job replaces what earlier jobs of the pipeline wrote.
+    fresh: bool,
     /// Whether the source reads incrementally (each run a delta).
     incremental: bool,
 }
@@ -443,7 +457,7 @@ impl StreamRun<'_> {
         let mut info = StreamInfo::new(spec.name.clone(), schema, &self.pipeline.name);
         info.resume = self.resume;
         info.job = self.job;
-        info.fresh = self.pipeline.fresh;
+        info.fresh = self.fresh;
         let complete = Arc::new(AtomicBool::new(false));
         let failed = Arc::new(AtomicBool::new(false));
         // The job has started this stream from here on (before any sink
@@ -853,9 +867,9 @@ impl LaneSetup {
     fn holds(&self, batch: &Batch) -> bool {
         self.whole
             || batch
-            .position
-            .as_ref()
-            .is_some_and(|p| self.held.get(&p.partition).is_some_and(|rows| *rows >= p.rows))
+                .position
+                .as_ref()
+                .is_some_and(|p| self.held.get(&p.partition).is_some_and(|rows| *rows >= p.rows))
     }
 }
 

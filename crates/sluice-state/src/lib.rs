@@ -291,6 +291,18 @@ impl StateStore {
             .map_err(|e| self.wrap(e))
     }
 
+    /// Whether the pipeline has runs of jobs other than `job` here: a job
+    /// started after others (with `--fresh`) supersedes what they wrote.
+    pub fn other_jobs(&self, pipeline: &str, job: i64) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE pipeline = ?1 AND coalesce(job_id, id) <> ?2)",
+                params![pipeline, job],
+                |r| r.get(0),
+            )
+            .map_err(|e| self.wrap(e))
+    }
+
     /// Starts a new job: forgets the streams and checkpoints of the last one
     /// (run history stays).
     pub fn reset(&mut self, pipeline: &str) -> Result<()> {
@@ -557,12 +569,14 @@ mod tests {
         store.begin_run("p", "h", None).unwrap();
         let other = store.last_run("p").unwrap().unwrap().job;
         assert_ne!(other, job, "a new job");
+        assert!(store.other_jobs("p", other).unwrap(), "it follows another job");
         // Another state directory draws its own numbers.
         let elsewhere = tempfile::tempdir().unwrap();
         let store2 = StateStore::open(elsewhere.path()).unwrap();
         store2.begin_run("p", "h", None).unwrap();
         let theirs = store2.last_run("p").unwrap().unwrap().job;
         assert!(theirs != job && theirs != other);
+        assert!(!store2.other_jobs("p", theirs).unwrap(), "the first job of its directory");
     }
 
     #[test]

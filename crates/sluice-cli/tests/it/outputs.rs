@@ -155,7 +155,11 @@ fn a_full_disk_is_an_io_error_naming_the_path_and_the_previous_output_stays() {
             "{name}: the error names the path and the cause:\n{err}"
         );
         assert!(!err.contains("panicked"), "{err}");
-        assert_eq!(std::fs::read(&target).unwrap(), before, "{name}: the previous output stays");
+        assert_eq!(
+            std::fs::read(&target).unwrap(),
+            before,
+            "{name}: the previous output stays"
+        );
         // Room for the next format.
         let _ = std::fs::remove_file(disk.dir.join(format!("{name}.part")));
     }

@@ -86,6 +86,13 @@ fn exactly_once_through_every_kind_of_rerun(dir: &Path, dest: Dest) {
     kill_mid_load(dir, &dest, &[]);
     let err = copy(dir, &dest, &[]);
     assert!(err.contains("continued unfinished run"), "the re-run resumes:\n{err}");
+    if dest.visible_mid_load {
+        // From the destination's own positions, not from the start.
+        assert!(
+            err.contains("resumed after") && !err.contains("starting it over"),
+            "{err}"
+        );
+    }
     assert_eq!((dest.digest)(), want, "after the resumed run");
 
     // The same command once the job is complete: nothing read, nothing written.
@@ -116,7 +123,11 @@ fn the_destination_decides_across_state_directories(dir: &Path, dest: &Dest) {
     // Killed under a third state directory, finished under a fourth.
     kill_mid_load(dir, dest, &["--state-dir", "third", "--fresh"]);
     copy(dir, dest, &["--state-dir", "fourth"]);
-    assert_eq!((dest.digest)(), want, "an unfinished load found by another state directory starts over");
+    assert_eq!(
+        (dest.digest)(),
+        want,
+        "an unfinished load found by another state directory starts over"
+    );
 }
 
 fn pg_dest(db: &PgDb) -> Dest<'_> {
@@ -241,9 +252,21 @@ fn a_file_holds_the_rows_once_through_kills_reruns_and_fresh() {
     std::thread::sleep(Duration::from_millis(20));
     ok(&sluice(
         dir.path(),
-        &["copy", "data.csv", "out.csv", "--batch-rows", "2000", "--state-dir", "state"],
+        &[
+            "copy",
+            "data.csv",
+            "out.csv",
+            "--batch-rows",
+            "2000",
+            "--state-dir",
+            "state",
+        ],
     ));
-    assert_eq!(std::fs::metadata(&out).unwrap().modified().unwrap(), before, "not rewritten");
+    assert_eq!(
+        std::fs::metadata(&out).unwrap().modified().unwrap(),
+        before,
+        "not rewritten"
+    );
 }
 
 /// A table with rows of its own is refused, naming it and both ways out;
@@ -260,7 +283,13 @@ fn refuses_a_foreign_table(dir: &Path, url: &str, count: impl Fn() -> u64, table
     assert_eq!(count(), 1, "the table was left alone");
     ok(&sluice(
         dir,
-        &["copy", "data.csv", &format!("{url}&mode=append"), "--state-dir", "state"],
+        &[
+            "copy",
+            "data.csv",
+            &format!("{url}&mode=append"),
+            "--state-dir",
+            "state",
+        ],
     ));
     assert_eq!(count(), ROWS + 1, "appended when asked");
 }
@@ -301,5 +330,9 @@ fn an_empty_table_made_beforehand_is_loaded_and_fresh_empties_it_rather_than_dro
     assert_eq!((dest.digest)(), expected());
     copy(dir.path(), &dest, &["--fresh"]);
     assert_eq!((dest.digest)(), expected());
-    assert_eq!(db.sql("SELECT obj_description('events'::regclass)"), "mine", "truncated, not dropped");
+    assert_eq!(
+        db.sql("SELECT obj_description('events'::regclass)"),
+        "mine",
+        "truncated, not dropped"
+    );
 }

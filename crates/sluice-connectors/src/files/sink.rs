@@ -232,10 +232,14 @@ impl FileStreamSink {
     /// Drops what was written without publishing it: `PATH` keeps what it
     /// held, and the warning says where the partial output is.
     fn abandon(&mut self) {
-        if self.writer.take().is_none() {
-            return;
+        if self.writer.take().is_some() {
+            self.name_partial();
         }
-        if let Some(part) = &self.part {
+    }
+
+    /// Says that `PATH` was left as it was and where the partial output is.
+    fn name_partial(&self) {
+        if let Some(part) = self.part.as_ref().filter(|p| p.exists()) {
             tracing::warn!(
                 path = %self.path,
                 partial = %part.display(),
@@ -352,6 +356,9 @@ impl Sink for FileStreamSink {
             return Ok(());
         }
         let finished = tokio::task::block_in_place(|| self.finish_sync());
+        if finished.is_err() {
+            self.name_partial();
+        }
         finished.map_err(|e| self.classify(e))
     }
 

@@ -53,10 +53,10 @@ use sluice_core::dbmeta::{IndexMeta, TableMeta};
 use sluice_core::{Batch, Error, Position, Rejection, Result, Sink, SinkConnector, Stage, StreamInfo};
 
 use super::config::{MysqlSinkConfig, WriteMode};
-use crate::ledger::{self, Action, Clear, Done, Found, JobRecord};
 use super::encode::encode_rows;
 use super::types::{ddl_for_field, is_lob};
 use super::{connect, db_error, parse_url, quote_ident, redact, rows, sql_string, text};
+use crate::ledger::{self, Action, Clear, Done, Found, JobRecord};
 
 /// Largest statement the sink sends.
 const MAX_STATEMENT: usize = 4 << 20;
@@ -850,7 +850,12 @@ async fn found_in(conn: &mut Conn, location: &str, pipeline: &str, table: &str, 
     )
     .await?
     .first()
-    .and_then(|r| Some(JobRecord::parse(text(r, 0)?.parse().ok()?, &text(r, 1).unwrap_or_default())));
+    .and_then(|r| {
+        Some(JobRecord::parse(
+            text(r, 0)?.parse().ok()?,
+            &text(r, 1).unwrap_or_default(),
+        ))
+    });
     let position_jobs = rows(
         conn,
         location,

@@ -42,10 +42,10 @@ use sluice_core::{Batch, Error, Position, Rejection, Result, Sink, SinkConnector
 use tokio_postgres::Client;
 
 use super::config::{PostgresSinkConfig, WriteMode, redact};
-use crate::ledger::{self, Action, Clear, Done, Found, JobRecord};
 use super::encode::{Encode, HEADER, TRAILER, encode_rows};
 use super::types::{TypeCache, ddl_type, encoder, ident, literal, qualified};
 use super::{ENUM_LABELS, connect, is_data_error, is_transient, pg_error, server_message};
+use crate::ledger::{self, Action, Clear, Done, Found, JobRecord};
 
 /// Writes streams into PostgreSQL tables.
 #[derive(Clone)]

@@ -27,8 +27,8 @@ use sluice_core::{Batch, Error, Position, Rejection, Result, Sink, SinkConnector
 use rusqlite::OptionalExtension;
 
 use super::config::{SqliteSinkConfig, WriteMode};
-use crate::ledger::{self, Action, Clear, Done, Found, JobRecord};
 use super::quote_ident;
+use crate::ledger::{self, Action, Clear, Done, Found, JobRecord};
 
 /// Writes streams into tables of one SQLite database.
 pub struct SqliteSink {
@@ -83,10 +83,12 @@ impl SinkConnector for SqliteSink {
     async fn open(&self, stream: &StreamInfo) -> Result<Box<dyn Sink>> {
         let table = self.table_for(&stream.name);
         let cfg = self.cfg.clone();
-        Ok(match tokio::task::block_in_place(|| StreamWriter::open(cfg, table, stream))? {
-            Some(w) => Box::new(w),
-            None => Box::new(Done),
-        })
+        Ok(
+            match tokio::task::block_in_place(|| StreamWriter::open(cfg, table, stream))? {
+                Some(w) => Box::new(w),
+                None => Box::new(Done),
+            },
+        )
     }
 }
 
@@ -159,8 +161,13 @@ impl StreamWriter {
             }
             Action::Resume { created } => {
                 // Loading again: a kill from here on leaves an unfinished load.
-                write_record(&conn, pipeline, &table, &ledger::opening_record(&found, stream.job, created))
-                    .map_err(fail)?;
+                write_record(
+                    &conn,
+                    pipeline,
+                    &table,
+                    &ledger::opening_record(&found, stream.job, created),
+                )
+                .map_err(fail)?;
                 if cfg.mode == WriteMode::Replace && !created {
                     conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote_ident(&target)))
                         .map_err(fail)?;
@@ -192,8 +199,13 @@ impl StreamWriter {
                     tx.execute_batch(&create_table(&target, &schema, &cfg.key))
                         .map_err(fail)?;
                 }
-                write_record(&tx, pipeline, &table, &ledger::opening_record(&found, stream.job, created))
-                    .map_err(fail)?;
+                write_record(
+                    &tx,
+                    pipeline,
+                    &table,
+                    &ledger::opening_record(&found, stream.job, created),
+                )
+                .map_err(fail)?;
                 tx.commit().map_err(fail)?;
                 created
             }
@@ -389,9 +401,8 @@ fn found_in(conn: &Connection, pipeline: &str, table: &str, target: &str) -> rus
     let position_jobs = stmt
         .query_map((pipeline, target), |r| r.get(0))?
         .collect::<rusqlite::Result<Vec<i64>>>()?;
-    let mut stmt = conn.prepare(
-        "SELECT DISTINCT pipeline FROM _sluice_checkpoints WHERE target IN (?1, ?2) AND pipeline <> ?3",
-    )?;
+    let mut stmt =
+        conn.prepare("SELECT DISTINCT pipeline FROM _sluice_checkpoints WHERE target IN (?1, ?2) AND pipeline <> ?3")?;
     let other_pipelines = stmt
         .query_map((table, target, pipeline), |r| r.get(0))?
         .collect::<rusqlite::Result<Vec<String>>>()?;
