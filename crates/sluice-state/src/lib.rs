@@ -190,8 +190,12 @@ impl StateStore {
             };
             for (name, ty) in columns {
                 if !have.iter().any(|h| h == name) {
-                    conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {name} {ty}"))
-                        .map_err(wrap)?;
+                    match conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {name} {ty}")) {
+                        // Another process (`sluice status` while a run
+                        // starts) added it first.
+                        Err(e) if e.to_string().contains("duplicate column name") => {}
+                        other => other.map_err(wrap)?,
+                    }
                 }
             }
         }
