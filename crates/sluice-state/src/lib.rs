@@ -580,7 +580,10 @@ mod tests {
         store2.begin_run("p", "h", None).unwrap();
         let theirs = store2.last_run("p").unwrap().unwrap().job;
         assert!(theirs != job && theirs != other);
-        assert!(!store2.other_jobs("p", theirs).unwrap(), "the first job of its directory");
+        assert!(
+            !store2.other_jobs("p", theirs).unwrap(),
+            "the first job of its directory"
+        );
     }
 
     #[test]
