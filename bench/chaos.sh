@@ -13,6 +13,9 @@
 #   pg-mysql    PostgreSQL chaos_src.events -> MariaDB chaos_dst
 #   pg-restart  MariaDB -> PostgreSQL while PostgreSQL is stopped and started
 #               again under the copy: the one run must finish by itself
+#   rerun       PostgreSQL -> PostgreSQL, every way of running one command
+#               again (see below); the kill instants may fall after the
+#               run completed
 #
 # Per scenario, first an uninterrupted run (trial 0, the baseline) measures
 # the time T of a whole copy and must copy exactly. Then every trial drops
@@ -30,6 +33,14 @@
 #               ok, comment lengths, computed on each server; and an md5
 #               digest of the ten columns of every destination row, which
 #               must equal the baseline run's (every value, either source)
+# A trial of rerun kills the first run at an instant uniform in
+# [0.55 T, 1.45 T] (after it completed, about half the time) and re-runs it
+# until it exits 0; then runs the same command again (it must exit 0 and say
+# the job is already complete), once with a second, empty state directory
+# (the destination's own record must keep it from loading again), and once
+# with --fresh, killed at another such instant and re-run until done. The
+# destination is checked once, at the end: a load repeated anywhere along
+# the way shows as duplicated rows.
 # A trial is OK when the last run exited 0 and all four are clean. When no
 # run completed (MAX_RUNS re-runs used up, or a run hung past RUN_TIMEOUT),
 # lost and checksum are not measured ("-") and the trial fails. In
@@ -48,7 +59,7 @@
 #   ROWS            rows in the source table (default 1000000; QUICK 100000)
 #   TRIALS          killed trials per scenario (default 20; QUICK 3)
 #   RESTART_TRIALS  trials of pg-restart (default 1)
-#   SCENARIOS       default "pg mysql pg-mysql pg-restart"
+#   SCENARIOS       default "pg mysql pg-mysql pg-restart rerun"
 #   SEED            seed of the kill instants (default 1); the same SEED,
 #                   scenario and trial give the same fractions of T
 #   QUICK           1 = ROWS and TRIALS default to 100000 and 3
@@ -92,7 +103,7 @@ SLUICE=${SLUICE:-${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}/release/sluice}
 ROWS=${ROWS:-1000000}
 TRIALS=${TRIALS:-20}
 RESTART_TRIALS=${RESTART_TRIALS:-1}
-SCENARIOS=${SCENARIOS:-pg mysql pg-mysql pg-restart}
+SCENARIOS=${SCENARIOS:-pg mysql pg-mysql pg-restart rerun}
 SEED=${SEED:-1}
 REGEN=${REGEN:-0}
 DATA_SEED=${DATA_SEED:-42}
@@ -130,8 +141,8 @@ done
     || { echo "error: RUN_TIMEOUT must be a whole number of seconds" >&2; exit 2; }
 for sc in $SCENARIOS; do
     case $sc in
-        pg | mysql | pg-mysql | pg-restart) ;;
-        *) echo "error: SCENARIOS takes pg, mysql, pg-mysql and pg-restart, not $sc" >&2; exit 2 ;;
+        pg | mysql | pg-mysql | pg-restart | rerun) ;;
+        *) echo "error: SCENARIOS takes pg, mysql, pg-mysql, pg-restart and rerun, not $sc" >&2; exit 2 ;;
     esac
 done
 
@@ -454,10 +465,13 @@ now() { echo "$EPOCHREALTIME"; }
 # fsec EXPR: a floating-point expression of awk, printed with 3 decimals.
 fsec() { awk "BEGIN { printf \"%.3f\", $1 }"; }
 
-# start_run KIND STATE LOG: sluice copy in the background, pid in RUN_PID.
+# start_run KIND STATE LOG: sluice copy in the background, pid in RUN_PID;
+# RUN_EXTRA holds more arguments (--fresh).
+RUN_EXTRA=""
 start_run() {
+    # shellcheck disable=SC2086
     "$SLUICE" copy "${SRC_URL[$1]}" "$(dst_url)" --tables "$TABLE" \
-        --state-dir "$2" > "$3" 2>&1 &
+        --state-dir "$2" $RUN_EXTRA > "$3" 2>&1 &
     RUN_PID=$!
 }
 # kill_run_at SECONDS: SIGKILL the run that many seconds after its start
@@ -668,6 +682,55 @@ restart_trial() {  # TRIAL
     record "$sc" "$trial" "$at" "$rows_at" "$(fsec "$(now) - $start")" "$why"
 }
 
+# A trial of rerun (see the header): kills that may come after completion,
+# a run of the complete job, another state directory, a killed --fresh run.
+rerun_trial() {  # TRIAL
+    local sc=rerun kind=pg trial=$1 plan at at2 rows_at start timeout resumed why=""
+    fresh_trial "$sc-$trial"
+    timeout=$(run_timeout "$kind")
+    read -r -a plan < <(python3 bench/chaos_report.py instants "$SEED" "$sc" \
+        "$trial" 1 100 1)
+    at=$(fsec "(0.5 + ${plan[0]}) * ${BASE_T[$kind]}")
+    at2=$(fsec "(0.5 + ${plan[1]}) * ${BASE_T[$kind]}")
+    start=$(now)
+    start_run "$kind" "$STATE" "$LOGS/${sc}_${trial}_0.log"
+    kill_run_at "$at"
+    T_KILLS=0 T_EXITS=$RUN_RC V_REREAD=-
+    [ "$RUN_RC" != 137 ] || T_KILLS=1
+    rows_at=$(dst_rows)
+    resume "$kind" "$STATE" "${sc}_$trial" "$timeout"
+    resumed=$T_RESUMED
+    # The same command once the job is complete.
+    start_run "$kind" "$STATE" "$LOGS/${sc}_${trial}_again.log"
+    wait_run "$timeout"
+    T_EXITS="$T_EXITS,$RUN_RC"
+    [ "$RUN_RC" = 0 ] || why+="; the run of the complete job exited $RUN_RC"
+    grep -q "already complete" "$LOGS/${sc}_${trial}_again.log" \
+        || why+="; the run of the complete job did not say it was complete"
+    # Another state directory: the destination's record decides.
+    rm -rf "$STATE-other"
+    start_run "$kind" "$STATE-other" "$LOGS/${sc}_${trial}_other.log"
+    wait_run "$timeout"
+    T_EXITS="$T_EXITS,$RUN_RC"
+    [ "$RUN_RC" = 0 ] || why+="; the run with another state directory exited $RUN_RC"
+    rm -rf "$STATE-other"
+    # --fresh, killed at another instant, then the command until it is done.
+    RUN_EXTRA=--fresh
+    start_run "$kind" "$STATE" "$LOGS/${sc}_${trial}_fresh_0.log"
+    RUN_EXTRA=""
+    kill_run_at "$at2"
+    T_EXITS="$T_EXITS,$RUN_RC"
+    [ "$RUN_RC" != 137 ] || T_KILLS=$((T_KILLS + 1))
+    resume "$kind" "$STATE" "${sc}_${trial}_fresh" "$timeout"
+    T_RESUMED=$((resumed + T_RESUMED))
+    verify "$kind"
+    local failed
+    failed=$(failure)
+    why="${why#; }"
+    record "$sc" "$trial" "$at" "$rows_at" "$(fsec "$(now) - $start")" \
+        "${failed}${failed:+${why:+; }}${why}"
+}
+
 # --- run -----------------------------------------------------------------------
 
 mkdir -p "$DATA" "$OUT" "$LOGS" "$STATES"
@@ -678,7 +741,7 @@ log "sluice: $("$SLUICE" --version 2>/dev/null || echo unknown) ($SLUICE)"
 log "rows $ROWS, trials $TRIALS, scenarios: $SCENARIOS, seed $SEED"
 for sc in $SCENARIOS; do
     case $sc in
-        pg | pg-mysql) [ -n "${SRC_URL[pg]:-}" ] || setup_source pg ;;
+        pg | pg-mysql | rerun) [ -n "${SRC_URL[pg]:-}" ] || setup_source pg ;;
         *) [ -n "${SRC_URL[mysql]:-}" ] || setup_source mysql ;;
     esac
 done
@@ -705,6 +768,11 @@ for sc in $SCENARIOS; do
             fi
             if [ -z "${BASE_T[mysql]:-}" ]; then baseline "$sc" mysql; fi
             for trial in $(seq "$RESTART_TRIALS"); do restart_trial "$trial"; done
+            ;;
+        rerun)
+            DEST=pg
+            if [ -z "${BASE_T[pg]:-}" ]; then baseline "$sc" pg; fi
+            for trial in $(seq "$TRIALS"); do rerun_trial "$trial"; done
             ;;
     esac
 done

@@ -17,7 +17,8 @@ Examples:
   sluice list
 
 An interrupted or failed run resumes where it stopped when the same command
-runs again (`--fresh` starts over).
+runs again; once the copy is complete, running it again does nothing.
+`--fresh` starts a new job, which replaces what the last one wrote.
 
 Exit codes: 0 ok, 2 configuration error, 3 connection or I/O error,
 4 data rejected (on_error = stop, or max_errors), 70 internal error,
@@ -58,11 +59,13 @@ pub enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a pipeline file; continues the last run if it did not finish.
+    /// Run a pipeline file; continues the last run if it did not finish, and
+    /// does nothing if its job is complete.
     Run {
         /// The pipeline (TOML).
         pipeline: PathBuf,
-        /// Start over instead of resuming an unfinished run.
+        /// Start a new job instead of resuming (or finding complete) the last
+        /// one: tables it wrote are replaced in the default mode.
         #[arg(long)]
         fresh: bool,
     },
@@ -106,7 +109,8 @@ pub enum Command {
     /// `gs://` or `az://` objects (a prefix ending in `/` for a destination
     /// gets one object per stream), or `null://` (DST only: count rows and
     /// discard them). Database and SQLite destinations take
-    /// `?mode=append|replace|upsert&key=a,b`.
+    /// `?mode=new|append|replace|upsert&key=a,b` (default `new`: the copy's
+    /// own table, loaded once; a table holding other rows is refused).
     Copy(CopyArgs),
     /// Show each stream's state, progress, rate, last checkpoint and last
     /// error from the state store, during a run (from another process) or after.
@@ -163,7 +167,8 @@ pub struct CopyArgs {
     /// Where the state store lives (default ~/.local/state/sluice).
     #[arg(long)]
     pub state_dir: Option<PathBuf>,
-    /// Start over instead of resuming an unfinished run of the same copy.
+    /// Start a new job instead of resuming (or finding complete) the last run
+    /// of the same copy: what it wrote is replaced in the default mode.
     #[arg(long)]
     pub fresh: bool,
 }

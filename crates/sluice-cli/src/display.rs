@@ -164,7 +164,13 @@ pub fn summary(report: &RunReport, resumable: bool) -> String {
     let mut notes = Vec::new();
     for s in &report.streams {
         let secs = s.duration.as_secs_f64();
-        if s.skipped {
+        if s.held {
+            notes.push(format!(
+                "{}: its destination already holds it whole, loaded by an earlier run of this pipeline; skipped \
+                 (--fresh loads it again)",
+                s.name
+            ));
+        } else if s.skipped && report.complete_run.is_none() {
             notes.push(format!("{}: already completed by the resumed run; skipped", s.name));
         }
         if s.resumed_from > 0 {
@@ -193,6 +199,12 @@ pub fn summary(report: &RunReport, resumable: bool) -> String {
         ]);
     }
     let mut out = t.to_string();
+    if let Some(id) = report.complete_run {
+        out.push_str(&format!(
+            "\nalready complete: this job finished in run #{id}, so nothing was read or written; run with --fresh \
+             to copy again (the default mode replaces what the job wrote)"
+        ));
+    }
     if let Some(id) = report.resumed_run {
         out.push_str(&format!("\ncontinued unfinished run #{id}"));
     }

@@ -6,6 +6,7 @@
 //! adding a connector touches its folder, one line there and one feature.
 
 pub mod files;
+pub mod ledger;
 pub mod mode;
 #[cfg(feature = "mysql")]
 pub mod mysql;

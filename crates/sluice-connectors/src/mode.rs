@@ -9,8 +9,13 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum WriteMode {
-    /// Add rows; create the table when it is missing.
+    /// The job's own table: created (or an existing empty one taken over)
+    /// and loaded exactly once. A table that already holds rows the
+    /// pipeline did not write is refused; `--fresh` replaces what the
+    /// pipeline wrote. See [`crate::ledger`].
     #[default]
+    New,
+    /// Add rows to the table, whatever it holds; create it when missing.
     Append,
     /// Load into a new table and swap it in when the stream completes.
     Replace,

@@ -372,7 +372,10 @@ pub fn catalog() -> Vec<ConnectorInfo> {
             options: &[
                 ("path", "database file (created when missing)"),
                 ("table", "table name; {stream} is the stream name (default {stream})"),
-                ("mode", "append | replace | upsert (default append)"),
+                (
+                    "mode",
+                    "new | append | replace | upsert (default new: refuses a table holding rows it did not write)",
+                ),
                 ("key", "key columns for upsert, primary key of created tables"),
             ],
         });
@@ -412,7 +415,10 @@ pub fn catalog() -> Vec<ConnectorInfo> {
                 ("url", "postgres://user:password@host:port/database"),
                 ("schema", "schema to write (default public)"),
                 ("table", "table name; {stream} is the stream name (default {stream})"),
-                ("mode", "append | replace | upsert (default append)"),
+                (
+                    "mode",
+                    "new | append | replace | upsert (default new: refuses a table holding rows it did not write)",
+                ),
                 ("key", "upsert key (default: the source's primary key)"),
                 ("create", "create missing tables (default true)"),
                 (
@@ -453,7 +459,10 @@ pub fn catalog() -> Vec<ConnectorInfo> {
             options: &[
                 ("url", "mysql://user:password@host:3306/database"),
                 ("table", "table name; {stream} is the stream name (default {stream})"),
-                ("mode", "append | replace | upsert (default append)"),
+                (
+                    "mode",
+                    "new | append | replace | upsert (default new: refuses a table holding rows it did not write)",
+                ),
                 (
                     "key",
                     "upsert key, primary key of created tables (default: the source's)",

@@ -116,6 +116,12 @@ pub trait Source: Send + Sync {
         false
     }
 
+    /// Whether reading consumes the input (standard input): it can be read
+    /// only once, so a run can neither resume it nor skip it as done before.
+    fn consumable(&self) -> bool {
+        false
+    }
+
     /// Tests what reading `streams` needs beyond discovering them (read
     /// permissions); returns a line per thing checked. Sources whose
     /// discovery already proves they can be read have nothing to add.
@@ -182,6 +188,10 @@ pub struct StreamInfo {
     /// an incremental read, a reconnection): keep what was loaded and the
     /// checkpoints stored with it. When false the stream starts over.
     pub resume: bool,
+    /// The job was started over (`--fresh`, also in the runs that resume
+    /// it): what earlier jobs of the pipeline wrote is replaced, not taken
+    /// as already done.
+    pub fresh: bool,
 }
 
 impl StreamInfo {
@@ -193,6 +203,7 @@ impl StreamInfo {
             pipeline: pipeline.into(),
             job: 0,
             resume: false,
+            fresh: false,
         }
     }
 }
@@ -247,6 +258,15 @@ pub trait Sink: Send {
         Ok(None)
     }
 
+    /// Whether the destination already holds the whole stream: `open` found
+    /// it loaded to the end by an earlier job of the pipeline (a run with
+    /// another state directory, say). The engine then reads nothing for the
+    /// stream and this sink writes nothing. Sinks that keep no record of
+    /// their own answer false.
+    fn already_complete(&self) -> bool {
+        false
+    }
+
     /// How many batches the engine may write before it must flush. A sink
     /// that keeps several requests in flight (bulk loads into a search
     /// engine) answers more than one: `write` then only hands the rows
@@ -275,4 +295,12 @@ pub trait Sink: Send {
     /// output behind and must not publish partial work as complete (for
     /// example a `replace` that would swap a half-loaded table in).
     async fn finish(&mut self, complete: bool) -> Result<()>;
+
+    /// Ends the stream of a run that failed (an error, not an interruption):
+    /// nothing partial may replace earlier output. A file sink leaves the
+    /// previous file untouched and says where the partial output is; the
+    /// default is `finish(false)`, which already keeps unflushed work out.
+    async fn fail(&mut self) -> Result<()> {
+        self.finish(false).await
+    }
 }

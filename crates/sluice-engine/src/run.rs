@@ -87,6 +87,9 @@ pub struct StreamReport {
     pub resumed_from: u64,
     /// The job had already completed the stream; nothing was read.
     pub skipped: bool,
+    /// Skipped because every sink's destination already held the whole
+    /// stream, loaded by an earlier job of the pipeline.
+    pub held: bool,
 }
 
 /// What a run did, also when it failed or was interrupted.
@@ -100,6 +103,9 @@ pub struct RunReport {
     pub duration: Duration,
     /// The earlier run this one continued, if any.
     pub resumed_run: Option<i64>,
+    /// The run that completed the job, when this one found it complete
+    /// (and so had nothing to do).
+    pub complete_run: Option<i64>,
 }
 
 /// The report and, if the run failed, why.
@@ -160,9 +166,9 @@ async fn run_streams(
     let _lock = lock_pipeline(&pipeline.state_dir(), &pipeline.name)?;
     let incremental = source.incremental();
     let last = state.last_run(&pipeline.name).map_err(state_err)?;
-    let unfinished = last.clone().filter(|r| r.status != "completed");
-    let resuming = match unfinished {
-        Some(r) if !pipeline.fresh => {
+    let mut resuming = false;
+    if let Some(r) = last.as_ref().filter(|_| !pipeline.fresh) {
+        if r.status != "completed" {
             if r.plan_hash != pipeline.plan_hash {
                 return Err(Error::config(
                     "plan",
@@ -176,10 +182,37 @@ async fn run_streams(
             }
             tracing::info!(pipeline = %pipeline.name, run = r.id, "resuming the unfinished run #{} (status {})", r.id, r.status);
             report.resumed_run = Some(r.id);
-            true
+            resuming = true;
+        } else if !incremental {
+            // A complete job is done: running it again skips every stream
+            // it completed, so it never loads its rows a second time.
+            if r.plan_hash != pipeline.plan_hash {
+                return Err(Error::config(
+                    "plan",
+                    format!(
+                        "pipeline `{}` changed since its job completed in run #{} of {} (plan {} then, {} now); \
+                         running it again would load its rows a second time. Run with --fresh to start a new job, \
+                         which replaces what the last one wrote (in the default mode)",
+                        pipeline.name, r.id, r.started_at, r.plan_hash, pipeline.plan_hash
+                    ),
+                ));
+            }
+            if source.consumable() {
+                return Err(Error::config(
+                    "plan",
+                    format!(
+                        "pipeline `{}` reads standard input and its job completed in run #{} of {}; this input was \
+                         not read. Run with --fresh to load it as a new job (in the default mode it replaces what \
+                         the last one loaded; with mode = \"append\" it adds to it)",
+                        pipeline.name, r.id, r.started_at
+                    ),
+                ));
+            }
+            tracing::info!(pipeline = %pipeline.name, run = r.id, "the job completed in run #{}: nothing to do", r.id);
+            report.complete_run = Some(r.id);
+            resuming = true;
         }
-        _ => false,
-    };
+    }
     // A new job forgets the last one's progress; an incremental source keeps
     // its cursors unless told to start over.
     let continuing = resuming || (incremental && !pipeline.fresh);
@@ -191,7 +224,18 @@ async fn run_streams(
     let run_id = state
         .begin_run(&pipeline.name, &pipeline.plan_hash, job)
         .map_err(state_err)?;
-    let job = job.unwrap_or(run_id);
+    // A new job's number is drawn by the state store (random, so that the
+    // jobs of two state directories never meet in a destination).
+    let job = match job {
+        Some(j) => j,
+        None => state
+            .last_run(&pipeline.name)
+            .map_err(state_err)?
+            .map_or(run_id, |r| r.job),
+    };
+    // A job that followed others here was started with --fresh: what they
+    // wrote is replaced, also by the runs that resume it.
+    let fresh = pipeline.fresh || state.other_jobs(&pipeline.name, job).map_err(state_err)?;
     // Discovery may wait on a pipe for its first rows; Ctrl-C still ends it.
     let discovered = tokio::select! {
         biased;
@@ -228,6 +272,7 @@ async fn run_streams(
                     retries: 0,
                     resumed_from: 0,
                     skipped: true,
+                    held: false,
                 });
                 continue;
             }
@@ -252,6 +297,7 @@ async fn run_streams(
             // Only a stream this job already started has anything to resume.
             resume: (resuming && layout.is_some()) || (incremental && !pipeline.fresh),
             job,
+            fresh,
             incremental,
         };
         let outcome = run.go(&source, &spec, &factories, &sinks).await;
@@ -266,9 +312,10 @@ async fn run_streams(
         // if a signal came in while they were finishing.
         let status = match &outcome {
             Err(_) => Status::Failed,
-            Ok(false) => Status::Interrupted,
-            Ok(true) => Status::Completed,
+            Ok(StreamEnd::Interrupted) => Status::Interrupted,
+            Ok(StreamEnd::Complete | StreamEnd::Held) => Status::Completed,
         };
+        let held = matches!(outcome, Ok(StreamEnd::Held));
         let last_error = outcome.as_ref().err().map(|e| e.to_string());
         if let Err(e) = state.update_stream(
             &pipeline.name,
@@ -290,7 +337,8 @@ async fn run_streams(
             targets: sinks.iter().map(|s| s.target(&spec.name)).collect(),
             retries: stats.retries.load(Ordering::Relaxed),
             resumed_from: stats.resumed_from.load(Ordering::Relaxed),
-            skipped: false,
+            skipped: held,
+            held,
         });
         if let Err(e) = outcome {
             result = Err(e);
@@ -359,6 +407,17 @@ pub fn is_running(dir: &std::path::Path, name: &str) -> bool {
     matches!(file.try_lock(), Err(std::fs::TryLockError::WouldBlock))
 }
 
+/// How a stream's run ended (when it did not fail).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StreamEnd {
+    /// Every sink finished a complete load.
+    Complete,
+    /// Stopped by a signal; the outputs are valid and the job resumes.
+    Interrupted,
+    /// Every destination already held the whole stream: nothing was read.
+    Held,
+}
+
 /// A sink task and what it shares with the coordinator.
 struct SinkLane {
     tx: Option<mpsc::Sender<(u64, Arc<Batch>)>>,
@@ -379,6 +438,8 @@ struct StreamRun<'a> {
     resume: bool,
     /// The job this run belongs to.
     job: i64,
+    /// The job replaces what earlier jobs of the pipeline wrote.
+    fresh: bool,
     /// Whether the source reads incrementally (each run a delta).
     incremental: bool,
 }
@@ -390,7 +451,7 @@ impl StreamRun<'_> {
         spec: &StreamSpec,
         factories: &[Box<dyn TransformFactory>],
         sinks: &[Arc<dyn SinkConnector>],
-    ) -> Result<bool> {
+    ) -> Result<StreamEnd> {
         // Plan every transform and open every sink before reading a row.
         let mut schema = spec.schema.clone();
         let mut chain: Vec<Box<dyn Transform>> = Vec::with_capacity(factories.len());
@@ -402,7 +463,9 @@ impl StreamRun<'_> {
         let mut info = StreamInfo::new(spec.name.clone(), schema, &self.pipeline.name);
         info.resume = self.resume;
         info.job = self.job;
+        info.fresh = self.fresh;
         let complete = Arc::new(AtomicBool::new(false));
+        let failed = Arc::new(AtomicBool::new(false));
         // The job has started this stream from here on (before any sink
         // creates a table), and these are the partitions it reads.
         let partitions = serde_json::to_string(&spec.partitions).unwrap_or_default();
@@ -431,11 +494,21 @@ impl StreamRun<'_> {
                 Ok(pair) => opened.push(pair),
                 Err(e) => {
                     for (mut sink, _) in opened {
-                        let _ = sink.finish(false).await;
+                        let _ = sink.fail().await;
                     }
                     return Err(e);
                 }
             }
+        }
+        // Destinations that hold the whole stream already (loaded by an
+        // earlier job of the pipeline) write nothing; when all do, nothing
+        // is read either.
+        if !opened.is_empty() && opened.iter().all(|(s, _)| s.already_complete()) {
+            tracing::info!(stream = %spec.name, "already loaded whole by an earlier job of this pipeline; skipped");
+            for (mut sink, _) in opened {
+                sink.finish(true).await?;
+            }
+            return Ok(StreamEnd::Held);
         }
         let stored: Vec<Position> = if self.resume {
             self.state
@@ -444,7 +517,11 @@ impl StreamRun<'_> {
         } else {
             Vec::new()
         };
-        let committed: Vec<Option<&Vec<Position>>> = opened.iter().map(|(_, c)| c.as_ref()).collect();
+        let committed: Vec<Option<&Vec<Position>>> = opened
+            .iter()
+            .filter(|(s, _)| !s.already_complete())
+            .map(|(_, c)| c.as_ref())
+            .collect();
         let resume = resume_points(&spec.partitions, &stored, &committed);
         let resumed_from: u64 = resume.values().map(|p| p.rows).sum();
         self.stats.resumed_from.store(resumed_from, Ordering::Relaxed);
@@ -463,18 +540,23 @@ impl StreamRun<'_> {
                 .into_iter()
                 .map(|p| (p.partition.clone(), p.rows))
                 .collect();
+            let whole = sink.already_complete();
             lanes.push(spawn_sink(
                 sink,
                 LaneSetup {
                     connector: connector.clone(),
                     info: reopen.clone(),
                     held,
+                    whole,
                     policy: self.shared.policy,
                     retries: self.stats.clone(),
                 },
                 self.shared.capacity,
                 self.shared.rejections.clone(),
-                complete.clone(),
+                Ending {
+                    complete: complete.clone(),
+                    failed: failed.clone(),
+                },
             ));
         }
 
@@ -617,6 +699,7 @@ impl StreamRun<'_> {
         }
         let whole = error.is_none() && !self.shared.cancel.is_cancelled();
         complete.store(whole, Ordering::Relaxed);
+        failed.store(error.is_some(), Ordering::Relaxed);
         if let Some(e) = close_lanes(&mut lanes).await {
             // A sink that stopped knows why better than the coordinator that found it gone.
             match error {
@@ -632,7 +715,8 @@ impl StreamRun<'_> {
         }
         match error {
             Some(e) => Err(e),
-            None => Ok(whole),
+            None if whole => Ok(StreamEnd::Complete),
+            None => Ok(StreamEnd::Interrupted),
         }
     }
 
@@ -795,6 +879,8 @@ struct LaneSetup {
     info: StreamInfo,
     /// Rows of each partition the sink already holds (from [`Sink::committed`]).
     held: HashMap<Arc<str>, u64>,
+    /// The sink holds the whole stream ([`Sink::already_complete`]).
+    whole: bool,
     policy: RetryPolicy,
     retries: Arc<StreamStats>,
 }
@@ -803,10 +889,11 @@ impl LaneSetup {
     /// Whether the sink already holds `batch` (it got further than the
     /// resume point, or committed it before losing the acknowledgement).
     fn holds(&self, batch: &Batch) -> bool {
-        batch
-            .position
-            .as_ref()
-            .is_some_and(|p| self.held.get(&p.partition).is_some_and(|rows| *rows >= p.rows))
+        self.whole
+            || batch
+                .position
+                .as_ref()
+                .is_some_and(|p| self.held.get(&p.partition).is_some_and(|rows| *rows >= p.rows))
     }
 }
 
@@ -991,12 +1078,22 @@ fn resume_points(
     out
 }
 
+/// What the coordinator tells the sink lanes about the end of the stream,
+/// set before it closes their input.
+struct Ending {
+    /// Every batch was read, transformed and handed over.
+    complete: Arc<AtomicBool>,
+    /// The stream failed (not merely interrupted): nothing partial may be
+    /// published ([`Sink::fail`]).
+    failed: Arc<AtomicBool>,
+}
+
 fn spawn_sink(
     mut sink: Box<dyn Sink>,
     mut setup: LaneSetup,
     capacity: usize,
     rejections: Arc<Rejections>,
-    complete: Arc<AtomicBool>,
+    ending: Ending,
 ) -> SinkLane {
     let (tx, mut rx) = mpsc::channel::<(u64, Arc<Batch>)>(capacity);
     let acked = Arc::new(AtomicU64::new(0));
@@ -1028,8 +1125,13 @@ fn spawn_sink(
         .await;
         rx.close();
         match result {
+            Ok(()) if ending.failed.load(Ordering::Relaxed) => {
+                // Another part of the run failed: this sink's output is not
+                // published as if it were whole or cleanly interrupted.
+                sink.fail().await
+            }
             Ok(()) => {
-                let complete = complete.load(Ordering::Relaxed);
+                let complete = ending.complete.load(Ordering::Relaxed);
                 sink.finish(complete).await?;
                 // A sink durable only once finished (a file renamed into
                 // place) delivers nothing when the stream is cut short: a
@@ -1040,8 +1142,9 @@ fn spawn_sink(
                 Ok(())
             }
             Err(e) => {
-                // Leave whatever the sink wrote in a valid state; the run reports `e`.
-                if let Err(f) = sink.finish(false).await {
+                // Leave whatever the sink wrote in a valid state, publishing
+                // nothing partial; the run reports `e`.
+                if let Err(f) = sink.fail().await {
                     tracing::warn!(error = %f, "sink could not be finished after an error");
                 }
                 Err(e)

@@ -8,7 +8,10 @@
 //! source that produced a cursor interprets it.
 //!
 //! A pipeline's work is a *job*: it starts fresh, and runs after an
-//! interrupted or failed one continue it (resume) until one completes. The
+//! interrupted or failed one continue it (resume) until one completes. A
+//! job's number is drawn at random when it starts: destinations keep it
+//! with the rows it loaded, so the jobs of two state directories (which
+//! both count their runs from 1) are never taken for one another. The
 //! `streams` rows and checkpoints belong to the current job;
 //! [`StateStore::reset`] clears them when a new job starts.
 
@@ -82,7 +85,8 @@ pub struct StreamState {
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunInfo {
     pub id: i64,
-    /// The job the run belongs to (the id of its first run).
+    /// The job the run belongs to: a random number drawn when it started
+    /// (the id of its first run for runs of earlier versions).
     pub job: i64,
     pub status: String,
     pub plan_hash: String,
@@ -141,6 +145,20 @@ const STREAM_COLUMNS: &[(&str, &str)] = &[
     ("rows_filtered", "INTEGER NOT NULL DEFAULT 0"),
 ];
 
+/// A new job's number: random, positive, and never a small run id (older
+/// versions numbered jobs by their first run).
+fn new_job() -> i64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    h.write_u32(std::process::id());
+    (h.finish() >> 2) as i64 + (1 << 32)
+}
+
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
@@ -175,8 +193,12 @@ impl StateStore {
             };
             for (name, ty) in columns {
                 if !have.iter().any(|h| h == name) {
-                    conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {name} {ty}"))
-                        .map_err(wrap)?;
+                    match conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {name} {ty}")) {
+                        // Another process (`sluice status` while a run
+                        // starts) added it first.
+                        Err(e) if e.to_string().contains("duplicate column name") => {}
+                        other => other.map_err(wrap)?,
+                    }
                 }
             }
         }
@@ -199,21 +221,16 @@ impl StateStore {
     }
 
     /// Records the start of a run and returns its id. The run belongs to
-    /// job `job` (the id of the job's first run), or starts a new job.
+    /// job `job`, or starts a new job with a random number.
     pub fn begin_run(&self, pipeline: &str, plan_hash: &str, job: Option<i64>) -> Result<i64> {
+        let job = job.unwrap_or_else(new_job);
         self.conn
             .execute(
                 "INSERT INTO runs (pipeline, plan_hash, started_at, status, job_id) VALUES (?1, ?2, ?3, 'running', ?4)",
                 params![pipeline, plan_hash, now(), job],
             )
             .map_err(|e| self.wrap(e))?;
-        let id = self.conn.last_insert_rowid();
-        if job.is_none() {
-            self.conn
-                .execute("UPDATE runs SET job_id = id WHERE id = ?1", params![id])
-                .map_err(|e| self.wrap(e))?;
-        }
-        Ok(id)
+        Ok(self.conn.last_insert_rowid())
     }
 
     /// Records how a run ended.
@@ -281,6 +298,18 @@ impl StateStore {
                 },
             )
             .optional()
+            .map_err(|e| self.wrap(e))
+    }
+
+    /// Whether the pipeline has runs of jobs other than `job` here: a job
+    /// started after others (with `--fresh`) supersedes what they wrote.
+    pub fn other_jobs(&self, pipeline: &str, job: i64) -> Result<bool> {
+        self.conn
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM runs WHERE pipeline = ?1 AND coalesce(job_id, id) <> ?2)",
+                params![pipeline, job],
+                |r| r.get(0),
+            )
             .map_err(|e| self.wrap(e))
     }
 
@@ -530,11 +559,13 @@ mod tests {
         let first = store.begin_run("p", "h", None).unwrap();
         store.end_run(first, Status::Interrupted, None).unwrap();
         let last = store.last_run("p").unwrap().unwrap();
-        assert_eq!((last.id, last.job, last.status.as_str()), (first, first, "interrupted"));
-        let second = store.begin_run("p", "h", Some(last.job)).unwrap();
+        assert_eq!((last.id, last.status.as_str()), (first, "interrupted"));
+        let job = last.job;
+        assert!(job > 1 << 32, "a random job number, not a run id: {job}");
+        let second = store.begin_run("p", "h", Some(job)).unwrap();
         assert_eq!(
             store.last_run("p").unwrap().unwrap().job,
-            first,
+            job,
             "a resumed run keeps the job"
         );
         store.start_stream("p", "s", second, "[]", Some(10), 4).unwrap();
@@ -548,8 +579,20 @@ mod tests {
         store.reset("p").unwrap();
         assert!(store.checkpoints("p", "s").unwrap().is_empty());
         assert!(store.streams("p").unwrap().is_empty());
-        let third = store.begin_run("p", "h", None).unwrap();
-        assert_eq!(store.last_run("p").unwrap().unwrap().job, third, "a new job");
+        store.begin_run("p", "h", None).unwrap();
+        let other = store.last_run("p").unwrap().unwrap().job;
+        assert_ne!(other, job, "a new job");
+        assert!(store.other_jobs("p", other).unwrap(), "it follows another job");
+        // Another state directory draws its own numbers.
+        let elsewhere = tempfile::tempdir().unwrap();
+        let store2 = StateStore::open(elsewhere.path()).unwrap();
+        store2.begin_run("p", "h", None).unwrap();
+        let theirs = store2.last_run("p").unwrap().unwrap().job;
+        assert!(theirs != job && theirs != other);
+        assert!(
+            !store2.other_jobs("p", theirs).unwrap(),
+            "the first job of its directory"
+        );
     }
 
     #[test]

@@ -17,7 +17,7 @@ use crate::{ok, sluice};
 const ROWS: u64 = 200_000;
 
 /// Starts `sluice args` in `dir` without waiting for it; its stderr goes to `dir/run.log`.
-fn spawn(dir: &Path, args: &[&str]) -> Child {
+pub(crate) fn spawn(dir: &Path, args: &[&str]) -> Child {
     let log = std::fs::File::create(dir.join("run.log")).unwrap();
     Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(args)
@@ -30,7 +30,7 @@ fn spawn(dir: &Path, args: &[&str]) -> Child {
 }
 
 /// Polls `probe` until it is true, for at most a minute; shows the run's log if not.
-fn wait_for(what: &str, dir: &Path, mut probe: impl FnMut() -> bool) {
+pub(crate) fn wait_for(what: &str, dir: &Path, mut probe: impl FnMut() -> bool) {
     let start = Instant::now();
     while !probe() {
         if start.elapsed() > Duration::from_secs(60) {
@@ -500,8 +500,15 @@ fn a_resumed_job_ignores_destination_checkpoints_of_an_earlier_job() {
     // Job 1 completes; its checkpoints stay in the destination.
     ok(&sluice(dir.path(), &["run", "p.toml"]));
     dst.sql("DROP TABLE events, later");
-    // Job 2 is killed in `events`, before it reaches `later`, and resumed.
-    kill_mid_table(dir.path(), "p.toml", || pg_count(&dst, "events"));
+    // Run again, the complete job does nothing.
+    let err = ok(&sluice(dir.path(), &["run", "p.toml"]));
+    assert!(err.contains("already complete"), "{err}");
+    assert_eq!(pg_count(&dst, "events"), 0);
+    // Job 2 (--fresh) is killed in `events`, before it reaches `later`, and resumed.
+    let mut child = spawn(dir.path(), &["run", "p.toml", "--fresh"]);
+    wait_for("committed batches", dir.path(), || pg_count(&dst, "events") >= 6000);
+    child.kill().unwrap();
+    child.wait().unwrap();
     assert_eq!(pg_count(&dst, "later"), 0, "killed before `later`");
     ok(&sluice(dir.path(), &["run", "p.toml"]));
     assert_exact(&src, &dst);

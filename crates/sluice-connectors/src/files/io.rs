@@ -4,9 +4,9 @@
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use sluice_core::{Error, Result};
@@ -210,7 +210,14 @@ pub(crate) struct Output {
     upload: Option<String>,
     /// Set when the reader of standard output went away (`| head`).
     closed: Arc<AtomicBool>,
+    /// The first error the file gave while being written (a full disk),
+    /// kept because encoders above report it in their own terms.
+    failure: WriteFailure,
 }
+
+/// The first I/O error an [`Output`] met, shared with the sink that owns the
+/// encoder writing into it.
+pub(crate) type WriteFailure = Arc<Mutex<Option<(io::ErrorKind, String)>>>;
 
 enum Inner {
     Plain(BufWriter<File>),
@@ -229,6 +236,7 @@ impl Output {
                 part: None,
                 upload: None,
                 closed: Arc::new(AtomicBool::new(false)),
+                failure: WriteFailure::default(),
             });
         }
         let upload = is_object(path).then(|| path.to_string());
@@ -258,7 +266,29 @@ impl Output {
             part: Some(part),
             upload,
             closed: Arc::new(AtomicBool::new(false)),
+            failure: WriteFailure::default(),
         })
+    }
+
+    /// Where the first write error is recorded.
+    pub fn failure(&self) -> WriteFailure {
+        self.failure.clone()
+    }
+
+    /// The file being written before it is moved into place (`PATH.part`,
+    /// or a staging file for an object), if any.
+    pub fn part(&self) -> Option<PathBuf> {
+        self.part.clone()
+    }
+
+    /// Records `e` as the output's failure, if it is the first, and returns it.
+    fn record(&self, e: io::Error) -> io::Error {
+        if let Ok(mut slot) = self.failure.lock()
+            && slot.is_none()
+        {
+            *slot = Some((e.kind(), e.to_string()));
+        }
+        e
     }
 
     /// Raised once the reader of standard output has gone away; writes are
@@ -313,10 +343,29 @@ impl Output {
 
 impl Write for Output {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        match &mut self.inner {
+        let written = match &mut self.inner {
             Inner::Plain(w) => w.write(buf),
             Inner::Gzip(w) => w.write(buf),
             Inner::Zstd(w) => w.write(buf),
+            Inner::Stdout(_) => return self.write_stdout(buf),
+        };
+        written.map_err(|e| self.record(e))
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        let flushed = match &mut self.inner {
+            Inner::Plain(w) => w.flush(),
+            Inner::Gzip(w) => w.flush(),
+            Inner::Zstd(w) => w.flush(),
+            Inner::Stdout(_) => return self.flush_stdout(),
+        };
+        flushed.map_err(|e| self.record(e))
+    }
+}
+
+impl Output {
+    fn write_stdout(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.inner {
             Inner::Stdout(_) if self.closed.load(Ordering::Relaxed) => Ok(buf.len()),
             Inner::Stdout(w) => match w.write(buf) {
                 Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
@@ -325,14 +374,12 @@ impl Write for Output {
                 }
                 other => other,
             },
+            _ => Ok(buf.len()),
         }
     }
 
-    fn flush(&mut self) -> io::Result<()> {
+    fn flush_stdout(&mut self) -> io::Result<()> {
         match &mut self.inner {
-            Inner::Plain(w) => w.flush(),
-            Inner::Gzip(w) => w.flush(),
-            Inner::Zstd(w) => w.flush(),
             Inner::Stdout(_) if self.closed.load(Ordering::Relaxed) => Ok(()),
             Inner::Stdout(w) => match w.flush() {
                 Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
@@ -341,6 +388,7 @@ impl Write for Output {
                 }
                 other => other,
             },
+            _ => Ok(()),
         }
     }
 }

@@ -5,7 +5,13 @@
 //! ends, also after an interrupted run, so every output file sluice leaves is
 //! complete and valid (a Parquet footer is always written). Output therefore
 //! becomes durable at `finish`, which is when its batches are acknowledged.
+//!
+//! A run that fails ([`Sink::fail`], or a write that failed) publishes
+//! nothing: `PATH` keeps what it held, and the partial output stays in
+//! `PATH.part`, which a warning names. A write the file refuses (a full
+//! disk) is an I/O error naming the path, whatever encoder met it.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -15,7 +21,7 @@ use async_trait::async_trait;
 use sluice_core::{Batch, Error, Rejection, Result, Sink, SinkConnector, StreamInfo};
 
 use super::config::{FileSinkConfig, Format};
-use super::io::Output;
+use super::io::{Output, WriteFailure};
 
 /// Writes each stream to a file (or standard output).
 pub struct FileSink {
@@ -118,6 +124,8 @@ impl SinkConnector for FileSink {
         }
         let out = Output::create(&path, self.cfg.compression)?;
         let closed = out.closed_flag();
+        let failure = out.failure();
+        let part = out.part();
         let writer = match self.format {
             Format::Csv => {
                 let mut builder = arrow::csv::WriterBuilder::new()
@@ -167,6 +175,9 @@ impl SinkConnector for FileSink {
             writer: Some(writer),
             path,
             closed,
+            failure,
+            part,
+            broken: false,
         }))
     }
 }
@@ -223,9 +234,52 @@ struct FileStreamSink {
     path: String,
     /// Standard output's reader went away: stop, it is not a failure.
     closed: Arc<AtomicBool>,
+    /// The first error the output file gave.
+    failure: WriteFailure,
+    /// Where the output is written before it is published.
+    part: Option<PathBuf>,
+    /// A write failed: the output is not valid and is never published.
+    broken: bool,
 }
 
 impl FileStreamSink {
+    /// `e`, or the I/O error under it when the file refused a write (an
+    /// encoder reports a full disk as its own kind of error).
+    fn classify(&self, e: Error) -> Error {
+        let failed = self.failure.lock().ok().and_then(|f| f.clone());
+        match failed {
+            Some((kind, message)) if !matches!(e, Error::Io { .. }) => {
+                let part = self.part.as_ref().map(|p| p.display().to_string()).unwrap_or_default();
+                Error::io(
+                    &self.path,
+                    std::io::Error::new(kind, format!("{message} (while writing {part})")),
+                )
+            }
+            _ => e,
+        }
+    }
+
+    /// Drops what was written without publishing it: `PATH` keeps what it
+    /// held, and the warning says where the partial output is.
+    fn abandon(&mut self) {
+        if self.writer.take().is_some() {
+            self.name_partial();
+        }
+    }
+
+    /// Says that `PATH` was left as it was and where the partial output is.
+    fn name_partial(&self) {
+        if let Some(part) = self.part.as_ref().filter(|p| p.exists()) {
+            tracing::warn!(
+                path = %self.path,
+                partial = %part.display(),
+                "the run failed, so {} was left as it was; the partial output is in {}",
+                self.path,
+                part.display()
+            );
+        }
+    }
+
     fn write_sync(&mut self, data: &RecordBatch) -> Result<()> {
         let path = &self.path;
         let fail = |e: arrow::error::ArrowError| Error::data(path.clone(), e.to_string());
@@ -306,7 +360,10 @@ impl FileStreamSink {
 #[async_trait]
 impl Sink for FileStreamSink {
     async fn write(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
-        tokio::task::block_in_place(|| self.write_sync(&batch.data))?;
+        if let Err(e) = tokio::task::block_in_place(|| self.write_sync(&batch.data)) {
+            self.broken = true;
+            return Err(self.classify(e));
+        }
         if self.closed.load(Ordering::Relaxed) {
             return Err(Error::OutputClosed);
         }
@@ -321,8 +378,23 @@ impl Sink for FileStreamSink {
         false
     }
 
+    /// Publishes the output, whole or, after an interruption, shorter but
+    /// valid; never after a failed write.
     async fn finish(&mut self, _complete: bool) -> Result<()> {
-        tokio::task::block_in_place(|| self.finish_sync())
+        if self.broken {
+            self.abandon();
+            return Ok(());
+        }
+        let finished = tokio::task::block_in_place(|| self.finish_sync());
+        if finished.is_err() {
+            self.name_partial();
+        }
+        finished.map_err(|e| self.classify(e))
+    }
+
+    async fn fail(&mut self) -> Result<()> {
+        self.abandon();
+        Ok(())
     }
 }
 

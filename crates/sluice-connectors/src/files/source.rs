@@ -342,6 +342,10 @@ impl Source for FileSource {
         self.inner.format().name()
     }
 
+    fn consumable(&self) -> bool {
+        self.inner.cfg.path == "-"
+    }
+
     async fn discover(&self) -> Result<Vec<StreamSpec>> {
         let this = &self.inner;
         let (files, sizes) = list_inputs(&this.cfg.path).await?;

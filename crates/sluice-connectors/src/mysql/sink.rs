@@ -8,9 +8,11 @@
 //! `_sluice_checkpoints`; [`Sink::flush`] commits it, after the engine has
 //! written the batch's rejected rows to the dead-letter file. After a crash
 //! the table and its checkpoint agree, so a resumed run neither loses nor
-//! repeats a row. A row with an empty `part` marks a table this job creates
-//! (written before the `CREATE TABLE`, which commits implicitly), so a
-//! resumed run keeps it and still adds its indexes at the end. Sessions run in
+//! repeats a row. The row with an empty `part` is the table's job record
+//! (see [`crate::ledger`]); DDL commits implicitly here, so a table to start
+//! over is cleared before the record changes and a table to create is
+//! created after it: a crash in between is found and undone by the next
+//! run, which still adds the indexes of a table its job created. Sessions run in
 //! strict mode (`STRICT_ALL_TABLES`), so the server refuses a value that does
 //! not fit instead of truncating it.
 //!
@@ -30,6 +32,9 @@
 //!
 //! # Modes
 //!
+//! - `new` (the default) loads the job's own table once: created, or an
+//!   existing empty one; a table holding rows the pipeline did not write is
+//!   refused ([`crate::ledger`]).
 //! - `append` adds rows, creating the table when it is missing (`create`).
 //! - `replace` loads into `TABLE__sluice_new` and, when the stream completes,
 //!   renames it into place in one `RENAME TABLE`; an interrupted run leaves
@@ -56,6 +61,7 @@ use super::config::{MysqlSinkConfig, WriteMode};
 use super::encode::{EncodedRows, encode_rows};
 use super::types::{ddl_for_field, is_lob};
 use super::{Endpoint, connect, db_error, parse_url, quote_ident, redact, rows, sql_string, text};
+use crate::ledger::{self, Action, Clear, Done, Found, JobRecord};
 use crate::refused::{self, Trial};
 
 /// Largest statement the sink sends.
@@ -245,8 +251,12 @@ impl SinkConnector for MysqlSink {
 
     async fn open(&self, stream: &StreamInfo) -> Result<Box<dyn Sink>> {
         let table = self.table_for(&stream.name);
-        let w = StreamWriter::open(&self.cfg, &self.opts, &self.target, table, stream).await?;
-        Ok(Box::new(w))
+        Ok(
+            match StreamWriter::open(&self.cfg, &self.opts, &self.target, table, stream).await? {
+                Some(w) => Box::new(w),
+                None => Box::new(Done),
+            },
+        )
     }
 }
 
@@ -274,6 +284,10 @@ struct StreamWriter {
     checkpoint_values: String,
     /// The job, which owns the checkpoints it writes.
     job: i64,
+    /// The table's job record, marked complete at the end of the load.
+    record: JobRecord,
+    /// The pipeline, which keys the job record.
+    pipeline: String,
     /// A batch's transaction is open, waiting for `flush` to commit it.
     open_tx: bool,
     /// The stream's columns.
@@ -282,7 +296,7 @@ struct StreamWriter {
 }
 
 /// The checkpoints stored with the data, one row per partition of each table
-/// a pipeline loads (and a marker row, part '', for a table it creates).
+/// a pipeline loads, and its job record (part '').
 const CHECKPOINT_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sluice_checkpoints (
     pipeline VARCHAR(190) NOT NULL,
     target VARCHAR(255) NOT NULL,
@@ -301,7 +315,7 @@ impl StreamWriter {
         target: &str,
         table: String,
         stream: &StreamInfo,
-    ) -> Result<Self> {
+    ) -> Result<Option<Self>> {
         let schema: SchemaRef = stream.schema.clone();
         let location = format!("{target}#{table}");
         let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
@@ -329,26 +343,56 @@ impl StreamWriter {
             sql_string(&staging)
         );
         let checkpoint_values = format!("{}, {}", sql_string(&stream.pipeline), sql_string(&staging));
-        if !stream.resume {
-            conn.query_drop(format!("DELETE FROM _sluice_checkpoints WHERE {checkpoint_key}"))
+        let found = found_in(&mut conn, &location, &stream.pipeline, &table, &staging).await?;
+        let (created, start) = match ledger::decide(cfg.mode, stream, &found, &format!("`{table}` in {target}"))? {
+            Action::Complete { job } => {
+                tracing::info!(table = %table, job, "already loaded whole by an earlier run of this pipeline; nothing to write");
+                return Ok(None);
+            }
+            Action::Resume { created } => (created, None),
+            Action::Start { clear, created } => (created, Some(clear)),
+        };
+        let record = ledger::opening_record(&found, stream.job, created);
+        let db = |e| db_error(&location, e);
+        if let Some(clear) = start {
+            // DDL commits on its own here, so the table is cleared before the
+            // job's record replaces the earlier one: a crash in between
+            // leaves the earlier record, and the next run clears again.
+            match clear {
+                Clear::Nothing => {}
+                Clear::Truncate => conn
+                    .query_drop(format!("TRUNCATE TABLE {}", quote_ident(&table)))
+                    .await
+                    .map_err(db)?,
+                Clear::Recreate => conn
+                    .query_drop(format!("DROP TABLE IF EXISTS {}", quote_ident(&table)))
+                    .await
+                    .map_err(db)?,
+            }
+            if cfg.mode == WriteMode::Replace {
+                conn.query_drop(format!("DROP TABLE IF EXISTS {}", quote_ident(&staging)))
+                    .await
+                    .map_err(db)?;
+            }
+            let forget = format!(
+                "DELETE FROM _sluice_checkpoints WHERE pipeline = {} AND target IN ({}, {})",
+                sql_string(&stream.pipeline),
+                sql_string(&staging),
+                sql_string(&table)
+            );
+            for sql in [
+                "START TRANSACTION".to_string(),
+                forget,
+                record_sql(&stream.pipeline, &table, &record),
+                "COMMIT".into(),
+            ] {
+                conn.query_drop(sql).await.map_err(db)?;
+            }
+        } else {
+            // Loading again: a kill from here on leaves an unfinished load.
+            conn.query_drop(record_sql(&stream.pipeline, &table, &record))
                 .await
-                .map_err(|e| db_error(&location, e))?;
-        }
-        let created = stream.resume
-            && !rows(
-                &mut conn,
-                &location,
-                &format!(
-                    "SELECT 1 FROM _sluice_checkpoints WHERE {checkpoint_key} AND part = '' AND job = {}",
-                    stream.job
-                ),
-            )
-            .await?
-            .is_empty();
-        if cfg.mode == WriteMode::Replace && !created {
-            conn.query_drop(format!("DROP TABLE IF EXISTS {}", quote_ident(&staging)))
-                .await
-                .map_err(|e| db_error(&location, e))?;
+                .map_err(db)?;
         }
         let existing = columns_of(&mut conn, &location, &staging).await?;
         let mut indexes = Vec::new();
@@ -364,14 +408,6 @@ impl StreamWriter {
                     format!("table `{table}` does not exist in {target}; create it or set create = true"),
                 ));
             }
-            // The marker goes first: CREATE TABLE commits on its own.
-            conn.query_drop(format!(
-                "INSERT INTO _sluice_checkpoints (pipeline, target, part, `cursor`, `rows`, job) \
-                 VALUES ({checkpoint_values}, '', '{{\"created\":true}}', 0, {}) ON DUPLICATE KEY UPDATE job = VALUES(job)",
-                stream.job
-            ))
-            .await
-            .map_err(|e| db_error(&location, e))?;
             let sql = if !cfg.create {
                 format!("CREATE TABLE {} LIKE {}", quote_ident(&staging), quote_ident(&table))
             } else {
@@ -451,7 +487,7 @@ impl StreamWriter {
         } else {
             String::new()
         };
-        Ok(StreamWriter {
+        Ok(Some(StreamWriter {
             conn,
             mode: cfg.mode,
             table,
@@ -467,10 +503,12 @@ impl StreamWriter {
             checkpoint_key,
             checkpoint_values,
             job: stream.job,
+            record,
+            pipeline: stream.pipeline.to_string(),
             open_tx: false,
             columns: names.iter().map(|n| n.to_string()).collect(),
             refusals: Refusals::default(),
-        })
+        }))
     }
 
     async fn exec(&mut self, sql: &str) -> Result<()> {
@@ -1125,8 +1163,8 @@ impl Sink for StreamWriter {
         }
         self.create_indexes().await;
         if self.mode == WriteMode::Replace {
-            // RENAME commits on its own, so the staging table's checkpoints
-            // go first: a crash around the swap makes a resumed run load the
+            // RENAME commits on its own, so the new table's positions go
+            // first: a crash around the swap makes a resumed run load the
             // table again from the start rather than swap in an empty one.
             let forget = format!("DELETE FROM _sluice_checkpoints WHERE {}", self.checkpoint_key);
             self.exec(&forget).await?;
@@ -1143,11 +1181,89 @@ impl Sink for StreamWriter {
                 self.exec(&format!("RENAME TABLE {new} TO {t}")).await?;
             }
         }
-        // The load is whole: a later run continues from the checkpoints only.
-        let done = format!(
-            "DELETE FROM _sluice_checkpoints WHERE {} AND part = ''",
-            self.checkpoint_key
-        );
-        self.exec(&done).await
+        // The load is whole: a later run of the job continues from the
+        // positions only, and other jobs find it complete.
+        let done = JobRecord {
+            complete: true,
+            ..self.record
+        };
+        let sql = record_sql(&self.pipeline, &self.table, &done);
+        self.exec(&sql).await
     }
+}
+
+/// What the job ledger needs to know about `table` (loaded through `load`).
+async fn found_in(conn: &mut Conn, location: &str, pipeline: &str, table: &str, load: &str) -> Result<Found> {
+    let p = sql_string(pipeline);
+    let record = rows(
+        conn,
+        location,
+        &format!(
+            "SELECT job, `cursor` FROM _sluice_checkpoints WHERE pipeline = {p} AND target = {} AND part = ''",
+            sql_string(table)
+        ),
+    )
+    .await?
+    .first()
+    .and_then(|r| {
+        Some(JobRecord::parse(
+            text(r, 0)?.parse().ok()?,
+            &text(r, 1).unwrap_or_default(),
+        ))
+    });
+    let position_jobs = rows(
+        conn,
+        location,
+        &format!(
+            "SELECT DISTINCT job FROM _sluice_checkpoints WHERE pipeline = {p} AND target = {} AND part <> ''",
+            sql_string(load)
+        ),
+    )
+    .await?
+    .iter()
+    .filter_map(|r| text(r, 0)?.parse().ok())
+    .collect();
+    let other_pipelines = rows(
+        conn,
+        location,
+        &format!(
+            "SELECT DISTINCT pipeline FROM _sluice_checkpoints WHERE target IN ({}, {}) AND pipeline <> {p}",
+            sql_string(table),
+            sql_string(load)
+        ),
+    )
+    .await?
+    .iter()
+    .filter_map(|r| text(r, 0))
+    .collect();
+    let exists = !columns_of(conn, location, table).await?.is_empty();
+    let has_rows = exists
+        && rows(
+            conn,
+            location,
+            &format!("SELECT EXISTS (SELECT 1 FROM {})", quote_ident(table)),
+        )
+        .await?
+        .first()
+        .and_then(|r| text(r, 0))
+        .is_some_and(|v| v == "1");
+    Ok(Found {
+        record,
+        position_jobs,
+        exists,
+        has_rows,
+        other_pipelines,
+    })
+}
+
+/// Stores the job record of `table` (its row with an empty partition).
+fn record_sql(pipeline: &str, table: &str, record: &JobRecord) -> String {
+    format!(
+        "INSERT INTO _sluice_checkpoints (pipeline, target, part, `cursor`, `rows`, job) VALUES ({}, {}, '', {}, 0, {}) \
+         ON DUPLICATE KEY UPDATE `cursor` = VALUES(`cursor`), job = VALUES(job)",
+        sql_string(pipeline),
+        sql_string(table),
+        sql_string(&record.cursor()),
+        record.job
+    )
 }

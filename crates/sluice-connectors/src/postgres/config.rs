@@ -56,7 +56,8 @@ pub struct PostgresSinkConfig {
     /// Table name; `{stream}` is replaced by the stream name. Default `{stream}`.
     #[serde(default = "default_table")]
     pub table: String,
-    /// `append` (default), `replace` or `upsert`.
+    /// `new` (default: the job's own table, loaded once), `append`, `replace`
+    /// or `upsert`.
     #[serde(default)]
     pub mode: WriteMode,
     /// Key columns for `upsert`. Default: the source table's primary key.

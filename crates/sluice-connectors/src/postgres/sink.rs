@@ -19,9 +19,13 @@
 //! commits in [`Sink::flush`], after the engine has written the batch's
 //! rejected rows to the dead-letter file. After a crash the table and its
 //! checkpoint agree, whatever the instant; a resumed run reads from there.
-//! A row with an empty partition marks a table this run created, so a
-//! resumed run still adds the keys and indexes at the end (and `replace`
-//! keeps loading its new table instead of dropping it).
+//! The row with an empty partition is the table's job record (see
+//! [`crate::ledger`]): written with the table's creation or truncation, it
+//! says which job loads the table, whether that job created it (so a
+//! resumed run still adds the keys and indexes at the end, and `replace`
+//! keeps loading its new table) and, once marked with the end of the load,
+//! that the table is complete, so no later run of the pipeline loads it
+//! again.
 //!
 //! Foreign keys wait for the tables they reference. A table's foreign keys
 //! are recorded in `_sluice_foreign_keys` in the same transaction that adds
@@ -44,6 +48,7 @@ use super::config::{PostgresSinkConfig, WriteMode, redact};
 use super::encode::{Encode, HEADER, TRAILER, encode_rows};
 use super::types::{TypeCache, ddl_type, encoder, ident, literal, qualified};
 use super::{ENUM_LABELS, connect, is_data_error, is_transient, pg_error, server_message};
+use crate::ledger::{self, Action, Clear, Done, Found, JobRecord};
 use crate::refused::{self, Trial, Undo};
 
 /// Writes streams into PostgreSQL tables.
@@ -348,6 +353,57 @@ impl PostgresSink {
     }
 }
 
+impl PostgresSink {
+    /// What the job ledger needs to know about `table` (loaded through `load`).
+    async fn found(&self, client: &Client, pipeline: &str, table: &str, load: &str) -> Result<Found> {
+        let err = |e| pg_error(&self.cfg.url, e);
+        let checkpoints = qualified(self.schema(), "_sluice_checkpoints");
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT (SELECT job FROM {checkpoints} WHERE pipeline = $1 AND target = $2 AND partition = ''), \
+                     (SELECT cursor FROM {checkpoints} WHERE pipeline = $1 AND target = $2 AND partition = ''), \
+                     ARRAY(SELECT DISTINCT job FROM {checkpoints} WHERE pipeline = $1 AND target = $3 \
+                       AND partition <> ''), \
+                     ARRAY(SELECT DISTINCT pipeline FROM {checkpoints} WHERE target IN ($2, $3) AND pipeline <> $1), \
+                     to_regclass($2) IS NOT NULL"
+                ),
+                &[&pipeline, &table, &load],
+            )
+            .await
+            .map_err(err)?;
+        let job: Option<i64> = row.get(0);
+        let cursor: Option<String> = row.get(1);
+        let exists: bool = row.get(4);
+        let has_rows = exists
+            && client
+                .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), &[])
+                .await
+                .map_err(err)?
+                .get::<_, bool>(0);
+        Ok(Found {
+            record: job.map(|j| JobRecord::parse(j, cursor.as_deref().unwrap_or(""))),
+            position_jobs: row.get(2),
+            exists,
+            has_rows,
+            other_pipelines: row.get(3),
+        })
+    }
+}
+
+/// Stores the job record of `table` (its row with an empty partition).
+fn record_sql(checkpoints: &str, pipeline: &str, table: &str, record: &JobRecord) -> String {
+    format!(
+        "INSERT INTO {checkpoints} (pipeline, target, partition, cursor, rows, job) VALUES ({}, {}, '', {}, 0, {}) \
+         ON CONFLICT (pipeline, target, partition) DO UPDATE SET cursor = EXCLUDED.cursor, job = EXCLUDED.job, \
+         updated_at = now()",
+        literal(pipeline),
+        literal(table),
+        literal(&record.cursor()),
+        record.job
+    )
+}
+
 /// `SELECT setval(…)` moving a column's sequence past the rows loaded.
 fn setval(target: &str, table: &str, column: &str) -> String {
     let _ = table;
@@ -478,46 +534,52 @@ impl SinkConnector for PostgresSink {
             _ => table.clone(),
         };
         let key = qualified(self.schema(), &load_name);
-        let created = stream.resume
-            && client
-                .query_opt(
-                    &format!(
-                        "SELECT 1 FROM {checkpoints} WHERE pipeline = $1 AND target = $2 AND partition = '' AND job = $3"
-                    ),
-                    &[&&*stream.pipeline, &key, &stream.job],
-                )
-                .await
-                .map_err(err)?
-                .is_some();
+        let final_key = qualified(self.schema(), &table);
+        let found = self.found(&client, &stream.pipeline, &final_key, &key).await?;
+        let (created, start) = match ledger::decide(self.cfg.mode, stream, &found, &final_key)? {
+            Action::Complete { job } => {
+                tracing::info!(table = %final_key, job, "already loaded whole by an earlier run of this pipeline; nothing to write");
+                return Ok(Box::new(Done));
+            }
+            Action::Resume { created } => (created, None),
+            Action::Start { clear, created } => (created, Some(clear)),
+        };
         let plan = self.plan_table(&client, stream, created).await?;
         for w in &plan.warnings {
             tracing::warn!("{w}");
         }
-        // The table, and the checkpoints that say what it holds, change together.
+        // The table, its job record and the positions that say what it
+        // holds change together.
         let mut setup = vec!["BEGIN".to_string()];
-        if !stream.resume {
-            setup.push(format!(
-                "DELETE FROM {checkpoints} WHERE pipeline = {} AND target = {}",
-                literal(&stream.pipeline),
-                literal(&key)
-            ));
-            setup.push(format!(
-                "DELETE FROM {fks} WHERE pipeline = {} AND table_name = {}",
-                literal(&stream.pipeline),
-                literal(&qualified(self.schema(), &table))
-            ));
+        match start {
+            Some(clear) => {
+                setup.push(format!(
+                    "DELETE FROM {checkpoints} WHERE pipeline = {} AND target IN ({}, {})",
+                    literal(&stream.pipeline),
+                    literal(&key),
+                    literal(&final_key)
+                ));
+                setup.push(format!(
+                    "DELETE FROM {fks} WHERE pipeline = {} AND table_name = {}",
+                    literal(&stream.pipeline),
+                    literal(&final_key)
+                ));
+                match clear {
+                    Clear::Nothing => {}
+                    Clear::Truncate => setup.push(format!("TRUNCATE {final_key}")),
+                    // Foreign keys pointing at the table go with it; those
+                    // of tables this pipeline loads are added again when
+                    // their tables complete.
+                    Clear::Recreate => setup.push(format!("DROP TABLE IF EXISTS {final_key} CASCADE")),
+                }
+                setup.extend(plan.before.iter().cloned());
+            }
+            // A table the job created is there (created with its record).
+            None if !created => setup.extend(plan.before.iter().cloned()),
+            None => {}
         }
-        if !created && !plan.before.is_empty() {
-            setup.extend(plan.before.iter().cloned());
-            setup.push(format!(
-                "INSERT INTO {checkpoints} (pipeline, target, partition, cursor, rows, job) \
-                 VALUES ({}, {}, '', '{{\"created\":true}}', 0, {}) \
-                 ON CONFLICT (pipeline, target, partition) DO UPDATE SET job = EXCLUDED.job",
-                literal(&stream.pipeline),
-                literal(&key),
-                stream.job
-            ));
-        }
+        let record = ledger::opening_record(&found, stream.job, created);
+        setup.push(record_sql(&checkpoints, &stream.pipeline, &final_key, &record));
         setup.push("COMMIT".into());
         run_steps(&client, &self.cfg.url, &self.target(&stream.name), &setup).await?;
         let load = qualified(self.schema(), &plan.load_table);
@@ -640,17 +702,24 @@ impl SinkConnector for PostgresSink {
             ),
             // After a swap the load table is gone and so is what its
             // checkpoints described; a table loaded in place keeps its
-            // positions (an incremental source goes on from them).
-            loaded: format!(
-                "DELETE FROM {checkpoints} WHERE pipeline = {} AND target = {}{}",
-                literal(&stream.pipeline),
-                literal(&key),
+            // positions (an incremental source goes on from them). The job
+            // record says the load is whole.
+            loaded: {
+                let complete = JobRecord {
+                    complete: true,
+                    ..record
+                };
+                let done = record_sql(&checkpoints, &stream.pipeline, &final_key, &complete);
                 if self.cfg.mode == WriteMode::Replace {
-                    ""
+                    format!(
+                        "DELETE FROM {checkpoints} WHERE pipeline = {} AND target = {}; {done}",
+                        literal(&stream.pipeline),
+                        literal(&key)
+                    )
                 } else {
-                    " AND partition = ''"
+                    done
                 }
-            ),
+            },
             pipeline: stream.pipeline.to_string(),
             job: stream.job,
             key,
@@ -682,8 +751,8 @@ struct PostgresTableSink {
     checkpoint: String,
     /// Reads this table's checkpoints (pipeline, target).
     committed: String,
-    /// Drops the "created by this job" marker (and, after a swap, the
-    /// positions) once the load is whole.
+    /// Marks the job record complete (and, after a swap, drops the new
+    /// table's positions) once the load is whole.
     loaded: String,
     pipeline: String,
     /// The job, which owns the checkpoints it writes.
@@ -698,7 +767,7 @@ struct PostgresTableSink {
 }
 
 /// The checkpoints stored with the data, one row per partition of each table
-/// a pipeline loads (and a marker row, partition '', for a table it created).
+/// a pipeline loads, and its job record (partition '').
 const CHECKPOINT_TABLE: &str = "CREATE TABLE IF NOT EXISTS {schema}._sluice_checkpoints (
     pipeline text NOT NULL,
     target text NOT NULL,

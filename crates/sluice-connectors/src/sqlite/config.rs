@@ -34,7 +34,8 @@ pub struct SqliteSinkConfig {
     /// Table name; `{stream}` is replaced by the stream name. Default `{stream}`.
     #[serde(default = "default_table")]
     pub table: String,
-    /// `append` (default), `replace` or `upsert`.
+    /// `new` (default: the job's own table, loaded once), `append`, `replace`
+    /// or `upsert`.
     #[serde(default)]
     pub mode: WriteMode,
     /// Key columns for `upsert` (and the primary key of created tables).

@@ -4,7 +4,9 @@
 //! acknowledged batch is on disk (WAL, `synchronous=FULL`). The same
 //! transaction stores the batch's source position in `_sluice_checkpoints`,
 //! so after a crash the table and its checkpoint agree and a resumed run
-//! neither loses nor repeats a row. A row the
+//! neither loses nor repeats a row; its row with an empty partition is the
+//! table's job record ([`crate::ledger`]), which decides what a later run of
+//! the pipeline does with the table. A row the
 //! database refuses on its own (a constraint) is a rejection with SQLite's
 //! message; anything else fails the batch. `replace` loads into
 //! `TABLE__sluice_new` and swaps it in only when the stream completes.
@@ -22,8 +24,11 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode};
 use sluice_core::{Batch, Error, Position, Rejection, Result, Sink, SinkConnector, Stage, StreamInfo};
 
+use rusqlite::OptionalExtension;
+
 use super::config::{SqliteSinkConfig, WriteMode};
 use super::quote_ident;
+use crate::ledger::{self, Action, Clear, Done, Found, JobRecord};
 
 /// Writes streams into tables of one SQLite database.
 pub struct SqliteSink {
@@ -78,7 +83,12 @@ impl SinkConnector for SqliteSink {
     async fn open(&self, stream: &StreamInfo) -> Result<Box<dyn Sink>> {
         let table = self.table_for(&stream.name);
         let cfg = self.cfg.clone();
-        tokio::task::block_in_place(|| StreamWriter::open(cfg, table, stream)).map(|w| Box::new(w) as Box<dyn Sink>)
+        Ok(
+            match tokio::task::block_in_place(|| StreamWriter::open(cfg, table, stream))? {
+                Some(w) => Box::new(w),
+                None => Box::new(Done),
+            },
+        )
     }
 }
 
@@ -96,10 +106,12 @@ struct StreamWriter {
     pipeline: String,
     /// The job, which owns the checkpoints it writes.
     job: i64,
+    /// The job created the table it loads.
+    created: bool,
 }
 
 /// The checkpoints stored with the data, one row per partition of each table
-/// a pipeline loads (and a marker row, partition '', for a table it created).
+/// a pipeline loads, and its job record (partition '').
 const CHECKPOINT_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sluice_checkpoints (
     pipeline TEXT NOT NULL,
     target TEXT NOT NULL,
@@ -111,7 +123,9 @@ const CHECKPOINT_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sluice_checkpoints (
     PRIMARY KEY (pipeline, target, partition))";
 
 impl StreamWriter {
-    fn open(cfg: SqliteSinkConfig, table: String, stream: &StreamInfo) -> Result<Self> {
+    /// Opens the stream's table as the job ledger says; `None` when the
+    /// table already holds the whole stream.
+    fn open(cfg: SqliteSinkConfig, table: String, stream: &StreamInfo) -> Result<Option<Self>> {
         let schema: SchemaRef = stream.schema.clone();
         if let Some(dir) = std::path::Path::new(&cfg.path)
             .parent()
@@ -139,40 +153,68 @@ impl StreamWriter {
         };
         let pipeline: &str = &stream.pipeline;
         conn.execute_batch(CHECKPOINT_TABLE).map_err(fail)?;
-        if !stream.resume {
-            conn.execute(
-                "DELETE FROM _sluice_checkpoints WHERE pipeline = ?1 AND target = ?2",
-                (pipeline, &target),
-            )
-            .map_err(fail)?;
-        }
-        let created = stream.resume
-            && conn
-                .query_row(
-                    "SELECT count(*) FROM _sluice_checkpoints WHERE pipeline = ?1 AND target = ?2 AND partition = '' \
-                     AND job = ?3",
-                    (pipeline, &target, stream.job),
-                    |r| r.get::<_, i64>(0),
+        let found = found_in(&conn, pipeline, &table, &target).map_err(fail)?;
+        let created = match ledger::decide(cfg.mode, stream, &found, &format!("`{table}` in {}", cfg.path))? {
+            Action::Complete { job } => {
+                tracing::info!(table = %table, job, "already loaded whole by an earlier run of this pipeline; nothing to write");
+                return Ok(None);
+            }
+            Action::Resume { created } => {
+                // Loading again: a kill from here on leaves an unfinished load.
+                write_record(
+                    &conn,
+                    pipeline,
+                    &table,
+                    &ledger::opening_record(&found, stream.job, created),
                 )
-                .map_err(fail)?
-                > 0;
-        if cfg.mode == WriteMode::Replace && !created {
-            conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote_ident(&target)))
                 .map_err(fail)?;
-        }
+                if cfg.mode == WriteMode::Replace && !created {
+                    conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote_ident(&target)))
+                        .map_err(fail)?;
+                }
+                created
+            }
+            Action::Start { clear, created } => {
+                // The table, its job record and its positions change together.
+                let tx = conn.unchecked_transaction().map_err(fail)?;
+                tx.execute(
+                    "DELETE FROM _sluice_checkpoints WHERE pipeline = ?1 AND target IN (?2, ?3)",
+                    (pipeline, &target, &table),
+                )
+                .map_err(fail)?;
+                match clear {
+                    Clear::Nothing => {}
+                    Clear::Truncate => tx
+                        .execute_batch(&format!("DELETE FROM {}", quote_ident(&table)))
+                        .map_err(fail)?,
+                    Clear::Recreate => tx
+                        .execute_batch(&format!("DROP TABLE IF EXISTS {}", quote_ident(&table)))
+                        .map_err(fail)?,
+                }
+                if cfg.mode == WriteMode::Replace {
+                    tx.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote_ident(&target)))
+                        .map_err(fail)?;
+                }
+                if columns_of(&tx, &target).map_err(fail)?.is_empty() {
+                    tx.execute_batch(&create_table(&target, &schema, &cfg.key))
+                        .map_err(fail)?;
+                }
+                write_record(
+                    &tx,
+                    pipeline,
+                    &table,
+                    &ledger::opening_record(&found, stream.job, created),
+                )
+                .map_err(fail)?;
+                tx.commit().map_err(fail)?;
+                created
+            }
+        };
         let existing = columns_of(&conn, &target).map_err(fail)?;
         if existing.is_empty() {
-            // The table and the marker that says this job created it, together.
-            let tx = conn.unchecked_transaction().map_err(fail)?;
-            tx.execute_batch(&create_table(&target, &schema, &cfg.key))
+            // Resuming a table its job created that is gone since.
+            conn.execute_batch(&create_table(&target, &schema, &cfg.key))
                 .map_err(fail)?;
-            tx.execute(
-                "INSERT OR REPLACE INTO _sluice_checkpoints (pipeline, target, partition, cursor, rows, job) \
-                 VALUES (?1, ?2, '', '{\"created\":true}', 0, ?3)",
-                (pipeline, &target, stream.job),
-            )
-            .map_err(fail)?;
-            tx.commit().map_err(fail)?;
         } else {
             let missing: Vec<&str> = schema
                 .fields()
@@ -205,7 +247,7 @@ impl StreamWriter {
             }
             return Err(fail(e));
         }
-        Ok(StreamWriter {
+        Ok(Some(StreamWriter {
             conn,
             cfg,
             table,
@@ -216,7 +258,8 @@ impl StreamWriter {
             by: Arc::from("sqlite"),
             pipeline: pipeline.to_string(),
             job: stream.job,
-        })
+            created: ledger::opening_record(&found, stream.job, created).created,
+        }))
     }
 
     fn write_sync(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
@@ -318,23 +361,77 @@ impl StreamWriter {
         }
         self.commit()?;
         let fail = |e: rusqlite::Error| Error::connection(self.location.clone(), e.to_string());
-        // The swap and the end of the marker in one transaction; after a swap
-        // the staging table's positions go too (it is gone).
+        // The swap and the job record's completion in one transaction;
+        // after a swap the new table's positions go too (it is gone).
         let tx = self.conn.unchecked_transaction().map_err(fail)?;
-        let forget = if self.cfg.mode == WriteMode::Replace {
+        if self.cfg.mode == WriteMode::Replace {
             tx.execute_batch(&format!(
                 "DROP TABLE IF EXISTS {t}; ALTER TABLE {n} RENAME TO {t};",
                 t = quote_ident(&self.table),
                 n = quote_ident(&self.target)
             ))
             .map_err(fail)?;
-            "DELETE FROM _sluice_checkpoints WHERE pipeline = ?1 AND target = ?2"
-        } else {
-            "DELETE FROM _sluice_checkpoints WHERE pipeline = ?1 AND target = ?2 AND partition = ''"
+            tx.execute(
+                "DELETE FROM _sluice_checkpoints WHERE pipeline = ?1 AND target = ?2",
+                (&self.pipeline, &self.target),
+            )
+            .map_err(fail)?;
+        }
+        let record = JobRecord {
+            job: self.job,
+            created: self.created,
+            complete: true,
         };
-        tx.execute(forget, (&self.pipeline, &self.target)).map_err(fail)?;
+        write_record(&tx, &self.pipeline, &self.table, &record).map_err(fail)?;
         tx.commit().map_err(fail)
     }
+}
+
+/// What the ledger needs to know about `table` (loaded through `target`).
+fn found_in(conn: &Connection, pipeline: &str, table: &str, target: &str) -> rusqlite::Result<Found> {
+    let record = conn
+        .query_row(
+            "SELECT job, cursor FROM _sluice_checkpoints WHERE pipeline = ?1 AND target = ?2 AND partition = ''",
+            (pipeline, table),
+            |r| Ok(JobRecord::parse(r.get(0)?, &r.get::<_, String>(1)?)),
+        )
+        .optional()?;
+    let mut stmt = conn.prepare(
+        "SELECT DISTINCT job FROM _sluice_checkpoints WHERE pipeline = ?1 AND target = ?2 AND partition <> ''",
+    )?;
+    let position_jobs = stmt
+        .query_map((pipeline, target), |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
+    let mut stmt =
+        conn.prepare("SELECT DISTINCT pipeline FROM _sluice_checkpoints WHERE target IN (?1, ?2) AND pipeline <> ?3")?;
+    let other_pipelines = stmt
+        .query_map((table, target, pipeline), |r| r.get(0))?
+        .collect::<rusqlite::Result<Vec<String>>>()?;
+    let exists = !columns_of(conn, table)?.is_empty();
+    let has_rows = exists
+        && conn.query_row(
+            &format!("SELECT EXISTS (SELECT 1 FROM {})", quote_ident(table)),
+            [],
+            |r| r.get::<_, bool>(0),
+        )?;
+    Ok(Found {
+        record,
+        position_jobs,
+        exists,
+        has_rows,
+        other_pipelines,
+    })
+}
+
+/// Stores the job record of `table` (its row with an empty partition).
+fn write_record(conn: &Connection, pipeline: &str, table: &str, record: &JobRecord) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO _sluice_checkpoints (pipeline, target, partition, cursor, rows, job) VALUES (?1, ?2, '', ?3, 0, ?4) \
+         ON CONFLICT (pipeline, target, partition) DO UPDATE SET cursor = excluded.cursor, job = excluded.job, \
+         updated_at = excluded.updated_at",
+        (pipeline, table, record.cursor(), record.job),
+    )?;
+    Ok(())
 }
 
 fn columns_of(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
