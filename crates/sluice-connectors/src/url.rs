@@ -18,7 +18,10 @@ const SECRET_KEYS: &[&str] = &[
 
 fn is_secret_key(key: &str) -> bool {
     let key = key.trim().to_ascii_lowercase();
-    SECRET_KEYS.contains(&key.as_str()) || key.ends_with("password") || key.ends_with("secret") || key.ends_with("token")
+    SECRET_KEYS.contains(&key.as_str())
+        || key.ends_with("password")
+        || key.ends_with("secret")
+        || key.ends_with("token")
 }
 
 /// The connection string with every secret replaced by `***`, for messages,

@@ -1,9 +1,9 @@
 //! Rejected rows: counted, written to the dead-letter file, or the end of
 //! the run, according to `on_error` and `max_errors`.
 
+use std::collections::HashMap;
 use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 

@@ -674,9 +674,12 @@ impl StreamRun<'_> {
                         // filtered when they went in; what comes out is not.
                         if let Some(b) = &applied.batch {
                             let emitted = b.num_rows() as u64;
-                            let _ = self.stats.filtered.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
-                                Some(f.saturating_sub(emitted))
-                            });
+                            let _ = self
+                                .stats
+                                .filtered
+                                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |f| {
+                                    Some(f.saturating_sub(emitted))
+                                });
                         }
                         if let (Ok(()), Some(b)) = (&res, applied.batch) {
                             match apply_chain(&mut chain, i + 1, b, &self.shared.rejections, &self.stats).await {

@@ -88,7 +88,10 @@ fn an_unterminated_quote_is_refused_with_its_line_not_swallowed() {
 fn a_line_of_spaces_is_its_own_rejection_and_the_row_before_it_arrives() {
     let dir = tempfile::tempdir().unwrap();
     write(dir.path(), "ws.csv", "id,name\n1,a\n   \n2,b\n");
-    ok(&sluice(dir.path(), &["copy", "ws.csv", "out.ndjson", "--on-error", "dlq"]));
+    ok(&sluice(
+        dir.path(),
+        &["copy", "ws.csv", "out.ndjson", "--on-error", "dlq"],
+    ));
     let rows = ndjson(&dir.path().join("out.ndjson"));
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0]["name"], "a");
@@ -124,11 +127,7 @@ fn integers_beyond_64_bits_stay_exact() {
 #[test]
 fn a_number_too_large_for_a_float_is_rejected_not_infinity() {
     let dir = tempfile::tempdir().unwrap();
-    write(
-        dir.path(),
-        "huge.ndjson",
-        "{\"x\":1.5}\n{\"x\":1e400}\n{\"x\":2.5}\n",
-    );
+    write(dir.path(), "huge.ndjson", "{\"x\":1.5}\n{\"x\":1e400}\n{\"x\":2.5}\n");
     ok(&sluice(
         dir.path(),
         &["copy", "huge.ndjson", "out.ndjson", "--on-error", "dlq"],
@@ -183,7 +182,10 @@ fn windows_1252_input_reads_with_its_encoding_and_utf8_errors_say_how() {
     let out = sluice(dir.path(), &["copy", "excel.csv", "plain.ndjson"]);
     assert_eq!(out.status.code(), Some(4));
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("excel.csv:2") && stderr.contains("encoding"), "{stderr}");
+    assert!(
+        stderr.contains("excel.csv:2") && stderr.contains("encoding"),
+        "{stderr}"
+    );
     // Read as UTF-8 with a dead-letter file, the undecodable rows are
     // isolated with their line and the hint; none is mangled.
     write(
@@ -336,7 +338,10 @@ fn a_directory_as_source_or_destination_is_named_as_such() {
 fn counts(table: &str, stream: &str, first: usize) -> Vec<u64> {
     let line = table
         .lines()
-        .find(|l| l.split('┆').any(|c| c.trim_matches(|c: char| c == '│' || c.is_whitespace()) == stream))
+        .find(|l| {
+            l.split('┆')
+                .any(|c| c.trim_matches(|c: char| c == '│' || c.is_whitespace()) == stream)
+        })
         .unwrap_or_else(|| panic!("no row for {stream} in\n{table}"));
     line.split('┆')
         .skip(first)

@@ -115,7 +115,10 @@ impl RecordDecoder for CsvDecoder {
             static HUGE: LazyLock<Regex> =
                 LazyLock::new(|| Regex::new(r"[0-9][0-9.]*[eE][+-]?[0-9]{3,}|[0-9]{309,}").expect("static regex"));
             let text = String::from_utf8_lossy(bytes);
-            if let Some(m) = HUGE.find_iter(&text).find(|m| m.as_str().parse::<f64>().is_ok_and(f64::is_infinite)) {
+            if let Some(m) = HUGE
+                .find_iter(&text)
+                .find(|m| m.as_str().parse::<f64>().is_ok_and(f64::is_infinite))
+            {
                 return Err(format!(
                     "number {} is too large for a 64-bit float and would become infinity; declare the column \
                      as text or decimal under [source.schema] to keep it exact",
@@ -256,7 +259,9 @@ pub(crate) fn decoder(
     opts: &CsvOptions,
     inference: Inference,
 ) -> Result<Arc<dyn RecordDecoder>, String> {
-    Ok(Arc::new(CsvDecoder::new(schema, opts.clone())?.with_inference(inference)))
+    Ok(Arc::new(
+        CsvDecoder::new(schema, opts.clone())?.with_inference(inference),
+    ))
 }
 
 #[cfg(test)]

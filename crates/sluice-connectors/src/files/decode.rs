@@ -312,7 +312,13 @@ impl InOrder {
     }
 }
 
-pub(super) fn decode_chunk(decoder: &dyn RecordDecoder, chunk: &Chunk, rows: usize, rows_before: u64, labels: &Labels) -> Decoded {
+pub(super) fn decode_chunk(
+    decoder: &dyn RecordDecoder,
+    chunk: &Chunk,
+    rows: usize,
+    rows_before: u64,
+    labels: &Labels,
+) -> Decoded {
     let mut events = Vec::new();
     // A record whose quote never closes is the rest of the input, not a value.
     let records = chunk.len() - usize::from(chunk.unterminated && chunk.len() > 0);

@@ -184,6 +184,11 @@ impl<R: Read> Read for Utf8Reader<R> {
         let n = buf.len().min(self.out.len() - self.out_pos);
         buf[..n].copy_from_slice(&self.out[self.out_pos..self.out_pos + n]);
         self.out_pos += n;
+        // Passing through: fill the rest from the input, so the first read
+        // is not just the few bytes looked at for a byte-order mark.
+        if matches!(self.state, State::Pass) && self.out_pos == self.out.len() && n < buf.len() {
+            return Ok(n + self.inner.read(&mut buf[n..]).unwrap_or(0));
+        }
         Ok(n)
     }
 }
@@ -197,11 +202,19 @@ pub(crate) fn decode_sample(bytes: &[u8], configured: Option<&'static Encoding>)
         return Ok(bytes.to_vec());
     }
     let mut decoder = encoding.new_decoder_without_bom_handling();
-    let mut out = vec![0; decoder.max_utf8_buffer_length_without_replacement(bytes.len()).unwrap_or(bytes.len() * 3 + 16)];
+    let mut out = vec![
+        0;
+        decoder
+            .max_utf8_buffer_length_without_replacement(bytes.len())
+            .unwrap_or(bytes.len() * 3 + 16)
+    ];
     let (result, read, written) = decoder.decode_to_utf8_without_replacement(bytes, &mut out, false);
     if let encoding_rs::DecoderResult::Malformed(bad, after) = result {
         let at = bom + read - usize::from(bad) - usize::from(after);
-        return Err(format!("byte {at} is not valid {} text; check the encoding setting", encoding.name()));
+        return Err(format!(
+            "byte {at} is not valid {} text; check the encoding setting",
+            encoding.name()
+        ));
     }
     out.truncate(written);
     Ok(out)

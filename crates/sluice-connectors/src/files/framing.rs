@@ -278,9 +278,7 @@ impl Framer {
             Some(e) => memchr3_iter(quote, nl, e, &self.buf[start..])
                 .map(|i| i + start)
                 .collect(),
-            None => memchr2_iter(quote, nl, &self.buf[start..])
-                .map(|i| i + start)
-                .collect(),
+            None => memchr2_iter(quote, nl, &self.buf[start..]).map(|i| i + start).collect(),
         };
         for i in hits {
             let b = self.buf[i];
@@ -342,22 +340,25 @@ impl Framer {
 
     fn scan_bulk(&mut self) {
         let mut pos = self.scanned;
+        // The line being scanned may have begun in an earlier push: judge it whole.
+        let mut line_start = memchr::memrchr(b'\n', &self.buf[..pos]).map_or(0, |i| i + 1);
         while let Some(off) = memchr(b'\n', &self.buf[pos..]) {
             let nl = pos + off;
-            let blank = self.buf[pos..nl].iter().all(u8::is_ascii_whitespace);
+            let blank = self.buf[line_start..nl].iter().all(u8::is_ascii_whitespace);
             self.mark_nonblank(pos, nl);
             self.line += 1;
             if !blank {
                 if self.awaiting_source {
                     self.awaiting_source = false;
                     self.end_record(nl + 1);
-                } else if super::docs::bulk_action_wants_source(&self.buf[pos..nl]) {
+                } else if super::docs::bulk_action_wants_source(&self.buf[line_start..nl]) {
                     self.awaiting_source = true;
                 } else {
                     self.end_record(nl + 1);
                 }
             }
             pos = nl + 1;
+            line_start = pos;
         }
         let len = self.buf.len();
         self.mark_nonblank(pos, len);
@@ -584,5 +585,33 @@ mod tests {
     fn ndjson_skips_blank_lines() {
         let recs = frame(FrameKind::Lines, 0, b"{\"a\":1}\n\n  \n{\"a\":2}", 4);
         assert_eq!(recs, vec![(1, "{\"a\":1}".to_string()), (4, "{\"a\":2}".to_string())]);
+    }
+}
+
+#[cfg(test)]
+mod bulk_tests {
+    use super::*;
+
+    #[test]
+    fn bulk_pairs_are_one_record() {
+        let input = b"{\"index\":{\"_index\":\"a\",\"_id\":\"1\"}}\n{\"x\":1}\n{\"delete\":{\"_id\":\"3\"}}\n";
+        for step in [1, 5, 1000] {
+            let mut f = Framer::new(FrameKind::BulkPairs, 0);
+            let mut recs = Vec::new();
+            for piece in input.chunks(step) {
+                f.push(piece);
+                if let Some(c) = f.take() {
+                    for i in 0..c.len() {
+                        recs.push((c.lines[i], c.raw(i)));
+                    }
+                }
+            }
+            if let Some(c) = f.finish() {
+                for i in 0..c.len() {
+                    recs.push((c.lines[i], c.raw(i)));
+                }
+            }
+            assert_eq!(recs.len(), 2, "step {step}: {recs:?}");
+        }
     }
 }

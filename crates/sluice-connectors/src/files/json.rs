@@ -277,7 +277,10 @@ fn number_shapes(record: &[u8], shapes: &mut Shapes) {
                     Some(p) => (&text[..p], true),
                     None => (text, false),
                 };
-                let (int, frac) = mantissa.trim_start_matches('-').split_once('.').unwrap_or((mantissa.trim_start_matches('-'), ""));
+                let (int, frac) = mantissa
+                    .trim_start_matches('-')
+                    .split_once('.')
+                    .unwrap_or((mantissa.trim_start_matches('-'), ""));
                 shape.exponent |= exp;
                 shape.int_digits = shape.int_digits.max(int.len());
                 shape.frac_digits = shape.frac_digits.max(frac.len());
@@ -305,7 +308,9 @@ fn exact_field(f: &arrow::datatypes::FieldRef, shapes: &Shapes, path: &mut Vec<S
             Some(s) if s.big_int => DataType::Utf8,
             _ => DataType::Float64,
         },
-        DataType::Struct(fields) => DataType::Struct(fields.iter().map(|c| Arc::new(exact_field(c, shapes, path))).collect()),
+        DataType::Struct(fields) => {
+            DataType::Struct(fields.iter().map(|c| Arc::new(exact_field(c, shapes, path))).collect())
+        }
         other => no_nulls(other),
     };
     path.pop();

@@ -10,11 +10,11 @@
 pub mod config;
 mod csv;
 mod decode;
+pub(crate) mod docs;
 pub(crate) mod encoding;
+mod framing;
 #[doc(hidden)]
 pub mod fuzzing;
-pub(crate) mod docs;
-mod framing;
 mod io;
 mod json;
 #[cfg(feature = "s3")]

@@ -188,7 +188,13 @@ impl SinkConnector for FileSink {
 pub(crate) fn file_name_for(stream: &str) -> String {
     let mut name: String = stream
         .chars()
-        .map(|c| if c == '/' || c == '\\' || c.is_control() { '_' } else { c })
+        .map(|c| {
+            if c == '/' || c == '\\' || c.is_control() {
+                '_'
+            } else {
+                c
+            }
+        })
         .collect();
     if name.is_empty() || name.starts_with('.') {
         name.insert(0, '_');

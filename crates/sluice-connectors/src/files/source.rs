@@ -145,9 +145,7 @@ impl FileSource {
                     "Parquet text is always UTF-8; remove encoding",
                 ));
             }
-            Some(label) => {
-                Some(super::encoding::lookup(label).map_err(|e| Error::config("source.encoding", e))?)
-            }
+            Some(label) => Some(super::encoding::lookup(label).map_err(|e| Error::config("source.encoding", e))?),
         };
         Ok(FileSource {
             inner: Arc::new(Inner {
@@ -248,7 +246,8 @@ impl Inner {
             }
             sample
         };
-        if self.format == Format::Csv && self.csv.header && line_endings(&sample, 2) < 2 && sample.len() >= SAMPLE_BYTES {
+        if self.format == Format::Csv && self.csv.header && line_endings(&sample, 2) < 2 && sample.len() >= SAMPLE_BYTES
+        {
             tracing::warn!(
                 path = first,
                 "no whole record in the first {} MiB: every column is read as text; declare types under [source.schema]",
@@ -447,8 +446,9 @@ impl Source for FileSource {
         };
         let decoder: Arc<dyn decode::RecordDecoder> = match (this.format(), this.format().docs()) {
             (_, Some(kind)) => Arc::new(super::docs::DocDecoder::new(kind)),
-            (Format::Csv, None) => csv::decoder(schema.clone(), &this.csv, inference)
-                .map_err(|e| Error::config("source.csv.null", e))?,
+            (Format::Csv, None) => {
+                csv::decoder(schema.clone(), &this.csv, inference).map_err(|e| Error::config("source.csv.null", e))?
+            }
             (_, None) => json::decoder(schema.clone(), inference),
         };
         let framer = Framer::new(this.frame_kind(), usize::from(header));
