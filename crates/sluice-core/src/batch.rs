@@ -138,6 +138,10 @@ impl Batch {
 
     /// A rejection of row `i`, carrying the row as it was when refused.
     pub fn reject_row(&self, i: usize, stage: Stage, by: &Arc<str>, reason: String) -> Rejection {
+        self.rejection(i, stage, by, reason, self.row_json(i))
+    }
+
+    fn rejection(&self, i: usize, stage: Stage, by: &Arc<str>, reason: String, record: serde_json::Value) -> Rejection {
         Rejection {
             stream: self.stream.clone(),
             stage,
@@ -146,7 +150,7 @@ impl Batch {
             line: self.line(i),
             reason,
             raw: None,
-            record: Some(self.row_json(i)),
+            record: Some(record),
         }
     }
 
@@ -157,16 +161,7 @@ impl Batch {
         let records = rows_json(&self.data, &rows.iter().map(|(i, _)| *i).collect::<Vec<_>>());
         rows.into_iter()
             .zip(records)
-            .map(|((i, reason), record)| Rejection {
-                stream: self.stream.clone(),
-                stage,
-                by: by.clone(),
-                origin: self.origin.clone(),
-                line: self.line(i),
-                reason,
-                raw: None,
-                record: Some(record),
-            })
+            .map(|((i, reason), record)| self.rejection(i, stage, by, reason, record))
             .collect()
     }
 

@@ -38,11 +38,12 @@ fn pipeline(dir: &Path, source: &str, sink: &str) {
     std::fs::write(dir.join("p.toml"), format!("[source]\n{source}\n\n[[sinks]]\n{sink}\n")).unwrap();
 }
 
-#[test]
-fn copy_and_check_end_when_a_postgres_server_never_answers() {
+/// Copies into and out of a `scheme` server that never answers, and checks a
+/// pipeline that uses it (as its sink when `as_sink`, else as its source).
+fn copies_and_check_end(scheme: &str, as_sink: bool) {
     let port = silent_server();
     let address = format!("127.0.0.1:{port}");
-    let url = format!("postgres://u:secret@{address}/db?connect_timeout=1");
+    let url = format!("{scheme}://u:secret@{address}/db?connect_timeout=1");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("a.csv"), "id\n1\n").unwrap();
     // As a destination and as a source.
@@ -51,30 +52,21 @@ fn copy_and_check_end_when_a_postgres_server_never_answers() {
         &sluice(dir.path(), &["copy", &url, "out.csv", "--no-progress"]),
         &address,
     );
-    pipeline(
-        dir.path(),
-        "type = \"file\"\npath = \"a.csv\"",
-        &format!("type = \"postgres\"\nurl = \"{url}\""),
-    );
+    let server = format!("type = \"{scheme}\"\nurl = \"{url}\"");
+    if as_sink {
+        pipeline(dir.path(), "type = \"file\"\npath = \"a.csv\"", &server);
+    } else {
+        pipeline(dir.path(), &server, "type = \"file\"\npath = \"out.csv\"");
+    }
     assert_no_answer(&sluice(dir.path(), &["check", "p.toml"]), &address);
 }
 
 #[test]
+fn copy_and_check_end_when_a_postgres_server_never_answers() {
+    copies_and_check_end("postgres", true);
+}
+
+#[test]
 fn copy_and_check_end_when_a_mysql_server_never_answers() {
-    let port = silent_server();
-    let address = format!("127.0.0.1:{port}");
-    let url = format!("mysql://u:secret@{address}/db?connect_timeout=1");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("a.csv"), "id\n1\n").unwrap();
-    assert_no_answer(&sluice(dir.path(), &["copy", "a.csv", &url, "--no-progress"]), &address);
-    assert_no_answer(
-        &sluice(dir.path(), &["copy", &url, "out.csv", "--no-progress"]),
-        &address,
-    );
-    pipeline(
-        dir.path(),
-        &format!("type = \"mysql\"\nurl = \"{url}\""),
-        "type = \"file\"\npath = \"out.csv\"",
-    );
-    assert_no_answer(&sluice(dir.path(), &["check", "p.toml"]), &address);
+    copies_and_check_end("mysql", false);
 }

@@ -366,11 +366,7 @@ pub(super) fn decode_chunk(
     }
     if records < chunk.len() {
         let raw = chunk.raw(records);
-        let breaks = match raw.bytes().filter(|&b| b == b'\n').count() {
-            0 => raw.bytes().filter(|&b| b == b'\r').count(),
-            n => n,
-        };
-        let lines = breaks + 1;
+        let lines = super::framing::line_breaks(raw.as_bytes(), usize::MAX) + 1;
         let mut rejection = range_rejection(
             chunk,
             records,

@@ -10,6 +10,15 @@
 
 use memchr::{memchr, memchr2_iter, memchr3_iter};
 
+/// Line breaks in `bytes` (`\n`, or a lone `\r` where there is no `\n`),
+/// counting up to `enough`.
+pub(crate) fn line_breaks(bytes: &[u8], enough: usize) -> usize {
+    match memchr::memchr_iter(b'\n', bytes).take(enough).count() {
+        0 => memchr::memchr_iter(b'\r', bytes).take(enough).count(),
+        n => n,
+    }
+}
+
 /// How records are delimited.
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum FrameKind {

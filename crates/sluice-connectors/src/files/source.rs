@@ -23,14 +23,6 @@ const SAMPLE_BYTES: usize = 4 << 20;
 /// than [`SAMPLE_BYTES`].
 const MAX_SAMPLE_BYTES: usize = 64 << 20;
 
-/// Line endings in `bytes` (`\n`, or `\r` where there is no `\n`), counting up to `enough`.
-fn line_endings(bytes: &[u8], enough: usize) -> usize {
-    match memchr::memchr_iter(b'\n', bytes).take(enough).count() {
-        0 => memchr::memchr_iter(b'\r', bytes).take(enough).count(),
-        n => n,
-    }
-}
-
 /// How long stdin may stay quiet before inference works with what it has.
 const STDIN_QUIET: Duration = Duration::from_millis(500);
 
@@ -236,7 +228,7 @@ impl Inner {
             let wanted = 1 + usize::from(self.format == Format::Csv && self.csv.header);
             while sample.len() >= SAMPLE_BYTES
                 && sample.len() < MAX_SAMPLE_BYTES
-                && line_endings(&sample, wanted) < wanted
+                && super::framing::line_breaks(&sample, wanted) < wanted
             {
                 let more = io::sample(&mut input, sample.len()).map_err(|e| super::encoding::read_error(first, e))?;
                 if more.is_empty() {
@@ -246,7 +238,10 @@ impl Inner {
             }
             sample
         };
-        if self.format == Format::Csv && self.csv.header && line_endings(&sample, 2) < 2 && sample.len() >= SAMPLE_BYTES
+        if self.format == Format::Csv
+            && self.csv.header
+            && super::framing::line_breaks(&sample, 2) < 2
+            && sample.len() >= SAMPLE_BYTES
         {
             tracing::warn!(
                 path = first,
