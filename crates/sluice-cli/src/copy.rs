@@ -320,5 +320,5 @@ pub fn pipeline(a: &CopyArgs) -> Result<Pipeline, ConfigError> {
         message,
     })?;
     let cwd = std::env::current_dir().unwrap_or_else(|_| PathBuf::from("."));
-    sluice_engine::from_table(table, "copy", &name, cwd)
+    sluice_engine::from_table(table, "copy", &name, cwd, crate::registry())
 }

@@ -114,7 +114,7 @@ fn config_failure(e: &ConfigError) -> ExitCode {
 
 async fn dispatch(cli: Cli) -> ExitCode {
     match &cli.command {
-        Command::Validate { pipeline } => match sluice_engine::load(pipeline) {
+        Command::Validate { pipeline } => match sluice_engine::load(pipeline, registry()) {
             Ok(p) => {
                 if !cli.global.quiet {
                     out!(
@@ -129,7 +129,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
             }
             Err(e) => config_failure(&e),
         },
-        Command::Run { pipeline, fresh } => match sluice_engine::load(pipeline) {
+        Command::Run { pipeline, fresh } => match sluice_engine::load(pipeline, registry()) {
             Ok(mut p) => {
                 p.fresh = *fresh;
                 execute(p, &cli.global).await
@@ -144,7 +144,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
             Err(e) => config_failure(&e),
         },
         Command::Status { pipeline, state_dir } => status(pipeline.as_deref(), state_dir.clone()),
-        Command::Check { pipeline } => match sluice_engine::load(pipeline) {
+        Command::Check { pipeline } => match sluice_engine::load(pipeline, registry()) {
             Ok(p) => report(sluice_engine::inspect::check(&p).await.map(|lines| {
                 for (role, line) in lines {
                     out!("ok  {role}: {line}");
@@ -153,14 +153,14 @@ async fn dispatch(cli: Cli) -> ExitCode {
             })),
             Err(e) => config_failure(&e),
         },
-        Command::Plan { pipeline } => match sluice_engine::load(pipeline) {
+        Command::Plan { pipeline } => match sluice_engine::load(pipeline, registry()) {
             Ok(p) => report(sluice_engine::inspect::plan(&p).await.map(|plan| {
                 out!("{}", display::plan(&plan));
                 ExitCode::SUCCESS
             })),
             Err(e) => config_failure(&e),
         },
-        Command::Verify { pipeline, sample } => match sluice_engine::load(pipeline) {
+        Command::Verify { pipeline, sample } => match sluice_engine::load(pipeline, registry()) {
             Ok(p) => {
                 let cancel = CancellationToken::new();
                 watch_signals(cancel.clone(), Duration::from_secs(p.config.runtime.shutdown_timeout_s));
@@ -259,11 +259,7 @@ async fn execute(pipeline: Pipeline, global: &cli::Global) -> ExitCode {
     }
     if !global.quiet && (!outcome.report.streams.is_empty() || outcome.error.is_none()) {
         // Standard input is gone once read: an interrupted copy of it starts over.
-        let resumable = !matches!(
-            &pipeline.config.source,
-            sluice_connectors::registry::SourceConfig::File(f) if f.path == "-"
-        );
-        err!("{}", display::summary(&outcome.report, resumable));
+        err!("{}", display::summary(&outcome.report, !outcome.report.consumable));
     }
     match outcome.error {
         None if cancel.is_cancelled() => {
@@ -283,7 +279,7 @@ async fn execute(pipeline: Pipeline, global: &cli::Global) -> ExitCode {
 
 fn status(pipeline: Option<&Path>, state_dir: Option<std::path::PathBuf>) -> ExitCode {
     let (name, dir) = match pipeline {
-        Some(p) => match sluice_engine::load(p) {
+        Some(p) => match sluice_engine::load(p, registry()) {
             Ok(p) => (Some(p.name.clone()), p.state_dir()),
             Err(e) => return config_failure(&e),
         },
@@ -319,10 +315,24 @@ fn status(pipeline: Option<&Path>, state_dir: Option<std::path::PathBuf>) -> Exi
     ExitCode::SUCCESS
 }
 
+/// Every connector this build has, for the engine.
+fn registry() -> std::sync::Arc<sluice_core::Registry> {
+    static REGISTRY: std::sync::OnceLock<std::sync::Arc<sluice_core::Registry>> = std::sync::OnceLock::new();
+    REGISTRY
+        .get_or_init(|| std::sync::Arc::new(sluice_connectors::registry()))
+        .clone()
+}
+
 fn list() {
     out!("Connectors");
-    for c in sluice_connectors::catalog() {
-        out!("\n  {} ({}): {}", c.name, c.role, c.summary);
+    let r = registry();
+    let sources = r.sources().map(|f| ("source", f.info()));
+    for (role, c) in sources.chain(r.sinks().map(|f| ("sink", f.info()))) {
+        let aliases = match c.aliases {
+            [] => String::new(),
+            a => format!(" (also {})", a.join(", ")),
+        };
+        out!("\n  {} ({role}){aliases}: {}", c.name, c.summary);
         for (k, v) in c.options {
             out!("      {k:<40} {v}");
         }

@@ -13,14 +13,17 @@
 
 mod batch;
 pub mod dbmeta;
+pub mod documents;
 mod error;
+pub mod registry;
 mod rejection;
 pub mod retry;
 mod traits;
 pub mod types;
 
-pub use batch::{Batch, BatchLimits, Position, row_json};
+pub use batch::{Batch, BatchLimits, Position, row_json, row_record};
 pub use error::{Error, ErrorKind, Result};
+pub use registry::{ConnectorInfo, Registry, SinkFactory, SourceFactory};
 pub use rejection::{Rejection, Stage};
 pub use retry::{Retrier, RetryPolicy};
 pub use traits::{

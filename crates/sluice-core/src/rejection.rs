@@ -35,9 +35,9 @@ pub struct Rejection {
     /// The original text, when the row never became a record (source rejections).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub raw: Option<String>,
-    /// The row as JSON, when it was decoded before being refused.
+    /// The row as JSON text, when it was decoded before being refused.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub record: Option<serde_json::Value>,
+    pub record: Option<Box<serde_json::value::RawValue>>,
 }
 
 impl Rejection {

@@ -24,6 +24,7 @@
 
 use std::sync::Arc;
 
+use arrow::array::RecordBatch;
 use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -232,6 +233,35 @@ pub trait SinkConnector: Send + Sync {
     async fn check(&self, streams: &[StreamInfo]) -> Result<Vec<String>> {
         let _ = streams;
         Ok(Vec::new())
+    }
+
+    /// What this sink writes that no other sink of the same pipeline may
+    /// write too (an output path), compared as text before anything runs.
+    fn resources(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// A source reading back what this sink wrote for `stream`, for `sluice
+    /// verify`; `None` when the destination cannot be read back (standard
+    /// output, text files whose types would be inferred again).
+    fn read_back(&self, stream: &str) -> Option<Result<Box<dyn Source>>> {
+        let _ = stream;
+        None
+    }
+
+    /// Whether the destination keeps documents by `_id` (a search index):
+    /// `verify` then compares it document by document, ids and bodies,
+    /// rather than by column checksums.
+    fn holds_documents(&self) -> bool {
+        false
+    }
+
+    /// The `_id` this sink gives each row of `data` (from an `_id` column,
+    /// an id column or a template), `None` per row when the destination
+    /// assigns it; `None` for sinks that do not keep documents.
+    fn document_ids(&self, stream: &str, data: &RecordBatch) -> Option<Result<Vec<Option<String>>>> {
+        let _ = (stream, data);
+        None
     }
 }
 

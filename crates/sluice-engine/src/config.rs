@@ -12,9 +12,10 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::Deserialize;
-use sluice_connectors::{SinkConfig, SourceConfig};
+use sluice_core::Registry;
 use sluice_transforms::TransformConfig;
 
 /// A whole pipeline.
@@ -24,14 +25,15 @@ pub struct PipelineConfig {
     /// Pipeline name, the key of its state; default the file stem.
     #[serde(default)]
     pub name: Option<String>,
-    /// Where rows come from.
-    pub source: SourceConfig,
+    /// Where rows come from: a table with a `type` the registry knows,
+    /// parsed by that connector's factory.
+    pub source: toml::Table,
     /// Transform chain, applied in order.
     #[serde(default)]
     pub transforms: Vec<TransformConfig>,
     /// Where rows go; every sink receives every row.
     #[serde(default)]
-    pub sinks: Vec<SinkConfig>,
+    pub sinks: Vec<toml::Table>,
     /// Engine knobs.
     #[serde(default)]
     pub runtime: RuntimeConfig,
@@ -218,6 +220,8 @@ pub struct Pipeline {
     pub plan_hash: String,
     /// Start over instead of resuming an unfinished run (`--fresh`).
     pub fresh: bool,
+    /// The connectors this program can build, by `type`.
+    pub registry: Arc<Registry>,
 }
 
 impl Pipeline {
@@ -230,6 +234,16 @@ impl Pipeline {
         }
     }
 
+    /// Builds the source. Connects to nothing.
+    pub fn build_source(&self) -> sluice_core::Result<Box<dyn sluice_core::Source>> {
+        self.registry.build_source(&self.config.source)
+    }
+
+    /// Builds every sink, in order. Creates nothing.
+    pub fn build_sinks(&self) -> sluice_core::Result<Vec<Box<dyn sluice_core::SinkConnector>>> {
+        self.config.sinks.iter().map(|s| self.registry.build_sink(s)).collect()
+    }
+
     /// The state directory.
     pub fn state_dir(&self) -> PathBuf {
         match &self.config.runtime.state_dir {
@@ -240,8 +254,8 @@ impl Pipeline {
     }
 }
 
-/// Reads and validates a pipeline file.
-pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
+/// Reads and validates a pipeline file; its connectors must be in `registry`.
+pub fn load(path: &Path, registry: Arc<Registry>) -> Result<Pipeline, ConfigError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
         file: file.clone(),
@@ -263,6 +277,7 @@ pub fn load(path: &Path) -> Result<Pipeline, ConfigError> {
         base,
         &|k| std::env::var(k).ok(),
         &std::env::vars().collect::<Vec<_>>(),
+        registry,
     )
 }
 
@@ -275,6 +290,7 @@ pub fn parse(
     base_dir: PathBuf,
     env: &dyn Fn(&str) -> Option<String>,
     overrides: &[(String, String)],
+    registry: Arc<Registry>,
 ) -> Result<Pipeline, ConfigError> {
     let err_at = |span: Option<std::ops::Range<usize>>, key: Option<String>, message: String| {
         let (line, column) = span.map(|s| line_col(text, s.start)).unzip();
@@ -292,10 +308,11 @@ pub fn parse(
         let span = refine_span(text, e.span(), e.message());
         return Err(err_at(span, None, explain(e.message())));
     }
+    parse_connectors(text, &registry).map_err(|(span, key, message)| err_at(span, Some(key), message))?;
     // 2. Interpolation and overrides.
     interpolate(&mut table, "", env).map_err(|(key, message)| err_at(locate(text, &key), Some(key), message))?;
     apply_overrides(&mut table, overrides).map_err(|(var, m)| err_at(None, Some(var), m))?;
-    finish(table, file, default_name, base_dir).map_err(|mut e| {
+    finish(table, file, default_name, base_dir, registry).map_err(|mut e| {
         if let Some(key) = &e.key
             && let Some(span) = locate(text, key)
         {
@@ -336,11 +353,18 @@ pub fn from_table(
     origin: &str,
     default_name: &str,
     base_dir: PathBuf,
+    registry: Arc<Registry>,
 ) -> Result<Pipeline, ConfigError> {
-    finish(table, origin, default_name, base_dir)
+    finish(table, origin, default_name, base_dir, registry)
 }
 
-fn finish(table: toml::Table, origin: &str, default_name: &str, base_dir: PathBuf) -> Result<Pipeline, ConfigError> {
+fn finish(
+    table: toml::Table,
+    origin: &str,
+    default_name: &str,
+    base_dir: PathBuf,
+    registry: Arc<Registry>,
+) -> Result<Pipeline, ConfigError> {
     let err = |key: Option<String>, message: String| ConfigError {
         file: origin.to_string(),
         line: None,
@@ -352,7 +376,7 @@ fn finish(table: toml::Table, origin: &str, default_name: &str, base_dir: PathBu
         .try_into()
         .map_err(|e: toml::de::Error| err(None, explain(e.message())))?;
     let name = config.name.clone().unwrap_or_else(|| default_name.to_string());
-    check(&config).map_err(|(key, message)| err(Some(key), message))?;
+    check(&config, &registry).map_err(|(key, message)| err(Some(key), message))?;
     let mut planned = table.clone();
     if let Some(toml::Value::Table(rt)) = planned.get_mut("runtime") {
         for k in OPERATIONAL {
@@ -383,6 +407,7 @@ fn finish(table: toml::Table, origin: &str, default_name: &str, base_dir: PathBu
         base_dir,
         plan_hash,
         fresh: false,
+        registry,
     })
 }
 
@@ -610,8 +635,47 @@ fn set_in_value(target: &mut toml::Value, keys: &[String], value: toml::Value) -
     }
 }
 
+/// Where the connector tables are in the text, for errors inside them.
+#[derive(Deserialize)]
+struct ConnectorSpans {
+    source: Option<toml::Spanned<toml::Table>>,
+    #[serde(default)]
+    sinks: Vec<toml::Spanned<toml::Table>>,
+}
+
+/// Has each connector's factory check its table as written (keys and value
+/// types); an error comes with the table's place in the text and its key.
+#[allow(clippy::type_complexity)]
+fn parse_connectors(text: &str, registry: &Registry) -> Result<(), (Option<std::ops::Range<usize>>, String, String)> {
+    let Ok(spans) = toml::from_str::<ConnectorSpans>(text) else {
+        return Ok(());
+    };
+    let located = |e: sluice_core::Error, table: &str, index: Option<usize>, span: std::ops::Range<usize>| {
+        let (key, message) = core_key(e, table, index);
+        // A key the message names (`sinks[1].type`) is found in the text;
+        // otherwise the table, or the unknown field inside it.
+        let place = key
+            .contains('.')
+            .then(|| locate(text, &key))
+            .flatten()
+            .or_else(|| refine_span(text, Some(span), &message));
+        (place, key, explain(&message))
+    };
+    if let Some(source) = &spans.source {
+        registry
+            .parse_source(source.get_ref())
+            .map_err(|e| located(e, "source", None, source.span()))?;
+    }
+    for (i, sink) in spans.sinks.iter().enumerate() {
+        registry
+            .parse_sink(sink.get_ref())
+            .map_err(|e| located(e, "sinks", Some(i), sink.span()))?;
+    }
+    Ok(())
+}
+
 /// Combinations serde cannot see; returns the key and the fix.
-fn check(c: &PipelineConfig) -> Result<(), (String, String)> {
+fn check(c: &PipelineConfig, registry: &Registry) -> Result<(), (String, String)> {
     let r = &c.runtime;
     if c.sinks.is_empty() {
         return Err((
@@ -640,32 +704,23 @@ fn check(c: &PipelineConfig) -> Result<(), (String, String)> {
             "only applies with on_error = \"skip\" or \"dlq\" (\"stop\" ends at the first error)".into(),
         ));
     }
-    sluice_connectors::build_source(&c.source).map_err(|e| core_key(e, "source", None))?;
-    let mut paths = std::collections::HashSet::new();
+    registry
+        .build_source(&c.source)
+        .map_err(|e| core_key(e, "source", None))?;
+    let mut written = std::collections::HashSet::new();
     for (i, s) in c.sinks.iter().enumerate() {
-        sluice_connectors::build_sink(s).map_err(|e| core_key(e, "sinks", Some(i)))?;
-        if let Some(p) = sink_path(s).filter(|p| *p != "-")
-            && !paths.insert(p.to_string())
-        {
-            return Err((
-                format!("sinks[{i}].path"),
-                format!("`{p}` is written by another sink too; give each sink its own path"),
-            ));
+        let sink = registry.build_sink(s).map_err(|e| core_key(e, "sinks", Some(i)))?;
+        for p in sink.resources() {
+            if !written.insert(p.clone()) {
+                return Err((
+                    format!("sinks[{i}].path"),
+                    format!("`{p}` is written by another sink too; give each sink its own path"),
+                ));
+            }
         }
     }
     sluice_transforms::build(&c.transforms).map_err(|e| core_key(e, "transforms", None))?;
     Ok(())
-}
-
-fn sink_path(s: &SinkConfig) -> Option<&str> {
-    match s {
-        SinkConfig::File(c)
-        | SinkConfig::Csv(c)
-        | SinkConfig::Json(c)
-        | SinkConfig::Ndjson(c)
-        | SinkConfig::Parquet(c) => Some(&c.path),
-        _ => None,
-    }
 }
 
 /// Turns a connector's `sinks.format` into `sinks[2].format`.
@@ -696,9 +751,13 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
 mod tests {
     use super::*;
 
+    fn registry() -> Arc<Registry> {
+        Arc::new(sluice_connectors::registry())
+    }
+
     fn parse_str(text: &str) -> Result<Pipeline, ConfigError> {
         let env = |k: &str| (k == "OUT_DIR").then(|| "/tmp/o".to_string());
-        parse(text, "p.toml", "p", PathBuf::from("."), &env, &[])
+        parse(text, "p.toml", "p", PathBuf::from("."), &env, &[], registry())
     }
 
     const OK: &str = "[source]\ntype = \"file\"\npath = \"in.csv\"\n\n[[sinks]]\ntype = \"null\"\n";
@@ -757,12 +816,9 @@ mod tests {
             "[source]\ntype = \"file\"\npath = \"in.csv\"\n\n[[sinks]]\ntype = \"file\"\npath = \"${OUT_DIR}/x.csv\"\n";
         let overrides = vec![("SLUICE_RUNTIME__BATCH_ROWS".to_string(), "77".to_string())];
         let env = |k: &str| (k == "OUT_DIR").then(|| "/tmp/o".to_string());
-        let p = parse(text, "p.toml", "p", PathBuf::from("."), &env, &overrides).unwrap();
+        let p = parse(text, "p.toml", "p", PathBuf::from("."), &env, &overrides, registry()).unwrap();
         assert_eq!(p.config.runtime.batch_rows, 77);
-        match &p.config.sinks[0] {
-            SinkConfig::File(c) => assert_eq!(c.path, "/tmp/o/x.csv"),
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(p.config.sinks[0]["path"].as_str(), Some("/tmp/o/x.csv"));
     }
 
     #[test]
@@ -771,6 +827,34 @@ mod tests {
         let e = parse_str(text).unwrap_err();
         assert!(e.message.contains("NOPE is not set"), "{e}");
         assert_eq!(e.line, Some(3));
+    }
+
+    #[test]
+    fn unknown_connector_type_names_its_line_and_the_choices() {
+        let text = "[source]\ntype = \"file\"\npath = \"in.csv\"\n\n[[sinks]]\ntype = \"nul\"\n";
+        let e = parse_str(text).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sinks[0].type"), "{e}");
+        assert_eq!(e.line, Some(6), "{e}");
+        assert!(e.message.contains("`nul`") && e.message.contains("null"), "{e}");
+    }
+
+    #[test]
+    fn unknown_connector_key_names_its_line() {
+        let text = "[source]\ntype = \"file\"\npath = \"in.csv\"\n\n[[sinks]]\ntype = \"null\"\n\n[[sinks]]\ntype = \"csv\"\npath = \"o.csv\"\nheader = true\n";
+        let e = parse_str(text).unwrap_err();
+        assert_eq!(e.line, Some(11), "{e}");
+        assert!(
+            e.message.contains("unknown field `header`") && e.message.contains("csv"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn two_sinks_writing_one_file_are_refused() {
+        let text = "[source]\ntype = \"file\"\npath = \"in.csv\"\n\n[[sinks]]\ntype = \"file\"\npath = \"o.csv\"\n\n[[sinks]]\ntype = \"csv\"\npath = \"o.csv\"\n";
+        let e = parse_str(text).unwrap_err();
+        assert_eq!(e.key.as_deref(), Some("sinks[1].path"), "{e}");
+        assert!(e.message.contains("another sink"), "{e}");
     }
 
     #[test]

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use arrow::array::{Array, ArrayRef, AsArray, RecordBatch};
 use arrow::datatypes::{DataType, SchemaRef, TimeUnit};
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use sluice_connectors::SinkConfig;
 use sluice_core::dbmeta::{ColumnMeta, Semantic, TableMeta};
 use sluice_core::{Error, ReadContext, Result, SinkConnector, Source, SourceEvent, StreamInfo, StreamSpec};
 use tokio::sync::mpsc;
@@ -42,13 +41,8 @@ pub struct PlanReport {
 type Connectors = (Arc<dyn Source>, Vec<Arc<dyn SinkConnector>>);
 
 fn build(p: &Pipeline) -> Result<Connectors> {
-    let source: Arc<dyn Source> = Arc::from(sluice_connectors::build_source(&p.config.source)?);
-    let sinks = p
-        .config
-        .sinks
-        .iter()
-        .map(|s| sluice_connectors::build_sink(s).map(Arc::from))
-        .collect::<Result<_>>()?;
+    let source: Arc<dyn Source> = Arc::from(p.build_source()?);
+    let sinks = p.build_sinks()?.into_iter().map(Arc::from).collect();
     Ok((source, sinks))
 }
 
@@ -180,26 +174,26 @@ pub async fn verify(p: &Pipeline, cancel: CancellationToken) -> Result<Vec<Verif
 
 /// [`verify`], comparing only about `sample` documents of search indexes.
 pub async fn verify_sampled(p: &Pipeline, sample: Option<u64>, cancel: CancellationToken) -> Result<Vec<VerifyLine>> {
-    let (source, _) = build(p)?;
+    let (source, sinks) = build(p)?;
     let specs = source.discover().await?;
     let mut lines = Vec::new();
     for spec in &specs {
         let expected_schema = output_schema(p, spec)?;
-        for (i, sink_cfg) in p.config.sinks.iter().enumerate() {
+        for (i, sink) in sinks.iter().enumerate() {
             let sink_name = format!("sinks[{i}]");
-            let Some(target_cfg) = sluice_connectors::sink_as_source(sink_cfg, &spec.name) else {
+            let Some(target_source) = sink.read_back(&spec.name) else {
                 lines.push(VerifyLine {
                     stream: spec.name.to_string(),
                     sink: sink_name,
                     source: Fingerprint::default(),
                     target: None,
-                    note: Some(format!("{} sinks cannot be read back", sink_kind(sink_cfg))),
+                    note: Some(format!("{} sinks cannot be read back", sink.name())),
                     compared: false,
                     missing_columns: Vec::new(),
                 });
                 continue;
             };
-            let target_source = sluice_connectors::build_source(&target_cfg)?;
+            let target_source = target_source?;
             // A target that is not there (no table, no file) is a difference;
             // a destination that cannot be reached is an error.
             let missing_target = |why: String| VerifyLine {
@@ -223,7 +217,7 @@ pub async fn verify_sampled(p: &Pipeline, sample: Option<u64>, cancel: Cancellat
                 lines.push(missing_target("nothing to read".into()));
                 continue;
             };
-            if sluice_connectors::registry::is_search(sink_cfg) {
+            if sink.holds_documents() {
                 lines.push(
                     verify_documents(
                         p,
@@ -232,7 +226,7 @@ pub async fn verify_sampled(p: &Pipeline, sample: Option<u64>, cancel: Cancellat
                         target_source,
                         target_spec,
                         sample,
-                        sink_cfg,
+                        sink.as_ref(),
                         &sink_name,
                         &cancel,
                     )
@@ -287,7 +281,7 @@ async fn verify_documents(
     target_source: Box<dyn Source>,
     target_spec: &StreamSpec,
     sample: Option<u64>,
-    sink_cfg: &SinkConfig,
+    sink: &dyn SinkConnector,
     sink_name: &str,
     cancel: &CancellationToken,
 ) -> Result<VerifyLine> {
@@ -299,7 +293,7 @@ async fn verify_documents(
     };
     // Source rows get their ids the way the sink gives them (an `_id`
     // column, an `id` column or template); the index has them in `_id`.
-    let ids = |data: &RecordBatch| sluice_connectors::registry::document_ids(sink_cfg, &spec.name, data);
+    let ids = |data: &RecordBatch| sink.document_ids(&spec.name, data);
     let src = documents(p, source, spec, true, bound, Some(&ids), cancel).await?;
     let dst = documents(p, &Arc::from(target_source), target_spec, false, bound, None, cancel).await?;
     let mut missing = Vec::new();
@@ -372,7 +366,7 @@ async fn documents(
         h.finish()
     };
     let mut add = |data: &RecordBatch| -> Result<()> {
-        let text = |name: &str| sluice_connectors::files::text_column(data, name);
+        let text = |name: &str| sluice_core::documents::text_column(data, name);
         let row_ids: Vec<Option<String>> = match ids.and_then(|f| f(data)) {
             Some(computed) => computed?,
             None => match text("_id")? {
@@ -385,7 +379,7 @@ async fn documents(
         let sources = text("_source")?;
         let built = match &sources {
             Some(_) => None,
-            None => Some(sluice_connectors::files::row_documents(data)?),
+            None => Some(sluice_core::documents::row_documents(data)?),
         };
         for row in 0..data.num_rows() {
             docs.count += 1;
@@ -410,10 +404,6 @@ async fn documents(
     };
     read_all(p, source, spec, transform, cancel, &mut add).await?;
     Ok(docs)
-}
-
-fn sink_kind(cfg: &SinkConfig) -> String {
-    format!("{cfg:?}").split('(').next().unwrap_or("this").to_lowercase()
 }
 
 /// Reads a stream fully and fingerprints the `columns`.

@@ -106,6 +106,9 @@ pub struct RunReport {
     /// The run that completed the job, when this one found it complete
     /// (and so had nothing to do).
     pub complete_run: Option<i64>,
+    /// The source can be read only once (standard input): an interrupted
+    /// run starts over instead of resuming.
+    pub consumable: bool,
 }
 
 /// The report and, if the run failed, why.
@@ -155,12 +158,9 @@ async fn run_streams(
     report: &mut RunReport,
 ) -> Result<()> {
     let cfg = &pipeline.config;
-    let source: Arc<dyn Source> = Arc::from(sluice_connectors::build_source(&cfg.source)?);
-    let sinks: Vec<Arc<dyn SinkConnector>> = cfg
-        .sinks
-        .iter()
-        .map(|s| sluice_connectors::build_sink(s).map(Arc::from))
-        .collect::<Result<_>>()?;
+    let source: Arc<dyn Source> = Arc::from(pipeline.build_source()?);
+    report.consumable = source.consumable();
+    let sinks: Vec<Arc<dyn SinkConnector>> = pipeline.build_sinks()?.into_iter().map(Arc::from).collect();
     let factories = sluice_transforms::build(&cfg.transforms)?;
     let mut state = StateStore::open(&pipeline.state_dir())?;
     let _lock = lock_pipeline(&pipeline.state_dir(), &pipeline.name)?;

@@ -11,12 +11,13 @@ use std::borrow::Cow;
 use std::io::Write;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray, RecordBatch, StringArray, StringBuilder};
+use arrow::array::{Array, RecordBatch, StringArray, StringBuilder};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
 use sluice_core::RALLY_FIELDS;
+pub(crate) use sluice_core::documents::{row_documents, text_column};
 
 use super::decode::RecordDecoder;
 
@@ -261,28 +262,6 @@ fn strip(v: &mut Value) {
     }
 }
 
-/// Each row's columns other than the document metadata columns
-/// ([`sluice_core::reserved::ALL`]) as a JSON object per row.
-pub(crate) fn row_documents(data: &RecordBatch) -> arrow::error::Result<Vec<Vec<u8>>> {
-    let keep: Vec<usize> = (0..data.num_columns())
-        .filter(|&i| !sluice_core::reserved::ALL.contains(&data.schema().field(i).name().as_str()))
-        .collect();
-    let projected = data.project(&keep)?;
-    let mut buf = Vec::with_capacity(projected.get_array_memory_size());
-    {
-        let mut writer = arrow::json::LineDelimitedWriter::new(&mut buf);
-        writer.write(&projected)?;
-        writer.finish()?;
-    }
-    let mut lines: Vec<Vec<u8>> = buf
-        .split(|b| *b == b'\n')
-        .filter(|l| !l.is_empty())
-        .map(<[u8]>::to_vec)
-        .collect();
-    lines.resize(data.num_rows(), b"{}".to_vec());
-    Ok(lines)
-}
-
 /// A raw document that spans lines (pretty-printed JSON, as a cluster
 /// returns `_source` the way it was indexed) re-serialized on one line, so
 /// it cannot break the NDJSON framing; `None` when it is one line already.
@@ -298,17 +277,6 @@ pub(crate) fn one_line(doc: &str) -> std::result::Result<Option<Vec<u8>>, String
 
 fn text(a: Option<&StringArray>, i: usize) -> Option<&str> {
     a.filter(|a| a.is_valid(i)).map(|a| a.value(i))
-}
-
-/// Column `name` of `data` as text, whatever its type (a numeric `_id`, a
-/// `_source` read as large strings); `None` when there is no such column.
-pub(crate) fn text_column(data: &RecordBatch, name: &str) -> arrow::error::Result<Option<StringArray>> {
-    match data.column_by_name(name) {
-        Some(a) => Ok(Some(
-            arrow::compute::cast(a, &DataType::Utf8)?.as_string::<i32>().clone(),
-        )),
-        None => Ok(None),
-    }
 }
 
 /// Writes rows as documents of `kind` (dump, bulk or raw lines).
@@ -427,6 +395,7 @@ pub(crate) fn write_docs(out: &mut dyn Write, kind: DocKind, data: &RecordBatch)
 #[cfg(test)]
 mod tests {
     use super::*;
+    use arrow::array::AsArray;
 
     fn decode(kind: DocKind, text: &str, n: usize) -> RecordBatch {
         DocDecoder::new(kind).decode(text.as_bytes(), n).unwrap()

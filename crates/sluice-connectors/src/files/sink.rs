@@ -20,7 +20,7 @@ use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
 use sluice_core::{Batch, Error, Rejection, Result, Sink, SinkConnector, StreamInfo};
 
-use super::config::{FileSinkConfig, Format};
+use super::config::{FileSinkConfig, FileSourceConfig, Format};
 use super::io::{Output, WriteFailure};
 
 /// Writes each stream to a file (or standard output).
@@ -106,6 +106,32 @@ impl SinkConnector for FileSink {
             "-" => "stdout".into(),
             p => p.into(),
         }
+    }
+
+    fn resources(&self) -> Vec<String> {
+        match self.cfg.path.as_str() {
+            "-" => Vec::new(),
+            p => vec![p.to_string()],
+        }
+    }
+
+    fn read_back(&self, stream: &str) -> Option<Result<Box<dyn sluice_core::Source>>> {
+        // Parquet keeps the types, so its rows read back as they were
+        // written; text formats would be inferred again and are not compared.
+        if self.cfg.path == "-" || self.format != Format::Parquet {
+            return None;
+        }
+        let cfg = FileSourceConfig {
+            path: self.path_for(stream),
+            format: Some(Format::Parquet),
+            compression: Default::default(),
+            stream: Some(stream.to_string()),
+            infer_rows: 1000,
+            schema: Default::default(),
+            csv: Default::default(),
+            encoding: None,
+        };
+        Some(super::FileSource::new(cfg).map(|s| Box::new(s) as Box<dyn sluice_core::Source>))
     }
 
     async fn open(&self, stream: &StreamInfo) -> Result<Box<dyn Sink>> {

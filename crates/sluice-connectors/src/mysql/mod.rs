@@ -191,6 +191,56 @@ pub(crate) async fn rows(conn: &mut Conn, target: &str, sql: &str) -> Result<Vec
     conn.query::<Row, _>(sql).await.map_err(|e| db_error(target, e))
 }
 
+
+/// Registers the MySQL/MariaDB source and sink (`mysql`, also `mariadb`).
+pub fn register(r: &mut sluice_core::Registry) {
+    use sluice_core::{ConnectorInfo, SinkConnector, Source};
+    r.add_source(
+        ConnectorInfo::new("mysql", "MySQL/MariaDB tables (parallel key ranges) or a query")
+            .aliases(&["mariadb"])
+            .options(SOURCE_OPTIONS),
+        |c: MysqlSourceConfig, _| Ok(Box::new(MysqlSource::new(c)?) as Box<dyn Source>),
+    );
+    r.add_sink(
+        ConnectorInfo::new("mysql", "MySQL/MariaDB tables, multi-row INSERT, bad rows isolated")
+            .aliases(&["mariadb"])
+            .options(SINK_OPTIONS),
+        |c: MysqlSinkConfig, _| Ok(Box::new(MysqlSink::new(c)?) as Box<dyn SinkConnector>),
+    );
+}
+
+const SOURCE_OPTIONS: &[(&str, &str)] = &[
+                ("url", "mysql://user:password@host:3306/database"),
+                (
+                    "table / tables",
+                    "table(s) to read, one stream each (default: every base table)",
+                ),
+                ("query", "a SELECT to read instead, as one stream"),
+                ("stream", "stream name for query (default query)"),
+                (
+                    "zero_dates",
+                    "null | reject: what 0000-00-00 dates become (default null, with a warning)",
+                ),
+            ];
+
+const SINK_OPTIONS: &[(&str, &str)] = &[
+                ("url", "mysql://user:password@host:3306/database"),
+                ("table", "table name; {stream} is the stream name (default {stream})"),
+                (
+                    "mode",
+                    "new | append | replace | upsert (default new: refuses a table holding rows it did not write)",
+                ),
+                (
+                    "key",
+                    "upsert key, primary key of created tables (default: the source's)",
+                ),
+                ("create", "create missing tables (default true)"),
+                (
+                    "types.\"table.column\"",
+                    "column type for created tables, e.g. \"decimal(14,2)\"",
+                ),
+            ];
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -204,23 +254,26 @@ mod tests {
 
     #[test]
     fn configs_parse_under_both_names_and_refuse_unknown_keys() {
-        let src: crate::SourceConfig =
-            toml::from_str("type = \"mariadb\"\nurl = \"mysql://u@h/db\"\nzero_dates = \"reject\"").unwrap();
-        assert!(matches!(src, crate::SourceConfig::Mysql(ref c) if c.zero_dates == ZeroDates::Reject));
-        let sink: crate::SinkConfig = toml::from_str(
-            "type = \"mysql\"\nurl = \"mysql://u@h/db\"\nmode = \"upsert\"\nkey = [\"id\"]\n\
+        let r = crate::registry();
+        let table = |text: &str| toml::from_str::<toml::Table>(text).unwrap();
+        let src = r
+            .build_source(&table("type = \"mariadb\"\nurl = \"mysql://u@h/db\"\nzero_dates = \"reject\""))
+            .unwrap();
+        assert_eq!(src.name(), "mysql");
+        let sink: MysqlSinkConfig = toml::from_str(
+            "url = \"mysql://u@h/db\"\nmode = \"upsert\"\nkey = [\"id\"]\n\
              [types]\n\"orders.amount\" = \"decimal(14,2)\"",
         )
         .unwrap();
-        let crate::SinkConfig::Mysql(c) = sink else {
-            panic!("not a mysql sink")
-        };
         assert_eq!(
-            (c.mode, c.create, c.table.as_str()),
+            (sink.mode, sink.create, sink.table.as_str()),
             (WriteMode::Upsert, true, "{stream}")
         );
-        assert_eq!(c.types.get("orders.amount").map(String::as_str), Some("decimal(14,2)"));
-        assert!(toml::from_str::<crate::SourceConfig>("type = \"mysql\"\nurl = \"x\"\ntabel = \"t\"").is_err());
+        assert_eq!(sink.types.get("orders.amount").map(String::as_str), Some("decimal(14,2)"));
+        let e = r
+            .parse_source(&table("type = \"mysql\"\nurl = \"x\"\ntabel = \"t\""))
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown field `tabel`"), "{e}");
     }
 
     #[test]

@@ -118,6 +118,18 @@ impl SinkConnector for MysqlSink {
         "mysql"
     }
 
+    fn read_back(&self, stream: &str) -> Option<Result<Box<dyn sluice_core::Source>>> {
+        let cfg = super::MysqlSourceConfig {
+            url: self.cfg.url.clone(),
+            table: Some(self.cfg.table.replace("{stream}", stream)),
+            tables: Vec::new(),
+            query: None,
+            stream: None,
+            zero_dates: Default::default(),
+        };
+        Some(super::MysqlSource::new(cfg).map(|s| Box::new(s) as Box<dyn sluice_core::Source>))
+    }
+
     fn target(&self, stream: &str) -> String {
         format!("{}#{}", self.target, self.table_for(stream))
     }

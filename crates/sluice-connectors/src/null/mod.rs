@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use serde::Deserialize;
-use sluice_core::{Batch, Rejection, Result, Sink, SinkConnector, StreamInfo};
+use sluice_core::{Batch, ConnectorInfo, Registry, Rejection, Result, Sink, SinkConnector, StreamInfo};
 
 /// `[[sinks]] type = "null"` takes no options.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -12,6 +12,14 @@ pub struct NullSinkConfig {}
 
 /// Discards everything it is given.
 pub struct NullSink;
+
+/// Registers the `null` sink.
+pub fn register(r: &mut Registry) {
+    r.add_sink(
+        ConnectorInfo::new("null", "discards rows, counts them (benchmarks, dry runs)"),
+        |_: NullSinkConfig, _| Ok(Box::new(NullSink) as Box<dyn SinkConnector>),
+    );
+}
 
 #[async_trait]
 impl SinkConnector for NullSink {

@@ -138,3 +138,61 @@ pub fn pg_error(url: &str, e: tokio_postgres::Error) -> Error {
         Error::connection(redact(url), server_message(&e))
     }
 }
+
+/// Registers the PostgreSQL source and sink (`postgres`, also `postgresql`).
+pub fn register(r: &mut sluice_core::Registry) {
+    use sluice_core::{ConnectorInfo, SinkConnector, Source};
+    r.add_source(
+        ConnectorInfo::new("postgres", "tables or a query, binary COPY in parallel partitions of one snapshot")
+            .aliases(&["postgresql"])
+            .options(SOURCE_OPTIONS),
+        |c: PostgresSourceConfig, _| Ok(Box::new(PostgresSource::new(c)?) as Box<dyn Source>),
+    );
+    r.add_sink(
+        ConnectorInfo::new("postgres", "binary COPY; append, replace or upsert; tables, keys and indexes created")
+            .aliases(&["postgresql"])
+            .options(SINK_OPTIONS),
+        |c: PostgresSinkConfig, _| Ok(Box::new(PostgresSink::new(c)?) as Box<dyn SinkConnector>),
+    );
+}
+
+const SOURCE_OPTIONS: &[(&str, &str)] = &[
+                ("url", "postgres://user:password@host:port/database"),
+                ("schema", "schema to read (default public)"),
+                (
+                    "table / tables",
+                    "table(s) to read, one stream each (default: every table)",
+                ),
+                ("exclude", "tables to leave out of a whole-schema read"),
+                ("query", "a SELECT to read instead"),
+                ("stream", "stream name for query (default query)"),
+                (
+                    "cursor",
+                    "incremental reads: column whose value only grows (updated_at)",
+                ),
+                ("cursor_start", "first value of cursor when there is no checkpoint"),
+                (
+                    "partitions",
+                    "parallel partitions per table (default: 1 per 250k rows, at most 8)",
+                ),
+            ];
+
+const SINK_OPTIONS: &[(&str, &str)] = &[
+                ("url", "postgres://user:password@host:port/database"),
+                ("schema", "schema to write (default public)"),
+                ("table", "table name; {stream} is the stream name (default {stream})"),
+                (
+                    "mode",
+                    "new | append | replace | upsert (default new: refuses a table holding rows it did not write)",
+                ),
+                ("key", "upsert key (default: the source's primary key)"),
+                ("create", "create missing tables (default true)"),
+                (
+                    "indexes",
+                    "add keys, indexes, foreign keys after the load (default true)",
+                ),
+                (
+                    "types.\"table.column\"",
+                    "column type for created tables, e.g. \"numeric(12,2)\"",
+                ),
+            ];

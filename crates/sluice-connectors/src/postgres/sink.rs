@@ -437,6 +437,22 @@ impl SinkConnector for PostgresSink {
         "postgres"
     }
 
+    fn read_back(&self, stream: &str) -> Option<Result<Box<dyn sluice_core::Source>>> {
+        let cfg = super::PostgresSourceConfig {
+            url: self.cfg.url.clone(),
+            schema: self.cfg.schema.clone(),
+            table: Some(self.cfg.table.replace("{stream}", stream)),
+            tables: Vec::new(),
+            exclude: Vec::new(),
+            query: None,
+            stream: None,
+            cursor: None,
+            cursor_start: None,
+            partitions: None,
+        };
+        Some(super::PostgresSource::new(cfg).map(|s| Box::new(s) as Box<dyn sluice_core::Source>))
+    }
+
     fn target(&self, stream: &str) -> String {
         format!(
             "{} {}.{}",

@@ -732,7 +732,7 @@ impl BatchCutter<'_> {
                     line: None,
                     reason: format!("column `{}`: {reason}", self.plan.columns[*col].name),
                     raw: None,
-                    record: Some(sluice_core::row_json(&data, *row)),
+                    record: Some(sluice_core::row_record(&data, *row)),
                 }));
             }
             data = arrow::compute::filter_record_batch(&data, &BooleanArray::from(keep))?;

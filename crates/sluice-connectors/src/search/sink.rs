@@ -12,6 +12,7 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use arrow::array::RecordBatch;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use reqwest::Method;
@@ -103,6 +104,37 @@ impl SearchSink {
 impl SinkConnector for SearchSink {
     fn name(&self) -> &str {
         self.name
+    }
+
+    fn read_back(&self, stream: &str) -> Option<Result<Box<dyn sluice_core::Source>>> {
+        let c = &self.cfg;
+        let cfg = super::SearchSourceConfig {
+            url: c.url.clone(),
+            user: c.user.clone(),
+            password: c.password.clone(),
+            api_key: c.api_key.clone(),
+            bearer: c.bearer.clone(),
+            ca_cert: c.ca_cert.clone(),
+            insecure: c.insecure,
+            timeout_s: c.timeout_s,
+            index: Some(index_pattern(c.index.as_deref(), stream)),
+            indices: Vec::new(),
+            query: None,
+            stream: Some(stream.to_string()),
+            slices: None,
+            page_size: 1000,
+            keep_alive: "5m".into(),
+            paging: Default::default(),
+        };
+        Some(super::SearchSource::new(cfg, self.name).map(|s| Box::new(s) as Box<dyn sluice_core::Source>))
+    }
+
+    fn holds_documents(&self) -> bool {
+        true
+    }
+
+    fn document_ids(&self, stream: &str, data: &RecordBatch) -> Option<Result<Vec<Option<String>>>> {
+        Some(super::document_ids(&self.cfg, stream, data))
     }
 
     fn target(&self, stream: &str) -> String {
@@ -890,5 +922,46 @@ impl Sink for SearchStreamSink {
             let _ = std::fs::write(path, lines);
         }
         Ok(())
+    }
+}
+
+/// The index a search sink writes for `stream`, with template fields as
+/// wildcards (`orders-{region}` reads back as `orders-*`).
+fn index_pattern(index: Option<&str>, stream: &str) -> String {
+    let mut out = String::new();
+    let mut rest = index.unwrap_or("{stream}");
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        match rest[open..].find('}') {
+            Some(close) => {
+                let field = &rest[open + 1..open + close];
+                if field == "stream" {
+                    out.push_str(stream);
+                } else if !out.ends_with('*') {
+                    out.push('*');
+                }
+                rest = &rest[open + close + 1..];
+            }
+            None => {
+                out.push_str(&rest[open..]);
+                rest = "";
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::index_pattern;
+
+    #[test]
+    fn templated_indexes_read_back_as_wildcards() {
+        assert_eq!(index_pattern(None, "orders"), "orders");
+        assert_eq!(index_pattern(Some("orders-{region}"), "x"), "orders-*");
+        assert_eq!(index_pattern(Some("{stream}-{a}{b}-v2"), "logs"), "logs-*-v2");
+        assert_eq!(index_pattern(Some("plain"), "s"), "plain");
     }
 }

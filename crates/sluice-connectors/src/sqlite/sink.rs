@@ -76,6 +76,17 @@ impl SinkConnector for SqliteSink {
         "sqlite"
     }
 
+    fn read_back(&self, stream: &str) -> Option<Result<Box<dyn sluice_core::Source>>> {
+        let cfg = super::SqliteSourceConfig {
+            path: self.cfg.path.clone(),
+            table: Some(self.cfg.table.replace("{stream}", stream)),
+            tables: Vec::new(),
+            query: None,
+            stream: None,
+        };
+        Some(super::SqliteSource::new(cfg).map(|s| Box::new(s) as Box<dyn sluice_core::Source>))
+    }
+
     fn target(&self, stream: &str) -> String {
         format!("{}#{}", self.cfg.path, self.table_for(stream))
     }

@@ -318,7 +318,10 @@ async fn bad_rows_are_isolated_and_the_rest_is_loaded() {
     assert_eq!(db.count("SELECT COUNT(*) FROM narrow").await, 997);
     let ids: Vec<i64> = rejections
         .iter()
-        .map(|r| r.record.as_ref().and_then(|v| v["id"].as_i64()).unwrap_or(-1))
+        .map(|r| {
+            let record: Option<serde_json::Value> = r.record.as_ref().and_then(|v| serde_json::from_str(v.get()).ok());
+            record.and_then(|v| v["id"].as_i64()).unwrap_or(-1)
+        })
         .collect();
     assert_eq!(ids, vec![100, 500, 900]);
     assert!(

@@ -8,7 +8,16 @@ use tokio_util::sync::CancellationToken;
 fn pipeline(dir: &std::path::Path, text: &str) -> sluice_engine::Pipeline {
     let p = dir.join("p.toml");
     std::fs::write(&p, text).unwrap();
-    sluice_engine::parse(text, "p.toml", "p", dir.to_path_buf(), &|_| None, &[]).unwrap()
+    sluice_engine::parse(
+        text,
+        "p.toml",
+        "p",
+        dir.to_path_buf(),
+        &|_| None,
+        &[],
+        Arc::new(sluice_connectors::registry()),
+    )
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread")]
