@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # End-to-end benchmark of bulk loads into a search engine: sluice against
 # elasticdump, both sending the same documents to the same fast local
-# `_bulk` endpoint (the Elasticsearch stand-in of the tests, built as
-# `cargo build --release --example es_endpoint`), then two robustness runs:
+# `_bulk` endpoint (the fault-injecting proxy of the tests, built as
+# `cargo build --release --example es_endpoint`, answering bulk requests
+# itself in front of osmem-server, which serves everything else), then two
+# robustness runs:
 #
 #   storm      30% of items refused with 429: every document must arrive
 #              once (0 missing, 0 duplicated _ids).
@@ -14,6 +16,7 @@
 # Environment:
 #   SLUICE        sluice binary (default: the release build in the target dir)
 #   ENDPOINT      es_endpoint binary (default: the release example)
+#   OSMEM         osmem-server binary (default: the one pip installed)
 #   ELASTICDUMP   elasticdump binary (default: elasticdump on PATH, installed
 #                 with npm when missing)
 #   ED_LIMIT      elasticdump --limit, documents per bulk request (default 1000;
@@ -39,8 +42,11 @@ mkdir -p "$WORK"
 OUT="$WORK/results.tsv"
 : >"$OUT"
 
-for bin in "$SLUICE" "$ENDPOINT"; do
-    [ -x "$bin" ] || { echo "missing $bin: cargo build --release -p sluice-cli && cargo build --release -p sluice-connectors --example es_endpoint" >&2; exit 1; }
+OSMEM=${OSMEM:-$(python3 -c 'import osmem_server,os;print(os.path.dirname(osmem_server.__file__))' 2>/dev/null)/bin/osmem-server}
+OSMEM_PORT=${OSMEM_PORT:-9298}
+
+for bin in "$SLUICE" "$ENDPOINT" "$OSMEM"; do
+    [ -x "$bin" ] || { echo "missing $bin: cargo build --release -p sluice-cli && cargo build --release -p sluice-connectors --example es_endpoint && pip install osmem-server" >&2; exit 1; }
 done
 skip() { [[ " $SKIP " == *" $1 "* ]]; }
 
@@ -52,11 +58,14 @@ fi
 BYTES=$(stat -c %s "$DATA")
 
 ENDPOINT_PID=
+OSMEM_PID=
 start_endpoint() {
     stop_endpoint
+    "$OSMEM" --addr "127.0.0.1:$OSMEM_PORT" --no-stdin-watch --no-ja >"$WORK/osmem.log" 2>&1 &
+    OSMEM_PID=$!
     # --lean: the endpoint checks every document is JSON and counts writes
     # per _id, but keeps no bodies, so it is not the bottleneck.
-    "$ENDPOINT" --port "$PORT" --lean true "$@" >"$WORK/endpoint.log" 2>&1 &
+    "$ENDPOINT" --port "$PORT" --upstream "http://127.0.0.1:$OSMEM_PORT" --lean true "$@" >"$WORK/endpoint.log" 2>&1 &
     ENDPOINT_PID=$!
     for _ in $(seq 1 100); do
         curl -sf "http://127.0.0.1:$PORT/" >/dev/null && return 0
@@ -66,8 +75,12 @@ start_endpoint() {
     exit 1
 }
 stop_endpoint() {
-    if [ -n "$ENDPOINT_PID" ]; then kill "$ENDPOINT_PID" 2>/dev/null || true; wait "$ENDPOINT_PID" 2>/dev/null || true; fi
+    for pid in $ENDPOINT_PID $OSMEM_PID; do
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
     ENDPOINT_PID=
+    OSMEM_PID=
 }
 trap stop_endpoint EXIT
 
@@ -88,7 +101,7 @@ print(f"{secs:.2f} {rss}")
 PY
 }
 
-stats() { curl -s "http://127.0.0.1:$PORT/_mock/stats"; }
+stats() { curl -s "http://127.0.0.1:$PORT/_proxy/stats"; }
 median() { printf '%s\n' "$@" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 largest() { printf '%s\n' "$@" | sort -n | tail -n1; }
 

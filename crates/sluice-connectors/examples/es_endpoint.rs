@@ -1,33 +1,37 @@
-//! Serves the mock Elasticsearch/OpenSearch endpoint of the integration
-//! tests (`tests/it/es_mock.rs`) on a fixed port, for benchmarks and manual
-//! experiments:
+//! Serves the fault-injecting search proxy of the integration tests
+//! (`tests/it/search_proxy.rs`) on a fixed port, in front of an
+//! OpenSearch-compatible server, for benchmarks and manual experiments:
 //!
 //! ```text
 //! cargo run --release -p sluice-connectors --example es_endpoint -- \
-//!     --port 9299 --reject-429 0.3 --seed 11 --max-concurrent 8 --latency-ms 20
+//!     --upstream http://127.0.0.1:9200 --port 9299 --lean true \
+//!     --reject-429 0.3 --seed 11 --max-concurrent 8 --latency-ms 20
 //! ```
 //!
-//! It prints `listening on 127.0.0.1:PORT` once it accepts connections and
-//! serves until interrupted (Ctrl-C or SIGTERM); `GET /_mock/stats` reports
-//! what it saw.
+//! With `--lean true` bulk requests are answered by the proxy (documents
+//! checked and counted per `_id`, not stored), so that the server is not
+//! the bottleneck; everything else goes to the server. It prints
+//! `listening on 127.0.0.1:PORT` once it accepts connections and serves
+//! until interrupted (Ctrl-C or SIGTERM); `GET /_proxy/stats` reports what
+//! it saw.
 
-#[path = "../tests/it/es_mock.rs"]
-mod es_mock;
+#[path = "../tests/it/search_proxy.rs"]
+mod search_proxy;
 
 use std::io::Write as _;
 use std::str::FromStr;
 use std::time::Duration;
 
-use es_mock::{Flavor, MockConfig, MockServer};
+use search_proxy::{Flavor, ProxyConfig, ProxyServer};
 
-const USAGE: &str = "usage: es_endpoint [--port N] [--reject-429 RATIO] [--max-concurrent N] \
-[--latency-ms N] [--seed N] [--flavor es|opensearch] [--fail-every N] \
+const USAGE: &str = "usage: es_endpoint --upstream http://HOST:PORT [--port N] [--reject-429 RATIO] \
+[--max-concurrent N] [--latency-ms N] [--seed N] [--flavor es|upstream] [--fail-every N] \
 [--retry-after-first K:SECS] [--poison ID[,ID...]] [--lean true]";
 
 /// What the command line asks for.
 struct Options {
     port: u16,
-    cfg: MockConfig,
+    cfg: ProxyConfig,
 }
 
 fn parse_num<T: FromStr>(flag: &str, value: &str) -> Result<T, String> {
@@ -47,7 +51,7 @@ fn take_value<I: Iterator<Item = String>>(flag: &str, inline: Option<String>, ar
 
 fn parse_args<I: Iterator<Item = String>>(mut args: I) -> Result<Options, String> {
     let mut port: u16 = 9299;
-    let mut cfg = MockConfig::default();
+    let mut cfg = ProxyConfig::to("");
     while let Some(arg) = args.next() {
         let (flag, inline) = match arg.split_once('=') {
             Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
@@ -56,6 +60,12 @@ fn parse_args<I: Iterator<Item = String>>(mut args: I) -> Result<Options, String
         let value = take_value(&flag, inline, &mut args)?;
         match flag.as_str() {
             "--port" => port = parse_num(&flag, &value)?,
+            "--upstream" => {
+                let Some(addr) = value.strip_prefix("http://") else {
+                    return Err(format!("{flag}: `{value}` is not an http:// URL"));
+                };
+                cfg.upstream = format!("http://{}", addr.trim_end_matches('/'));
+            }
             "--reject-429" => {
                 let ratio: f64 = parse_num(&flag, &value)?;
                 if !(0.0..=1.0).contains(&ratio) {
@@ -72,14 +82,12 @@ fn parse_args<I: Iterator<Item = String>>(mut args: I) -> Result<Options, String
             }
             "--latency-ms" => cfg.latency = Duration::from_millis(parse_num(&flag, &value)?),
             "--seed" => cfg.seed = parse_num(&flag, &value)?,
-            "--lean" => {
-                cfg.keep_sources = !matches!(value.as_str(), "true" | "1" | "yes");
-            }
+            "--lean" => cfg.lean = matches!(value.as_str(), "true" | "1" | "yes"),
             "--flavor" => {
                 cfg.flavor = match value.to_ascii_lowercase().as_str() {
                     "es" | "elasticsearch" => Flavor::Elasticsearch,
-                    "opensearch" | "os" => Flavor::OpenSearch,
-                    other => return Err(format!("{flag}: `{other}` is neither es nor opensearch")),
+                    "upstream" | "opensearch" | "os" => Flavor::Upstream,
+                    other => return Err(format!("{flag}: `{other}` is neither es nor upstream")),
                 }
             }
             "--fail-every" => cfg.fail_every = Some(parse_num(&flag, &value)?),
@@ -94,6 +102,9 @@ fn parse_args<I: Iterator<Item = String>>(mut args: I) -> Result<Options, String
                 .extend(value.split(',').filter(|s| !s.is_empty()).map(str::to_string)),
             other => return Err(format!("unknown flag `{other}`")),
         }
+    }
+    if cfg.upstream.is_empty() {
+        return Err("--upstream is missing: start osmem-server (or another OpenSearch) and give its URL".into());
     }
     Ok(Options { port, cfg })
 }
@@ -128,7 +139,7 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let server = match MockServer::start_on(cfg, port).await {
+    let server = match ProxyServer::start_on(cfg, port).await {
         Ok(server) => server,
         Err(e) => {
             eprintln!("es_endpoint: cannot listen on 127.0.0.1:{port}: {e}");

@@ -2,9 +2,6 @@
 //! check afterwards (rows arrived, values equal, the error names the line).
 
 mod copy;
-// The Elasticsearch stand-in shared with the connector crate and the bench endpoint.
-#[path = "../../../sluice-connectors/tests/it/es_mock.rs"]
-mod es_mock;
 mod hostile;
 mod mysql;
 mod outputs;
@@ -15,6 +12,9 @@ mod refused;
 mod rerun;
 mod resume;
 mod search;
+// The fault-injecting proxy in front of osmem-server, shared with the bench endpoint.
+#[path = "../../../sluice-connectors/tests/it/search_proxy.rs"]
+mod search_proxy;
 mod servers;
 mod silent;
 

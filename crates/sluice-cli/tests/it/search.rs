@@ -1,8 +1,9 @@
 //! Search engines end to end: documents into and out of an in-memory
 //! OpenSearch-compatible server (`osmem-server`, PyPI), through S3 (moto's
-//! server, PyPI), and against the in-test Elasticsearch stand-in
-//! (`es_mock`) for what a healthy server never shows: partial bulk
-//! failures, 429 storms, 5xx, `Retry-After` and the Elasticsearch `_pit` API.
+//! server, PyPI), and through a fault-injecting proxy in front of that
+//! server (`search_proxy`) for what a healthy server never shows: partial
+//! bulk failures, 429 storms, 5xx, `Retry-After`, a secured cluster and the
+//! Elasticsearch `_pit` API.
 //!
 //! The servers are started per test on free ports. When `osmem-server` or
 //! `moto_server` is not installed the test says so loudly and is skipped;
@@ -17,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::es_mock::{Flavor, MockConfig, MockServer};
+use crate::search_proxy::{Flavor, ProxyConfig, ProxyServer};
 use crate::{ndjson, ok, sluice};
 
 fn missing(what: &str, why: &str) -> Option<()> {
@@ -195,6 +196,71 @@ fn count(base: &str, index: &str) -> u64 {
         .expect("count")
 }
 
+/// Every document of an index on the server, `_id` → `_source` (read with
+/// the scroll API, not through sluice).
+fn stored(base: &str, index: &str) -> BTreeMap<String, Value> {
+    let _ = http("POST", base, &format!("/{index}/_refresh"), b"");
+    let mut docs = BTreeMap::new();
+    let (status, body) = http(
+        "POST",
+        base,
+        &format!("/{index}/_search?scroll=1m"),
+        br#"{"size":5000,"sort":["_doc"]}"#,
+    )
+    .expect("http");
+    if status == 404 {
+        return docs;
+    }
+    assert!(
+        status < 300,
+        "search {index}: {status} {}",
+        String::from_utf8_lossy(&body)
+    );
+    let mut page: Value = serde_json::from_slice(&body).expect("json");
+    loop {
+        let hits = page["hits"]["hits"].as_array().cloned().unwrap_or_default();
+        if hits.is_empty() {
+            return docs;
+        }
+        for h in hits {
+            docs.insert(h["_id"].as_str().expect("_id").to_string(), h["_source"].clone());
+        }
+        let next = json!({"scroll": "1m", "scroll_id": page["_scroll_id"]});
+        let (status, body) = http("POST", base, "/_search/scroll", next.to_string().as_bytes()).expect("http");
+        assert!(
+            status < 300,
+            "scroll {index}: {status} {}",
+            String::from_utf8_lossy(&body)
+        );
+        page = serde_json::from_slice(&body).expect("json");
+    }
+}
+
+/// Stores documents on the server directly (seed data for source tests).
+fn seed(base: &str, index: &str, docs: &[(String, Value)]) {
+    let mut body = String::new();
+    for (id, doc) in docs {
+        body.push_str(&json!({"index": {"_index": index, "_id": id}}).to_string());
+        body.push('\n');
+        body.push_str(&doc.to_string());
+        body.push('\n');
+    }
+    let (status, answer) = http("POST", base, "/_bulk?refresh=true", body.as_bytes()).expect("http");
+    let answer: Value = serde_json::from_slice(&answer).expect("json");
+    assert!(status < 300 && answer["errors"] == false, "seeding {index}: {answer}");
+}
+
+/// The fault-injecting proxy, served on a runtime of its own.
+fn proxy(cfg: ProxyConfig) -> (tokio::runtime::Runtime, ProxyServer) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = rt.block_on(ProxyServer::start(cfg));
+    (rt, server)
+}
+
 #[test]
 fn dump_file_to_opensearch_and_back_keeps_every_document_equal() {
     let Some(os) = osmem() else { return };
@@ -291,11 +357,16 @@ fn opensearch_to_opensearch_copies_mappings_and_settings_and_verify_catches_a_ch
         "{alias}"
     );
     // ...and another cluster's copy of the index gets it.
-    let (_rt, other) = mock(MockConfig::default());
-    let to_other = format!("{}/dst", other.url().replace("http://", "elasticsearch://"));
+    let Some(other) = osmem() else { return };
+    let to_other = format!("{}/dst", other.url.replace("http://", "elasticsearch://"));
     ok(&sluice(dir.path(), &["copy", &format!("{base}/src"), &to_other]));
-    assert_eq!(other.state.aliases("dst"), vec!["products".to_string()]);
-    assert_eq!(other.state.docs("dst").len(), 1200);
+    let alias = get_json(&other.url, "/_alias/products");
+    assert_eq!(
+        alias.as_object().unwrap().keys().collect::<Vec<_>>(),
+        vec!["dst"],
+        "{alias}"
+    );
+    assert_eq!(count(&other.url, "dst"), 1200);
     let pipeline = dir.path().join("verify.toml");
     std::fs::write(
         &pipeline,
@@ -386,27 +457,18 @@ fn rally_json_in_s3_to_opensearch_and_opensearch_to_s3_ndjson() {
     assert_eq!(exported["1007"]["Owner"], json!({"DisplayName": "Ann"}));
 }
 
-fn mock(cfg: MockConfig) -> (tokio::runtime::Runtime, MockServer) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let server = rt.block_on(MockServer::start(cfg));
-    (rt, server)
-}
-
 #[test]
 fn refused_items_are_retried_alone_until_every_document_is_in_once() {
+    let Some(os) = osmem() else { return };
     let poison: HashSet<String> = ["d13", "d777"].iter().map(|s| s.to_string()).collect();
-    let (_rt, es) = mock(MockConfig {
+    let (_rt, es) = proxy(ProxyConfig {
         reject_429: 0.3,
         latency: Duration::from_millis(30),
         fail_every: Some(5),
         retry_after_first: Some((2, 1)),
         poison_ids: poison.clone(),
         seed: 7,
-        ..MockConfig::default()
+        ..ProxyConfig::to(&os.url)
     });
     let dir = tempfile::tempdir().unwrap();
     let docs = documents(20_000);
@@ -428,7 +490,7 @@ fn refused_items_are_retried_alone_until_every_document_is_in_once() {
         ],
     );
     let err = ok(&out);
-    let stored = es.state.docs("storm");
+    let stored = stored(&os.url, "storm");
     let writes = es.state.writes("storm");
     assert_eq!(stored.len(), 20_000 - poison.len(), "{err}");
     let twice: Vec<_> = writes.iter().filter(|(_, n)| **n > 1).collect();
@@ -456,13 +518,14 @@ fn refused_items_are_retried_alone_until_every_document_is_in_once() {
 
 #[test]
 fn elasticsearch_point_in_time_slices_read_every_document() {
-    let (_rt, es) = mock(MockConfig {
+    let Some(os) = osmem() else { return };
+    // The proxy answers as Elasticsearch 8 does: `_pit`, and no OpenSearch
+    // point-in-time API to fall back on.
+    let (_rt, es) = proxy(ProxyConfig {
         flavor: Flavor::Elasticsearch,
-        ..MockConfig::default()
+        ..ProxyConfig::to(&os.url)
     });
-    for (id, doc) in documents(3000) {
-        es.state.put_doc("logs", &id, doc);
-    }
+    seed(&os.url, "logs", &documents(3000));
     let dir = tempfile::tempdir().unwrap();
     let src = format!("{}/logs?slices=4", es.url().replace("http://", "elasticsearch://"));
     ok(&sluice(dir.path(), &["copy", &src, "logs.ndjson"]));
@@ -486,13 +549,12 @@ fn elasticsearch_point_in_time_slices_read_every_document() {
 
 #[test]
 fn failed_search_pages_are_asked_again_without_reading_a_document_twice() {
-    let (_rt, es) = mock(MockConfig {
+    let Some(os) = osmem() else { return };
+    let (_rt, es) = proxy(ProxyConfig {
         fail_search_every: Some(4),
-        ..MockConfig::default()
+        ..ProxyConfig::to(&os.url)
     });
-    for (id, doc) in documents(3000) {
-        es.state.put_doc("flaky", &id, doc);
-    }
+    seed(&os.url, "flaky", &documents(3000));
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("p.toml"),
@@ -513,7 +575,7 @@ fn failed_search_pages_are_asked_again_without_reading_a_document_twice() {
 
 #[test]
 fn templates_route_rows_and_an_alias_is_swapped_after_the_load() {
-    let (_rt, es) = mock(MockConfig::default());
+    let Some(os) = osmem() else { return };
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("orders.csv"),
@@ -524,29 +586,35 @@ fn templates_route_rows_and_an_alias_is_swapped_after_the_load() {
         dir.path().join("p.toml"),
         format!(
             "[source]\ntype = \"csv\"\npath = \"orders.csv\"\n\n[[sinks]]\ntype = \"elasticsearch\"\nurl = \"{}\"\nindex = \"orders-{{region}}\"\nid = \"{{tenant}}:{{id}}\"\nrouting = \"tenant\"\nconcurrency = 2\n",
-            es.url()
+            os.url
         ),
     )
     .unwrap();
     ok(&sluice(dir.path(), &["run", "p.toml"]));
-    let eu = es.state.docs("orders-eu");
+    let eu = stored(&os.url, "orders-eu");
     assert_eq!(eu.keys().cloned().collect::<Vec<_>>(), vec!["acme:1", "zen:1"]);
     assert_eq!(
         eu["zen:1"],
         json!({"tenant": "zen", "id": 1, "region": "eu", "amount": 7.0})
     );
-    assert_eq!(es.state.docs("orders-us").len(), 1);
+    assert_eq!(stored(&os.url, "orders-us").len(), 1);
+    let routed = get_json(&os.url, "/orders-eu/_doc/zen:1?routing=zen");
+    assert_eq!(routed["_routing"], "zen", "{routed}");
     // verify reads the templated indexes back (orders-*) and gives the
     // source rows the ids the sink gave them.
     let out = sluice(dir.path(), &["verify", "p.toml"]);
     let shown = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{shown}{}", String::from_utf8_lossy(&out.stderr));
     assert!(shown.contains("3 of 3 documents compared"), "{shown}");
-    es.state.put_doc(
-        "orders-eu",
-        "zen:1",
-        json!({"tenant": "zen", "id": 1, "region": "eu", "amount": 8.0}),
-    );
+    let changed = json!({"tenant": "zen", "id": 1, "region": "eu", "amount": 8.0});
+    let (status, _) = http(
+        "PUT",
+        &os.url,
+        "/orders-eu/_doc/zen:1?routing=zen&refresh=true",
+        changed.to_string().as_bytes(),
+    )
+    .unwrap();
+    assert!(status < 300);
     let out = sluice(dir.path(), &["verify", "p.toml"]);
     let shown = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(1), "{shown}");
@@ -556,12 +624,12 @@ fn templates_route_rows_and_an_alias_is_swapped_after_the_load() {
         dir.path().join("a.toml"),
         format!(
             "[source]\ntype = \"csv\"\npath = \"orders.csv\"\n\n[[sinks]]\ntype = \"elasticsearch\"\nurl = \"{}\"\nindex = \"orders-v2\"\nid = \"{{tenant}}:{{id}}\"\nalias = \"orders\"\n",
-            es.url()
+            os.url
         ),
     )
     .unwrap();
     ok(&sluice(dir.path(), &["run", "a.toml"]));
-    let alias = get_json(&es.url(), "/_alias/orders");
+    let alias = get_json(&os.url, "/_alias/orders");
     assert!(alias.get("orders-v2").is_some(), "{alias}");
 }
 
@@ -706,10 +774,12 @@ fn basic_api_key_and_bearer_credentials_reach_a_secured_cluster() {
     let docs = documents(200);
     write_dump(&dir.path().join("docs.ndjson"), "x", &docs);
     let expected: BTreeMap<String, Value> = docs.into_iter().collect();
+    let Some(os) = osmem() else { return };
+    // The server checks no credentials: the proxy in front of it does.
     let secured = |header: String| {
-        mock(MockConfig {
+        proxy(ProxyConfig {
             authorization: Some(header),
-            ..MockConfig::default()
+            ..ProxyConfig::to(&os.url)
         })
     };
 
@@ -717,7 +787,7 @@ fn basic_api_key_and_bearer_credentials_reach_a_secured_cluster() {
     let (_rt, es) = secured("Basic bG9hZGVyOnMzY3I6dA==".into());
     let url = es.url().replace("http://", "elasticsearch://loader:s3cr%3At@");
     ok(&sluice(dir.path(), &["copy", "docs.ndjson", &format!("{url}/basic")]));
-    assert_eq!(es.state.docs("basic"), expected);
+    assert_eq!(stored(&os.url, "basic"), expected);
     ok(&sluice(dir.path(), &["copy", &format!("{url}/basic"), "basic.ndjson"]));
     assert_eq!(read_dump(&dir.path().join("basic.ndjson")), expected);
 
@@ -730,7 +800,7 @@ fn basic_api_key_and_bearer_credentials_reach_a_secured_cluster() {
         &["copy", "docs.ndjson", &format!("{url}/keyed")],
         &[("SLUICE_SINKS__0__API_KEY", key)],
     ));
-    assert_eq!(es.state.docs("keyed"), expected);
+    assert_eq!(stored(&os.url, "keyed"), expected);
     ok(&sluice_env(
         dir.path(),
         &["copy", &format!("{url}/keyed"), "keyed.ndjson"],
@@ -749,7 +819,7 @@ fn basic_api_key_and_bearer_credentials_reach_a_secured_cluster() {
         &[("SLUICE_SINKS__0__API_KEY", "key-id:guess")],
     );
     assert!(!out.status.success());
-    assert!(es.state.docs("nobody").is_empty() && es.state.docs("wrong").is_empty());
+    assert!(stored(&os.url, "nobody").is_empty() && stored(&os.url, "wrong").is_empty());
 
     // A bearer token, in a pipeline file through ${VAR}.
     let (_rt, es) = secured("Bearer tok-123".into());
@@ -766,40 +836,40 @@ fn basic_api_key_and_bearer_credentials_reach_a_secured_cluster() {
         &["run", "bearer.toml"],
         &[("ES_TOKEN", "tok-123")],
     ));
-    assert_eq!(es.state.docs("tokened"), expected);
+    assert_eq!(stored(&os.url, "tokened"), expected);
 }
 
 #[test]
 fn settings_a_killed_load_changed_are_restored_by_the_next_run() {
-    let (_rt, es) = mock(MockConfig::default());
+    let Some(os) = osmem() else { return };
     // What a load killed with SIGKILL leaves: refresh off, no replicas, and
     // the settings to restore recorded in the index's _meta.
     let created = json!({
         "settings": {"index": {"refresh_interval": "-1", "number_of_replicas": 0}},
         "mappings": {"_meta": {"owner": "team-a", "sluice_restore": {"index": {"refresh_interval": "5s", "number_of_replicas": "2"}}}},
     });
-    let (status, body) = http("PUT", &es.url(), "/tuned", created.to_string().as_bytes()).unwrap();
+    let (status, body) = http("PUT", &os.url, "/tuned", created.to_string().as_bytes()).unwrap();
     assert!(status < 300, "{}", String::from_utf8_lossy(&body));
     let dir = tempfile::tempdir().unwrap();
     write_dump(&dir.path().join("docs.ndjson"), "tuned", &documents(100));
-    let dst = format!("{}/tuned", es.url().replace("http://", "elasticsearch://"));
+    let dst = format!("{}/tuned", os.url.replace("http://", "elasticsearch://"));
     ok(&sluice(dir.path(), &["copy", "docs.ndjson", &dst]));
-    assert_eq!(es.state.docs("tuned").len(), 100);
-    let settings = get_json(&es.url(), "/tuned/_settings");
+    assert_eq!(count(&os.url, "tuned"), 100);
+    let settings = get_json(&os.url, "/tuned/_settings");
     let index = &settings["tuned"]["settings"]["index"];
     assert_eq!(index["refresh_interval"], "5s", "{settings}");
     assert_eq!(index["number_of_replicas"], "2", "{settings}");
-    let meta = &get_json(&es.url(), "/tuned/_mapping")["tuned"]["mappings"]["_meta"];
+    let meta = &get_json(&os.url, "/tuned/_mapping")["tuned"]["mappings"]["_meta"];
     assert_eq!(meta["owner"], "team-a", "the rest of _meta is kept: {meta}");
     assert!(meta["sluice_restore"].is_null(), "{meta}");
 
     // A fresh load records the settings while it runs and clears them at the end.
     write_dump(&dir.path().join("fresh.ndjson"), "fresh", &documents(50));
-    let dst = format!("{}/fresh", es.url().replace("http://", "elasticsearch://"));
+    let dst = format!("{}/fresh", os.url.replace("http://", "elasticsearch://"));
     ok(&sluice(dir.path(), &["copy", "fresh.ndjson", &dst]));
-    let meta = &get_json(&es.url(), "/fresh/_mapping")["fresh"]["mappings"]["_meta"];
+    let meta = &get_json(&os.url, "/fresh/_mapping")["fresh"]["mappings"]["_meta"];
     assert!(meta["sluice_restore"].is_null(), "{meta}");
-    let settings = get_json(&es.url(), "/fresh/_settings");
+    let settings = get_json(&os.url, "/fresh/_settings");
     assert_ne!(
         settings["fresh"]["settings"]["index"]["refresh_interval"], "-1",
         "{settings}"
@@ -808,14 +878,14 @@ fn settings_a_killed_load_changed_are_restored_by_the_next_run() {
 
 #[test]
 fn raw_json_documents_go_in_unchanged_and_come_back_alone() {
-    let (_rt, es) = mock(MockConfig::default());
+    let Some(os) = osmem() else { return };
     let dir = tempfile::tempdir().unwrap();
     let docs: Vec<Value> = (0..50)
         .map(|i| json!({"n": i, "tags": ["a", i.to_string()], "nested": {"x": 1.5, "s": "✓"}}))
         .collect();
     let text: String = docs.iter().map(|d| format!("{d}\n")).collect();
     std::fs::write(dir.path().join("raw.ndjson"), text).unwrap();
-    let idx = format!("{}/rawdocs", es.url().replace("http://", "elasticsearch://"));
+    let idx = format!("{}/rawdocs", os.url.replace("http://", "elasticsearch://"));
     ok(&sluice(
         dir.path(),
         &["copy", "raw.ndjson", &idx, "--input-format", "raw"],
@@ -824,7 +894,7 @@ fn raw_json_documents_go_in_unchanged_and_come_back_alone() {
         v.sort_by_key(|d| d["n"].as_i64());
         v
     };
-    let stored = by_n(es.state.docs("rawdocs").into_values().collect());
+    let stored = by_n(stored(&os.url, "rawdocs").into_values().collect());
     assert_eq!(stored, docs, "the cluster holds the documents as they were");
     ok(&sluice(dir.path(), &["copy", &idx, "back.ndjson", "--format", "raw"]));
     let back = by_n(ndjson(&dir.path().join("back.ndjson")));
