@@ -116,6 +116,21 @@ pub enum Action {
 /// `table` names the table in messages.
 pub fn decide(mode: WriteMode, stream: &StreamInfo, found: &Found, table: &str) -> Result<Action> {
     let job = stream.job;
+    let undone;
+    let found = if undone_by_hand(found, job) {
+        tracing::info!(
+            table,
+            "the table is empty or gone since an earlier job of this pipeline loaded it whole: loading it as found"
+        );
+        undone = Found {
+            record: None,
+            position_jobs: Vec::new(),
+            ..found.clone()
+        };
+        &undone
+    } else {
+        found
+    };
     let mine = found.record.filter(|r| r.job == job);
     // A job continuing its own work (a resumed run, an incremental read, a
     // reconnection) keeps what it loaded: its rows came with its positions.
@@ -230,6 +245,14 @@ pub fn decide(mode: WriteMode, stream: &StreamInfo, found: &Found, table: &str) 
     }
 }
 
+/// Whether an earlier job's complete load was undone by hand since: its
+/// table dropped, emptied or created again. The records describe a table
+/// that is no longer there, so they neither make the stream complete nor
+/// make the table the pipeline's own to drop.
+fn undone_by_hand(found: &Found, job: i64) -> bool {
+    found.record.is_some_and(|r| r.job != job && r.complete) && !found.has_rows
+}
+
 /// The record a job writes when it opens a table: `created` as [`decide`]
 /// said, keeping what the job's own record says it created.
 pub fn opening_record(found: &Found, job: i64, created: bool) -> JobRecord {
@@ -327,6 +350,28 @@ mod tests {
             decide(WriteMode::New, &stream(2, false, true), &found, "t").unwrap(),
             Action::Start {
                 clear: Clear::Recreate,
+                created: true
+            }
+        );
+        // A table emptied or created again by hand since is loaded as found:
+        // taken over (never dropped: it may carry the user's constraints),
+        // or created when it is gone.
+        let emptied = table(rec(1, true, true), false);
+        assert_eq!(
+            decide(WriteMode::New, &stream(2, false, false), &emptied, "t").unwrap(),
+            Action::Start {
+                clear: Clear::Nothing,
+                created: false
+            }
+        );
+        let dropped = Found {
+            exists: false,
+            ..table(rec(1, true, true), false)
+        };
+        assert_eq!(
+            decide(WriteMode::New, &stream(2, false, false), &dropped, "t").unwrap(),
+            Action::Start {
+                clear: Clear::Nothing,
                 created: true
             }
         );

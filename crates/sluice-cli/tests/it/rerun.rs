@@ -336,3 +336,48 @@ fn an_empty_table_made_beforehand_is_loaded_and_fresh_empties_it_rather_than_dro
         "truncated, not dropped"
     );
 }
+
+/// A table dropped and created again by hand (empty, with the user's own
+/// constraint) after a complete load is loaded again by a run with another
+/// state directory, into the user's table as it is: the pipeline's earlier
+/// record no longer describes it. In PostgreSQL and MySQL alike.
+#[test]
+fn a_table_created_again_by_hand_after_a_complete_load_is_loaded_as_found() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(d.join("few.csv"), "id,qty\n1,5\n2,-1\n3,7\n").unwrap();
+    let copy = |url: &str, state: &str| {
+        sluice(
+            d,
+            &[
+                "copy",
+                "few.csv",
+                url,
+                "--state-dir",
+                state,
+                "--on-error",
+                "dlq",
+                "--dlq",
+                "rejects.ndjson",
+            ],
+        )
+    };
+    if let Some(db) = PgDb::create("rerun_by_hand") {
+        let url = format!("{}?table=items", db.url());
+        ok(&copy(&url, "pg-a"));
+        assert_eq!(db.sql("SELECT count(*) FROM items"), "3");
+        db.sql("DROP TABLE items; CREATE TABLE items (id bigint PRIMARY KEY, qty bigint CONSTRAINT qty_nonneg CHECK (qty >= 0))");
+        ok(&copy(&url, "pg-b"));
+        assert_eq!(db.sql("SELECT string_agg(id::text, ',' ORDER BY id) FROM items"), "1,3");
+        let dead = std::fs::read_to_string(d.join("rejects.ndjson")).unwrap();
+        assert!(dead.contains("qty_nonneg"), "{dead}");
+    }
+    if let Some(db) = MyDb::create("rerun_by_hand") {
+        let url = format!("{}?table=items", db.url());
+        ok(&copy(&url, "my-a"));
+        assert_eq!(db.sql("SELECT count(*) FROM items"), "3");
+        db.sql("DROP TABLE items; CREATE TABLE items (id BIGINT PRIMARY KEY, qty BIGINT, CONSTRAINT qty_nonneg CHECK (qty >= 0))");
+        ok(&copy(&url, "my-b"));
+        assert_eq!(db.sql("SELECT GROUP_CONCAT(id ORDER BY id) FROM items"), "1,3");
+    }
+}
