@@ -7,7 +7,7 @@
 //! `_sluice_checkpoints` holds, per pipeline and table, one row per source
 //! partition (the position the table's rows reach, committed with them) and
 //! one *job record*: the row whose partition is empty. Its `job` column is
-//! the job that owns the table's load and its `cursor` says
+//! the job that owns the table's load and its `source_cursor` says
 //! `{"created":…,"complete":…}`: whether that job created the table it
 //! loads (so keys and indexes come after the load, and starting over may
 //! drop it) and whether the load reached the end. The record is written
@@ -20,6 +20,10 @@
 //!
 //! Job numbers are random (see `sluice-state`), so two state directories
 //! never take each other's jobs for their own.
+//!
+//! The table's schema, the statements that read and write it and the
+//! migration of older layouts are in [`checkpoints`], shared by the three
+//! sinks through a small [`checkpoints::Dialect`].
 //!
 //! # Exactly once in the default mode
 //!
@@ -34,12 +38,14 @@
 //! they must: `append` adds to any table, `upsert` matches rows by key and
 //! `replace` swaps a new table in.
 
+pub mod checkpoints;
+
 use sluice_core::{Error, Result, StreamInfo};
 use sluice_core::{Position, Rejection, Sink};
 
 use crate::mode::WriteMode;
 
-/// A table's job record, as stored in its `cursor` column.
+/// A table's job record, as stored in its `source_cursor` column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobRecord {
     /// The job that owns the table's load.
@@ -52,7 +58,7 @@ pub struct JobRecord {
 
 impl JobRecord {
     /// The record of `job` as stored: `cursor` is the JSON text of the
-    /// record's `cursor` column.
+    /// record's `source_cursor` column.
     pub fn parse(job: i64, cursor: &str) -> JobRecord {
         let v: serde_json::Value = serde_json::from_str(cursor).unwrap_or_default();
         let flag = |k: &str| v.get(k).and_then(serde_json::Value::as_bool).unwrap_or(false);
@@ -63,7 +69,7 @@ impl JobRecord {
         }
     }
 
-    /// The `cursor` column's text.
+    /// The `source_cursor` column's text.
     pub fn cursor(&self) -> String {
         serde_json::json!({ "created": self.created, "complete": self.complete }).to_string()
     }

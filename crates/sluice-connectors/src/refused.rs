@@ -1,5 +1,7 @@
 //! Isolating the rows a database refuses, shared by the table sinks
-//! (PostgreSQL, MySQL/MariaDB).
+//! (PostgreSQL, MySQL/MariaDB). The SQLite sink needs none of it: it inserts
+//! one row per execution of a prepared statement, so a refused row costs
+//! its own statement only.
 //!
 //! A sink first asks the database to judge whole sets of rows at once: it
 //! stages the rows in an unconstrained temporary table and evaluates the
@@ -145,6 +147,23 @@ async fn bisect(
     Ok(())
 }
 
+/// The condition an attempt selects `rows` (increasing) from a stage by:
+/// `column` numbers row `i` as `i + first`. A few runs of consecutive rows
+/// (what bisection mostly tries) become a `BETWEEN` each; otherwise `list`
+/// is given the numbers, comma-separated, to write the database's list.
+pub fn row_filter(column: &str, rows: &[usize], first: usize, list: impl FnOnce(&str) -> String) -> String {
+    let runs = runs(rows);
+    if runs.len() <= 8 {
+        let ranges: Vec<String> = runs
+            .iter()
+            .map(|(a, b)| format!("{column} BETWEEN {} AND {}", a + first, b + first))
+            .collect();
+        return ranges.join(" OR ");
+    }
+    let ids: Vec<String> = rows.iter().map(|i| (i + first).to_string()).collect();
+    list(&ids.join(","))
+}
+
 /// Runs of consecutive numbers in `rows` (increasing), as inclusive ranges,
 /// for a `BETWEEN` per run instead of a list.
 pub fn runs(rows: &[usize]) -> Vec<(usize, usize)> {
@@ -282,5 +301,20 @@ mod tests {
     fn runs_join_consecutive_rows() {
         assert_eq!(runs(&[1, 2, 3, 7, 9, 10]), vec![(1, 3), (7, 7), (9, 10)]);
         assert!(runs(&[]).is_empty());
+    }
+
+    #[test]
+    fn few_runs_are_ranges_and_many_a_list() {
+        let list = |ids: &str| format!("n IN ({ids})");
+        assert_eq!(
+            row_filter("n", &[0, 1, 2, 5], 1, list),
+            "n BETWEEN 1 AND 3 OR n BETWEEN 6 AND 6"
+        );
+        let scattered: Vec<usize> = (0..20).map(|i| 2 * i).collect();
+        let filter = row_filter("n", &scattered, 0, list);
+        assert!(
+            filter.starts_with("n IN (0,2,4,") && filter.ends_with(",38)"),
+            "{filter}"
+        );
     }
 }

@@ -381,3 +381,146 @@ fn a_table_created_again_by_hand_after_a_complete_load_is_loaded_as_found() {
         assert_eq!(db.sql("SELECT GROUP_CONCAT(id ORDER BY id) FROM items"), "1,3");
     }
 }
+
+/// The columns of `_sluice_checkpoints` before they had their present names,
+/// with today's values: (old name, present name), in table order.
+const OLD_COLUMNS: [(&str, &str); 7] = [
+    ("pipeline", "pipeline"),
+    ("target", "table_name"),
+    ("partition", "source_partition"),
+    ("cursor", "source_cursor"),
+    ("rows", "row_count"),
+    ("job", "job"),
+    ("updated_at", "updated_at"),
+];
+
+/// The present columns, as the layout queries list them.
+const NEW_LAYOUT: &str = "pipeline,table_name,source_partition,source_cursor,row_count,job,updated_at";
+
+/// SQL turning the present `_sluice_checkpoints` into the table an earlier
+/// sluice wrote: `create` is its DDL as that version had it, `partition`
+/// and `quote` that database's name and quoting of the old columns. The
+/// rows are kept as they are.
+fn downgrade_sql(temp: &str, create: &str, partition: &str, quote: fn(&str) -> String) -> String {
+    let old: Vec<String> = OLD_COLUMNS
+        .iter()
+        .map(|(o, _)| quote(if *o == "partition" { partition } else { o }))
+        .collect();
+    let new: Vec<&str> = OLD_COLUMNS.iter().map(|(_, n)| *n).collect();
+    format!(
+        "CREATE {temp} TABLE kept AS SELECT * FROM _sluice_checkpoints; DROP TABLE _sluice_checkpoints; {create}; \
+         INSERT INTO _sluice_checkpoints ({}) SELECT {} FROM kept; DROP TABLE kept",
+        old.join(", "),
+        new.join(", ")
+    )
+}
+
+/// A destination written by the sluice before `_sluice_checkpoints` had
+/// its present columns resumes: killed mid-load, its checkpoint table put
+/// back in the old layout (`downgrade`), the command run again continues
+/// from the positions stored there and holds every row once; a complete
+/// load recorded in the old layout is still complete for another state
+/// directory. `layout` lists the table's columns.
+fn resumes_from_the_old_checkpoint_layout(dir: &Path, dest: &Dest, downgrade: &dyn Fn(), layout: &dyn Fn() -> String) {
+    let want = expected();
+    kill_mid_load(dir, dest, &[]);
+    downgrade();
+    assert!(layout().contains(",target,"), "old layout: {}", layout());
+    let err = copy(dir, dest, &[]);
+    assert!(
+        err.contains("continued unfinished run") && err.contains("resumed after") && !err.contains("starting it over"),
+        "the re-run resumes from the positions in the old table:\n{err}"
+    );
+    assert_eq!((dest.digest)(), want, "after resuming from the old layout");
+    assert_eq!(layout(), NEW_LAYOUT, "renamed in place");
+
+    downgrade();
+    let err = copy(dir, dest, &["--state-dir", "elsewhere"]);
+    assert!(err.contains("already holds it whole"), "{err}");
+    assert_eq!(
+        (dest.digest)(),
+        want,
+        "a complete load in the old layout is not loaded again"
+    );
+    assert_eq!(layout(), NEW_LAYOUT);
+}
+
+#[test]
+fn postgres_resumes_from_the_old_checkpoint_layout() {
+    let Some(db) = PgDb::create("i13_oldck_pg") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    write_source(dir.path());
+    // The table as sluice created it before (`{schema}` is public here).
+    let create = "CREATE TABLE public._sluice_checkpoints (pipeline text NOT NULL, target text NOT NULL, \
+                  partition text NOT NULL, cursor text NOT NULL, rows bigint NOT NULL, job bigint NOT NULL, \
+                  updated_at timestamptz NOT NULL DEFAULT now(), PRIMARY KEY (pipeline, target, partition))";
+    let downgrade = downgrade_sql("TEMP", create, "partition", |c| format!("\"{c}\""));
+    resumes_from_the_old_checkpoint_layout(
+        dir.path(),
+        &pg_dest(&db),
+        &|| {
+            db.sql(&downgrade);
+        },
+        &|| {
+            db.sql(
+                "SELECT string_agg(column_name, ',' ORDER BY ordinal_position) FROM information_schema.columns \
+                 WHERE table_name = '_sluice_checkpoints'",
+            )
+        },
+    );
+}
+
+#[test]
+fn mysql_resumes_from_the_old_checkpoint_layout() {
+    let Some(db) = MyDb::create("i13_oldck_my") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    write_source(dir.path());
+    let create = "CREATE TABLE _sluice_checkpoints (pipeline VARCHAR(190) NOT NULL, target VARCHAR(255) NOT NULL, \
+                  part VARCHAR(255) NOT NULL, `cursor` TEXT NOT NULL, `rows` BIGINT NOT NULL, job BIGINT NOT NULL, \
+                  updated_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3), \
+                  PRIMARY KEY (pipeline, target, part)) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
+    let downgrade = downgrade_sql("TEMPORARY", create, "part", |c| format!("`{c}`"));
+    resumes_from_the_old_checkpoint_layout(
+        dir.path(),
+        &my_dest(&db),
+        &|| {
+            db.sql(&downgrade);
+        },
+        &|| {
+            db.sql(
+                "SELECT GROUP_CONCAT(COLUMN_NAME ORDER BY ORDINAL_POSITION) FROM information_schema.COLUMNS \
+                 WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = '_sluice_checkpoints'",
+            )
+        },
+    );
+}
+
+#[test]
+fn sqlite_resumes_from_the_old_checkpoint_layout() {
+    let dir = tempfile::tempdir().unwrap();
+    write_source(dir.path());
+    let create = "CREATE TABLE _sluice_checkpoints (pipeline TEXT NOT NULL, target TEXT NOT NULL, \
+                  partition TEXT NOT NULL, cursor TEXT NOT NULL, rows INTEGER NOT NULL, job INTEGER NOT NULL, \
+                  updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')), \
+                  PRIMARY KEY (pipeline, target, partition))";
+    let downgrade = downgrade_sql("TEMP", create, "partition", |c| format!("\"{c}\""));
+    let open = || {
+        let db = rusqlite::Connection::open(dir.path().join("dst.db")).unwrap();
+        db.busy_timeout(Duration::from_secs(10)).unwrap();
+        db
+    };
+    resumes_from_the_old_checkpoint_layout(
+        dir.path(),
+        &sqlite_dest(dir.path()),
+        &|| open().execute_batch(&downgrade).unwrap(),
+        &|| {
+            open()
+                .query_row(
+                    "SELECT group_concat(name, ',') FROM pragma_table_info('_sluice_checkpoints')",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        },
+    );
+}

@@ -61,6 +61,7 @@ use super::config::{MysqlSinkConfig, WriteMode};
 use super::encode::{EncodedRows, encode_rows};
 use super::types::{ddl_for_field, is_lob};
 use super::{Endpoint, connect, db_error, parse_url, quote_ident, redact, rows, sql_string, text};
+use crate::ledger::checkpoints::{self, Checkpoints, Dialect, Mysql, Statement, Value};
 use crate::ledger::{self, Action, Clear, Done, Found, JobRecord};
 use crate::refused::{self, Trial};
 
@@ -290,35 +291,16 @@ struct StreamWriter {
     location: String,
     by: Arc<str>,
     sql: String,
-    /// `pipeline = … AND target = …` of this table's checkpoint rows.
-    checkpoint_key: String,
-    /// The same two values, for inserts.
-    checkpoint_values: String,
-    /// The job, which owns the checkpoints it writes.
-    job: i64,
+    /// The table's ledger: positions stored with the rows, the job record.
+    checkpoints: Checkpoints<Mysql>,
     /// The table's job record, marked complete at the end of the load.
     record: JobRecord,
-    /// The pipeline, which keys the job record.
-    pipeline: String,
     /// A batch's transaction is open, waiting for `flush` to commit it.
     open_tx: bool,
     /// The stream's columns.
     columns: Vec<String>,
     refusals: Refusals,
 }
-
-/// The checkpoints stored with the data, one row per partition of each table
-/// a pipeline loads, and its job record (part '').
-const CHECKPOINT_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sluice_checkpoints (
-    pipeline VARCHAR(190) NOT NULL,
-    target VARCHAR(255) NOT NULL,
-    part VARCHAR(255) NOT NULL,
-    `cursor` TEXT NOT NULL,
-    `rows` BIGINT NOT NULL,
-    job BIGINT NOT NULL,
-    updated_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
-    PRIMARY KEY (pipeline, target, part)
-) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin";
 
 impl StreamWriter {
     async fn open(
@@ -346,16 +328,9 @@ impl StreamWriter {
             WriteMode::Replace => format!("{table}__sluice_new"),
             _ => table.clone(),
         };
-        conn.query_drop(CHECKPOINT_TABLE)
-            .await
-            .map_err(|e| db_error(&location, e))?;
-        let checkpoint_key = format!(
-            "pipeline = {} AND target = {}",
-            sql_string(&stream.pipeline),
-            sql_string(&staging)
-        );
-        let checkpoint_values = format!("{}, {}", sql_string(&stream.pipeline), sql_string(&staging));
-        let found = found_in(&mut conn, &location, &stream.pipeline, &table, &staging).await?;
+        prepare_checkpoints(&mut conn, &location).await?;
+        let checkpoints = Checkpoints::new(Mysql, &stream.pipeline, stream.job, &table, &staging);
+        let found = found_in(&mut conn, &location, &checkpoints, &table).await?;
         let (created, start) = match ledger::decide(cfg.mode, stream, &found, &format!("`{table}` in {target}"))? {
             Action::Complete { job } => {
                 tracing::info!(table = %table, job, "already loaded whole by an earlier run of this pipeline; nothing to write");
@@ -386,25 +361,17 @@ impl StreamWriter {
                     .await
                     .map_err(db)?;
             }
-            let forget = format!(
-                "DELETE FROM _sluice_checkpoints WHERE pipeline = {} AND target IN ({}, {})",
-                sql_string(&stream.pipeline),
-                sql_string(&staging),
-                sql_string(&table)
-            );
-            for sql in [
-                "START TRANSACTION".to_string(),
-                forget,
-                record_sql(&stream.pipeline, &table, &record),
-                "COMMIT".into(),
+            for s in [
+                Statement::plain("START TRANSACTION"),
+                checkpoints.forget(),
+                checkpoints.record(&record),
+                Statement::plain("COMMIT"),
             ] {
-                conn.query_drop(sql).await.map_err(db)?;
+                execute(&mut conn, &s).await.map_err(db)?;
             }
         } else {
             // Loading again: a kill from here on leaves an unfinished load.
-            conn.query_drop(record_sql(&stream.pipeline, &table, &record))
-                .await
-                .map_err(db)?;
+            execute(&mut conn, &checkpoints.record(&record)).await.map_err(db)?;
         }
         let existing = columns_of(&mut conn, &location, &staging).await?;
         let mut indexes = Vec::new();
@@ -512,11 +479,8 @@ impl StreamWriter {
             location,
             by: Arc::from("mysql"),
             sql: String::new(),
-            checkpoint_key,
-            checkpoint_values,
-            job: stream.job,
+            checkpoints,
             record,
-            pipeline: stream.pipeline.to_string(),
             open_tx: false,
             columns: names.iter().map(|n| n.to_string()).collect(),
             refusals: Refusals::default(),
@@ -951,17 +915,7 @@ struct StageTrial<'a> {
 #[async_trait]
 impl Trial for StageTrial<'_> {
     async fn attempt(&mut self, rows: &[usize], _keep: bool) -> Result<Option<String>> {
-        let runs = refused::runs(rows);
-        let filter = if runs.len() <= 8 {
-            let ranges: Vec<String> = runs
-                .iter()
-                .map(|(a, b)| format!("_sluice_row BETWEEN {a} AND {b}"))
-                .collect();
-            ranges.join(" OR ")
-        } else {
-            let ids: Vec<String> = rows.iter().map(usize::to_string).collect();
-            format!("_sluice_row IN ({})", ids.join(","))
-        };
+        let filter = refused::row_filter("_sluice_row", rows, 0, |ids| format!("_sluice_row IN ({ids})"));
         let sql = format!("{} WHERE {filter} ORDER BY _sluice_row{}", self.insert, self.suffix);
         match self.conn.query_drop(sql).await {
             Ok(()) => Ok(None),
@@ -1109,19 +1063,10 @@ impl Sink for StreamWriter {
             self.open_tx = true;
         }
         let mut outcome = self.write_rows(batch).await;
-        if let (Ok(_), Some(p)) = (&outcome, &batch.position) {
-            let sql = format!(
-                "INSERT INTO _sluice_checkpoints (pipeline, target, part, `cursor`, `rows`, job) VALUES ({}, {}, {}, {}, {}) \
-                 ON DUPLICATE KEY UPDATE `cursor` = VALUES(`cursor`), `rows` = VALUES(`rows`), job = VALUES(job)",
-                self.checkpoint_values,
-                sql_string(&p.partition),
-                sql_string(&p.cursor.to_string()),
-                p.rows,
-                self.job
-            );
-            if let Err(e) = self.exec(&sql).await {
-                outcome = Err(e);
-            }
+        if let (Ok(_), Some(p)) = (&outcome, &batch.position)
+            && let Err(e) = execute(&mut self.conn, &self.checkpoints.store(p)).await
+        {
+            outcome = Err(db_error(&self.location, e));
         }
         if outcome.is_err() {
             self.open_tx = false;
@@ -1139,22 +1084,10 @@ impl Sink for StreamWriter {
     }
 
     async fn committed(&mut self) -> Result<Option<Vec<Position>>> {
-        let sql = format!(
-            "SELECT part, `cursor`, `rows` FROM _sluice_checkpoints WHERE {} AND part <> '' AND job = {}",
-            self.checkpoint_key, self.job
-        );
-        let found = rows(&mut self.conn, &self.location, &sql).await?;
-        let positions = found
-            .iter()
-            .map(|r| {
-                Position::stored(
-                    &text(r, 0).unwrap_or_default(),
-                    text(r, 1).unwrap_or_default(),
-                    text(r, 2).and_then(|v| v.parse().ok()).unwrap_or(0),
-                )
-            })
-            .collect();
-        Ok(Some(positions))
+        let found = query(&mut self.conn, &self.checkpoints.committed())
+            .await
+            .map_err(|e| db_error(&self.location, e))?;
+        self.checkpoints.positions(&found).map(Some)
     }
 
     async fn finish(&mut self, complete: bool) -> Result<()> {
@@ -1178,8 +1111,9 @@ impl Sink for StreamWriter {
             // RENAME commits on its own, so the new table's positions go
             // first: a crash around the swap makes a resumed run load the
             // table again from the start rather than swap in an empty one.
-            let forget = format!("DELETE FROM _sluice_checkpoints WHERE {}", self.checkpoint_key);
-            self.exec(&forget).await?;
+            execute(&mut self.conn, &self.checkpoints.forget_load())
+                .await
+                .map_err(|e| db_error(&self.location, e))?;
             let (t, new) = (quote_ident(&self.table), quote_ident(&self.staging));
             let old = quote_ident(&format!("{}__sluice_old", self.table));
             self.exec(&format!("DROP TABLE IF EXISTS {old}")).await?;
@@ -1199,55 +1133,18 @@ impl Sink for StreamWriter {
             complete: true,
             ..self.record
         };
-        let sql = record_sql(&self.pipeline, &self.table, &done);
-        self.exec(&sql).await
+        execute(&mut self.conn, &self.checkpoints.record(&done))
+            .await
+            .map_err(|e| db_error(&self.location, e))
     }
 }
 
-/// What the job ledger needs to know about `table` (loaded through `load`).
-async fn found_in(conn: &mut Conn, location: &str, pipeline: &str, table: &str, load: &str) -> Result<Found> {
-    let p = sql_string(pipeline);
-    let record = rows(
-        conn,
-        location,
-        &format!(
-            "SELECT job, `cursor` FROM _sluice_checkpoints WHERE pipeline = {p} AND target = {} AND part = ''",
-            sql_string(table)
-        ),
-    )
-    .await?
-    .first()
-    .and_then(|r| {
-        Some(JobRecord::parse(
-            text(r, 0)?.parse().ok()?,
-            &text(r, 1).unwrap_or_default(),
-        ))
-    });
-    let position_jobs = rows(
-        conn,
-        location,
-        &format!(
-            "SELECT DISTINCT job FROM _sluice_checkpoints WHERE pipeline = {p} AND target = {} AND part <> ''",
-            sql_string(load)
-        ),
-    )
-    .await?
-    .iter()
-    .filter_map(|r| text(r, 0)?.parse().ok())
-    .collect();
-    let other_pipelines = rows(
-        conn,
-        location,
-        &format!(
-            "SELECT DISTINCT pipeline FROM _sluice_checkpoints WHERE target IN ({}, {}) AND pipeline <> {p}",
-            sql_string(table),
-            sql_string(load)
-        ),
-    )
-    .await?
-    .iter()
-    .filter_map(|r| text(r, 0))
-    .collect();
+/// What the job ledger needs to know about `table`.
+async fn found_in(conn: &mut Conn, location: &str, checkpoints: &Checkpoints<Mysql>, table: &str) -> Result<Found> {
+    let ledger = query(conn, &checkpoints.ledger())
+        .await
+        .map_err(|e| db_error(location, e))?;
+    let ledger = checkpoints.found(&ledger)?;
     let exists = !columns_of(conn, location, table).await?.is_empty();
     let has_rows = exists
         && rows(
@@ -1260,22 +1157,78 @@ async fn found_in(conn: &mut Conn, location: &str, pipeline: &str, table: &str, 
         .and_then(|r| text(r, 0))
         .is_some_and(|v| v == "1");
     Ok(Found {
-        record,
-        position_jobs,
         exists,
         has_rows,
-        other_pipelines,
+        ..ledger
     })
 }
 
-/// Stores the job record of `table` (its row with an empty partition).
-fn record_sql(pipeline: &str, table: &str, record: &JobRecord) -> String {
-    format!(
-        "INSERT INTO _sluice_checkpoints (pipeline, target, part, `cursor`, `rows`, job) VALUES ({}, {}, '', {}, 0, {}) \
-         ON DUPLICATE KEY UPDATE `cursor` = VALUES(`cursor`), job = VALUES(job)",
-        sql_string(pipeline),
-        sql_string(table),
-        sql_string(&record.cursor()),
-        record.job
+/// Creates `_sluice_checkpoints`, or brings an older layout to this one,
+/// under a server lock (see [`checkpoints`]).
+async fn prepare_checkpoints(conn: &mut Conn, location: &str) -> Result<()> {
+    let db = |e| db_error(location, e);
+    let columns = query(conn, &Mysql.columns()).await.map_err(db)?;
+    if checkpoints::changes(&Mysql, &columns, location)?.is_empty() {
+        return Ok(());
+    }
+    // Another stream may change it first: look again under the lock. An
+    // error drops the connection, which releases the lock.
+    for s in Mysql.lock() {
+        execute(conn, &s).await.map_err(db)?;
+    }
+    let columns = query(conn, &Mysql.columns()).await.map_err(db)?;
+    for s in checkpoints::changes(&Mysql, &columns, location)?
+        .iter()
+        .chain(&Mysql.unlock())
+    {
+        execute(conn, s).await.map_err(db)?;
+    }
+    Ok(())
+}
+
+/// Runs a statement of the checkpoint protocol.
+async fn execute(conn: &mut Conn, statement: &Statement) -> std::result::Result<(), mysql_async::Error> {
+    if statement.params.is_empty() {
+        return conn.query_drop(statement.sql.as_str()).await;
+    }
+    conn.exec_drop(statement.sql.as_str(), params(statement)).await
+}
+
+/// Runs a query of the checkpoint protocol; its rows as values.
+async fn query(conn: &mut Conn, statement: &Statement) -> std::result::Result<Vec<Vec<Value>>, mysql_async::Error> {
+    let found: Vec<mysql_async::Row> = if statement.params.is_empty() {
+        conn.query(statement.sql.as_str()).await?
+    } else {
+        conn.exec(statement.sql.as_str(), params(statement)).await?
+    };
+    Ok(found
+        .iter()
+        .map(|row| {
+            (0..row.len())
+                .map(|i| match row.as_ref(i) {
+                    None | Some(mysql_async::Value::NULL) => Value::Null,
+                    Some(mysql_async::Value::Int(v)) => Value::Int(*v),
+                    Some(mysql_async::Value::UInt(v)) => {
+                        i64::try_from(*v).map_or_else(|_| Value::Text(v.to_string()), Value::Int)
+                    }
+                    Some(_) => text(row, i).map_or(Value::Null, Value::Text),
+                })
+                .collect()
+        })
+        .collect())
+}
+
+/// The parameters of a statement as the driver takes them.
+fn params(statement: &Statement) -> mysql_async::Params {
+    mysql_async::Params::Positional(
+        statement
+            .params
+            .iter()
+            .map(|v| match v {
+                Value::Null => mysql_async::Value::NULL,
+                Value::Int(i) => mysql_async::Value::Int(*i),
+                Value::Text(s) => mysql_async::Value::Bytes(s.clone().into_bytes()),
+            })
+            .collect(),
     )
 }

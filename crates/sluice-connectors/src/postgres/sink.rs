@@ -43,11 +43,13 @@ use futures::SinkExt;
 use sluice_core::dbmeta::{ColumnMeta, TableMeta};
 use sluice_core::{Batch, Error, Position, Rejection, Result, Sink, SinkConnector, Stage, StreamInfo};
 use tokio_postgres::Client;
+use tokio_postgres::types::{ToSql, Type};
 
 use super::config::{PostgresSinkConfig, WriteMode, redact};
 use super::encode::{Encode, HEADER, TRAILER, encode_rows};
 use super::types::{TypeCache, ddl_type, encoder, ident, literal, qualified};
 use super::{ENUM_LABELS, connect, is_data_error, is_transient, pg_error, server_message};
+use crate::ledger::checkpoints::{self, Checkpoints, Dialect, Statement, Value};
 use crate::ledger::{self, Action, Clear, Done, Found, JobRecord};
 use crate::refused::{self, Trial, Undo};
 
@@ -118,14 +120,59 @@ impl PostgresSink {
         self.cfg.schema.as_deref().unwrap_or("public")
     }
 
+    /// The dialect of `_sluice_checkpoints` in the sink's schema.
+    fn dialect(&self) -> checkpoints::Postgres {
+        checkpoints::Postgres {
+            schema: self.schema().to_string(),
+        }
+    }
+
     /// The tables sluice keeps its own records in, in the sink's schema.
     fn bookkeeping(&self) -> String {
-        let schema = ident(self.schema());
         format!(
             "{}; {}",
-            CHECKPOINT_TABLE.replace("{schema}", &schema),
-            FOREIGN_KEY_TABLE.replace("{schema}", &schema)
+            checkpoints::create(&self.dialect()).sql,
+            self.foreign_key_table()
         )
+    }
+
+    /// `CREATE TABLE IF NOT EXISTS` for `_sluice_foreign_keys`.
+    fn foreign_key_table(&self) -> String {
+        FOREIGN_KEY_TABLE.replace("{schema}", &ident(self.schema()))
+    }
+
+    /// Creates `_sluice_checkpoints`, or brings an older layout to this one,
+    /// under an advisory lock (see [`checkpoints`]), and `_sluice_foreign_keys`.
+    async fn prepare_bookkeeping(&self, client: &Client) -> Result<()> {
+        let err = |e| pg_error(&self.cfg.url, e);
+        let dialect = self.dialect();
+        let url = redact(&self.cfg.url);
+        let columns = query(client, &dialect.columns()).await.map_err(err)?;
+        if !checkpoints::changes(&dialect, &columns, &url)?.is_empty() {
+            // Another stream may change it first: look again under the lock.
+            // An error drops the connection, which rolls back.
+            for s in dialect.lock() {
+                execute(client, &s).await.map_err(err)?;
+            }
+            let columns = query(client, &dialect.columns()).await.map_err(err)?;
+            for s in checkpoints::changes(&dialect, &columns, &url)?
+                .iter()
+                .chain(&dialect.unlock())
+            {
+                execute(client, s).await.map_err(err)?;
+            }
+        }
+        let fks = qualified(self.schema(), "_sluice_foreign_keys");
+        let have: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&fks])
+            .await
+            .map_err(err)?
+            .try_get(0)
+            .map_err(err)?;
+        if !have {
+            client.batch_execute(&self.foreign_key_table()).await.map_err(err)?;
+        }
+        Ok(())
     }
 
     fn table_name(&self, stream: &str) -> String {
@@ -354,54 +401,82 @@ impl PostgresSink {
 }
 
 impl PostgresSink {
-    /// What the job ledger needs to know about `table` (loaded through `load`).
-    async fn found(&self, client: &Client, pipeline: &str, table: &str, load: &str) -> Result<Found> {
+    /// What the job ledger needs to know about `table`.
+    async fn found(
+        &self,
+        client: &Client,
+        checkpoints: &Checkpoints<checkpoints::Postgres>,
+        table: &str,
+    ) -> Result<Found> {
         let err = |e| pg_error(&self.cfg.url, e);
-        let checkpoints = qualified(self.schema(), "_sluice_checkpoints");
-        let row = client
-            .query_one(
-                &format!(
-                    "SELECT (SELECT job FROM {checkpoints} WHERE pipeline = $1 AND target = $2 AND partition = ''), \
-                     (SELECT cursor FROM {checkpoints} WHERE pipeline = $1 AND target = $2 AND partition = ''), \
-                     ARRAY(SELECT DISTINCT job FROM {checkpoints} WHERE pipeline = $1 AND target = $3 \
-                       AND partition <> ''), \
-                     ARRAY(SELECT DISTINCT pipeline FROM {checkpoints} WHERE target IN ($2, $3) AND pipeline <> $1), \
-                     to_regclass($2) IS NOT NULL"
-                ),
-                &[&pipeline, &table, &load],
-            )
+        let ledger = checkpoints.found(&query(client, &checkpoints.ledger()).await.map_err(err)?)?;
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
             .await
+            .map_err(err)?
+            .try_get(0)
             .map_err(err)?;
-        let job: Option<i64> = row.get(0);
-        let cursor: Option<String> = row.get(1);
-        let exists: bool = row.get(4);
         let has_rows = exists
             && client
                 .query_one(&format!("SELECT EXISTS (SELECT 1 FROM {table})"), &[])
                 .await
                 .map_err(err)?
-                .get::<_, bool>(0);
+                .try_get::<_, bool>(0)
+                .map_err(err)?;
         Ok(Found {
-            record: job.map(|j| JobRecord::parse(j, cursor.as_deref().unwrap_or(""))),
-            position_jobs: row.get(2),
             exists,
             has_rows,
-            other_pipelines: row.get(3),
+            ..ledger
         })
     }
 }
 
-/// Stores the job record of `table` (its row with an empty partition).
-fn record_sql(checkpoints: &str, pipeline: &str, table: &str, record: &JobRecord) -> String {
-    format!(
-        "INSERT INTO {checkpoints} (pipeline, target, partition, cursor, rows, job) VALUES ({}, {}, '', {}, 0, {}) \
-         ON CONFLICT (pipeline, target, partition) DO UPDATE SET cursor = EXCLUDED.cursor, job = EXCLUDED.job, \
-         updated_at = now()",
-        literal(pipeline),
-        literal(table),
-        literal(&record.cursor()),
-        record.job
-    )
+/// Runs a statement of the checkpoint protocol.
+async fn execute(client: &Client, statement: &Statement) -> std::result::Result<(), tokio_postgres::Error> {
+    if statement.params.is_empty() {
+        return client.batch_execute(&statement.sql).await;
+    }
+    client
+        .execute(statement.sql.as_str(), &params(statement))
+        .await
+        .map(|_| ())
+}
+
+/// Runs a query of the checkpoint protocol; its rows as values.
+async fn query(client: &Client, statement: &Statement) -> std::result::Result<Vec<Vec<Value>>, tokio_postgres::Error> {
+    let rows = client.query(statement.sql.as_str(), &params(statement)).await?;
+    rows.iter()
+        .map(|row| {
+            (0..row.len())
+                .map(|i| {
+                    let ty = row.columns()[i].type_();
+                    Ok(if *ty == Type::INT8 {
+                        row.try_get::<_, Option<i64>>(i)?.map_or(Value::Null, Value::Int)
+                    } else if *ty == Type::INT4 {
+                        row.try_get::<_, Option<i32>>(i)?
+                            .map_or(Value::Null, |v| Value::Int(v.into()))
+                    } else {
+                        row.try_get::<_, Option<String>>(i)?.map_or(Value::Null, Value::Text)
+                    })
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The parameters of a statement as the driver takes them.
+fn params(statement: &Statement) -> Vec<&(dyn ToSql + Sync)> {
+    statement
+        .params
+        .iter()
+        .map(|v| -> &(dyn ToSql + Sync) {
+            match v {
+                Value::Null => &None::<&str>,
+                Value::Int(i) => i,
+                Value::Text(s) => s,
+            }
+        })
+        .collect()
 }
 
 /// `SELECT setval(…)` moving a column's sequence past the rows loaded.
@@ -531,19 +606,8 @@ impl SinkConnector for PostgresSink {
     async fn open(&self, stream: &StreamInfo) -> Result<Box<dyn Sink>> {
         let client = connect(&self.cfg.url).await?;
         let err = |e| pg_error(&self.cfg.url, e);
-        let checkpoints = qualified(self.schema(), "_sluice_checkpoints");
         let fks = qualified(self.schema(), "_sluice_foreign_keys");
-        let have: bool = client
-            .query_one(
-                "SELECT to_regclass($1) IS NOT NULL AND to_regclass($2) IS NOT NULL",
-                &[&checkpoints, &fks],
-            )
-            .await
-            .map_err(err)?
-            .get(0);
-        if !have {
-            client.batch_execute(&self.bookkeeping()).await.map_err(err)?;
-        }
+        self.prepare_bookkeeping(&client).await?;
         let table = self.table_name(&stream.name);
         let load_name = match self.cfg.mode {
             WriteMode::Replace => format!("{table}__sluice_new"),
@@ -551,7 +615,8 @@ impl SinkConnector for PostgresSink {
         };
         let key = qualified(self.schema(), &load_name);
         let final_key = qualified(self.schema(), &table);
-        let found = self.found(&client, &stream.pipeline, &final_key, &key).await?;
+        let checkpoints = Checkpoints::new(self.dialect(), &stream.pipeline, stream.job, &final_key, &key);
+        let found = self.found(&client, &checkpoints, &final_key).await?;
         let (created, start) = match ledger::decide(self.cfg.mode, stream, &found, &final_key)? {
             Action::Complete { job } => {
                 tracing::info!(table = %final_key, job, "already loaded whole by an earlier run of this pipeline; nothing to write");
@@ -566,37 +631,34 @@ impl SinkConnector for PostgresSink {
         }
         // The table, its job record and the positions that say what it
         // holds change together.
-        let mut setup = vec!["BEGIN".to_string()];
+        let mut setup = vec![Statement::plain("BEGIN")];
         match start {
             Some(clear) => {
-                setup.push(format!(
-                    "DELETE FROM {checkpoints} WHERE pipeline = {} AND target IN ({}, {})",
-                    literal(&stream.pipeline),
-                    literal(&key),
-                    literal(&final_key)
-                ));
-                setup.push(format!(
+                setup.push(checkpoints.forget());
+                setup.push(Statement::plain(format!(
                     "DELETE FROM {fks} WHERE pipeline = {} AND table_name = {}",
                     literal(&stream.pipeline),
                     literal(&final_key)
-                ));
+                )));
                 match clear {
                     Clear::Nothing => {}
-                    Clear::Truncate => setup.push(format!("TRUNCATE {final_key}")),
+                    Clear::Truncate => setup.push(Statement::plain(format!("TRUNCATE {final_key}"))),
                     // Foreign keys pointing at the table go with it; those
                     // of tables this pipeline loads are added again when
                     // their tables complete.
-                    Clear::Recreate => setup.push(format!("DROP TABLE IF EXISTS {final_key} CASCADE")),
+                    Clear::Recreate => {
+                        setup.push(Statement::plain(format!("DROP TABLE IF EXISTS {final_key} CASCADE")))
+                    }
                 }
-                setup.extend(plan.before.iter().cloned());
+                setup.extend(plan.before.iter().cloned().map(Statement::from));
             }
             // A table the job created is there (created with its record).
-            None if !created => setup.extend(plan.before.iter().cloned()),
+            None if !created => setup.extend(plan.before.iter().cloned().map(Statement::from)),
             None => {}
         }
         let record = ledger::opening_record(&found, stream.job, created);
-        setup.push(record_sql(&checkpoints, &stream.pipeline, &final_key, &record));
-        setup.push("COMMIT".into());
+        setup.push(checkpoints.record(&record));
+        setup.push(Statement::plain("COMMIT"));
         run_steps(&client, &self.cfg.url, &self.target(&stream.name), &setup).await?;
         let load = qualified(self.schema(), &plan.load_table);
         let cols = client
@@ -707,15 +769,6 @@ impl SinkConnector for PostgresSink {
             refusals: Refusals::new(inserter, check_cols, plan.load_table.clone()),
             after: plan.after,
             foreign_keys: plan.foreign_keys,
-            checkpoint: format!(
-                "INSERT INTO {checkpoints} (pipeline, target, partition, cursor, rows, job) VALUES ($1, $2, $3, $4, $5, $6) \
-                 ON CONFLICT (pipeline, target, partition) DO UPDATE SET cursor = EXCLUDED.cursor, rows = EXCLUDED.rows, \
-                 job = EXCLUDED.job, updated_at = now()"
-            ),
-            committed: format!(
-                "SELECT partition, cursor, rows FROM {checkpoints} \
-                 WHERE pipeline = $1 AND target = $2 AND partition <> '' AND job = $3"
-            ),
             // After a swap the load table is gone and so is what its
             // checkpoints described; a table loaded in place keeps its
             // positions (an incremental source goes on from them). The job
@@ -725,20 +778,16 @@ impl SinkConnector for PostgresSink {
                     complete: true,
                     ..record
                 };
-                let done = record_sql(&checkpoints, &stream.pipeline, &final_key, &complete);
+                let mut loaded = Vec::new();
                 if self.cfg.mode == WriteMode::Replace {
-                    format!(
-                        "DELETE FROM {checkpoints} WHERE pipeline = {} AND target = {}; {done}",
-                        literal(&stream.pipeline),
-                        literal(&key)
-                    )
-                } else {
-                    done
+                    loaded.push(checkpoints.forget_load());
                 }
+                loaded.push(checkpoints.record(&complete));
+                loaded
             },
+            checkpoints,
             pipeline: stream.pipeline.to_string(),
             job: stream.job,
-            key,
             open_tx: false,
             by: "postgres".into(),
             target: self.target(&stream.name),
@@ -763,36 +812,20 @@ struct PostgresTableSink {
     /// Foreign keys, recorded with the complete table and added once the
     /// tables they reference are loaded.
     foreign_keys: Vec<PendingFk>,
-    /// Upserts one partition's checkpoint (pipeline, target, partition, cursor, rows).
-    checkpoint: String,
-    /// Reads this table's checkpoints (pipeline, target).
-    committed: String,
+    /// The table's ledger: positions stored with the rows, the job record.
+    checkpoints: Checkpoints<checkpoints::Postgres>,
     /// Marks the job record complete (and, after a swap, drops the new
     /// table's positions) once the load is whole.
-    loaded: String,
+    loaded: Vec<Statement>,
     pipeline: String,
-    /// The job, which owns the checkpoints it writes.
+    /// The job, which owns the foreign keys it records.
     job: i64,
-    /// The load table, which keys its checkpoints.
-    key: String,
     /// A batch's transaction is open, waiting for `flush` to commit it.
     open_tx: bool,
     by: Arc<str>,
     target: String,
     connector: PostgresSink,
 }
-
-/// The checkpoints stored with the data, one row per partition of each table
-/// a pipeline loads, and its job record (partition '').
-const CHECKPOINT_TABLE: &str = "CREATE TABLE IF NOT EXISTS {schema}._sluice_checkpoints (
-    pipeline text NOT NULL,
-    target text NOT NULL,
-    partition text NOT NULL,
-    cursor text NOT NULL,
-    rows bigint NOT NULL,
-    job bigint NOT NULL,
-    updated_at timestamptz NOT NULL DEFAULT now(),
-    PRIMARY KEY (pipeline, target, partition))";
 
 /// Foreign keys of completed tables waiting for the tables they reference
 /// (`refs`), one row per constraint, owned by the job that recorded them.
@@ -871,22 +904,9 @@ impl PostgresTableSink {
 
     /// Stores the batch's position in its transaction.
     async fn store_position(&self, p: &Position) -> Result<()> {
-        let rows = p.rows as i64;
-        self.client
-            .execute(
-                self.checkpoint.as_str(),
-                &[
-                    &self.pipeline,
-                    &self.key,
-                    &&*p.partition,
-                    &p.cursor.to_string(),
-                    &rows,
-                    &self.job,
-                ],
-            )
+        execute(&self.client, &self.checkpoints.store(p))
             .await
-            .map_err(|e| pg_error(&self.url, e))?;
-        Ok(())
+            .map_err(|e| pg_error(&self.url, e))
     }
 
     /// Loads the rows of `batch` the server accepts and returns the others
@@ -1207,17 +1227,10 @@ struct StageTrial<'a> {
 #[async_trait]
 impl Trial for StageTrial<'_> {
     async fn attempt(&mut self, rows: &[usize], keep: bool) -> Result<Option<String>> {
-        let runs = refused::runs(rows);
-        let filter = if runs.len() <= 8 {
-            let ranges: Vec<String> = runs
-                .iter()
-                .map(|(a, b)| format!("_sluice_row BETWEEN {} AND {}", a + 1, b + 1))
-                .collect();
-            format!(" WHERE {}", ranges.join(" OR "))
-        } else {
-            let ids: Vec<String> = rows.iter().map(|i| (i + 1).to_string()).collect();
-            format!(" WHERE _sluice_row = ANY('{{{}}}'::bigint[])", ids.join(","))
-        };
+        let filter = refused::row_filter("_sluice_row", rows, 1, |ids| {
+            format!("_sluice_row = ANY('{{{ids}}}'::bigint[])")
+        });
+        let filter = format!(" WHERE {filter}");
         let sql = self.sink.refusals.inserter.sql("sluice_check", &filter, "_sluice_row");
         self.sink.attempt(&sql, keep).await
     }
@@ -1315,15 +1328,15 @@ impl Trial for BatchTrial<'_> {
 /// Runs `steps` (a transaction, `BEGIN` to `COMMIT`) in order; on a failure
 /// rolls back and names the statement, unless the failure may pass when
 /// tried again (then the error stays retryable).
-async fn run_steps(client: &Client, url: &str, target: &str, steps: &[String]) -> Result<()> {
-    for sql in steps {
-        if let Err(e) = client.batch_execute(sql).await {
+async fn run_steps(client: &Client, url: &str, target: &str, steps: &[Statement]) -> Result<()> {
+    for step in steps {
+        if let Err(e) = execute(client, step).await {
             let _ = client.batch_execute("ROLLBACK").await;
             let e = pg_error(url, e);
             if e.is_retryable() {
                 return Err(e);
             }
-            return Err(Error::data(target, format!("{e} (while running: {sql})")));
+            return Err(Error::data(target, format!("{e} (while running: {})", step.sql)));
         }
     }
     Ok(())
@@ -1377,16 +1390,10 @@ impl Sink for PostgresTableSink {
     }
 
     async fn committed(&mut self) -> Result<Option<Vec<Position>>> {
-        let rows = self
-            .client
-            .query(self.committed.as_str(), &[&self.pipeline, &self.key, &self.job])
+        let rows = query(&self.client, &self.checkpoints.committed())
             .await
             .map_err(|e| pg_error(&self.url, e))?;
-        let positions = rows
-            .iter()
-            .map(|r| Position::stored(r.get(0), r.get(1), r.get::<_, i64>(2) as u64))
-            .collect();
-        Ok(Some(positions))
+        self.checkpoints.positions(&rows).map(Some)
     }
 
     async fn finish(&mut self, complete: bool) -> Result<()> {
@@ -1399,14 +1406,16 @@ impl Sink for PostgresTableSink {
         }
         // Keys, indexes, the swap and the end of the "created" marker in one
         // transaction: a crash leaves all of it to do again, or none.
-        let mut steps = vec!["BEGIN".to_string()];
-        steps.extend(self.after.iter().cloned());
+        let mut steps = vec![Statement::plain("BEGIN")];
+        steps.extend(self.after.iter().cloned().map(Statement::from));
         steps.extend(
             self.connector
-                .record_foreign_keys(&self.foreign_keys, &self.pipeline, self.job),
+                .record_foreign_keys(&self.foreign_keys, &self.pipeline, self.job)
+                .into_iter()
+                .map(Statement::from),
         );
-        steps.push(self.loaded.clone());
-        steps.push("COMMIT".into());
+        steps.extend(self.loaded.iter().cloned());
+        steps.push(Statement::plain("COMMIT"));
         run_steps(&self.client, &self.url, &self.target, &steps).await?;
         // The table is complete whatever happens here: foreign keys that
         // cannot be added now stay recorded for the next table that completes.

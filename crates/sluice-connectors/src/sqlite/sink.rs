@@ -24,10 +24,9 @@ use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode};
 use sluice_core::{Batch, Error, Position, Rejection, Result, Sink, SinkConnector, Stage, StreamInfo};
 
-use rusqlite::OptionalExtension;
-
 use super::config::{SqliteSinkConfig, WriteMode};
 use super::quote_ident;
+use crate::ledger::checkpoints::{self, Checkpoints, Dialect, Sqlite, Statement, Value};
 use crate::ledger::{self, Action, Clear, Done, Found, JobRecord};
 
 /// Writes streams into tables of one SQLite database.
@@ -114,24 +113,13 @@ struct StreamWriter {
     in_tx: bool,
     location: String,
     by: Arc<str>,
-    pipeline: String,
+    /// The table's ledger: positions stored with the rows, the job record.
+    checkpoints: Checkpoints<Sqlite>,
     /// The job, which owns the checkpoints it writes.
     job: i64,
     /// The job created the table it loads.
     created: bool,
 }
-
-/// The checkpoints stored with the data, one row per partition of each table
-/// a pipeline loads, and its job record (partition '').
-const CHECKPOINT_TABLE: &str = "CREATE TABLE IF NOT EXISTS _sluice_checkpoints (
-    pipeline TEXT NOT NULL,
-    target TEXT NOT NULL,
-    partition TEXT NOT NULL,
-    cursor TEXT NOT NULL,
-    rows INTEGER NOT NULL,
-    job INTEGER NOT NULL,
-    updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
-    PRIMARY KEY (pipeline, target, partition))";
 
 impl StreamWriter {
     /// Opens the stream's table as the job ledger says; `None` when the
@@ -162,9 +150,9 @@ impl StreamWriter {
             WriteMode::Replace => format!("{table}__sluice_new"),
             _ => table.clone(),
         };
-        let pipeline: &str = &stream.pipeline;
-        conn.execute_batch(CHECKPOINT_TABLE).map_err(fail)?;
-        let found = found_in(&conn, pipeline, &table, &target).map_err(fail)?;
+        prepare_checkpoints(&conn, &location)?;
+        let checkpoints = Checkpoints::new(Sqlite, &stream.pipeline, stream.job, &table, &target);
+        let found = found_in(&conn, &checkpoints, &table, &location)?;
         let created = match ledger::decide(cfg.mode, stream, &found, &format!("`{table}` in {}", cfg.path))? {
             Action::Complete { job } => {
                 tracing::info!(table = %table, job, "already loaded whole by an earlier run of this pipeline; nothing to write");
@@ -172,13 +160,8 @@ impl StreamWriter {
             }
             Action::Resume { created } => {
                 // Loading again: a kill from here on leaves an unfinished load.
-                write_record(
-                    &conn,
-                    pipeline,
-                    &table,
-                    &ledger::opening_record(&found, stream.job, created),
-                )
-                .map_err(fail)?;
+                let record = ledger::opening_record(&found, stream.job, created);
+                execute(&conn, &checkpoints.record(&record)).map_err(fail)?;
                 if cfg.mode == WriteMode::Replace && !created {
                     conn.execute_batch(&format!("DROP TABLE IF EXISTS {}", quote_ident(&target)))
                         .map_err(fail)?;
@@ -188,11 +171,7 @@ impl StreamWriter {
             Action::Start { clear, created } => {
                 // The table, its job record and its positions change together.
                 let tx = conn.unchecked_transaction().map_err(fail)?;
-                tx.execute(
-                    "DELETE FROM _sluice_checkpoints WHERE pipeline = ?1 AND target IN (?2, ?3)",
-                    (pipeline, &target, &table),
-                )
-                .map_err(fail)?;
+                execute(&tx, &checkpoints.forget()).map_err(fail)?;
                 match clear {
                     Clear::Nothing => {}
                     Clear::Truncate => tx
@@ -210,13 +189,8 @@ impl StreamWriter {
                     tx.execute_batch(&create_table(&target, &schema, &cfg.key))
                         .map_err(fail)?;
                 }
-                write_record(
-                    &tx,
-                    pipeline,
-                    &table,
-                    &ledger::opening_record(&found, stream.job, created),
-                )
-                .map_err(fail)?;
+                let record = ledger::opening_record(&found, stream.job, created);
+                execute(&tx, &checkpoints.record(&record)).map_err(fail)?;
                 tx.commit().map_err(fail)?;
                 created
             }
@@ -267,7 +241,7 @@ impl StreamWriter {
             in_tx: false,
             location,
             by: Arc::from("sqlite"),
-            pipeline: pipeline.to_string(),
+            checkpoints,
             job: stream.job,
             created: ledger::opening_record(&found, stream.job, created).created,
         }))
@@ -308,47 +282,15 @@ impl StreamWriter {
             }
         }
         if let Some(p) = &batch.position {
-            self.conn
-                .prepare_cached(
-                    "INSERT INTO _sluice_checkpoints (pipeline, target, partition, cursor, rows, job) \
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
-                     ON CONFLICT (pipeline, target, partition) DO UPDATE SET cursor = excluded.cursor, rows = excluded.rows, \
-                     updated_at = excluded.updated_at",
-                )
-                .and_then(|mut s| {
-                    s.execute((
-                        &self.pipeline,
-                        &self.target,
-                        &*p.partition,
-                        p.cursor.to_string(),
-                        p.rows as i64,
-                        self.job,
-                    ))
-                })
-                .map_err(fail)?;
+            execute(&self.conn, &self.checkpoints.store(p)).map_err(fail)?;
         }
         Ok(batch.reject_rows(rejections, Stage::Sink, &self.by))
     }
 
     fn committed_sync(&mut self) -> Result<Vec<Position>> {
-        let fail = |e: rusqlite::Error| Error::connection(self.location.clone(), e.to_string());
-        let mut stmt = self
-            .conn
-            .prepare(
-                "SELECT partition, cursor, rows FROM _sluice_checkpoints \
-                 WHERE pipeline = ?1 AND target = ?2 AND partition <> '' AND job = ?3",
-            )
-            .map_err(fail)?;
-        let rows = stmt
-            .query_map((&self.pipeline, &self.target, self.job), |r| {
-                Ok(Position::stored(
-                    &r.get::<_, String>(0)?,
-                    r.get(1)?,
-                    r.get::<_, i64>(2)? as u64,
-                ))
-            })
-            .map_err(fail)?;
-        rows.collect::<rusqlite::Result<_>>().map_err(fail)
+        let rows = query(&self.conn, &self.checkpoints.committed())
+            .map_err(|e| Error::connection(self.location.clone(), e.to_string()))?;
+        self.checkpoints.positions(&rows)
     }
 
     fn commit(&mut self) -> Result<()> {
@@ -382,67 +324,97 @@ impl StreamWriter {
                 n = quote_ident(&self.target)
             ))
             .map_err(fail)?;
-            tx.execute(
-                "DELETE FROM _sluice_checkpoints WHERE pipeline = ?1 AND target = ?2",
-                (&self.pipeline, &self.target),
-            )
-            .map_err(fail)?;
+            execute(&tx, &self.checkpoints.forget_load()).map_err(fail)?;
         }
         let record = JobRecord {
             job: self.job,
             created: self.created,
             complete: true,
         };
-        write_record(&tx, &self.pipeline, &self.table, &record).map_err(fail)?;
+        execute(&tx, &self.checkpoints.record(&record)).map_err(fail)?;
         tx.commit().map_err(fail)
     }
 }
 
-/// What the ledger needs to know about `table` (loaded through `target`).
-fn found_in(conn: &Connection, pipeline: &str, table: &str, target: &str) -> rusqlite::Result<Found> {
-    let record = conn
-        .query_row(
-            "SELECT job, cursor FROM _sluice_checkpoints WHERE pipeline = ?1 AND target = ?2 AND partition = ''",
-            (pipeline, table),
-            |r| Ok(JobRecord::parse(r.get(0)?, &r.get::<_, String>(1)?)),
-        )
-        .optional()?;
-    let mut stmt = conn.prepare(
-        "SELECT DISTINCT job FROM _sluice_checkpoints WHERE pipeline = ?1 AND target = ?2 AND partition <> ''",
-    )?;
-    let position_jobs = stmt
-        .query_map((pipeline, target), |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<i64>>>()?;
-    let mut stmt =
-        conn.prepare("SELECT DISTINCT pipeline FROM _sluice_checkpoints WHERE target IN (?1, ?2) AND pipeline <> ?3")?;
-    let other_pipelines = stmt
-        .query_map((table, target, pipeline), |r| r.get(0))?
-        .collect::<rusqlite::Result<Vec<String>>>()?;
-    let exists = !columns_of(conn, table)?.is_empty();
+/// What the ledger needs to know about `table`.
+fn found_in(conn: &Connection, checkpoints: &Checkpoints<Sqlite>, table: &str, location: &str) -> Result<Found> {
+    let fail = |e: rusqlite::Error| Error::connection(location.to_string(), e.to_string());
+    let ledger = checkpoints.found(&query(conn, &checkpoints.ledger()).map_err(fail)?)?;
+    let exists = !columns_of(conn, table).map_err(fail)?.is_empty();
     let has_rows = exists
-        && conn.query_row(
-            &format!("SELECT EXISTS (SELECT 1 FROM {})", quote_ident(table)),
-            [],
-            |r| r.get::<_, bool>(0),
-        )?;
+        && conn
+            .query_row(
+                &format!("SELECT EXISTS (SELECT 1 FROM {})", quote_ident(table)),
+                [],
+                |r| r.get::<_, bool>(0),
+            )
+            .map_err(fail)?;
     Ok(Found {
-        record,
-        position_jobs,
         exists,
         has_rows,
-        other_pipelines,
+        ..ledger
     })
 }
 
-/// Stores the job record of `table` (its row with an empty partition).
-fn write_record(conn: &Connection, pipeline: &str, table: &str, record: &JobRecord) -> rusqlite::Result<()> {
-    conn.execute(
-        "INSERT INTO _sluice_checkpoints (pipeline, target, partition, cursor, rows, job) VALUES (?1, ?2, '', ?3, 0, ?4) \
-         ON CONFLICT (pipeline, target, partition) DO UPDATE SET cursor = excluded.cursor, job = excluded.job, \
-         updated_at = excluded.updated_at",
-        (pipeline, table, record.cursor(), record.job),
-    )?;
+/// Creates `_sluice_checkpoints`, or brings an older layout to this one,
+/// under the database's write lock (see [`checkpoints`]).
+fn prepare_checkpoints(conn: &Connection, location: &str) -> Result<()> {
+    let fail = |e: rusqlite::Error| Error::connection(location.to_string(), e.to_string());
+    let columns = query(conn, &Sqlite.columns()).map_err(fail)?;
+    if checkpoints::changes(&Sqlite, &columns, location)?.is_empty() {
+        return Ok(());
+    }
+    // Another connection may change it first: look again under the lock.
+    // An error drops the connection, which rolls back.
+    for s in Sqlite.lock() {
+        execute(conn, &s).map_err(fail)?;
+    }
+    let columns = query(conn, &Sqlite.columns()).map_err(fail)?;
+    for s in checkpoints::changes(&Sqlite, &columns, location)?
+        .iter()
+        .chain(&Sqlite.unlock())
+    {
+        execute(conn, s).map_err(fail)?;
+    }
     Ok(())
+}
+
+/// Runs a statement of the checkpoint protocol.
+fn execute(conn: &Connection, statement: &Statement) -> rusqlite::Result<()> {
+    if statement.params.is_empty() {
+        return conn.execute_batch(&statement.sql);
+    }
+    conn.prepare_cached(&statement.sql)?
+        .execute(rusqlite::params_from_iter(statement.params.iter().map(bind)))?;
+    Ok(())
+}
+
+/// Runs a query of the checkpoint protocol; its rows as values.
+fn query(conn: &Connection, statement: &Statement) -> rusqlite::Result<Vec<Vec<Value>>> {
+    let mut stmt = conn.prepare_cached(&statement.sql)?;
+    let width = stmt.column_count();
+    let rows = stmt.query_map(rusqlite::params_from_iter(statement.params.iter().map(bind)), |r| {
+        (0..width)
+            .map(|i| {
+                Ok(match r.get_ref(i)? {
+                    ValueRef::Null => Value::Null,
+                    ValueRef::Integer(v) => Value::Int(v),
+                    ValueRef::Real(v) => Value::Text(v.to_string()),
+                    ValueRef::Text(t) | ValueRef::Blob(t) => Value::Text(String::from_utf8_lossy(t).into_owned()),
+                })
+            })
+            .collect()
+    })?;
+    rows.collect()
+}
+
+/// A parameter as SQLite takes it.
+fn bind(value: &Value) -> rusqlite::types::Value {
+    match value {
+        Value::Null => rusqlite::types::Value::Null,
+        Value::Int(v) => rusqlite::types::Value::Integer(*v),
+        Value::Text(s) => rusqlite::types::Value::Text(s.clone()),
+    }
 }
 
 fn columns_of(conn: &Connection, table: &str) -> rusqlite::Result<Vec<String>> {
@@ -582,5 +554,101 @@ impl Sink for StreamWriter {
 
     async fn finish(&mut self, complete: bool) -> Result<()> {
         tokio::task::block_in_place(|| self.finish_sync(complete))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `_sluice_checkpoints` as sluice wrote it before its columns had the
+    /// names of [`checkpoints::COLUMNS`], with a job record and a position.
+    const OLD_LAYOUT: &str = "CREATE TABLE _sluice_checkpoints (
+        pipeline TEXT NOT NULL,
+        target TEXT NOT NULL,
+        partition TEXT NOT NULL,
+        cursor TEXT NOT NULL,
+        rows INTEGER NOT NULL,
+        job INTEGER NOT NULL,
+        updated_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now')),
+        PRIMARY KEY (pipeline, target, partition));
+        INSERT INTO _sluice_checkpoints (pipeline, target, partition, cursor, rows, job) VALUES
+            ('p', 't', '', '{\"created\":true,\"complete\":false}', 0, 5),
+            ('p', 't', 'a.csv', '{\"offset\":10}', 3, 5);";
+
+    fn columns(conn: &Connection) -> Vec<String> {
+        query(conn, &Sqlite.columns())
+            .unwrap()
+            .into_iter()
+            .filter_map(|r| r[0].as_text().map(str::to_string))
+            .collect()
+    }
+
+    #[test]
+    fn an_old_checkpoint_table_is_renamed_and_its_job_resumes_from_it() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(OLD_LAYOUT).unwrap();
+        prepare_checkpoints(&conn, "mem").unwrap();
+        let want: Vec<&str> = checkpoints::COLUMNS.iter().map(|c| c.name).collect();
+        assert_eq!(columns(&conn), want);
+        // Done once: a second stream opening finds nothing to change.
+        prepare_checkpoints(&conn, "mem").unwrap();
+
+        let cp = Checkpoints::new(Sqlite, "p", 5, "t", "t");
+        let found = found_in(&conn, &cp, "t", "mem").unwrap();
+        assert_eq!(
+            found.record,
+            Some(JobRecord {
+                job: 5,
+                created: true,
+                complete: false
+            })
+        );
+        assert_eq!(found.position_jobs, [5]);
+        let committed = cp.positions(&query(&conn, &cp.committed()).unwrap()).unwrap();
+        assert_eq!(committed, [Position::stored("a.csv", r#"{"offset":10}"#.into(), 3)]);
+
+        // The protocol goes on in the renamed table.
+        let next = Position::stored("a.csv", r#"{"offset":20}"#.into(), 6);
+        execute(&conn, &cp.store(&next)).unwrap();
+        let committed = cp.positions(&query(&conn, &cp.committed()).unwrap()).unwrap();
+        assert_eq!(committed, [next]);
+        execute(&conn, &cp.forget()).unwrap();
+        assert!(query(&conn, &cp.ledger()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn streams_opening_together_rename_an_old_table_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("d.db");
+        Connection::open(&path).unwrap().execute_batch(OLD_LAYOUT).unwrap();
+        let barrier = std::sync::Barrier::new(4);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = (0..4)
+                .map(|_| {
+                    s.spawn(|| {
+                        let conn = Connection::open(&path).unwrap();
+                        conn.busy_timeout(std::time::Duration::from_secs(10)).unwrap();
+                        barrier.wait();
+                        prepare_checkpoints(&conn, "d.db")
+                    })
+                })
+                .collect();
+            for h in handles {
+                h.join().unwrap().unwrap();
+            }
+        });
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(columns(&conn).len(), checkpoints::COLUMNS.len());
+        let cp = Checkpoints::new(Sqlite, "p", 5, "t", "t");
+        assert_eq!(query(&conn, &cp.committed()).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_new_database_gets_the_table() {
+        let conn = Connection::open_in_memory().unwrap();
+        prepare_checkpoints(&conn, "mem").unwrap();
+        let want: Vec<&str> = checkpoints::COLUMNS.iter().map(|c| c.name).collect();
+        assert_eq!(columns(&conn), want);
     }
 }
