@@ -156,42 +156,19 @@ pub struct Column {
 
 /// The table's columns, in order (see the module documentation).
 pub const COLUMNS: [Column; 7] = [
-    Column {
-        name: "pipeline",
-        kind: Kind::Key(190),
-        formerly: &[],
-    },
-    Column {
-        name: "table_name",
-        kind: Kind::Key(255),
-        formerly: &["target"],
-    },
-    Column {
-        name: "source_partition",
-        kind: Kind::Key(255),
-        formerly: &["partition", "part"],
-    },
-    Column {
-        name: "source_cursor",
-        kind: Kind::Text,
-        formerly: &["cursor"],
-    },
-    Column {
-        name: "row_count",
-        kind: Kind::Int,
-        formerly: &["rows"],
-    },
-    Column {
-        name: "job",
-        kind: Kind::Int,
-        formerly: &[],
-    },
-    Column {
-        name: "updated_at",
-        kind: Kind::Time,
-        formerly: &[],
-    },
+    column("pipeline", Kind::Key(190), &[]),
+    column("table_name", Kind::Key(255), &["target"]),
+    column("source_partition", Kind::Key(255), &["partition", "part"]),
+    column("source_cursor", Kind::Text, &["cursor"]),
+    column("row_count", Kind::Int, &["rows"]),
+    column("job", Kind::Int, &[]),
+    column("updated_at", Kind::Time, &[]),
 ];
+
+/// One entry of [`COLUMNS`].
+const fn column(name: &'static str, kind: Kind, formerly: &'static [&'static str]) -> Column {
+    Column { name, kind, formerly }
+}
 
 /// The primary key.
 const KEY: [&str; 3] = ["pipeline", "table_name", "source_partition"];
