@@ -141,12 +141,17 @@ for sink in postgres mysql sqlite; do
     done
 done
 
-{
-    echo
-    echo "## $(date -u '+%Y-%m-%d %H:%M:%S UTC') (refused rows, bench/refused.sh, $ROWS rows, commit $(git rev-parse --short HEAD))"
-    echo
-    cat "$TABLE"
-} >> "$RESULTS"
+# A run whose loads went wrong measured something else: it is shown, not kept.
+if [ "$FAILED" = 0 ]; then
+    {
+        echo
+        echo "## $(date -u '+%Y-%m-%d %H:%M:%S UTC') (refused rows, bench/refused.sh, $ROWS rows, commit $(git rev-parse --short HEAD))"
+        echo
+        cat "$TABLE"
+    } >> "$RESULTS"
+else
+    log "some loads went wrong (see above): not recorded in $RESULTS"
+fi
 cat "$TABLE"
 psql_q "$PG/postgres" "DROP DATABASE IF EXISTS $DB WITH (FORCE)"
 my_q "DROP DATABASE IF EXISTS $DB"
