@@ -76,7 +76,45 @@ async fn a_retryable_sink_failure_reopens_the_sink_and_delivers_each_row_once() 
     assert_eq!(dest.sorted("s0"), source.ids());
     assert_eq!(dest.opens, 4, "opened once, and again after each of three failures");
     let s = &outcome.report.streams[0];
-    assert_eq!((s.read, s.retries), (60, 3));
+    assert_eq!((s.read, s.written, s.rejected, s.retries), (60, 60, 0, 3));
+    assert_eq!(rig.state().streams("p").unwrap()[0].counts.written, 60);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_batch_written_again_after_a_failure_counts_its_refused_rows_once() {
+    let rig = Rig::new();
+    let source = SourceSpec::rows(1, 1, 20);
+    let refused: BTreeSet<i64> = [3, 4, 15].into();
+    // Each batch is refused in part, then its flush fails once: the engine
+    // writes it again to a reopened sink, which refuses the same rows.
+    let sink = SinkSpec {
+        refuse: refused.clone(),
+        ..Default::default()
+    }
+    .fault(Step::Flush(1), Fault::Retryable)
+    .fault(Step::Flush(3), Fault::Retryable);
+    let registry = rig.world.registry(source.clone(), &[("a", sink)]);
+    let text = rig.text(
+        &["a"],
+        "",
+        &format!(
+            "{BATCH_10}
+on_error = \"dlq\"\nretry_initial_ms = 100"
+        ),
+    );
+    let outcome = rig.run(&rig.pipeline(&text, registry), CancellationToken::new()).await;
+
+    assert!(outcome.error.is_none(), "{:?}", outcome.error);
+    let s = &outcome.report.streams[0];
+    assert_eq!((s.read, s.written, s.rejected, s.retries), (20, 17, 3, 2));
+    assert_eq!(outcome.report.rejected, 3);
+    assert_eq!(
+        rig.dlq_lines().len(),
+        3,
+        "each refused row once in the dead-letter file"
+    );
+    let expected: Vec<i64> = source.ids().into_iter().filter(|id| !refused.contains(id)).collect();
+    assert_eq!(rig.world.dest("a").sorted("s0"), expected);
 }
 
 #[tokio::test(start_paused = true)]

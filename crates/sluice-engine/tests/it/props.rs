@@ -5,7 +5,8 @@
 //!   durably (random batch sizes, slow, pipelined, out-of-order and failing
 //!   sinks, two at once);
 //! - every stream's rows add up: read = written + rejected + filtered, with
-//!   source rejections, read retries, a filter and sink refusals;
+//!   source rejections, read retries, a filter, sink refusals and sink
+//!   retries;
 //! - a run killed at any step (a fatal failure, a lost acknowledgement, a
 //!   crash, a cancellation) and resumed leaves every row exactly once in a
 //!   transactional sink.
@@ -127,18 +128,18 @@ proptest! {
 /// The sink that refuses rows in the accounting property.
 #[derive(Debug, Clone)]
 enum Refuser {
-    /// Keeps no positions.
-    Plain,
-    /// Transactional.
-    Transactional,
-    /// Pipelined, refusals found while flushing.
+    /// Keeps no positions; retryable failures before it commits.
+    Plain(Vec<Step>),
+    /// Transactional; retryable failures, and commits whose acknowledgement is lost.
+    Transactional(Vec<(Step, bool)>),
+    /// Pipelined, refusals found while flushing; it retries on its own, so no faults.
     Pipelined { depth: usize, out_of_order: bool },
 }
 
 fn refuser() -> impl Strategy<Value = Refuser> {
     prop_oneof![
-        Just(Refuser::Plain),
-        Just(Refuser::Transactional),
+        proptest::collection::vec(step(), 0..3).prop_map(Refuser::Plain),
+        proptest::collection::vec((step(), any::<bool>()), 0..3).prop_map(Refuser::Transactional),
         (2..=4usize, any::<bool>()).prop_map(|(depth, out_of_order)| Refuser::Pipelined { depth, out_of_order }),
     ]
 }
@@ -150,8 +151,17 @@ impl Refuser {
             ..Default::default()
         };
         match self {
-            Refuser::Plain => {}
-            Refuser::Transactional => s.transactional = true,
+            Refuser::Plain(steps) => s.faults = steps.iter().map(|st| (*st, Fault::Retryable)).collect(),
+            Refuser::Transactional(faults) => {
+                s.transactional = true;
+                s.faults = faults
+                    .iter()
+                    .map(|(st, lost)| match (st, lost) {
+                        (Step::Flush(_), true) => (*st, Fault::LostAck { retryable: true }),
+                        _ => (*st, Fault::Retryable),
+                    })
+                    .collect();
+            }
             Refuser::Pipelined { depth, out_of_order } => {
                 s.depth = *depth;
                 s.out_of_order = *out_of_order;
@@ -166,9 +176,9 @@ proptest! {
 
     /// For every stream, read = written + rejected + filtered, and each
     /// term is what the data says: the source's undecodable rows and the
-    /// sink's refusals counted once each, the filter's drops, and exactly
-    /// the rest in the sinks; the state store and the dead-letter file
-    /// agree with the report.
+    /// sink's refusals counted once each (also across retries), the
+    /// filter's drops, and exactly the rest in the sinks; the state store
+    /// and the dead-letter file agree with the report.
     #[test]
     fn every_row_read_is_written_rejected_or_filtered(
         streams in 1..=2usize,
