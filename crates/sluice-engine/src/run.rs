@@ -39,7 +39,8 @@
 //! consecutive failures; [`sluice_core::retry`]) and tries again. A reader
 //! resumes its partition after the last batch it handed over; a sink is
 //! reopened and asked what it committed, so a batch whose commit
-//! acknowledgement was lost is not written twice.
+//! acknowledgement was lost is not written twice (and counts as written),
+//! and a row refused again when a batch is written again counts once.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -902,18 +903,78 @@ impl LaneSetup {
 
 /// Writes one batch: rows, then its rejections made durable, then the
 /// commit. Returns the rows written.
-async fn deliver(sink: &mut Box<dyn Sink>, batch: &Batch, rejections: &Rejections, durable: bool) -> Result<u64> {
-    let refused = sink.write(batch).await?;
-    for r in &refused {
-        rejections.reject(r)?;
-    }
+async fn deliver(
+    sink: &mut Box<dyn Sink>,
+    batch: &Batch,
+    rejections: &Rejections,
+    durable: bool,
+    refused: &mut BatchRefusals,
+) -> Result<u64> {
+    let found = sink.write(batch).await?;
+    let written = (batch.num_rows() - found.len()) as u64;
+    refused.written = Some(written);
+    refused.record(found, rejections)?;
     // Dead-letter lines (the sink's, and the source's and transforms' for
     // rows before this batch) reach the disk before the batch commits.
     rejections.flush()?;
     if durable {
         sink.flush().await?;
     }
-    Ok((batch.num_rows() - refused.len()) as u64)
+    Ok(written)
+}
+
+/// The rows a sink refused in the attempts at one batch, so that a batch
+/// written again after a failure counts each refused row once.
+#[derive(Default)]
+struct BatchRefusals {
+    /// Refusals recorded so far, over every attempt.
+    recorded: Vec<sluice_core::Rejection>,
+    /// Rows the last attempt whose write succeeded wrote.
+    written: Option<u64>,
+}
+
+impl BatchRefusals {
+    /// Records the refusals of an attempt, except rows an earlier attempt
+    /// already recorded (matched by line, record and raw text).
+    fn record(&mut self, found: Vec<sluice_core::Rejection>, rejections: &Rejections) -> Result<()> {
+        let fresh = if self.recorded.is_empty() {
+            found
+        } else {
+            let mut earlier: HashMap<_, usize> = HashMap::new();
+            for r in &self.recorded {
+                *earlier.entry(refusal_key(r)).or_default() += 1;
+            }
+            let new: Vec<bool> = found
+                .iter()
+                .map(|r| match earlier.get_mut(&refusal_key(r)) {
+                    Some(n) if *n > 0 => {
+                        *n -= 1;
+                        false
+                    }
+                    _ => true,
+                })
+                .collect();
+            found
+                .into_iter()
+                .zip(new)
+                .filter_map(|(r, new)| new.then_some(r))
+                .collect()
+        };
+        for r in &fresh {
+            rejections.reject(r)?;
+        }
+        if self.recorded.is_empty() {
+            self.recorded = fresh;
+        } else {
+            self.recorded.extend(fresh);
+        }
+        Ok(())
+    }
+}
+
+/// What tells one refused row from another.
+fn refusal_key(r: &sluice_core::Rejection) -> (Option<u64>, Option<&str>, Option<&str>) {
+    (r.line, r.record.as_deref().map(|v| v.get()), r.raw.as_deref())
 }
 
 /// Delivers `batch`, reconnecting and retrying while the failures are retryable.
@@ -926,6 +987,7 @@ async fn deliver_with_retries(
     durable: bool,
 ) -> Result<u64> {
     let mut broken = false;
+    let mut refused = BatchRefusals::default();
     loop {
         let attempt = async {
             if broken {
@@ -934,11 +996,12 @@ async fn deliver_with_retries(
                     setup.held = held.into_iter().map(|p| (p.partition.clone(), p.rows)).collect();
                 }
                 if setup.holds(batch) {
-                    // The commit went through; only its acknowledgement was lost.
-                    return Ok(0);
+                    // The commit went through; only its acknowledgement was
+                    // lost. The rows are the last attempt's.
+                    return Ok(refused.written.unwrap_or(0));
                 }
             }
-            deliver(sink, batch, rejections, durable).await
+            deliver(sink, batch, rejections, durable, &mut refused).await
         }
         .await;
         match attempt {

@@ -1,4 +1,14 @@
 //! Engine tests: what is durable when a run ends.
+//!
+//! - `harness`: in-memory sources and sinks that fail, refuse, stall and
+//!   crash on purpose.
+//! - `engine`: the engine's delivery rules over them, timing on a paused clock.
+//! - `props`: property tests of checkpoints, row accounting and exactly-once resume.
+//! - below: end to end through real file and SQLite connectors.
+
+mod engine;
+mod harness;
+mod props;
 
 use std::sync::Arc;
 
