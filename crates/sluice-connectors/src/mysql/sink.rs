@@ -589,12 +589,9 @@ impl StreamWriter {
         if let Some(judge) = &stage.judge {
             match self.conn.query::<(u64, String), _>(judge.as_str()).await {
                 Ok(found) if !found.is_empty() => {
-                    let ids: Vec<String> = found.iter().map(|(i, _)| i.to_string()).collect();
-                    self.exec(&format!(
-                        "DELETE FROM sluice_check WHERE _sluice_row IN ({})",
-                        ids.join(",")
-                    ))
-                    .await?;
+                    if let Some(purge) = &stage.purge {
+                        self.exec(purge).await?;
+                    }
                     let gone: HashSet<usize> = found.iter().map(|(r, _)| *r as usize).collect();
                     staged.retain(|i| !gone.contains(i));
                     refused.extend(found.into_iter().map(|(i, reason)| (i as usize, reason)));
@@ -613,6 +610,7 @@ impl StreamWriter {
             location: &self.location,
             insert: &stage.insert,
             suffix: &self.suffix,
+            staged: staged.len(),
         };
         refused.extend(refused::isolate(&mut trial, &staged).await?);
         Ok(refused)
@@ -769,18 +767,20 @@ impl StreamWriter {
         ))
         .await?;
         let list = names.join(", ");
-        let judge = (!rules.is_empty()).then(|| {
-            let cases: Vec<String> = rules
-                .iter()
-                .map(|(cond, reason)| format!("WHEN {cond} THEN {reason}"))
-                .collect();
-            let any: Vec<String> = rules.iter().map(|(cond, _)| format!("({cond})")).collect();
-            format!(
-                "SELECT _sluice_row, CASE {} END FROM sluice_check s WHERE {}",
-                cases.join(" "),
-                any.join(" OR ")
-            )
-        });
+        let cases: Vec<String> = rules
+            .iter()
+            .map(|(cond, reason)| format!("WHEN {cond} THEN {reason}"))
+            .collect();
+        let any = rules
+            .iter()
+            .map(|(cond, _)| format!("({cond})"))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        let judge = (!rules.is_empty())
+            .then(|| format!("SELECT _sluice_row, CASE {} END FROM sluice_check s WHERE {any}", cases.join(" ")));
+        // The same condition takes the judged rows out of the stage, however
+        // many they are (a list of their numbers would grow with them).
+        let purge = (!rules.is_empty()).then(|| format!("DELETE s FROM sluice_check s WHERE {any}"));
         Ok(CheckStage {
             prefix: format!("INSERT INTO sluice_check (_sluice_row, {list}) VALUES "),
             insert: format!(
@@ -788,6 +788,7 @@ impl StreamWriter {
                 quote_ident(&self.staging)
             ),
             judge,
+            purge,
         })
     }
 
@@ -830,6 +831,8 @@ struct CheckStage {
     /// Lists the staged rows the table's `NOT NULL` and `CHECK` constraints
     /// refuse, with the first reason of each; `None` without constraints.
     judge: Option<String>,
+    /// Deletes the rows `judge` lists from the stage.
+    purge: Option<String>,
 }
 
 /// Refused-row handling of one table.
@@ -910,13 +913,20 @@ struct StageTrial<'a> {
     location: &'a str,
     insert: &'a str,
     suffix: &'a str,
+    /// Rows in the stage: an attempt at all of them needs no filter.
+    staged: usize,
 }
 
 #[async_trait]
 impl Trial for StageTrial<'_> {
     async fn attempt(&mut self, rows: &[usize], _keep: bool) -> Result<Option<String>> {
-        let filter = refused::row_filter("_sluice_row", rows, 0, |ids| format!("_sluice_row IN ({ids})"));
-        let sql = format!("{} WHERE {filter} ORDER BY _sluice_row{}", self.insert, self.suffix);
+        let filter = if rows.len() == self.staged {
+            String::new()
+        } else {
+            let rows = refused::row_filter("_sluice_row", rows, 0, |ids| format!("_sluice_row IN ({ids})"));
+            format!(" WHERE {rows}")
+        };
+        let sql = format!("{}{filter} ORDER BY _sluice_row{}", self.insert, self.suffix);
         match self.conn.query_drop(sql).await {
             Ok(()) => Ok(None),
             Err(e) => row_error(e).map(Some).map_err(|e| db_error(self.location, e)),

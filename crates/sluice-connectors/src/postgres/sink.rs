@@ -925,7 +925,10 @@ impl PostgresTableSink {
                 let rows: Vec<usize> = (0..batch.num_rows())
                     .filter(|i| refused.binary_search_by_key(i, |(r, _)| *r).is_err())
                     .collect();
-                let mut trial = StageTrial { sink: self };
+                let mut trial = StageTrial {
+                    sink: self,
+                    staged: rows.len(),
+                };
                 refused.extend(refused::isolate(&mut trial, &rows).await?);
                 refused.sort_by_key(|(i, _)| *i);
                 Ok(refused)
@@ -1222,15 +1225,22 @@ impl Refusals {
 /// Rows tried from `sluice_check`, numbered from 1 in batch order.
 struct StageTrial<'a> {
     sink: &'a PostgresTableSink,
+    /// Rows left in the stage (the judged ones are gone): an attempt at all
+    /// of them needs no filter.
+    staged: usize,
 }
 
 #[async_trait]
 impl Trial for StageTrial<'_> {
     async fn attempt(&mut self, rows: &[usize], keep: bool) -> Result<Option<String>> {
-        let filter = refused::row_filter("_sluice_row", rows, 1, |ids| {
-            format!("_sluice_row = ANY('{{{ids}}}'::bigint[])")
-        });
-        let filter = format!(" WHERE {filter}");
+        let filter = if rows.len() == self.staged {
+            String::new()
+        } else {
+            let rows = refused::row_filter("_sluice_row", rows, 1, |ids| {
+                format!("_sluice_row = ANY('{{{ids}}}'::bigint[])")
+            });
+            format!(" WHERE {rows}")
+        };
         let sql = self.sink.refusals.inserter.sql("sluice_check", &filter, "_sluice_row");
         self.sink.attempt(&sql, keep).await
     }
