@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Batch, BatchLimits, Position, Rejection, Result};
+use crate::{Batch, BatchLimits, Position, Rejection, Result, RetryPolicy};
 
 /// One unit of independent reading inside a stream (a file, a key range).
 ///
@@ -193,6 +193,10 @@ pub struct StreamInfo {
     /// it): what earlier jobs of the pipeline wrote is replaced, not taken
     /// as already done.
     pub fresh: bool,
+    /// How the run retries failures that may pass (`[runtime]` retry
+    /// settings). A sink that retries inside itself (items a search
+    /// cluster pushed back) waits and gives up by this policy too.
+    pub retry: RetryPolicy,
 }
 
 impl StreamInfo {
@@ -205,6 +209,7 @@ impl StreamInfo {
             job: 0,
             resume: false,
             fresh: false,
+            retry: RetryPolicy::default(),
         }
     }
 }

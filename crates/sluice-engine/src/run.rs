@@ -465,6 +465,7 @@ impl StreamRun<'_> {
         info.resume = self.resume;
         info.job = self.job;
         info.fresh = self.fresh;
+        info.retry = self.shared.policy;
         let complete = Arc::new(AtomicBool::new(false));
         let failed = Arc::new(AtomicBool::new(false));
         // The job has started this stream from here on (before any sink
