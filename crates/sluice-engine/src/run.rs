@@ -174,7 +174,7 @@ async fn run_streams(
                 return Err(Error::config(
                     "plan",
                     format!(
-                        "pipeline `{}` changed since its unfinished run #{} of {} (plan {} then, {} now); resuming it \
+                        "pipeline `{}` changed since its unfinished run #{} of {} (plan hash {} then, {} now); resuming it \
                          could lose or repeat rows. Run again with --fresh to start over, or restore the configuration \
                          of that run to resume it",
                         pipeline.name, r.id, r.started_at, r.plan_hash, pipeline.plan_hash
@@ -191,7 +191,7 @@ async fn run_streams(
                 return Err(Error::config(
                     "plan",
                     format!(
-                        "pipeline `{}` changed since its job completed in run #{} of {} (plan {} then, {} now); \
+                        "pipeline `{}` changed since its job completed in run #{} of {} (plan hash {} then, {} now); \
                          running it again would load its rows a second time. Run with --fresh to start a new job, \
                          which replaces what the last one wrote (in the default mode)",
                         pipeline.name, r.id, r.started_at, r.plan_hash, pipeline.plan_hash
