@@ -173,6 +173,17 @@ pub trait Transform: Send {
     }
 }
 
+/// Runs synchronous work `f` from async code on any Tokio runtime. On a
+/// multi-thread runtime the worker thread hands its other tasks over first
+/// (`block_in_place`), so they keep running; on a current-thread runtime, or
+/// outside any runtime, `f` simply runs on the calling thread.
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// A stream as a sink sees it when it opens.
 #[derive(Debug, Clone)]
 pub struct StreamInfo {
@@ -271,6 +282,14 @@ pub trait SinkConnector: Send + Sync {
 }
 
 /// Writes the batches of one stream.
+///
+/// The engine calls these methods, and [`SinkConnector::open`], on whatever
+/// Tokio runtime runs it: the CLI's multi-thread runtime, or a
+/// current-thread one (tests with a paused clock, a program embedding
+/// sluice). A sink doing synchronous I/O (a SQLite connection, a file
+/// encoder) runs it through [`blocking`], never through
+/// `tokio::task::block_in_place` directly, which panics on a current-thread
+/// runtime.
 #[async_trait]
 pub trait Sink: Send {
     /// Writes a batch. Rows the destination refuses on their own come back as
