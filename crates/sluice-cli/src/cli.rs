@@ -79,8 +79,9 @@ pub enum Command {
         /// The pipeline (TOML).
         pipeline: PathBuf,
     },
-    /// Print the streams, row estimates, the DDL a run would execute and a
-    /// deterministic plan hash; writes nothing.
+    /// Print the streams, row estimates, the DDL a run would execute, the
+    /// plan hash (as `validate` shows it) and a schema hash over the
+    /// discovered columns and DDL; writes nothing.
     Plan {
         /// The pipeline (TOML).
         pipeline: PathBuf,

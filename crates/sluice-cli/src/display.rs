@@ -313,7 +313,8 @@ pub fn status(rows: &[StatusRow], now: chrono::DateTime<chrono::Utc>) -> String 
     t.to_string()
 }
 
-/// `sluice plan`: streams with their columns and estimates, each sink's DDL, the plan hash.
+/// `sluice plan`: streams with their columns and estimates, each sink's DDL,
+/// the plan hash (as `validate` prints it) and the schema hash.
 pub fn plan(plan: &sluice_engine::inspect::PlanReport) -> String {
     let mut out = String::new();
     for s in &plan.streams {
@@ -336,7 +337,8 @@ pub fn plan(plan: &sluice_engine::inspect::PlanReport) -> String {
         }
         out.push('\n');
     }
-    out.push_str(&format!("plan hash: {}", plan.hash));
+    out.push_str(&format!("plan hash: {}\n", plan.plan_hash));
+    out.push_str(&format!("schema hash: {}", plan.schema_hash));
     out
 }
 

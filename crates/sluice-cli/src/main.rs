@@ -118,7 +118,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
             Ok(p) => {
                 if !cli.global.quiet {
                     out!(
-                        "{}: valid ({} transform(s), {} sink(s), plan {})",
+                        "{}: valid ({} transform(s), {} sink(s), plan hash {})",
                         pipeline.display(),
                         p.config.transforms.len(),
                         p.config.sinks.len(),

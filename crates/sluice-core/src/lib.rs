@@ -28,7 +28,7 @@ pub use rejection::{Rejection, Stage};
 pub use retry::{Retrier, RetryPolicy};
 pub use traits::{
     Applied, PartitionSpec, ReadContext, Sink, SinkConnector, Source, SourceEvent, StreamInfo, StreamSpec, Transform,
-    TransformFactory,
+    TransformFactory, blocking,
 };
 
 /// Column names with a meaning to the engine and to document sinks.

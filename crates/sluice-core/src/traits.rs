@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Batch, BatchLimits, Position, Rejection, Result};
+use crate::{Batch, BatchLimits, Position, Rejection, Result, RetryPolicy};
 
 /// One unit of independent reading inside a stream (a file, a key range).
 ///
@@ -173,6 +173,17 @@ pub trait Transform: Send {
     }
 }
 
+/// Runs synchronous work `f` from async code on any Tokio runtime. On a
+/// multi-thread runtime the worker thread hands its other tasks over first
+/// (`block_in_place`), so they keep running; on a current-thread runtime, or
+/// outside any runtime, `f` simply runs on the calling thread.
+pub fn blocking<R>(f: impl FnOnce() -> R) -> R {
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// A stream as a sink sees it when it opens.
 #[derive(Debug, Clone)]
 pub struct StreamInfo {
@@ -193,6 +204,10 @@ pub struct StreamInfo {
     /// it): what earlier jobs of the pipeline wrote is replaced, not taken
     /// as already done.
     pub fresh: bool,
+    /// How the run retries failures that may pass (`[runtime]` retry
+    /// settings). A sink that retries inside itself (items a search
+    /// cluster pushed back) waits and gives up by this policy too.
+    pub retry: RetryPolicy,
 }
 
 impl StreamInfo {
@@ -205,6 +220,7 @@ impl StreamInfo {
             job: 0,
             resume: false,
             fresh: false,
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -266,6 +282,14 @@ pub trait SinkConnector: Send + Sync {
 }
 
 /// Writes the batches of one stream.
+///
+/// The engine calls these methods, and [`SinkConnector::open`], on whatever
+/// Tokio runtime runs it: the CLI's multi-thread runtime, or a
+/// current-thread one (tests with a paused clock, a program embedding
+/// sluice). A sink doing synchronous I/O (a SQLite connection, a file
+/// encoder) runs it through [`blocking`], never through
+/// `tokio::task::block_in_place` directly, which panics on a current-thread
+/// runtime.
 #[async_trait]
 pub trait Sink: Send {
     /// Writes a batch. Rows the destination refuses on their own come back as

@@ -32,9 +32,13 @@ pub struct PlannedStream {
 #[derive(Debug, Clone)]
 pub struct PlanReport {
     pub streams: Vec<PlannedStream>,
-    /// Hash of the configuration, the streams' schemas and the DDL: the same
-    /// pipeline against the same databases always gives the same hash.
-    pub hash: String,
+    /// The pipeline's plan hash ([`Pipeline::plan_hash`]): the one
+    /// `validate` prints and a run compares before it resumes.
+    pub plan_hash: String,
+    /// Hash of the plan hash, the streams' discovered schemas and the DDL:
+    /// the same pipeline against the same databases always gives the same
+    /// one, and a changed source table changes it.
+    pub schema_hash: String,
 }
 
 /// A pipeline's source and sinks, built but not connected.
@@ -93,7 +97,8 @@ pub async fn plan(p: &Pipeline) -> Result<PlanReport> {
     }
     Ok(PlanReport {
         streams,
-        hash: format!("{:016x}", fnv1a(hash_input.as_bytes())),
+        plan_hash: p.plan_hash.clone(),
+        schema_hash: format!("{:016x}", fnv1a(hash_input.as_bytes())),
     })
 }
 

@@ -174,7 +174,7 @@ async fn run_streams(
                 return Err(Error::config(
                     "plan",
                     format!(
-                        "pipeline `{}` changed since its unfinished run #{} of {} (plan {} then, {} now); resuming it \
+                        "pipeline `{}` changed since its unfinished run #{} of {} (plan hash {} then, {} now); resuming it \
                          could lose or repeat rows. Run again with --fresh to start over, or restore the configuration \
                          of that run to resume it",
                         pipeline.name, r.id, r.started_at, r.plan_hash, pipeline.plan_hash
@@ -191,7 +191,7 @@ async fn run_streams(
                 return Err(Error::config(
                     "plan",
                     format!(
-                        "pipeline `{}` changed since its job completed in run #{} of {} (plan {} then, {} now); \
+                        "pipeline `{}` changed since its job completed in run #{} of {} (plan hash {} then, {} now); \
                          running it again would load its rows a second time. Run with --fresh to start a new job, \
                          which replaces what the last one wrote (in the default mode)",
                         pipeline.name, r.id, r.started_at, r.plan_hash, pipeline.plan_hash
@@ -278,9 +278,18 @@ async fn run_streams(
                 continue;
             }
             // Read what the job started reading, however discovery would cut it now.
-            if let Some(stored) = partitions
+            let stored = match partitions
                 .as_deref()
-                .and_then(|p| serde_json::from_str::<Vec<PartitionSpec>>(p).ok())
+                .map(|p| stored_partitions(pipeline, &spec.name, p))
+            {
+                None => None,
+                Some(Ok(stored)) => Some(stored),
+                Some(Err(e)) => {
+                    result = Err(e);
+                    break;
+                }
+            };
+            if let Some(stored) = stored
                 && stored != spec.partitions
             {
                 tracing::info!(stream = %spec.name, "reading the {} partition(s) the job started with", stored.len());
@@ -354,6 +363,22 @@ async fn run_streams(
     let msg = result.as_ref().err().map(|e| e.to_string());
     state.end_run(run_id, status, msg.as_deref()).map_err(state_err)?;
     result
+}
+
+/// The partitions a job stored for `stream` when it started it. Text that
+/// does not parse is an error: reading other partitions than the job began
+/// with could skip or repeat rows.
+fn stored_partitions(pipeline: &Pipeline, stream: &str, json: &str) -> Result<Vec<PartitionSpec>> {
+    serde_json::from_str(json).map_err(|e| {
+        Error::data(
+            format!("state store {}", pipeline.state_dir().display()),
+            format!(
+                "the partitions stored for stream `{stream}` of pipeline `{}` cannot be read ({e}); the unfinished \
+                 job cannot resume them. Run again with --fresh to start the job over",
+                pipeline.name
+            ),
+        )
+    })
 }
 
 /// A state store failure, as the run's error.
@@ -465,11 +490,13 @@ impl StreamRun<'_> {
         info.resume = self.resume;
         info.job = self.job;
         info.fresh = self.fresh;
+        info.retry = self.shared.policy;
         let complete = Arc::new(AtomicBool::new(false));
         let failed = Arc::new(AtomicBool::new(false));
         // The job has started this stream from here on (before any sink
         // creates a table), and these are the partitions it reads.
-        let partitions = serde_json::to_string(&spec.partitions).unwrap_or_default();
+        let partitions = serde_json::to_string(&spec.partitions)
+            .map_err(|e| Error::Internal(format!("partitions of stream `{}` as JSON: {e}", spec.name)))?;
         self.state
             .start_stream(
                 &self.pipeline.name,

@@ -195,9 +195,19 @@ fn plan_writes_nothing_check_passes_and_verify_catches_one_changed_row() {
     );
     assert!(text.contains("ADD PRIMARY KEY (\"id\")"), "{text}");
     assert!(text.contains("CREATE INDEX \"orders_amount_idx\""), "{text}");
-    let hash = text.lines().find(|l| l.starts_with("plan hash:")).unwrap().to_string();
+    let hash = text
+        .lines()
+        .find(|l| l.starts_with("schema hash:"))
+        .unwrap()
+        .to_string();
     let again = String::from_utf8_lossy(&sluice(dir.path(), &["plan", "m.toml"]).stdout).to_string();
-    assert!(again.contains(&hash), "the plan hash is deterministic");
+    assert!(again.contains(&hash), "the schema hash is deterministic");
+    // `plan` shows the plan hash `validate` prints (the one a resumed run compares).
+    let plan_hash = text.lines().find_map(|l| l.strip_prefix("plan hash: ")).unwrap();
+    let valid = sluice(dir.path(), &["validate", "m.toml"]);
+    ok(&valid);
+    let valid = String::from_utf8_lossy(&valid.stdout);
+    assert!(valid.contains(&format!("plan hash {plan_hash})")), "{valid}\n{text}");
     assert_eq!(
         dst.sql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'"),
         "0",

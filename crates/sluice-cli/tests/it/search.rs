@@ -517,6 +517,37 @@ fn refused_items_are_retried_alone_until_every_document_is_in_once() {
 }
 
 #[test]
+fn a_cluster_that_never_accepts_fails_the_run_after_the_runtime_give_up_time() {
+    let Some(os) = osmem() else { return };
+    // Every bulk request answers 503: the sink waits and gives up by the
+    // `[runtime]` retry settings, not after its own ten minutes.
+    let (_rt, es) = proxy(ProxyConfig {
+        fail_every: Some(1),
+        ..ProxyConfig::to(&os.url)
+    });
+    let dir = tempfile::tempdir().unwrap();
+    write_dump(&dir.path().join("docs.ndjson"), "x", &documents(50));
+    std::fs::write(
+        dir.path().join("p.toml"),
+        format!(
+            "[source]\ntype = \"ndjson\"\npath = \"docs.ndjson\"\n\n[[sinks]]\ntype = \"elasticsearch\"\nurl = \"{}\"\nindex = \"blocked\"\n\n\
+             [runtime]\nretry_initial_ms = 50\nretry_max_ms = 200\nretry_give_up_s = 1\n",
+            es.url()
+        ),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let out = sluice(dir.path(), &["run", "p.toml"]);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("nothing accepted for 1s"), "{stderr}");
+    assert!(took < Duration::from_secs(60), "gave up after {took:?}:\n{stderr}");
+    assert!(es.state.rejected_requests() >= 2, "the requests were retried");
+    assert_eq!(count(&os.url, "blocked"), 0);
+}
+
+#[test]
 fn elasticsearch_point_in_time_slices_read_every_document() {
     let Some(os) = osmem() else { return };
     // The proxy answers as Elasticsearch 8 does: `_pit`, and no OpenSearch

@@ -159,11 +159,10 @@ pub(crate) fn download(url: &str, to: &FsPath) -> Result<()> {
 }
 
 /// Uploads a finished local file to `url` in parts. Blocking; call it off
-/// the runtime's worker threads (or inside `block_in_place`).
+/// the runtime's worker threads, or through [`sluice_core::blocking`].
 pub(crate) fn upload(from: &FsPath, url: &str) -> Result<()> {
     let (store, path) = store(url)?;
-    let handle = tokio::runtime::Handle::current();
-    handle.block_on(async {
+    let work = async {
         let upload = store.put_multipart(&path).await.map_err(|e| failed(url, e))?;
         let mut parts = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
         let mut file = std::fs::File::open(from).map_err(|e| Error::io(from, e))?;
@@ -178,7 +177,23 @@ pub(crate) fn upload(from: &FsPath, url: &str) -> Result<()> {
         }
         parts.finish().await.map_err(|e| failed(url, e))?;
         Ok(())
-    })
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => h.block_on(work),
+        // A current-thread runtime cannot drive the upload while its one
+        // thread waits here: the upload gets a runtime and a thread of its own.
+        _ => std::thread::scope(|s| {
+            s.spawn(|| {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .map_err(|e| Error::io(url, e))?
+                    .block_on(work)
+            })
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        }),
+    }
 }
 
 /// A local file next to nothing of the user's, for staging objects.

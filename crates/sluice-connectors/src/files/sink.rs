@@ -392,7 +392,7 @@ impl FileStreamSink {
 #[async_trait]
 impl Sink for FileStreamSink {
     async fn write(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
-        if let Err(e) = tokio::task::block_in_place(|| self.write_sync(&batch.data)) {
+        if let Err(e) = sluice_core::blocking(|| self.write_sync(&batch.data)) {
             self.broken = true;
             return Err(self.classify(e));
         }
@@ -417,7 +417,7 @@ impl Sink for FileStreamSink {
             self.abandon();
             return Ok(());
         }
-        let finished = tokio::task::block_in_place(|| self.finish_sync());
+        let finished = sluice_core::blocking(|| self.finish_sync());
         if finished.is_err() {
             self.name_partial();
         }

@@ -139,6 +139,23 @@ pub fn pg_error(url: &str, e: tokio_postgres::Error) -> Error {
     }
 }
 
+/// Column `idx` of a row the server answered, read as `T`. A server whose
+/// answer has another type than PostgreSQL's (a look-alike server, a
+/// catalog changed by a new version) is an error naming `what` was read,
+/// never a panic.
+pub(crate) fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a tokio_postgres::Row,
+    idx: usize,
+    what: &str,
+) -> Result<T> {
+    row.try_get(idx).map_err(|e| {
+        Error::connection(
+            "postgres",
+            format!("cannot read {what} from the server's answer ({e}); is the server PostgreSQL?"),
+        )
+    })
+}
+
 /// Registers the PostgreSQL source and sink (`postgres`, also `postgresql`).
 pub fn register(r: &mut sluice_core::Registry) {
     use sluice_core::{ConnectorInfo, SinkConnector, Source};

@@ -48,7 +48,7 @@ use tokio_postgres::types::{ToSql, Type};
 use super::config::{PostgresSinkConfig, WriteMode, redact};
 use super::encode::{Encode, HEADER, TRAILER, encode_rows};
 use super::types::{TypeCache, ddl_type, encoder, ident, literal, qualified};
-use super::{ENUM_LABELS, connect, is_data_error, is_transient, pg_error, server_message};
+use super::{ENUM_LABELS, connect, get, is_data_error, is_transient, pg_error, server_message};
 use crate::ledger::checkpoints::{self, Checkpoints, Dialect, Statement, Value};
 use crate::ledger::{self, Action, Clear, Done, Found, JobRecord};
 use crate::refused::{self, Trial, Undo};
@@ -186,11 +186,11 @@ impl PostgresSink {
         let schema = self.schema();
         let table = self.table_name(&stream.name);
         let target = qualified(schema, &table);
-        let exists: Option<String> = client
+        let r = client
             .query_one("SELECT to_regclass($1)::text", &[&target])
             .await
-            .map_err(|e| pg_error(&self.cfg.url, e))?
-            .get(0);
+            .map_err(|e| pg_error(&self.cfg.url, e))?;
+        let exists: Option<String> = get(&r, 0, &format!("to_regclass of table {target}"))?;
         let exists = exists.is_some() && !created;
         let meta = TableMeta::of(&stream.schema).unwrap_or_default();
         let key = if self.cfg.key.is_empty() {
@@ -354,8 +354,13 @@ impl PostgresSink {
             .await
             .map_err(err)?;
         for row in pending {
-            let (name, table, sql, refs, ready, present): (String, String, String, String, bool, bool) =
-                (row.get(0), row.get(1), row.get(2), row.get(3), row.get(4), row.get(5));
+            let what = |field: &str| format!("{field} of a foreign key waiting in {fks}");
+            let name: String = get(&row, 0, &what("name"))?;
+            let table: String = get(&row, 1, &what("table_name"))?;
+            let sql: String = get(&row, 2, &what("statement"))?;
+            let refs: String = get(&row, 3, &what("refs"))?;
+            let ready: bool = get(&row, 4, &what("whether the referenced table exists"))?;
+            let present: bool = get(&row, 5, &what("whether the constraint exists"))?;
             if !ready && !present {
                 tracing::debug!(constraint = %name, table = %table, waits_for = %refs, "foreign key waits for its table");
                 continue;
@@ -547,10 +552,11 @@ impl SinkConnector for PostgresSink {
     async fn check(&self, streams: &[StreamInfo]) -> Result<Vec<String>> {
         let client = connect(&self.cfg.url).await?;
         let err = |e| pg_error(&self.cfg.url, e);
-        let version: String = client.query_one("SHOW server_version", &[]).await.map_err(err)?.get(0);
+        let r = client.query_one("SHOW server_version", &[]).await.map_err(err)?;
+        let version: String = get(&r, 0, "server_version")?;
         let mut lines = vec![format!("connected to {} (PostgreSQL {version})", redact(&self.cfg.url))];
         let schema = self.schema();
-        let can_create: bool = client
+        let r = client
             .query_one("SELECT has_schema_privilege($1, 'CREATE')", &[&schema])
             .await
             .map_err(|e| {
@@ -558,8 +564,8 @@ impl SinkConnector for PostgresSink {
                     "sinks.schema",
                     format!("schema `{schema}` of {}: {}", redact(&self.cfg.url), server_message(&e)),
                 )
-            })?
-            .get(0);
+            })?;
+        let can_create: bool = get(&r, 0, &format!("has_schema_privilege on schema {schema}"))?;
         let denied = |what: String| Error::config("sinks", format!("{}: {what}", redact(&self.cfg.url)));
         for stream in streams {
             let table = self.table_name(&stream.name);
@@ -571,8 +577,11 @@ impl SinkConnector for PostgresSink {
                 )
                 .await
                 .map_err(err)?;
-            let (exists, insert, update, owner): (bool, bool, bool, bool) =
-                (row.get(0), row.get(1), row.get(2), row.get(3));
+            let what = |field: &str| format!("{field} of table {target}");
+            let exists: bool = get(&row, 0, &what("existence"))?;
+            let insert: bool = get(&row, 1, &what("INSERT privilege"))?;
+            let update: bool = get(&row, 2, &what("UPDATE privilege"))?;
+            let owner: bool = get(&row, 3, &what("ownership"))?;
             let needs_create = !exists || self.cfg.mode == WriteMode::Replace;
             if needs_create && !self.cfg.create && !exists {
                 return Err(denied(format!("table {target} does not exist and create = false")));
@@ -671,7 +680,11 @@ impl SinkConnector for PostgresSink {
             )
             .await
             .map_err(err)?;
-        let mut types = TypeCache::default();
+        let mut types = TypeCache::new(&self.cfg.url);
+        let column_names: Vec<String> = cols
+            .iter()
+            .map(|r| get(r, 0, &format!("a column name of {load}")))
+            .collect::<Result<_>>()?;
         let mut encoders = Vec::new();
         let mut names = Vec::new();
         let mut pg_types = Vec::new();
@@ -681,11 +694,10 @@ impl SinkConnector for PostgresSink {
         let mut check_cols = Vec::new();
         let mut select = Vec::new();
         for f in stream.schema.fields() {
-            let row = cols.iter().find(|r| r.get::<_, String>(0) == *f.name()).or_else(|| {
-                cols.iter()
-                    .find(|r| r.get::<_, String>(0).eq_ignore_ascii_case(f.name()))
+            let found = column_names.iter().position(|n| n == f.name()).or_else(|| {
+                column_names.iter().position(|n| n.eq_ignore_ascii_case(f.name()))
             });
-            let Some(row) = row else {
+            let Some(i) = found else {
                 return Err(Error::config(
                     "sinks.table",
                     format!(
@@ -696,13 +708,13 @@ impl SinkConnector for PostgresSink {
                     ),
                 ));
             };
-            let name: String = row.get(0);
-            let format: String = row.get(3);
-            let resolved = types
-                .resolve(&client, row.get(1), row.get(2), &format)
-                .await
-                .map_err(err)?;
-            let base: String = row.get(4);
+            let (row, name) = (&cols[i], column_names[i].clone());
+            let what = |field: &str| format!("{field} of column {name} of {load}");
+            let oid: u32 = get(row, 1, &what("pg_attribute.atttypid"))?;
+            let typmod: i32 = get(row, 2, &what("pg_attribute.atttypmod"))?;
+            let format: String = get(row, 3, &what("format_type"))?;
+            let resolved = types.resolve(&client, oid, typmod, &format).await?;
+            let base: String = get(row, 4, &what("base type"))?;
             match encoder(&resolved) {
                 Some(e) => {
                     check_cols.push(format!("{} {base}", ident(&name)));
@@ -959,7 +971,7 @@ impl PostgresTableSink {
             .await
             .map_err(err)?;
         for row in not_null {
-            let column: String = row.get(0);
+            let column: String = get(&row, 0, &format!("a not-null column of {load}"))?;
             if self.names.contains(&column) {
                 rules.push((
                     format!("{} IS NULL", ident(&column)),
@@ -980,7 +992,10 @@ impl PostgresTableSink {
             .await
             .map_err(err)?;
         for row in checks {
-            let (name, expr, columns): (String, Option<String>, Vec<String>) = (row.get(0), row.get(1), row.get(2));
+            let what = |field: &str| format!("{field} of a check constraint of {load}");
+            let name: String = get(&row, 0, &what("name"))?;
+            let expr: Option<String> = get(&row, 1, &what("expression"))?;
+            let columns: Vec<String> = get(&row, 2, &what("columns"))?;
             if let Some(expr) = expr.filter(|_| columns.iter().all(|c| self.names.contains(c))) {
                 rules.push((
                     format!("({expr}) IS FALSE"),
@@ -1008,7 +1023,8 @@ impl PostgresTableSink {
             .map_err(err)?;
         let mut keys = Vec::new();
         for row in unique {
-            let (name, columns): (String, Vec<String>) = (row.get(0), row.get(1));
+            let name: String = get(&row, 0, &format!("a unique index name of {load}"))?;
+            let columns: Vec<String> = get(&row, 1, &format!("columns of unique index {name} of {load}"))?;
             if columns.is_empty() || !columns.iter().all(|c| self.names.contains(c)) {
                 continue;
             }
@@ -1098,11 +1114,11 @@ impl PostgresTableSink {
         let mut refused: Vec<(usize, String)> = found
             .iter()
             .map(|row| {
-                let rule = usize::try_from(row.get::<_, i32>(1)).unwrap_or(0);
+                let rule = usize::try_from(get::<i32>(row, 1, "the rule a staged row broke")?).unwrap_or(0);
                 let reason = rules.get(rule).map_or_else(String::new, |(_, r)| r.clone());
-                (row.get::<_, i64>(0) as usize - 1, reason)
+                Ok((staged_row(row)?, reason))
             })
-            .collect();
+            .collect::<Result<_>>()?;
         refused.sort_by_key(|(i, _)| *i);
         Ok(Some(refused))
     }
@@ -1293,8 +1309,8 @@ impl Trial for StageTrial<'_> {
         Ok(Some(
             found
                 .iter()
-                .map(|r| (r.get::<_, i64>(0) as usize - 1, reason.clone()))
-                .collect(),
+                .map(|r| Ok((staged_row(r)?, reason.clone())))
+                .collect::<Result<_>>()?,
         ))
     }
 
@@ -1333,6 +1349,13 @@ impl Trial for BatchTrial<'_> {
     fn undo(&self) -> Undo {
         Undo::Savepoint
     }
+}
+
+/// The stage row number (`_sluice_row`, from 1) a judging query found, as
+/// the index of the row in its batch.
+fn staged_row(row: &tokio_postgres::Row) -> Result<usize> {
+    let n: i64 = get(row, 0, "a staged row number (_sluice_row)")?;
+    usize::try_from(n - 1).map_err(|_| Error::Internal(format!("staged row number {n} is not from 1")))
 }
 
 /// Runs `steps` (a transaction, `BEGIN` to `COMMIT`) in order; on a failure

@@ -30,7 +30,7 @@ use tokio_postgres::Client;
 use super::config::{PostgresSourceConfig, redact};
 use super::decode::{Decode, TupleDecoder};
 use super::types::{PgColumn, TypeCache, ident, literal, qualified};
-use super::{ENUM_LABELS, connect, pg_error};
+use super::{ENUM_LABELS, connect, get, pg_error};
 
 /// Rows per partition when the number of partitions is automatic.
 const ROWS_PER_PARTITION: f64 = 250_000.0;
@@ -87,7 +87,7 @@ impl PostgresSource {
         let names = |sql: &'static str| async move {
             let rows = client.query(sql, &[&schema]).await;
             let rows = rows.map_err(|e| pg_error(&self.cfg.url, e))?;
-            Ok::<Vec<String>, Error>(rows.iter().map(|r| r.get(0)).collect())
+            rows.iter().map(|r| get(r, 0, "a table name (pg_class.relname)")).collect::<Result<Vec<String>>>()
         };
         let all = names(
             "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
@@ -144,7 +144,10 @@ impl PostgresSource {
             )
             .await
             .map_err(err)?;
-        let (oid, reltuples, relpages): (u32, f64, i64) = (rel.get(0), rel.get(1), rel.get(2));
+        let what = |field: &str| format!("pg_class.{field} of table {}", qualified(schema, table));
+        let oid: u32 = get(&rel, 0, &what("oid"))?;
+        let reltuples: f64 = get(&rel, 1, &what("reltuples"))?;
+        let relpages: i64 = get(&rel, 2, &what("relpages"))?;
         let cols = client
             .query(
                 "SELECT a.attname::text, a.atttypid, a.atttypmod, format_type(a.atttypid, a.atttypmod), \
@@ -159,11 +162,13 @@ impl PostgresSource {
         let mut columns = Vec::new();
         let mut serial = Vec::new();
         for c in &cols {
-            let name: String = c.get(0);
-            let col = column(client, types, &name, c.get(1), c.get(2), c.get(3), !c.get::<_, bool>(4))
-                .await
-                .map_err(err)?;
-            if c.get::<_, bool>(5) {
+            let name: String = get(c, 0, &what("column name (pg_attribute.attname)"))?;
+            let attr = |field: &str| format!("pg_attribute.{field} of column {name} of table {}", qualified(schema, table));
+            let (oid, typmod): (u32, i32) = (get(c, 1, &attr("atttypid"))?, get(c, 2, &attr("atttypmod"))?);
+            let format: String = get(c, 3, &attr("format_type"))?;
+            let not_null: bool = get(c, 4, &attr("attnotnull"))?;
+            let col = column(client, types, &name, oid, typmod, &format, !not_null).await?;
+            if get::<bool>(c, 5, &attr("default or identity"))? {
                 serial.push(name);
             }
             columns.push(col);
@@ -179,8 +184,8 @@ impl PostgresSource {
             .await
             .map_err(err)?
             .iter()
-            .map(|r| r.get(0))
-            .collect();
+            .map(|r| get(r, 0, &what("primary key column")))
+            .collect::<Result<_>>()?;
         let indexes = client
             .query(
                 "SELECT ic.relname::text, i.indisunique, \
@@ -196,15 +201,16 @@ impl PostgresSource {
             .map_err(err)?;
         let mut index_meta = Vec::new();
         for r in &indexes {
-            let name: String = r.get(0);
-            if !r.get::<_, bool>(3) {
+            let name: String = get(r, 0, &what("index name"))?;
+            let index = |field: &str| format!("{field} of index {name} of table {}", qualified(schema, table));
+            if !get::<bool>(r, 3, &index("plain columns"))? {
                 tracing::warn!(table, index = %name, "expression or partial index is not carried over");
                 continue;
             }
             index_meta.push(IndexMeta {
+                unique: get(r, 1, &index("pg_index.indisunique"))?,
+                columns: get(r, 2, &index("columns"))?,
                 name,
-                unique: r.get(1),
-                columns: r.get(2),
             });
         }
         let fks = client
@@ -223,13 +229,16 @@ impl PostgresSource {
             .map_err(err)?;
         let foreign_keys = fks
             .iter()
-            .map(|r| ForeignKeyMeta {
-                name: r.get(0),
-                columns: r.get(1),
-                ref_table: r.get(2),
-                ref_columns: r.get(3),
+            .map(|r| {
+                let fk = |field: &str| format!("{field} of a foreign key of table {}", qualified(schema, table));
+                Ok(ForeignKeyMeta {
+                    name: get(r, 0, &fk("name"))?,
+                    columns: get(r, 1, &fk("columns"))?,
+                    ref_table: get(r, 2, &fk("referenced table"))?,
+                    ref_columns: get(r, 3, &fk("referenced columns"))?,
+                })
             })
-            .collect();
+            .collect::<Result<_>>()?;
         let estimated_rows = (reltuples >= 0.0).then_some(reltuples as u64);
         let meta = TableMeta {
             dialect: "postgres".into(),
@@ -265,7 +274,11 @@ impl PostgresSource {
                     )
                     .await
                     .map_err(err)?;
-                match (r.get::<_, Option<i64>>(0), r.get::<_, Option<i64>>(1)) {
+                let bound = |b: &str| format!("{b}({k}) of table {from}");
+                match (
+                    get::<Option<i64>>(&r, 0, &bound("min"))?,
+                    get::<Option<i64>>(&r, 1, &bound("max"))?,
+                ) {
                     (Some(lo), Some(hi)) => split_range(&ident(k), lo, hi, n),
                     _ => vec![None],
                 }
@@ -363,15 +376,13 @@ impl PostgresSource {
         })?;
         let mut columns = Vec::new();
         for c in stmt.columns() {
-            let format: String = client
+            let r = client
                 .query_one("SELECT format_type($1, NULL)", &[&c.type_().oid()])
                 .await
-                .map_err(err)?
-                .get(0);
+                .map_err(err)?;
+            let format: String = get(&r, 0, &format!("format_type of column {} of the query", c.name()))?;
             columns.push(
-                column(client, types, c.name(), c.type_().oid(), -1, &format, true)
-                    .await
-                    .map_err(err)?,
+                column(client, types, c.name(), c.type_().oid(), -1, &format, true).await?,
             );
         }
         let name = self.cfg.stream.clone().unwrap_or_else(|| "query".into());
@@ -402,11 +413,11 @@ impl PostgresSource {
             .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await
             .map_err(|e| pg_error(&self.cfg.url, e))?;
-        let id: String = client
+        let r = client
             .query_one("SELECT pg_export_snapshot()", &[])
             .await
-            .map_err(|e| pg_error(&self.cfg.url, e))?
-            .get(0);
+            .map_err(|e| pg_error(&self.cfg.url, e))?;
+        let id: String = get(&r, 0, "the exported snapshot (pg_export_snapshot)")?;
         *held = Some((client, id.clone()));
         Ok(id)
     }
@@ -421,7 +432,7 @@ async fn column(
     typmod: i32,
     format: &str,
     nullable: bool,
-) -> std::result::Result<PgColumn, tokio_postgres::Error> {
+) -> Result<PgColumn> {
     let r = types.resolve(client, oid, typmod, format).await?;
     let as_text = r.decode.is_none();
     let labels = (!r.labels.is_empty()).then(|| r.labels.clone());
@@ -494,7 +505,7 @@ impl Source for PostgresSource {
 
     async fn discover(&self) -> Result<Vec<StreamSpec>> {
         let client = connect(&self.cfg.url).await?;
-        let mut types = TypeCache::default();
+        let mut types = TypeCache::new(&self.cfg.url);
         if let Some(q) = &self.cfg.query {
             return Ok(vec![self.plan_query(&client, &mut types, q).await?]);
         }
@@ -512,7 +523,8 @@ impl Source for PostgresSource {
     async fn check(&self, streams: &[StreamSpec]) -> Result<Vec<String>> {
         let client = connect(&self.cfg.url).await?;
         let err = |e| pg_error(&self.cfg.url, e);
-        let version: String = client.query_one("SHOW server_version", &[]).await.map_err(err)?.get(0);
+        let r = client.query_one("SHOW server_version", &[]).await.map_err(err)?;
+        let version: String = get(&r, 0, "server_version")?;
         let mut lines = vec![format!("connected to {} (PostgreSQL {version})", redact(&self.cfg.url))];
         if self.cfg.query.is_some() {
             lines.push("query: the server accepted it".into());
@@ -520,11 +532,11 @@ impl Source for PostgresSource {
         }
         for s in streams {
             let target = qualified(self.schema_name(), &s.name);
-            let can: bool = client
+            let r = client
                 .query_one("SELECT has_table_privilege($1, 'SELECT')", &[&target])
                 .await
-                .map_err(err)?
-                .get(0);
+                .map_err(err)?;
+            let can: bool = get(&r, 0, &format!("has_table_privilege on {target}"))?;
             if !can {
                 return Err(Error::config(
                     "source",

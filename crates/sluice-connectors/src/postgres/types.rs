@@ -24,10 +24,12 @@ use std::collections::HashMap;
 
 use arrow::datatypes::DataType;
 use sluice_core::dbmeta::{ColumnMeta, Semantic};
+use sluice_core::Result;
 use tokio_postgres::Client;
 
 use super::decode::Decode;
 use super::encode::Encode;
+use super::{get, pg_error};
 
 /// One column of a table or query as the source reads it.
 #[derive(Debug, Clone)]
@@ -57,9 +59,10 @@ struct TypeRow {
 }
 
 /// Looks up types in `pg_type`, once each.
-#[derive(Default)]
 pub struct TypeCache {
     rows: HashMap<u32, TypeRow>,
+    /// The server asked, for errors.
+    url: String,
 }
 
 /// How a type is read: a binary decoder, or as text.
@@ -76,7 +79,15 @@ pub struct Resolved {
 }
 
 impl TypeCache {
-    async fn row(&mut self, client: &Client, oid: u32) -> Result<TypeRow, tokio_postgres::Error> {
+    /// An empty cache of the types of the server at `url`.
+    pub fn new(url: &str) -> Self {
+        TypeCache {
+            rows: HashMap::new(),
+            url: url.to_string(),
+        }
+    }
+
+    async fn row(&mut self, client: &Client, oid: u32) -> Result<TypeRow> {
         if let Some(r) = self.rows.get(&oid) {
             return Ok(r.clone());
         }
@@ -90,16 +101,18 @@ impl TypeCache {
                  FROM pg_type t WHERE t.oid = $1",
                 &[&oid],
             )
-            .await?;
+            .await
+            .map_err(|e| pg_error(&self.url, e))?;
+        let what = |field: &str| format!("pg_type.{field} of type {oid}");
         let row = TypeRow {
-            name: r.get(0),
-            kind: r.get(1),
-            base: r.get(2),
-            base_typmod: r.get(3),
-            elem: r.get(4),
-            category: r.get(5),
-            labels: r.get(6),
-            format: r.get(7),
+            name: get(&r, 0, &what("typname"))?,
+            kind: get(&r, 1, &what("typtype"))?,
+            base: get(&r, 2, &what("typbasetype"))?,
+            base_typmod: get(&r, 3, &what("typtypmod"))?,
+            elem: get(&r, 4, &what("typelem"))?,
+            category: get(&r, 5, &what("typcategory"))?,
+            labels: get(&r, 6, &what("enum labels"))?,
+            format: get(&r, 7, &what("format_type"))?,
         };
         self.rows.insert(oid, row.clone());
         Ok(row)
@@ -112,7 +125,7 @@ impl TypeCache {
         oid: u32,
         typmod: i32,
         format: &str,
-    ) -> Result<Resolved, tokio_postgres::Error> {
+    ) -> Result<Resolved> {
         let mut oid = oid;
         let mut typmod = typmod;
         let mut format = format.to_string();
@@ -121,10 +134,11 @@ impl TypeCache {
         while row.kind == "d" {
             oid = row.base;
             typmod = row.base_typmod;
-            format = client
+            let r = client
                 .query_one("SELECT format_type($1, $2)", &[&oid, &typmod])
-                .await?
-                .get(0);
+                .await
+                .map_err(|e| pg_error(&self.url, e))?;
+            format = get(&r, 0, &format!("format_type of type {oid}"))?;
             row = self.row(client, oid).await?;
         }
         let (decode, semantic) = builtin(oid, typmod, &row.name);
@@ -143,10 +157,11 @@ impl TypeCache {
             resolved.semantic = Some(Semantic::Enum);
             resolved.labels = row.labels;
         } else if row.category == "A" && row.elem != 0 {
-            let elem_format = client
+            let r = client
                 .query_one("SELECT format_type($1, NULL)", &[&row.elem])
-                .await?
-                .get::<_, String>(0);
+                .await
+                .map_err(|e| pg_error(&self.url, e))?;
+            let elem_format: String = get(&r, 0, &format!("format_type of type {}", row.elem))?;
             let elem = Box::pin(self.resolve(client, row.elem, typmod, &elem_format)).await?;
             if let (Some(d), None | Some(Semantic::Json | Semantic::Uuid)) = (elem.decode, elem.semantic) {
                 resolved.decode = Some(Decode::Array(Box::new(d)));

@@ -33,10 +33,6 @@ pub const META_MAPPINGS: &str = "sluice.search.mappings";
 pub const META_SETTINGS: &str = "sluice.search.settings";
 pub const META_ALIASES: &str = "sluice.search.aliases";
 
-/// How long the cluster may push back without accepting a single item
-/// before the run fails (it can be resumed).
-const GIVE_UP: Duration = Duration::from_secs(600);
-
 /// Batches a sink may hold written but unflushed (see `Sink::pipeline_depth`).
 const PIPELINE_DEPTH: usize = 32;
 
@@ -172,15 +168,13 @@ impl SinkConnector for SearchSink {
             refused: Vec::new(),
             prepared: HashSet::new(),
             tuned: Vec::new(),
-            retrier: Retrier::new(RetryPolicy {
-                initial: Duration::from_millis(200),
-                max: Duration::from_secs(30),
-                give_up_after: Some(GIVE_UP),
-                breaker_threshold: 6,
-            }),
+            retrier: Retrier::new(stream.retry),
+            give_up_after: stream.retry.give_up_after,
+            // Pushed-back items pause briefly, never longer than the run's
+            // longest wait.
             backoff: Retrier::new(RetryPolicy {
-                initial: Duration::from_millis(50),
-                max: Duration::from_secs(2),
+                initial: Duration::from_millis(50).min(stream.retry.initial),
+                max: Duration::from_secs(2).min(stream.retry.max),
                 give_up_after: None,
                 breaker_threshold: u32::MAX,
             }),
@@ -306,12 +300,17 @@ struct SearchStreamSink {
     retry_not_before: Option<Instant>,
     /// When the cluster last accepted an item.
     last_progress: Instant,
+    /// How long the cluster may push back without accepting a single item
+    /// before the run fails (it can be resumed); `None`: never
+    /// (`runtime.retry_give_up_s`).
+    give_up_after: Option<Duration>,
     tasks: JoinSet<Done>,
     refused: Vec<Rejection>,
     /// Indexes created or checked, and settings to restore at the end.
     prepared: HashSet<String>,
     tuned: Vec<(String, Value)>,
-    /// Whole-request failures (connection lost, 5xx): backoff and give-up.
+    /// Whole-request failures (connection lost, 5xx): backoff, circuit
+    /// breaker and give-up by the run's `[runtime]` retry settings.
     retrier: Retrier,
     /// Items pushed back: a short, jittered pause before they go again.
     backoff: Retrier,
@@ -488,7 +487,7 @@ impl SearchStreamSink {
             Next::GiveUp { attempts, failing_for } => Err(Error::connection(
                 &self.cluster.shown,
                 format!(
-                    "{e} (gave up after {attempts} attempts over {}s)",
+                    "{e} (gave up after {attempts} attempts over {}s; raise runtime.retry_give_up_s to wait longer)",
                     failing_for.as_secs()
                 ),
             )),
@@ -663,10 +662,15 @@ impl SearchStreamSink {
                     // again after a short pause, as long as the cluster
                     // keeps accepting something.
                     self.stats.back_pressure += 1;
-                    if self.last_progress.elapsed() > GIVE_UP {
+                    if let Some(limit) = self.give_up_after
+                        && self.last_progress.elapsed() > limit
+                    {
                         return Err(Error::connection(
                             &self.cluster.shown,
-                            format!("{e} (nothing accepted for {}s)", GIVE_UP.as_secs()),
+                            format!(
+                                "{e} (nothing accepted for {}s; raise runtime.retry_give_up_s to wait longer)",
+                                limit.as_secs()
+                            ),
                         ));
                     }
                     self.pause_retries();
@@ -691,7 +695,7 @@ impl SearchStreamSink {
                         return Err(Error::connection(
                             &self.cluster.shown,
                             format!(
-                                "{e} (gave up after {attempts} failed bulk requests over {}s)",
+                                "{e} (gave up after {attempts} failed bulk requests over {}s; raise runtime.retry_give_up_s to wait longer)",
                                 failing_for.as_secs()
                             ),
                         ));

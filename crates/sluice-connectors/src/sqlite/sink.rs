@@ -94,7 +94,7 @@ impl SinkConnector for SqliteSink {
         let table = self.table_for(&stream.name);
         let cfg = self.cfg.clone();
         Ok(
-            match tokio::task::block_in_place(|| StreamWriter::open(cfg, table, stream))? {
+            match sluice_core::blocking(|| StreamWriter::open(cfg, table, stream))? {
                 Some(w) => Box::new(w),
                 None => Box::new(Done),
             },
@@ -541,19 +541,19 @@ impl<'a> Column<'a> {
 #[async_trait]
 impl Sink for StreamWriter {
     async fn write(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
-        tokio::task::block_in_place(|| self.write_sync(batch))
+        sluice_core::blocking(|| self.write_sync(batch))
     }
 
     async fn flush(&mut self) -> Result<()> {
-        tokio::task::block_in_place(|| self.commit())
+        sluice_core::blocking(|| self.commit())
     }
 
     async fn committed(&mut self) -> Result<Option<Vec<Position>>> {
-        tokio::task::block_in_place(|| self.committed_sync()).map(Some)
+        sluice_core::blocking(|| self.committed_sync()).map(Some)
     }
 
     async fn finish(&mut self, complete: bool) -> Result<()> {
-        tokio::task::block_in_place(|| self.finish_sync(complete))
+        sluice_core::blocking(|| self.finish_sync(complete))
     }
 }
 

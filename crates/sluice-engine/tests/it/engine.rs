@@ -417,3 +417,36 @@ async fn a_reader_that_ignores_cancellation_is_left_behind_after_three_seconds()
     assert_eq!(rig.world.dest("a").sorted("s0"), (0..20).collect::<Vec<_>>());
     assert_eq!(rig.checkpoints("s0")["s0#0"], 20);
 }
+
+#[tokio::test(start_paused = true)]
+async fn stored_partitions_that_do_not_parse_stop_the_resume_and_name_the_fix() {
+    let rig = Rig::new();
+    let source = SourceSpec::rows(1, 1, 50);
+    let text = rig.text(&["a"], "", BATCH_10);
+    let registry = rig.world.registry(source.clone(), &[("a", SinkSpec::transactional())]);
+    let mut pipeline = rig.pipeline(&text, registry);
+    // An unfinished job whose stored partition list was damaged.
+    {
+        let state = rig.state();
+        let run = state.begin_run("p", &pipeline.plan_hash, None).unwrap();
+        state.start_stream("p", "s0", run, "[{\"id\": ", None, 0).unwrap();
+        state
+            .end_run(run, sluice_state::Status::Failed, Some("killed"))
+            .unwrap();
+    }
+
+    let outcome = rig.run(&pipeline, CancellationToken::new()).await;
+    let error = outcome.error.expect("resuming unreadable partitions fails").to_string();
+    assert!(
+        error.contains("stream `s0`") && error.contains("pipeline `p`") && error.contains("--fresh"),
+        "{error}"
+    );
+    assert!(rig.world.dest("a").sorted("s0").is_empty(), "nothing was read");
+    assert_eq!(rig.state().last_run_status("p").unwrap().as_deref(), Some("failed"));
+
+    // `--fresh` starts the job over and loads every row.
+    pipeline.fresh = true;
+    let outcome = rig.run(&pipeline, CancellationToken::new()).await;
+    assert!(outcome.error.is_none(), "{:?}", outcome.error);
+    assert_eq!(rig.world.dest("a").sorted("s0"), source.ids());
+}

@@ -62,6 +62,36 @@ async fn checkpoint_reaches_the_end_of_the_input_once_every_sink_holds_it() {
     assert_eq!(streams[0].counts.written, 10_000);
 }
 
+/// Sinks doing synchronous I/O (SQLite, Parquet, NDJSON) work on a
+/// current-thread runtime too, as a program embedding the engine may run it.
+#[tokio::test(flavor = "current_thread")]
+async fn sinks_with_synchronous_io_run_on_a_current_thread_runtime() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut csv = String::from("id,v\n");
+    for i in 0..1000 {
+        csv.push_str(&format!("{i},{}\n", i * 2));
+    }
+    std::fs::write(d.join("in.csv"), &csv).unwrap();
+    let text = format!(
+        "[source]\ntype = \"csv\"\npath = '{in_}'\n\n[[sinks]]\ntype = \"sqlite\"\npath = '{db}'\n\n[[sinks]]\ntype = \"parquet\"\npath = '{pq}'\n\n[[sinks]]\ntype = \"ndjson\"\npath = '{nd}'\n\n[runtime]\nbatch_rows = 100\nstate_dir = '{st}'\n",
+        in_ = d.join("in.csv").display(),
+        db = d.join("out.db").display(),
+        pq = d.join("out.parquet").display(),
+        nd = d.join("out.ndjson").display(),
+        st = d.join("state").display()
+    );
+    let p = pipeline(d, &text);
+    let outcome = sluice_engine::run(&p, Arc::new(RunProgress::default()), CancellationToken::new()).await;
+    assert!(outcome.error.is_none(), "{:?}", outcome.error);
+    assert_eq!(outcome.report.streams[0].written, 1000);
+    let lines = std::fs::read_to_string(d.join("out.ndjson")).unwrap();
+    assert_eq!(lines.lines().count(), 1000);
+    assert!(std::fs::metadata(d.join("out.parquet")).unwrap().len() > 0);
+    let store = sluice_state::StateStore::open(&d.join("state")).unwrap();
+    assert_eq!(store.streams("p").unwrap()[0].status, "completed");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn a_run_cancelled_before_it_starts_writes_nothing() {
     let dir = tempfile::tempdir().unwrap();
