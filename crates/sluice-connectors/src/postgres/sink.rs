@@ -933,7 +933,8 @@ impl PostgresTableSink {
             self.refusals.rules = Some(self.read_rules().await?);
         }
         match self.stage_checked(batch).await? {
-            Some(mut refused) => {
+            Some((refused, true)) => Ok(refused),
+            Some((mut refused, false)) => {
                 let rows: Vec<usize> = (0..batch.num_rows())
                     .filter(|i| refused.binary_search_by_key(i, |(r, _)| *r).is_err())
                     .collect();
@@ -1050,10 +1051,11 @@ impl PostgresTableSink {
     }
 
     /// Stages `batch` in `sluice_check` and evaluates the constraint rules
-    /// over it: returns the rows they refuse, with the stage left holding
-    /// the others, or `None` when the rows cannot be staged (a value the
-    /// column's type refuses).
-    async fn stage_checked(&self, batch: &Batch) -> Result<Option<Vec<(usize, String)>>> {
+    /// over it: returns the rows they refuse and whether the others are
+    /// already in the table (judged and moved in one statement, which the
+    /// server accepted), else left in the stage; `None` when the rows
+    /// cannot be staged (a value the column's type refuses).
+    async fn stage_checked(&self, batch: &Batch) -> Result<Option<(Vec<(usize, String)>, bool)>> {
         let err = |e| pg_error(&self.url, e);
         let staged = async {
             // The rules' subqueries make the planner guess a cost high enough
@@ -1086,9 +1088,54 @@ impl PostgresTableSink {
             Err(LoadError::Server(e)) => return Err(err(e)),
             Err(LoadError::Sluice(e)) => return Err(e),
         }
-        let Some(judge) = self.refusals.judge(&self.names, &self.pg_types) else {
-            return Ok(Some(Vec::new()));
+        let Some(judge) = self.refusals.judge(&self.names, &self.pg_types, JUDGED_LEAVE) else {
+            return Ok(Some((Vec::new(), false)));
         };
+        let rules = self.refusals.rules.as_deref().unwrap_or_default();
+        let reasons = |found: Vec<tokio_postgres::Row>| -> Result<Vec<(usize, String)>> {
+            let mut refused: Vec<(usize, String)> = found
+                .iter()
+                .map(|row| {
+                    let rule = usize::try_from(get::<i32>(row, 1, "the rule a staged row broke")?).unwrap_or(0);
+                    let reason = rules.get(rule).map_or_else(String::new, |(_, r)| r.clone());
+                    Ok((staged_row(row)?, reason))
+                })
+                .collect::<Result<_>>()?;
+            refused.sort_by_key(|(i, _)| *i);
+            Ok(refused)
+        };
+        // Most batches: judge the rows and move the others into the table
+        // in one statement. When the server refuses the move (a key the
+        // rules do not see, such as one repeated within the batch), the
+        // statement undoes itself and the rows are judged, then isolated.
+        let moving = format!(
+            "moved AS ({})",
+            self.refusals.inserter.sql(
+                "sluice_check",
+                " WHERE NOT EXISTS (SELECT 1 FROM judged j WHERE j._sluice_row = sluice_check._sluice_row)",
+                "_sluice_row"
+            )
+        );
+        if let Some(both) = self.refusals.judge(&self.names, &self.pg_types, &moving) {
+            self.client.batch_execute("SAVEPOINT sluice_judge").await.map_err(err)?;
+            match self.client.query(both.as_str(), &[]).await {
+                Ok(found) => {
+                    self.client
+                        .batch_execute("RELEASE SAVEPOINT sluice_judge")
+                        .await
+                        .map_err(err)?;
+                    return Ok(Some((reasons(found)?, true)));
+                }
+                Err(e) if e.as_db_error().is_some() && !is_transient(&e) => {
+                    tracing::debug!(target = %self.target, error = %server_message(&e), "rows judged apart from the move");
+                    self.client
+                        .batch_execute("ROLLBACK TO SAVEPOINT sluice_judge; RELEASE SAVEPOINT sluice_judge")
+                        .await
+                        .map_err(err)?;
+                }
+                Err(e) => return Err(err(e)),
+            }
+        }
         // The judging also takes the refused rows out of the stage, under a
         // savepoint so a rule that fails to evaluate undoes only itself.
         self.client.batch_execute("SAVEPOINT sluice_judge").await.map_err(err)?;
@@ -1102,7 +1149,7 @@ impl PostgresTableSink {
                     .batch_execute("ROLLBACK TO SAVEPOINT sluice_judge; RELEASE SAVEPOINT sluice_judge")
                     .await
                     .map_err(err)?;
-                return Ok(Some(Vec::new()));
+                return Ok(Some((Vec::new(), false)));
             }
             Err(e) => return Err(err(e)),
         };
@@ -1110,17 +1157,7 @@ impl PostgresTableSink {
             .batch_execute("RELEASE SAVEPOINT sluice_judge")
             .await
             .map_err(err)?;
-        let rules = self.refusals.rules.as_deref().unwrap_or_default();
-        let mut refused: Vec<(usize, String)> = found
-            .iter()
-            .map(|row| {
-                let rule = usize::try_from(get::<i32>(row, 1, "the rule a staged row broke")?).unwrap_or(0);
-                let reason = rules.get(rule).map_or_else(String::new, |(_, r)| r.clone());
-                Ok((staged_row(row)?, reason))
-            })
-            .collect::<Result<_>>()?;
-        refused.sort_by_key(|(i, _)| *i);
-        Ok(Some(refused))
+        Ok(Some((reasons(found)?, false)))
     }
 
     /// Runs `sql` under a savepoint, kept when accepted and `keep`; the
@@ -1210,10 +1247,11 @@ impl Refusals {
         }
     }
 
-    /// The statement taking the rows the rules refuse out of `sluice_check`
-    /// and listing them with the index of the first rule refusing each;
-    /// `None` without rules.
-    fn judge(&self, names: &[String], pg_types: &[String]) -> Option<String> {
+    /// The statement listing the rows of `sluice_check` the rules refuse,
+    /// with the index of the first rule refusing each, and doing `then`
+    /// (a second common table expression that may read `judged`) in the
+    /// same statement; `None` without rules.
+    fn judge(&self, names: &[String], pg_types: &[String], then: &str) -> Option<String> {
         let rules = self.rules.as_ref().filter(|r| !r.is_empty())?;
         // Values as the table would hold them (rounded, padded) before the rules see them.
         let typed: Vec<String> = names
@@ -1229,14 +1267,17 @@ impl Refusals {
         let any: Vec<String> = rules.iter().map(|(cond, _)| format!("({cond})")).collect();
         Some(format!(
             "WITH judged AS (SELECT _sluice_row, CASE {} END AS rule FROM (SELECT _sluice_row, {} FROM sluice_check) s \
-             WHERE {}), gone AS (DELETE FROM sluice_check c USING judged j WHERE c._sluice_row = j._sluice_row) \
-             SELECT _sluice_row, rule FROM judged",
+             WHERE {}), {then} SELECT _sluice_row, rule FROM judged",
             cases.join(" "),
             typed.join(", "),
             any.join(" OR ")
         ))
     }
 }
+
+/// What the judging statement does besides listing the refused rows when
+/// the others stay staged: takes the refused ones out of the stage.
+const JUDGED_LEAVE: &str = "gone AS (DELETE FROM sluice_check c USING judged j WHERE c._sluice_row = j._sluice_row)";
 
 /// Rows tried from `sluice_check`, numbered from 1 in batch order.
 struct StageTrial<'a> {
