@@ -175,7 +175,6 @@ pub fn row_json(data: &RecordBatch, i: usize) -> serde_json::Value {
 /// Row `i` of `data` as JSON text (an object, nulls included), kept as
 /// written for dead-letter output: never parsed into a tree and printed again.
 pub fn row_record(data: &RecordBatch, i: usize) -> Box<RawValue> {
-    let null = || RawValue::from_string("null".into()).expect("null is JSON");
     let row = data.slice(i, 1);
     let mut buf = Vec::new();
     {
@@ -183,10 +182,15 @@ pub fn row_record(data: &RecordBatch, i: usize) -> Box<RawValue> {
             .with_explicit_nulls(true)
             .build::<_, arrow::json::writer::LineDelimited>(&mut buf);
         if w.write(&row).and_then(|_| w.finish()).is_err() {
-            return null();
+            return json_null();
         }
     }
-    raw_line(buf).unwrap_or_else(null)
+    raw_line(buf).unwrap_or_else(json_null)
+}
+
+/// JSON `null`, the record of a row that could not be written as JSON.
+fn json_null() -> Box<RawValue> {
+    RawValue::from_string("null".into()).expect("null is JSON")
 }
 
 /// One line of JSON text without its line break, checked to be JSON.
@@ -224,7 +228,7 @@ fn rows_records(data: &RecordBatch, rows: &[usize]) -> Vec<Box<RawValue>> {
     }
     lines
         .into_iter()
-        .map(|l| raw_line(l.to_vec()).unwrap_or_else(|| RawValue::from_string("null".into()).expect("null is JSON")))
+        .map(|l| raw_line(l.to_vec()).unwrap_or_else(json_null))
         .collect()
 }
 

@@ -312,7 +312,7 @@ pub fn parse(
     // 2. Interpolation and overrides.
     interpolate(&mut table, "", env).map_err(|(key, message)| err_at(locate(text, &key), Some(key), message))?;
     apply_overrides(&mut table, overrides).map_err(|(var, m)| err_at(None, Some(var), m))?;
-    finish(table, file, default_name, base_dir, registry).map_err(|mut e| {
+    from_table(table, file, default_name, base_dir, registry).map_err(|mut e| {
         if let Some(key) = &e.key
             && let Some(span) = locate(text, key)
         {
@@ -349,16 +349,6 @@ pub fn apply_overrides(table: &mut toml::Table, overrides: &[(String, String)]) 
 /// Builds a pipeline from a table (a parsed file after interpolation, or one
 /// assembled by `sluice copy`), checking every combination.
 pub fn from_table(
-    table: toml::Table,
-    origin: &str,
-    default_name: &str,
-    base_dir: PathBuf,
-    registry: Arc<Registry>,
-) -> Result<Pipeline, ConfigError> {
-    finish(table, origin, default_name, base_dir, registry)
-}
-
-fn finish(
     table: toml::Table,
     origin: &str,
     default_name: &str,
