@@ -59,7 +59,8 @@ fn database_scheme(url: &str) -> Option<&'static str> {
 }
 
 /// A database location: `type`, `url` without sluice's own parameters, and
-/// those parameters (`table`, `schema`, `mode`, `key`) as config keys.
+/// those parameters (`table`, `schema`, `partitions`, `mode`, `key`,
+/// `identifiers`) as config keys.
 fn database_table(kind: &str, url: &str, ours: &[&str]) -> Table {
     let (body, params) = split_url(url);
     let mut t = Table::new();
@@ -67,10 +68,10 @@ fn database_table(kind: &str, url: &str, ours: &[&str]) -> Table {
     let mut pass = Vec::new();
     for (k, v) in params {
         if ours.contains(&k.as_str()) {
-            let value: Value = if k == "key" {
-                Value::Array(v.split(',').map(|s| Value::from(s.trim())).collect())
-            } else {
-                v.into()
+            let value: Value = match (k.as_str(), v.parse::<i64>()) {
+                ("key", _) => Value::Array(v.split(',').map(|s| Value::from(s.trim())).collect()),
+                ("partitions", Ok(n)) => Value::Integer(n),
+                _ => v.into(),
             };
             t.insert(k, value);
         } else {
@@ -161,7 +162,7 @@ fn source_table(a: &CopyArgs) -> Result<Table, ConfigError> {
         return Ok(t);
     }
     if let Some(kind) = database_scheme(&a.src) {
-        let mut ours = vec!["table"];
+        let mut ours = vec!["table", "partitions"];
         if kind == "postgres" {
             ours.push("schema");
         }
@@ -222,7 +223,7 @@ fn sink_table(a: &CopyArgs) -> Result<Table, ConfigError> {
         return Ok(t);
     }
     if let Some(kind) = database_scheme(&a.dst) {
-        let mut ours = vec!["table", "mode", "key"];
+        let mut ours = vec!["table", "mode", "key", "identifiers"];
         if kind == "postgres" {
             ours.push("schema");
         }
@@ -237,7 +238,7 @@ fn sink_table(a: &CopyArgs) -> Result<Table, ConfigError> {
     }
     if let Some(rest) = a.dst.strip_prefix("sqlite://") {
         let (path, params) = split_url(rest);
-        reject_params(&a.dst, &params, &["table", "mode", "key"])?;
+        reject_params(&a.dst, &params, &["table", "mode", "key", "identifiers"])?;
         t.insert("type".into(), "sqlite".into());
         t.insert("path".into(), path.into());
         for (k, v) in params {

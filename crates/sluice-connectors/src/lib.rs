@@ -7,8 +7,10 @@
 //! naming every connector: adding one is a folder, a line here and a cargo
 //! feature (see ARCHITECTURE.md, "Adding a connector").
 
+pub mod identifiers;
 pub mod ledger;
 pub mod mode;
+pub mod partitions;
 pub mod refused;
 pub mod url;
 

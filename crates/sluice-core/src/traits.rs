@@ -265,6 +265,13 @@ pub trait SinkConnector: Send + Sync {
         None
     }
 
+    /// The name column `column` of `stream` has in the destination, for
+    /// `verify` to compare it (a database sink that renames identifiers).
+    fn destination_column(&self, stream: &str, column: &str) -> String {
+        let _ = stream;
+        column.to_string()
+    }
+
     /// Whether the destination keeps documents by `_id` (a search index):
     /// `verify` then compares it document by document, ids and bodies,
     /// rather than by column checksums.

@@ -239,15 +239,19 @@ pub async fn verify_sampled(p: &Pipeline, sample: Option<u64>, cancel: Cancellat
                 );
                 continue;
             }
-            // Compare the columns both sides have, in the source's order.
+            // Compare the columns both sides have, in the source's order,
+            // under the names the sink gave them.
+            let dest = |n: &String| sink.destination_column(&spec.name, n);
             let shared: Vec<String> = expected_schema
                 .fields()
                 .iter()
                 .map(|f| f.name().clone())
-                .filter(|n| target_spec.schema.field_with_name(n).is_ok())
+                .filter(|n| target_spec.schema.field_with_name(&dest(n)).is_ok())
                 .collect();
+            let shared_there: Vec<String> = shared.iter().map(dest).collect();
             let source_fp = fingerprint(p, &source, spec, &shared, true, &cancel).await?;
-            let target_fp = fingerprint(p, &Arc::from(target_source), target_spec, &shared, false, &cancel).await?;
+            let target_fp =
+                fingerprint(p, &Arc::from(target_source), target_spec, &shared_there, false, &cancel).await?;
             let missing: Vec<String> = expected_schema
                 .fields()
                 .iter()

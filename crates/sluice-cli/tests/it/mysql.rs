@@ -278,3 +278,72 @@ fn plan_and_check_cover_mysql_sinks_and_verify_catches_a_changed_row() {
     assert_eq!(verify.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&verify.stdout).contains("DIFFERENT"));
 }
+
+/// Chinook's naming: mixed-case tables and columns, a composite key and
+/// foreign keys between them.
+const MIXED_CASE: &str = r#"
+CREATE TABLE Artist (ArtistId int PRIMARY KEY, Name varchar(120));
+CREATE TABLE InvoiceLine (InvoiceLineId int PRIMARY KEY, TrackId int NOT NULL, UnitPrice decimal(10,2),
+  ArtistId int, KEY IFK_InvoiceLineTrackId (TrackId),
+  CONSTRAINT FK_InvoiceLineArtistId FOREIGN KEY (ArtistId) REFERENCES Artist (ArtistId));
+INSERT INTO Artist VALUES (1, 'AC/DC'), (2, 'Accept');
+INSERT INTO InvoiceLine VALUES (1, 10, 0.99, 1), (2, 11, 1.99, 2), (3, 12, 0.99, NULL);
+"#;
+
+#[test]
+fn identifiers_snake_renames_tables_columns_keys_and_foreign_keys_consistently() {
+    let Some(my) = MyDb::create("ident_src") else { return };
+    let Some(pg) = PgDb::create("ident_dst") else { return };
+    my.sql(MIXED_CASE);
+    let dir = tempfile::tempdir().unwrap();
+    let toml = format!(
+        "[source]\ntype = \"mysql\"\nurl = \"{}\"\n\n[[sinks]]\ntype = \"postgres\"\nurl = \"{}\"\nidentifiers = \"snake\"\n",
+        my.url(),
+        pg.url()
+    );
+    std::fs::write(dir.path().join("m.toml"), toml).unwrap();
+    ok(&sluice(dir.path(), &["run", "m.toml", "--no-progress"]));
+    assert_eq!(
+        pg.sql("SELECT string_agg(table_name, ',' ORDER BY table_name) FROM information_schema.tables WHERE table_schema = 'public' AND table_name NOT LIKE '\\_sluice%'"),
+        "artist,invoice_line"
+    );
+    assert_eq!(
+        pg.sql("SELECT string_agg(column_name, ',' ORDER BY ordinal_position) FROM information_schema.columns WHERE table_name = 'invoice_line'"),
+        "invoice_line_id,track_id,unit_price,artist_id"
+    );
+    // Unquoted queries work, and keys and foreign keys point at the renamed names.
+    assert_eq!(pg.sql("SELECT sum(unit_price) FROM invoice_line JOIN artist USING (artist_id)"), "2.98");
+    assert_eq!(
+        pg.sql("SELECT string_agg(pg_get_constraintdef(oid), '; ' ORDER BY contype) FROM pg_constraint WHERE conrelid = 'invoice_line'::regclass"),
+        "FOREIGN KEY (artist_id) REFERENCES artist(artist_id); PRIMARY KEY (invoice_line_id)"
+    );
+    assert_eq!(
+        pg.sql("SELECT indexdef LIKE '%(track_id)%' FROM pg_indexes WHERE tablename = 'invoice_line' AND indexdef NOT LIKE '%pkey%'"),
+        "t"
+    );
+    // verify compares each column with its renamed self.
+    verify_matches(dir.path(), "m.toml");
+
+    // The one-liner takes the same option.
+    let Some(pg2) = PgDb::create("ident_dst2") else { return };
+    let dst = format!("{}?identifiers=lower", pg2.url());
+    ok(&sluice(dir.path(), &["copy", &my.url(), &dst, "--no-progress"]));
+    assert_eq!(pg2.sql("SELECT count(invoicelineid) FROM invoiceline"), "3");
+}
+
+#[test]
+fn identifiers_that_collide_are_refused_before_anything_is_written() {
+    let Some(my) = MyDb::create("identc_src") else { return };
+    let Some(pg) = PgDb::create("identc_dst") else { return };
+    my.sql("CREATE TABLE t (id int PRIMARY KEY, UserId int, user_id int); INSERT INTO t VALUES (1, 2, 3);");
+    let dir = tempfile::tempdir().unwrap();
+    let dst = format!("{}?identifiers=snake", pg.url());
+    let out = sluice(dir.path(), &["copy", &my.url(), &dst, "--no-progress"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("identifiers") && stderr.contains("`UserId` and `user_id`"), "{stderr}");
+    assert_eq!(
+        pg.sql("SELECT count(*) FROM information_schema.tables WHERE table_name = 't'"),
+        "0"
+    );
+}

@@ -518,3 +518,64 @@ fn a_resumed_job_ignores_destination_checkpoints_of_an_earlier_job() {
         "`later` is copied whole"
     );
 }
+
+/// A pipeline reading `salaries` (a two-column key) in four partitions.
+fn two_column_key_pipeline(dir: &Path, kind: &str, src: &str, dst: &str) -> String {
+    let toml = format!(
+        r#"
+[source]
+type = "{kind}"
+url = "{src}"
+table = "salaries"
+partitions = 4
+
+[[sinks]]
+type = "postgres"
+url = "{dst}"
+
+[runtime]
+batch_rows = 2000
+state_dir = "state"
+"#
+    );
+    std::fs::write(dir.join("k.toml"), toml).unwrap();
+    "k.toml".into()
+}
+
+#[test]
+fn a_killed_run_of_a_two_column_key_table_resumes_exactly_from_postgres_and_mysql() {
+    let (Some(my), Some(src), Some(dst), Some(dst2)) = (
+        MyDb::create("kill2_my"),
+        PgDb::create("kill2_src"),
+        PgDb::create("kill2_dst"),
+        PgDb::create("kill2_mydst"),
+    ) else {
+        return;
+    };
+    // Shaped like employees.salaries: ten rows per employee, so partition
+    // boundaries and resume points fall inside one employee's rows.
+    let employees = ROWS / 10;
+    src.sql(&format!(
+        "CREATE TABLE salaries (emp_no int, from_date date, salary int NOT NULL, PRIMARY KEY (emp_no, from_date)); \
+         INSERT INTO salaries SELECT e, date '1990-01-01' + y * 365, 40000 + (e * 7 + y) % 9000 \
+         FROM generate_series(1, {employees}) e, generate_series(0, 9) y; ANALYZE salaries"
+    ));
+    my.sql(&format!(
+        "CREATE TABLE salaries (emp_no int, from_date date, salary int NOT NULL, PRIMARY KEY (emp_no, from_date)); \
+         INSERT INTO salaries SELECT e.seq, '1990-01-01' + INTERVAL y.seq * 365 DAY, 40000 + (e.seq * 7 + y.seq) % 9000 \
+         FROM seq_1_to_{employees} e, seq_0_to_9 y; ANALYZE TABLE salaries"
+    ));
+    for (kind, url, dst) in [("postgres", src.url(), &dst), ("mysql", my.url(), &dst2)] {
+        let dir = tempfile::tempdir().unwrap();
+        let p = two_column_key_pipeline(dir.path(), kind, &url, &dst.url());
+        kill_mid_table(dir.path(), &p, || pg_count(dst, "salaries"));
+        let err = ok(&sluice(dir.path(), &["run", &p]));
+        assert!(err.contains("resumed after"), "{kind}: {err}");
+        assert_eq!(
+            dst.sql("SELECT count(*) || ',' || count(DISTINCT (emp_no, from_date)) FROM salaries"),
+            format!("{ROWS},{ROWS}"),
+            "{kind}: rows, distinct keys"
+        );
+        assert_eq!(src.fingerprint("salaries"), dst.fingerprint("salaries"), "{kind}");
+    }
+}

@@ -37,6 +37,11 @@ pub struct MysqlSourceConfig {
     /// `null` (default) or `reject`: what zero dates become.
     #[serde(default)]
     pub zero_dates: ZeroDates,
+    /// Partitions per table read in parallel. Default: one per 250,000
+    /// estimated rows, at most 8. Tables are split on the first column of
+    /// their primary key when it is an integer.
+    #[serde(default)]
+    pub partitions: Option<usize>,
 }
 
 pub use crate::mode::WriteMode;
@@ -66,4 +71,8 @@ pub struct MysqlSinkConfig {
     /// `"column"` = `"mysql type"`, e.g. `amount = "decimal(14,2)"`.
     #[serde(default)]
     pub types: BTreeMap<String, String>,
+    /// Names of created tables, columns, keys and indexes: `preserve`
+    /// (default), `lower` or `snake`.
+    #[serde(default)]
+    pub identifiers: crate::identifiers::Identifiers,
 }

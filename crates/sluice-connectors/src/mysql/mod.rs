@@ -205,7 +205,10 @@ pub fn register(r: &mut sluice_core::Registry) {
         ConnectorInfo::new("mysql", "MySQL/MariaDB tables, multi-row INSERT, bad rows isolated")
             .aliases(&["mariadb"])
             .options(SINK_OPTIONS),
-        |c: MysqlSinkConfig, _| Ok(Box::new(MysqlSink::new(c)?) as Box<dyn SinkConnector>),
+        |c: MysqlSinkConfig, _| {
+            let rule = c.identifiers;
+            Ok(rule.wrap(Box::new(MysqlSink::new(c)?)))
+        },
     );
 }
 
@@ -238,6 +241,10 @@ const SINK_OPTIONS: &[(&str, &str)] = &[
                 (
                     "types.\"table.column\"",
                     "column type for created tables, e.g. \"decimal(14,2)\"",
+                ),
+                (
+                    "identifiers",
+                    "preserve | lower | snake: names of tables, columns, keys (default preserve)",
                 ),
             ];
 

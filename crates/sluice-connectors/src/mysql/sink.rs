@@ -126,6 +126,7 @@ impl SinkConnector for MysqlSink {
             tables: Vec::new(),
             query: None,
             stream: None,
+            partitions: None,
             zero_dates: Default::default(),
         };
         Some(super::MysqlSource::new(cfg).map(|s| Box::new(s) as Box<dyn sluice_core::Source>))

@@ -2,9 +2,11 @@
 //!
 //! # Partitions and consistency
 //!
-//! A table with a single-column integer primary key is split into up to four
-//! key ranges (`orders:0`, `orders:1`, …), read in parallel; other tables and
-//! queries are one partition. Each partition opens its own session and reads
+//! A table whose primary key starts with an integer column (`id`, or
+//! `(emp_no, from_date)`) is split into ranges of that column (`orders:0`,
+//! `orders:1`, …), read in parallel: one partition per 250,000 estimated
+//! rows, at most eight, or `partitions` (see [`crate::partitions`], shared
+//! with the PostgreSQL source). Other tables and queries are one partition. Each partition opens its own session and reads
 //! inside `START TRANSACTION WITH CONSISTENT SNAPSHOT` at `REPEATABLE READ`,
 //! so every partition is consistent in itself. MySQL and MariaDB cannot share
 //! one snapshot between sessions, so partitions of a table being written to
@@ -47,11 +49,6 @@ use super::decode::{Builder, Cell, Fail, Kind, parse};
 use super::types::{ColumnInfo, DIALECT, field_for_column, field_for_result_column, is_json_check};
 use super::{Endpoint, connect, db_error, parse_url, quote_ident, redact, rows, sql_string, text};
 
-/// Rows per partition below which a table is not split further.
-const ROWS_PER_PARTITION: u64 = 100_000;
-/// Most partitions a table is split into.
-const MAX_PARTITIONS: u64 = 4;
-
 /// Reads tables (or one query) of a MySQL or MariaDB database, one stream each.
 pub struct MysqlSource {
     cfg: MysqlSourceConfig,
@@ -70,9 +67,13 @@ struct Plan {
     kinds: Vec<Kind>,
     columns: Vec<String>,
     key: KeyPlan,
+    /// The integer column partitions are cut on (index into the columns):
+    /// the key of [`KeyPlan::IntRange`], the first key column of
+    /// [`KeyPlan::Ordered`] when it is an integer.
+    split: Option<usize>,
     /// `db.table` or `query`, for rejections.
     origin: Arc<str>,
-    /// Key range of each partition, for [`KeyPlan::IntRange`]: `[lo, hi)`, open ends as `None`.
+    /// Range of the split column of each partition: `[lo, hi)`, open ends as `None`.
     ranges: Vec<(Option<i128>, Option<i128>)>,
     zero_dates: ZeroDates,
 }
@@ -275,8 +276,14 @@ impl MysqlSource {
                     .collect(),
             ),
         };
-        let ranges = match key {
-            KeyPlan::IntRange(i) => self.split(conn, table, &infos[i].name, estimated_rows).await?,
+        let split = match &key {
+            KeyPlan::IntRange(i) => Some(*i),
+            KeyPlan::Ordered(cols) => cols.first().map(|(i, _)| *i).filter(|i| is_integer(fields[*i].data_type())),
+            KeyPlan::None => None,
+        };
+        let wanted = crate::partitions::count(self.cfg.partitions, estimated_rows);
+        let ranges = match split {
+            Some(i) if wanted > 1 => self.split(conn, table, &infos[i].name, wanted).await?,
             _ => vec![(None, None)],
         };
         let meta = TableMeta {
@@ -321,6 +328,7 @@ impl MysqlSource {
             kinds: schema.fields().iter().map(|f| Kind::of(f)).collect(),
             columns,
             key,
+            split,
             origin: format!("{}.{}", self.db, table).into(),
             ranges,
             zero_dates: self.cfg.zero_dates,
@@ -333,18 +341,14 @@ impl MysqlSource {
         })
     }
 
-    /// Key ranges `[lo, hi)` splitting a table of about `estimate` rows.
+    /// `wanted` ranges `[lo, hi)` of the integer column `key`.
     async fn split(
         &self,
         conn: &mut Conn,
         table: &str,
         key: &str,
-        estimate: Option<u64>,
+        wanted: usize,
     ) -> Result<Vec<(Option<i128>, Option<i128>)>> {
-        let wanted = (estimate.unwrap_or(0) / ROWS_PER_PARTITION).clamp(1, MAX_PARTITIONS);
-        if wanted == 1 {
-            return Ok(vec![(None, None)]);
-        }
         let k = quote_ident(key);
         let sql = format!(
             "SELECT MIN({k}), MAX({k}) FROM {}.{}",
@@ -361,17 +365,7 @@ impl MysqlSource {
         let (Some(min), Some(max)) = (bound(0), bound(1)) else {
             return Ok(vec![(None, None)]);
         };
-        let span = max - min + 1;
-        let n = i128::from(wanted).min(span).max(1);
-        let step = (span + n - 1) / n;
-        // The first and last ranges are open so rows added after discovery are still read.
-        Ok((0..n)
-            .map(|i| {
-                let lo = (i > 0).then(|| min + i * step);
-                let hi = (i < n - 1).then(|| min + (i + 1) * step);
-                (lo, hi)
-            })
-            .collect())
+        Ok(crate::partitions::int_ranges(min, max, wanted))
     }
 
     /// Schema and plan of a query, from the metadata of an empty result.
@@ -396,6 +390,7 @@ impl MysqlSource {
             kinds: schema.fields().iter().map(|f| Kind::of(f)).collect(),
             columns: schema.fields().iter().map(|f| f.name().clone()).collect(),
             key: KeyPlan::None,
+            split: None,
             origin: "query".into(),
             ranges: vec![(None, None)],
             zero_dates: self.cfg.zero_dates,
@@ -571,7 +566,7 @@ impl Source for MysqlSource {
 }
 
 struct PartitionReader<'a> {
-    /// The key range `[lo, hi)` of an `IntRange` partition.
+    /// The range `[lo, hi)` of the split column of the partition.
     range: (Option<i128>, Option<i128>),
     plan: &'a Plan,
     stream: &'a StreamSpec,
@@ -597,16 +592,19 @@ impl PartitionReader<'_> {
                 ),
             )
         };
+        if let Some(s) = plan.split {
+            let col = quote_ident(&plan.columns[s]);
+            let (lo, hi) = self.range;
+            if let Some(lo) = lo {
+                conds.push(format!("{col} >= {lo}"));
+            }
+            if let Some(hi) = hi {
+                conds.push(format!("{col} < {hi}"));
+            }
+        }
         let order = match &plan.key {
             KeyPlan::IntRange(k) => {
                 let col = quote_ident(&plan.columns[*k]);
-                let (lo, hi) = self.range;
-                if let Some(lo) = lo {
-                    conds.push(format!("{col} >= {lo}"));
-                }
-                if let Some(hi) = hi {
-                    conds.push(format!("{col} < {hi}"));
-                }
                 if let Some(p) = resume {
                     let after = p
                         .cursor
@@ -638,6 +636,9 @@ impl PartitionReader<'_> {
                             Literal::Bytes => format!("X'{h}'"),
                         });
                     }
+                    // MariaDB does not turn a row comparison into an index
+                    // range; the bound on the first column lets it seek.
+                    conds.push(format!("{} >= {}", names[0], lits[0]));
                     conds.push(format!("({}) > ({})", names.join(", "), lits.join(", ")));
                 }
                 names.join(", ")

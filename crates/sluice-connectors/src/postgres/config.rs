@@ -74,6 +74,10 @@ pub struct PostgresSinkConfig {
     /// or `"column" = "…"` for every table.
     #[serde(default)]
     pub types: BTreeMap<String, String>,
+    /// Names of created tables, columns, keys and indexes: `preserve`
+    /// (default), `lower` or `snake`.
+    #[serde(default)]
+    pub identifiers: crate::identifiers::Identifiers,
 }
 
 impl PostgresSinkConfig {

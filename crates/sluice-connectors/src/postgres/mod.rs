@@ -169,7 +169,10 @@ pub fn register(r: &mut sluice_core::Registry) {
         ConnectorInfo::new("postgres", "binary COPY; append, replace or upsert; tables, keys and indexes created")
             .aliases(&["postgresql"])
             .options(SINK_OPTIONS),
-        |c: PostgresSinkConfig, _| Ok(Box::new(PostgresSink::new(c)?) as Box<dyn SinkConnector>),
+        |c: PostgresSinkConfig, _| {
+            let rule = c.identifiers;
+            Ok(rule.wrap(Box::new(PostgresSink::new(c)?)))
+        },
     );
 }
 
@@ -211,5 +214,9 @@ const SINK_OPTIONS: &[(&str, &str)] = &[
                 (
                     "types.\"table.column\"",
                     "column type for created tables, e.g. \"numeric(12,2)\"",
+                ),
+                (
+                    "identifiers",
+                    "preserve | lower | snake: names of tables, columns, keys (default preserve)",
                 ),
             ];

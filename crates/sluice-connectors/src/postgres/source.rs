@@ -6,9 +6,15 @@
 //! `SET TRANSACTION SNAPSHOT`, so a table read in eight key ranges, and every
 //! table of a database, is one consistent picture of the data.
 //!
-//! Tables with a one-column primary key are read in key order and their
-//! positions are the last key read, so a resumed partition (after a crash,
-//! or a reconnection inside a run) starts right after it. Other tables and
+//! A table is read in one partition per 250,000 estimated rows, at most
+//! eight, or `partitions` (see [`crate::partitions`], shared with the MySQL
+//! source): ranges of its primary key's first column when that is an
+//! integer (`id`, or `(film_id, actor_id)`), else ranges of heap pages
+//! (`ctid`).
+//!
+//! Tables with a primary key are read in key order and their positions are
+//! the last key read, so a resumed partition (after a crash, or a
+//! reconnection inside a run) starts right after it. Other tables and
 //! queries resume by skipping the rows already read, which is exact when the
 //! data did not change in between. A resumed read takes a new snapshot.
 
@@ -32,8 +38,6 @@ use super::decode::{Decode, TupleDecoder};
 use super::types::{PgColumn, TypeCache, ident, literal, qualified};
 use super::{ENUM_LABELS, connect, get, pg_error};
 
-/// Rows per partition when the number of partitions is automatic.
-const ROWS_PER_PARTITION: f64 = 250_000.0;
 /// Bytes gathered from the server before decoding them.
 const DECODE_CHUNK: usize = 256 * 1024;
 
@@ -53,9 +57,9 @@ struct StreamPlan {
     /// Qualified table or parenthesized query.
     from: String,
     columns: Vec<PgColumn>,
-    /// The single-column primary key: read in its order, resumed after its
-    /// last value.
-    key: Option<String>,
+    /// The primary key: read in its order, resumed after its last value.
+    /// Empty for keyless tables and queries.
+    key: Vec<String>,
     location: Arc<str>,
 }
 
@@ -250,19 +254,18 @@ impl PostgresSource {
             serial_columns: serial,
             estimated_rows,
         };
-        let int_key = match primary_key.as_slice() {
-            [k] => columns
+        // Ranges are cut on the key's first column when it is an integer.
+        let int_key = primary_key.first().and_then(|k| {
+            columns
                 .iter()
                 .find(|c| &c.name == k)
                 .filter(|c| matches!(c.decode, Decode::Int16 | Decode::Int32 | Decode::Int64))
-                .map(|c| c.name.clone()),
-            _ => None,
-        };
+                .map(|c| c.name.clone())
+        });
         let from = qualified(schema, table);
-        let n = match (self.cfg.partitions, &self.cfg.cursor) {
-            (_, Some(_)) => 1,
-            (Some(n), None) => n,
-            (None, None) => ((reltuples.max(0.0) / ROWS_PER_PARTITION).ceil() as usize).clamp(1, 8),
+        let n = match &self.cfg.cursor {
+            Some(_) => 1,
+            None => crate::partitions::count(self.cfg.partitions, estimated_rows),
         };
         let ranges = match (n, &int_key) {
             (1, _) => vec![None],
@@ -279,24 +282,13 @@ impl PostgresSource {
                     get::<Option<i64>>(&r, 0, &bound("min"))?,
                     get::<Option<i64>>(&r, 1, &bound("max"))?,
                 ) {
-                    (Some(lo), Some(hi)) => split_range(&ident(k), lo, hi, n),
+                    (Some(lo), Some(hi)) => key_ranges(&ident(k), lo, hi, n),
                     _ => vec![None],
                 }
             }
             (n, None) => split_pages(relpages, n),
         };
-        let spec = self.stream_spec(
-            table,
-            &from,
-            columns,
-            meta,
-            ranges,
-            match primary_key.as_slice() {
-                [k] => Some(k.clone()),
-                _ => None,
-            },
-            estimated_rows,
-        );
+        let spec = self.stream_spec(table, &from, columns, meta, ranges, primary_key, estimated_rows);
         Ok(spec)
     }
 
@@ -308,7 +300,7 @@ impl PostgresSource {
         columns: Vec<PgColumn>,
         meta: TableMeta,
         ranges: Vec<Option<String>>,
-        key: Option<String>,
+        key: Vec<String>,
         estimated_rows: Option<u64>,
     ) -> StreamSpec {
         let fields: Vec<Field> = columns
@@ -392,7 +384,7 @@ impl PostgresSource {
             table: name.clone(),
             ..Default::default()
         };
-        Ok(self.stream_spec(&name, &from, columns, meta, vec![None], None, None))
+        Ok(self.stream_spec(&name, &from, columns, meta, vec![None], Vec::new(), None))
     }
 
     /// The exported snapshot, created on first use and again when the
@@ -459,25 +451,44 @@ impl PgColumn {
     }
 }
 
-/// `n` key ranges over `[lo, hi]`, open at both ends so rows added since the
-/// bounds were read still fall in one.
-fn split_range(key: &str, lo: i64, hi: i64, n: usize) -> Vec<Option<String>> {
-    let span = (hi as i128 - lo as i128 + 1).max(1);
-    let n = (n as i128).min(span) as usize;
-    let bounds: Vec<i64> = (1..n)
-        .map(|i| (lo as i128 + span * i as i128 / n as i128) as i64)
-        .collect();
-    let mut out = Vec::with_capacity(n);
-    for i in 0..n {
-        let clause = match (i.checked_sub(1).map(|j| bounds[j]), bounds.get(i)) {
-            (None, Some(b)) => format!("{key} < {b}"),
-            (Some(a), Some(b)) => format!("{key} >= {a} AND {key} < {b}"),
-            (Some(a), None) => format!("{key} >= {a}"),
-            (None, None) => return vec![None],
-        };
-        out.push(Some(clause));
+/// `n` ranges of the integer column `key` over `[lo, hi]`, as `WHERE`
+/// clauses, open at both ends so rows added since the bounds were read
+/// still fall in one.
+fn key_ranges(key: &str, lo: i64, hi: i64, n: usize) -> Vec<Option<String>> {
+    crate::partitions::int_ranges(lo.into(), hi.into(), n)
+        .into_iter()
+        .map(|range| match range {
+            (None, Some(b)) => Some(format!("{key} < {b}")),
+            (Some(a), Some(b)) => Some(format!("{key} >= {a} AND {key} < {b}")),
+            (Some(a), None) => Some(format!("{key} >= {a}")),
+            (None, None) => None,
+        })
+        .collect()
+}
+
+/// The `WHERE` clauses that start a keyed read after `after`, the key's
+/// last value (one column) or values (several, compared as a row). `None`
+/// when the cursor does not fit the key.
+fn after_key(key: &[String], after: &serde_json::Value) -> Option<Vec<String>> {
+    let text = |v: &serde_json::Value| match v {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Null => None,
+        v => Some(v.to_string()),
+    };
+    match (key, after) {
+        ([k], v) if !v.is_array() => Some(vec![format!("{} > {}", ident(k), literal(&text(v)?))]),
+        (cols, serde_json::Value::Array(values)) if values.len() == cols.len() && cols.len() > 1 => {
+            let lits: Vec<String> = values.iter().map(|v| text(v).map(|t| literal(&t))).collect::<Option<_>>()?;
+            let names: Vec<String> = cols.iter().map(|k| ident(k)).collect();
+            // The bound on the first column alone lets a page range be
+            // skipped quickly; the row comparison is the exact one.
+            Some(vec![
+                format!("{} >= {}", names[0], lits[0]),
+                format!("({}) > ({})", names.join(", "), lits.join(", ")),
+            ])
+        }
+        _ => None,
     }
-    out
 }
 
 /// `n` ranges of heap pages (`ctid`), the last one open-ended.
@@ -575,19 +586,24 @@ impl Source for PostgresSource {
         let mut offset = String::new();
         let resumed_rows = ctx.resume.as_ref().map_or(0, |p| p.rows);
         if self.cfg.cursor.is_none() {
-            match (&plan.key, ctx.resume.as_ref().and_then(|p| p.cursor.get("after"))) {
-                (Some(k), after) => {
-                    if let Some(after) = after {
-                        let value = match after {
-                            serde_json::Value::String(s) => s.clone(),
-                            v => v.to_string(),
-                        };
-                        conditions.push(format!("{} > {}", ident(k), literal(&value)));
-                    }
-                    order = format!(" ORDER BY {}", ident(k));
+            let after = ctx.resume.as_ref().and_then(|p| p.cursor.get("after"));
+            if !plan.key.is_empty() {
+                if let Some(after) = after {
+                    conditions.extend(after_key(&plan.key, after).ok_or_else(|| {
+                        Error::config(
+                            "checkpoint",
+                            format!(
+                                "cursor {after} of partition {} does not fit the primary key of {}; \
+                                 start again with --fresh",
+                                partition.id, plan.location
+                            ),
+                        )
+                    })?);
                 }
-                (None, _) if resumed_rows > 0 => offset = format!(" OFFSET {resumed_rows}"),
-                (None, _) => {}
+                let cols: Vec<String> = plan.key.iter().map(|k| ident(k)).collect();
+                order = format!(" ORDER BY {}", cols.join(", "));
+            } else if resumed_rows > 0 {
+                offset = format!(" OFFSET {resumed_rows}");
             }
         }
         if let Some(c) = &self.cfg.cursor {
@@ -720,10 +736,16 @@ impl BatchCutter<'_> {
                     .transpose()?
                     .map(|v| serde_json::json!({ "cursor": v }))
             }
-            (None, Some(k)) if total > 0 => sluice_core::row_json(&data, total - 1)
-                .get(k)
-                .filter(|v| !v.is_null())
-                .map(|v| serde_json::json!({ "after": v })),
+            (None, key) if total > 0 && !key.is_empty() => {
+                let row = sluice_core::row_json(&data, total - 1);
+                let values: Option<Vec<serde_json::Value>> =
+                    key.iter().map(|k| row.get(k).filter(|v| !v.is_null()).cloned()).collect();
+                match values {
+                    Some(mut v) if v.len() == 1 => Some(serde_json::json!({ "after": v.remove(0) })),
+                    Some(v) => Some(serde_json::json!({ "after": v })),
+                    None => None,
+                }
+            }
             _ => None,
         };
         if let Some(c) = cursor {
@@ -750,11 +772,12 @@ impl BatchCutter<'_> {
             data = arrow::compute::filter_record_batch(&data, &BooleanArray::from(keep))?;
         }
         let data = RecordBatch::try_new(self.schema.clone(), data.columns().to_vec())?;
-        let cursor = match (&self.last, &self.cursor_column, &self.plan.key) {
-            (Some(c), _, _) => c.clone(),
+        let cursor = match (&self.last, &self.cursor_column) {
+            (Some(c), _) => c.clone(),
             // Nothing read yet: a keyed or incremental read starts from the beginning.
-            (None, Some(_), _) | (None, None, Some(_)) => serde_json::json!({}),
-            (None, None, None) => serde_json::json!({ "rows": self.rows }),
+            (None, Some(_)) => serde_json::json!({}),
+            (None, None) if !self.plan.key.is_empty() => serde_json::json!({}),
+            (None, None) => serde_json::json!({ "rows": self.rows }),
         };
         let mut batch = Batch::new(self.stream.clone(), self.plan.location.clone(), data);
         batch.position = Some(Position {
@@ -773,7 +796,7 @@ mod tests {
 
     #[test]
     fn key_ranges_cover_everything_without_overlap() {
-        let r = split_range("id", 1, 100, 4);
+        let r = key_ranges("id", 1, 100, 4);
         assert_eq!(
             r,
             vec![
@@ -783,8 +806,23 @@ mod tests {
                 Some("id >= 76".into()),
             ]
         );
-        assert_eq!(split_range("id", 5, 5, 4), vec![None]);
+        assert_eq!(key_ranges("id", 5, 5, 4), vec![None]);
         assert_eq!(split_pages(2, 4), vec![None]);
         assert_eq!(split_pages(100, 2)[1], Some("ctid >= '(50,0)'::tid".into()));
+    }
+
+    #[test]
+    fn a_composite_key_resumes_after_its_last_row() {
+        let key = vec!["emp_no".to_string(), "from_date".to_string()];
+        let after = serde_json::json!([10001, "1986-06-26"]);
+        assert_eq!(
+            after_key(&key, &after),
+            Some(vec![
+                "\"emp_no\" >= '10001'".to_string(),
+                "(\"emp_no\", \"from_date\") > ('10001', '1986-06-26')".into()
+            ])
+        );
+        assert_eq!(after_key(&key, &serde_json::json!(5)), None);
+        assert_eq!(after_key(&key[..1], &serde_json::json!(5)), Some(vec!["\"emp_no\" > '5'".to_string()]));
     }
 }

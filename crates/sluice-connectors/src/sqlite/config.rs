@@ -41,4 +41,8 @@ pub struct SqliteSinkConfig {
     /// Key columns for `upsert` (and the primary key of created tables).
     #[serde(default)]
     pub key: Vec<String>,
+    /// Names of created tables, columns, keys and indexes: `preserve`
+    /// (default), `lower` or `snake`.
+    #[serde(default)]
+    pub identifiers: crate::identifiers::Identifiers,
 }

@@ -25,7 +25,10 @@ pub fn register(r: &mut sluice_core::Registry) {
     r.add_sink(
         ConnectorInfo::new("sqlite", "tables created from the Arrow schema")
             .options(SINK_OPTIONS),
-        |c: SqliteSinkConfig, _| Ok(Box::new(SqliteSink::new(c)?) as Box<dyn SinkConnector>),
+        |c: SqliteSinkConfig, _| {
+            let rule = c.identifiers;
+            Ok(rule.wrap(Box::new(SqliteSink::new(c)?)))
+        },
     );
 }
 
@@ -47,4 +50,8 @@ const SINK_OPTIONS: &[(&str, &str)] = &[
                     "new | append | replace | upsert (default new: refuses a table holding rows it did not write)",
                 ),
                 ("key", "key columns for upsert, primary key of created tables"),
+                (
+                    "identifiers",
+                    "preserve | lower | snake: names of tables, columns, keys (default preserve)",
+                ),
             ];

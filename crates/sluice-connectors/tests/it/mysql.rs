@@ -94,6 +94,7 @@ impl TestDb {
             tables: Vec::new(),
             query: None,
             stream: None,
+            partitions: None,
             zero_dates: ZeroDates::Null,
         }
     }
@@ -106,6 +107,7 @@ impl TestDb {
             key: Vec::new(),
             create: true,
             types: Default::default(),
+            identifiers: Default::default(),
         }
     }
 }
@@ -424,10 +426,21 @@ async fn parallel_partitions_read_every_row_exactly_once() {
     db.drop().await;
 }
 
-/// Reads one partition with `limits.rows` and an optional resume position.
+/// Reads the first partition with `limits.rows` and an optional resume position.
 async fn read_partition(
     source: &MysqlSource,
     stream: &StreamSpec,
+    rows: usize,
+    resume: Option<sluice_core::Position>,
+) -> Vec<Batch> {
+    read_nth_partition(source, stream, 0, rows, resume).await
+}
+
+/// Reads partition `n` with `limits.rows` and an optional resume position.
+async fn read_nth_partition(
+    source: &MysqlSource,
+    stream: &StreamSpec,
+    n: usize,
     rows: usize,
     resume: Option<sluice_core::Position>,
 ) -> Vec<Batch> {
@@ -442,7 +455,7 @@ async fn read_partition(
         resume,
         parallelism: 1,
     };
-    source.read(stream, &stream.partitions[0], ctx).await.unwrap();
+    source.read(stream, &stream.partitions[n], ctx).await.unwrap();
     let mut batches = Vec::new();
     while let Ok(ev) = rx.try_recv() {
         if let SourceEvent::Batch(b) = ev {
@@ -498,5 +511,51 @@ async fn a_resumed_read_starts_after_the_cursor_and_queries_are_one_stream() {
     assert_eq!(stream.schema.field(2).data_type(), &DataType::Decimal128(5, 2));
     let batches = read_partition(&source, &stream, 1000, None).await;
     assert_eq!(strings(&batches, 0), vec!["r1", "r2", "r3", "r4", "r5"]);
+    db.drop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_two_column_key_is_read_in_ranges_of_its_leading_column_and_resumes_inside_one() {
+    let Some(mut db) = TestDb::create().await else { return };
+    // Shaped like employees.salaries: (emp_no, from_date) is the key.
+    db.exec("CREATE TABLE salaries (emp_no int NOT NULL, salary int NOT NULL, from_date date NOT NULL, \
+             to_date date NOT NULL, PRIMARY KEY (emp_no, from_date))")
+        .await;
+    db.exec(
+        "INSERT INTO salaries SELECT 10000 + e.seq, 40000 + e.seq * 7 + y.seq, \
+         DATE_ADD('1990-01-01', INTERVAL y.seq YEAR), DATE_ADD('1991-01-01', INTERVAL y.seq YEAR) \
+         FROM seq_1_to_2000 e, seq_0_to_4 y",
+    )
+    .await;
+    let mut cfg = db.source("salaries");
+    cfg.partitions = Some(4);
+    let source = Arc::new(MysqlSource::new(cfg).unwrap());
+    let stream = source.discover().await.unwrap().remove(0);
+    assert_eq!(stream.partitions.len(), 4, "{:?}", stream.partitions);
+
+    let key = |b: &Batch, i: usize| {
+        let emp = b.data.column(0).as_any().downcast_ref::<arrow::array::Int32Array>().unwrap();
+        let from = b.data.column(2).as_any().downcast_ref::<arrow::array::Date32Array>().unwrap();
+        (emp.value(i), from.value(i))
+    };
+    let mut seen = HashSet::new();
+    let mut per_partition = Vec::new();
+    for n in 0..4 {
+        let batches = read_nth_partition(&source, &stream, n, 1000, None).await;
+        let keys: Vec<(i32, i32)> = batches.iter().flat_map(|b| (0..b.data.num_rows()).map(|i| key(b, i)).collect::<Vec<_>>()).collect();
+        assert!(!keys.is_empty(), "partition {n} is empty");
+        per_partition.push(keys.len());
+        seen.extend(keys);
+    }
+    assert_eq!(seen.len(), 10_000, "every row once, in {per_partition:?}");
+    assert_eq!(per_partition.iter().sum::<usize>(), 10_000);
+
+    // Resume inside the second partition after a cut in the middle of one
+    // employee's rows: the rest comes once, in key order.
+    let whole = read_nth_partition(&source, &stream, 1, 333, None).await;
+    let all: Vec<(i32, i32)> = whole.iter().flat_map(|b| (0..b.data.num_rows()).map(|i| key(b, i)).collect::<Vec<_>>()).collect();
+    let resumed = read_nth_partition(&source, &stream, 1, 333, whole[0].position.clone()).await;
+    let rest: Vec<(i32, i32)> = resumed.iter().flat_map(|b| (0..b.data.num_rows()).map(|i| key(b, i)).collect::<Vec<_>>()).collect();
+    assert_eq!(rest, all[333..].to_vec());
     db.drop().await;
 }

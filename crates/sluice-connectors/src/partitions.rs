@@ -1,0 +1,70 @@
+//! How many parallel reads a database table gets, and the key ranges they
+//! cover. The PostgreSQL and MySQL sources share these rules, so a table of
+//! the same size is read the same way from either.
+
+/// Rows per partition when the number of partitions is automatic.
+pub const ROWS_PER_PARTITION: u64 = 250_000;
+/// Most partitions an automatic split gives one table.
+pub const MAX_PARTITIONS: usize = 8;
+
+/// Partitions for a table of about `estimated_rows` rows: the configured
+/// number, else one per [`ROWS_PER_PARTITION`] rows, between 1 and
+/// [`MAX_PARTITIONS`]. An unknown estimate reads the table in one piece.
+pub fn count(configured: Option<usize>, estimated_rows: Option<u64>) -> usize {
+    match configured {
+        Some(n) => n.max(1),
+        None => {
+            let rows = estimated_rows.unwrap_or(0);
+            (rows.div_ceil(ROWS_PER_PARTITION) as usize).clamp(1, MAX_PARTITIONS)
+        }
+    }
+}
+
+/// `n` ranges `[lo, hi)` of an integer key whose values lie in
+/// `[min, max]`, as even as integers allow; the first range has no lower
+/// bound and the last no upper one, so rows added after the bounds were
+/// read still fall in one. Never more ranges than values.
+pub fn int_ranges(min: i128, max: i128, n: usize) -> Vec<(Option<i128>, Option<i128>)> {
+    let span = (max - min + 1).max(1);
+    let n = (n.max(1) as i128).min(span);
+    let bound = |i: i128| min + span * i / n;
+    (0..n)
+        .map(|i| ((i > 0).then(|| bound(i)), (i < n - 1).then(|| bound(i + 1))))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partition_count_follows_the_row_estimate_with_a_ceiling() {
+        assert_eq!(count(None, None), 1);
+        assert_eq!(count(None, Some(0)), 1);
+        assert_eq!(count(None, Some(250_000)), 1);
+        assert_eq!(count(None, Some(250_001)), 2);
+        assert_eq!(count(None, Some(3_000_000)), 8);
+        assert_eq!(count(Some(3), Some(10)), 3);
+        assert_eq!(count(Some(0), None), 1);
+    }
+
+    #[test]
+    fn int_ranges_cover_every_value_once() {
+        let r = int_ranges(1, 100, 4);
+        assert_eq!(
+            r,
+            vec![(None, Some(26)), (Some(26), Some(51)), (Some(51), Some(76)), (Some(76), None)]
+        );
+        assert_eq!(int_ranges(5, 5, 4), vec![(None, None)]);
+        assert_eq!(int_ranges(1, 3, 8).len(), 3);
+        // Each value falls in exactly one range.
+        let r = int_ranges(-7, 1000, 7);
+        for v in -20..1020 {
+            let hits = r
+                .iter()
+                .filter(|(lo, hi)| lo.is_none_or(|lo| v >= lo) && hi.is_none_or(|hi| v < hi))
+                .count();
+            assert_eq!(hits, 1, "value {v}");
+        }
+    }
+}
