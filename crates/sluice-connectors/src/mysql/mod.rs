@@ -194,7 +194,7 @@ pub(crate) async fn rows(conn: &mut Conn, target: &str, sql: &str) -> Result<Vec
 
 /// Registers the MySQL/MariaDB source and sink (`mysql`, also `mariadb`).
 pub fn register(r: &mut sluice_core::Registry) {
-    use sluice_core::{ConnectorInfo, SinkConnector, Source};
+    use sluice_core::{ConnectorInfo, Source};
     r.add_source(
         ConnectorInfo::new("mysql", "MySQL/MariaDB tables (parallel key ranges) or a query")
             .aliases(&["mariadb"])

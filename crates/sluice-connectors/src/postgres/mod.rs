@@ -158,7 +158,7 @@ pub(crate) fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
 
 /// Registers the PostgreSQL source and sink (`postgres`, also `postgresql`).
 pub fn register(r: &mut sluice_core::Registry) {
-    use sluice_core::{ConnectorInfo, SinkConnector, Source};
+    use sluice_core::{ConnectorInfo, Source};
     r.add_source(
         ConnectorInfo::new("postgres", "tables or a query, binary COPY in parallel partitions of one snapshot")
             .aliases(&["postgresql"])

@@ -16,7 +16,7 @@ pub(crate) fn quote_ident(name: &str) -> String {
 
 /// Registers the SQLite source and sink.
 pub fn register(r: &mut sluice_core::Registry) {
-    use sluice_core::{ConnectorInfo, SinkConnector, Source};
+    use sluice_core::{ConnectorInfo, Source};
     r.add_source(
         ConnectorInfo::new("sqlite", "tables or a query of a SQLite database")
             .options(SOURCE_OPTIONS),
