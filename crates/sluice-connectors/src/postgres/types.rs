@@ -201,6 +201,8 @@ fn builtin(oid: u32, typmod: i32, name: &str) -> (Option<Decode>, Option<Semanti
         1700 => numeric_decode(typmod),
         2950 => return (Some(Decode::Uuid), Some(Semantic::Uuid)),
         _ if name == "citext" => Decode::Text,
+        // PostGIS sends and receives EWKB (see [`super::spatial`]).
+        _ if name == "geometry" => Decode::Bytea,
         _ => return (None, None),
     };
     (Some(d), None)
