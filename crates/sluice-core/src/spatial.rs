@@ -375,6 +375,16 @@ pub fn ewkb_point(ewkb: &[u8]) -> Result<(f64, f64), String> {
     }
 }
 
+/// The EWKB of a 2D point without SRID (PostgreSQL's `point`).
+pub fn point_ewkb(x: f64, y: f64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(21);
+    out.push(1);
+    out.extend(1u32.to_le_bytes());
+    out.extend(x.to_le_bytes());
+    out.extend(y.to_le_bytes());
+    out
+}
+
 /// A parsed geometry value.
 struct Geometry {
     srid: u32,
@@ -616,6 +626,7 @@ mod tests {
         assert_eq!(ewkb_to_ewkt(&ewkb).unwrap(), "SRID=4326;POINT(1 2)");
         assert_eq!(ewkb_to_mysql(&ewkb).unwrap(), internal);
         assert_eq!(ewkb_point(&ewkb), Ok((1.0, 2.0)));
+        assert_eq!(ewkb_to_ewkt(&point_ewkb(1.0, 2.0)).unwrap(), "POINT(1 2)");
 
         // SRID 0: plain WKB, no flag.
         let multi = hex(

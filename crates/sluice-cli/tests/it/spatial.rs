@@ -217,4 +217,44 @@ fn spatial_columns_without_postgis_become_points_and_wkt_text() {
         pg2.sql("SELECT pt4326 FROM places WHERE id = 2"),
         "SRID=4326;POINT(139.6917 35.6895)"
     );
+    // Every shape and SRID is there: verify agrees. Without the override the
+    // SRIDs of pt4326 are gone, and verify says so.
+    verify_matches(dir.path(), "o.toml");
+    std::fs::write(
+        dir.path().join("lossy.toml"),
+        format!(
+            "[source]\ntype = \"mysql\"\nurl = \"{}\"\n\n[[sinks]]\ntype = \"postgres\"\nurl = \"{}\"\n",
+            my.url(),
+            pg.url()
+        ),
+    )
+    .unwrap();
+    let out = sluice(dir.path(), &["verify", "lossy.toml"]);
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+#[test]
+fn spatial_columns_copy_mysql_to_mysql_with_their_srids() {
+    let Some(src) = MyDb::create("geo_my_src") else { return };
+    let Some(dst) = MyDb::create("geo_my_dst") else { return };
+    src.sql(PLACES);
+    let dir = tempfile::tempdir().unwrap();
+    ok(&sluice(dir.path(), &["copy", &src.url(), &dst.url(), "--no-progress"]));
+    assert_eq!(mysql_shapes(&dst), mysql_shapes(&src));
+    let srids = |db: &MyDb| {
+        db.sql(&format!(
+            "SELECT GROUP_CONCAT(CONCAT(G_GEOMETRY_COLUMN, ' ', SRID) ORDER BY G_GEOMETRY_COLUMN) \
+             FROM information_schema.GEOMETRY_COLUMNS WHERE G_TABLE_SCHEMA = '{}'",
+            db.name
+        ))
+    };
+    assert_eq!(srids(&dst), srids(&src));
+    assert_eq!(
+        dst.sql(&format!(
+            "SELECT GROUP_CONCAT(INDEX_NAME ORDER BY INDEX_NAME) FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA = '{}' AND INDEX_TYPE = 'SPATIAL'",
+            dst.name
+        )),
+        "sp_pt,sp_pt4326"
+    );
 }

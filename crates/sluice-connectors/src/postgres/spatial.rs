@@ -69,6 +69,10 @@ pub(crate) async fn postgis_for(client: &Client, url: &str, schema: &Schema) -> 
 /// when PostGIS is not there to hold it. `None` for other fields.
 pub(crate) fn ddl(field: &Field, meta: &ColumnMeta, postgis: Postgis) -> Option<(String, Option<String>)> {
     let g = GeometryMeta::of(field)?;
+    // PostgreSQL's own point stays a point.
+    if meta.db_type_in("postgres") == Some("point") {
+        return Some(("point".into(), None));
+    }
     let why = match postgis {
         Postgis::Installed | Postgis::NotNeeded => {
             let same = meta.db_type_in("postgres").filter(|t| GeometryMeta::from_postgis(t).is_some());
@@ -116,10 +120,15 @@ pub(crate) fn encoder(field: &Field, oid: u32, resolved: &Resolved) -> Option<En
 }
 
 /// Field metadata of a column the source reads: the geometry type and SRID
-/// of a PostGIS `geometry` column.
+/// of a PostGIS `geometry` column; a `point` is a POINT without SRID.
 pub(crate) fn column_meta(meta: &ColumnMeta, decode: &Decode) -> HashMap<String, String> {
     match (decode, meta.db_type_in("postgres").and_then(GeometryMeta::from_postgis)) {
         (Decode::Bytea, Some(g)) => g.to_metadata(),
+        (Decode::Point, _) => GeometryMeta {
+            kind: GeometryKind::Point,
+            srid: None,
+        }
+        .to_metadata(),
         _ => HashMap::new(),
     }
 }
