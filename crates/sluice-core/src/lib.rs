@@ -18,6 +18,7 @@ mod error;
 pub mod registry;
 mod rejection;
 pub mod retry;
+pub mod spatial;
 mod traits;
 pub mod types;
 

@@ -430,22 +430,25 @@ async fn fingerprint(
             .iter()
             .map(|c| data.schema().index_of(c))
             .collect::<std::result::Result<_, _>>()?;
-        let arrays: Vec<(ArrayRef, bool)> = idx
+        let arrays: Vec<(ArrayRef, bool, bool)> = idx
             .iter()
             .map(|i| {
                 let f = data.schema().field(*i).clone();
                 (
                     data.column(*i).clone(),
                     ColumnMeta::of(&f).semantic == Some(Semantic::Json),
+                    sluice_core::spatial::GeometryMeta::of(&f).is_some(),
                 )
             })
             .collect();
         for row in 0..data.num_rows() {
             let mut h = std::hash::DefaultHasher::new();
             let mut cell_text = String::new();
-            for (a, json) in &arrays {
+            for (a, json, geometry) in &arrays {
                 cell_text.clear();
-                cell(a, row, *json, &mut cell_text)?;
+                if !(*geometry && geometry_cell(a, row, &mut cell_text)) {
+                    cell(a, row, *json, &mut cell_text)?;
+                }
                 h.write(cell_text.as_bytes());
                 h.write_u8(0x1f);
             }
@@ -528,6 +531,21 @@ async fn through(
         }
     }
     Ok(Some(batch))
+}
+
+/// A spatial value as EWKT, the form every destination can hold it in
+/// (PostGIS and MySQL geometry, WKT text); false when it is not EWKB.
+fn geometry_cell(a: &ArrayRef, row: usize, out: &mut String) -> bool {
+    if a.is_null(row) || a.data_type() != &DataType::Binary {
+        return false;
+    }
+    match sluice_core::spatial::ewkb_to_ewkt(a.as_binary::<i32>().value(row)) {
+        Ok(text) => {
+            out.push_str(&text);
+            true
+        }
+        Err(_) => false,
+    }
 }
 
 /// A value in a form both sides of a migration agree on: integers of any

@@ -34,6 +34,8 @@ pub(crate) enum Kind {
     F64,
     Utf8,
     Bin,
+    /// A spatial value in MySQL's internal format, read into EWKB.
+    Geom,
     Date,
     Timestamp,
     Time,
@@ -55,6 +57,7 @@ impl Kind {
             DataType::Decimal128(p, s) => Kind::Dec(*p, *s),
             DataType::Float32 => Kind::F32,
             DataType::Float64 => Kind::F64,
+            DataType::Binary if sluice_core::spatial::GeometryMeta::of(field).is_some() => Kind::Geom,
             DataType::Binary => Kind::Bin,
             DataType::Date32 => Kind::Date,
             DataType::Timestamp(_, _) => Kind::Timestamp,
@@ -131,6 +134,10 @@ pub(crate) fn parse(kind: Kind, v: &[u8]) -> Result<Cell<'_>, Fail> {
             )),
         },
         Kind::Bin => Ok(Cell::S(v)),
+        Kind::Geom => match sluice_core::spatial::mysql_to_ewkb(v) {
+            Ok(_) => Ok(Cell::S(v)),
+            Err(e) => Err(Fail::Bad(e)),
+        },
         Kind::Date => parse_date(v).map(|d| Cell::I(d as i64)),
         Kind::Timestamp => parse_datetime(v).map(Cell::I),
         Kind::Time => parse_time(v).map(Cell::I),
@@ -343,6 +350,7 @@ pub(crate) enum Builder {
     F64(Float64Builder),
     Utf8(StringBuilder),
     Bin(BinaryBuilder),
+    Geom(BinaryBuilder),
     Date(Date32Builder),
     Ts(TimestampMicrosecondBuilder, DataType),
     Time(Time64MicrosecondBuilder),
@@ -364,6 +372,7 @@ impl Builder {
             Kind::F64 => Builder::F64(Float64Builder::new()),
             Kind::Utf8 => Builder::Utf8(StringBuilder::new()),
             Kind::Bin => Builder::Bin(BinaryBuilder::new()),
+            Kind::Geom => Builder::Geom(BinaryBuilder::new()),
             Kind::Date => Builder::Date(Date32Builder::new()),
             Kind::Timestamp => Builder::Ts(TimestampMicrosecondBuilder::new(), t.clone()),
             Kind::Time => Builder::Time(Time64MicrosecondBuilder::new()),
@@ -395,6 +404,14 @@ impl Builder {
             // The bytes were checked as UTF-8 when parsed.
             Builder::Utf8(b) => opt!(b, Cell::S(x) => std::str::from_utf8(x).unwrap_or_default()),
             Builder::Bin(b) => opt!(b, Cell::S(x) => x),
+            // `parse` checked the value with the same conversion.
+            Builder::Geom(b) => match c {
+                Cell::S(x) => match sluice_core::spatial::mysql_to_ewkb(x) {
+                    Ok(e) => b.append_value(e),
+                    Err(_) => b.append_null(),
+                },
+                _ => b.append_null(),
+            },
             Builder::Date(b) => opt!(b, Cell::I(x) => x as i32),
             Builder::Ts(b, _) => opt!(b, Cell::I(x) => x),
             Builder::Time(b) => opt!(b, Cell::I(x) => x),
@@ -415,7 +432,7 @@ impl Builder {
             Builder::F32(b) => Arc::new(b.finish()),
             Builder::F64(b) => Arc::new(b.finish()),
             Builder::Utf8(b) => Arc::new(b.finish()),
-            Builder::Bin(b) => Arc::new(b.finish()),
+            Builder::Bin(b) | Builder::Geom(b) => Arc::new(b.finish()),
             Builder::Date(b) => Arc::new(b.finish()),
             Builder::Ts(b, t) => Arc::new(b.finish().with_data_type(t.clone())),
             Builder::Time(b) => Arc::new(b.finish()),

@@ -43,7 +43,7 @@ pub(crate) fn push_escaped(out: &mut String, s: &str) {
 }
 
 /// Appends `b` as a hex literal `X'…'`.
-fn push_hex(out: &mut String, b: &[u8]) {
+pub(crate) fn push_hex(out: &mut String, b: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789ABCDEF";
     out.reserve(b.len() * 2 + 3);
     out.push_str("X'");
@@ -136,7 +136,7 @@ fn push_interval(out: &mut String, months: i64, days: i64, nanos: i64) {
     push_escaped(out, &text);
 }
 
-type Writer<'a> = Box<dyn Fn(usize, &mut String) -> Result<(), String> + 'a>;
+pub(crate) type Writer<'a> = Box<dyn Fn(usize, &mut String) -> Result<(), String> + 'a>;
 
 /// Writes the values of one column as SQL literals.
 pub(crate) struct ColumnEncoder<'a> {
@@ -332,6 +332,11 @@ impl<'a> ColumnEncoder<'a> {
         Ok(ColumnEncoder { array, write })
     }
 
+    /// An encoder writing `write` for each non-null value of `array`.
+    pub(crate) fn with(array: &'a dyn Array, write: Writer<'a>) -> Self {
+        ColumnEncoder { array, write }
+    }
+
     /// Appends the literal of row `i` (`NULL` for nulls).
     pub(crate) fn push(&self, i: usize, out: &mut String) -> Result<(), String> {
         if self.array.is_null(i) {
@@ -360,7 +365,10 @@ pub(crate) fn encode_rows(data: &RecordBatch) -> Result<EncodedRows, String> {
         .columns()
         .iter()
         .zip(schema.fields())
-        .map(|(c, f)| ColumnEncoder::new(f.name(), c.as_ref(), &options))
+        .map(|(c, f)| match super::spatial::encoder(f, c.as_ref()) {
+            Some(e) => Ok(e),
+            None => ColumnEncoder::new(f.name(), c.as_ref(), &options),
+        })
         .collect::<Result<_, _>>()?;
     let mut rows = EncodedRows {
         text: String::with_capacity(data.get_array_memory_size() + data.num_rows() * (encoders.len() * 2 + 3)),

@@ -13,6 +13,7 @@ mod decode;
 mod encode;
 mod sink;
 mod source;
+mod spatial;
 mod types;
 
 pub use config::{MysqlSinkConfig, MysqlSourceConfig, WriteMode, ZeroDates};

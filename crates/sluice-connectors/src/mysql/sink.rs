@@ -169,7 +169,15 @@ impl SinkConnector for MysqlSink {
         ddl.push(create);
         if let Some(m) = &meta {
             for ix in &m.indexes {
-                let unique = if ix.unique { "UNIQUE " } else { "" };
+                let spatial = matches!(ix.columns.as_slice(), [c] if stream.schema.field_with_name(c)
+                    .is_ok_and(|f| sluice_core::spatial::GeometryMeta::of(f).is_some()));
+                let unique = if spatial {
+                    "SPATIAL "
+                } else if ix.unique {
+                    "UNIQUE "
+                } else {
+                    ""
+                };
                 let cols: Vec<String> = ix.columns.iter().map(|c| quote_ident(c)).collect();
                 ddl.push(format!(
                     "CREATE {unique}INDEX {} ON {} ({})",
@@ -808,13 +816,23 @@ impl StreamWriter {
                     }
                 })
                 .collect();
-            let sql = format!(
-                "CREATE {}INDEX {} ON {} ({})",
-                if ix.unique { "UNIQUE " } else { "" },
-                quote_ident(&ix.name),
-                quote_ident(&self.staging),
-                cols.join(", ")
-            );
+            let (location, staging) = (self.location.clone(), self.staging.clone());
+            let sql = match super::spatial::spatial_index_sql(&mut self.conn, &location, &staging, &ix.name, &ix.columns)
+                .await
+            {
+                Some(Ok(sql)) => sql,
+                Some(Err(why)) => {
+                    tracing::warn!(table = %self.table, index = %ix.name, "{why}");
+                    continue;
+                }
+                None => format!(
+                    "CREATE {}INDEX {} ON {} ({})",
+                    if ix.unique { "UNIQUE " } else { "" },
+                    quote_ident(&ix.name),
+                    quote_ident(&self.staging),
+                    cols.join(", ")
+                ),
+            };
             if let Err(e) = self.exec(&sql).await {
                 tracing::warn!(table = %self.table, index = %ix.name, error = %e, "index not created");
             }

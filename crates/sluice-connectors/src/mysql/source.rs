@@ -39,6 +39,7 @@ use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value};
 use sluice_core::dbmeta::{ForeignKeyMeta, IndexMeta, TableMeta};
+use sluice_core::spatial::GeometryMeta;
 use sluice_core::{
     BOOKKEEPING_TABLES, Batch, Error, PartitionSpec, Position, ReadContext, Rejection, Result, Source, SourceEvent,
     Stage, StreamSpec,
@@ -196,6 +197,12 @@ impl MysqlSource {
             .iter()
             .map(|c| self.nullable_zero_dates(field_for_column(c)))
             .collect();
+        let fields = if fields.iter().any(|f| GeometryMeta::of(f).is_some()) {
+            let srids = super::spatial::declared_srids(conn, &self.target, &self.db, table).await;
+            super::spatial::with_srids(fields, &srids)
+        } else {
+            fields
+        };
 
         let stats = rows(
             conn,

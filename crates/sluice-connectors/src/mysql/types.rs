@@ -65,7 +65,7 @@ pub(crate) fn field_for_column(c: &ColumnInfo) -> Field {
         "year" => (DataType::Int16, Some(Semantic::Year)),
         "bit" => (DataType::UInt64, Some(Semantic::Bit)),
         "geometry" | "point" | "linestring" | "polygon" | "multipoint" | "multilinestring" | "multipolygon"
-        | "geometrycollection" | "geomcollection" => (DataType::Binary, Some(Semantic::Text)),
+        | "geometrycollection" | "geomcollection" => (DataType::Binary, None),
         // inet4, inet6, vector and whatever comes next: the server's text form.
         _ => (DataType::Utf8, Some(Semantic::Text)),
     };
@@ -81,7 +81,9 @@ pub(crate) fn field_for_column(c: &ColumnInfo) -> Field {
         db_type: Some(db_type),
         semantic,
     };
-    Field::new(&c.name, t, c.nullable).with_metadata(meta.to_metadata())
+    let mut md = meta.to_metadata();
+    md.extend(super::spatial::column_meta(&c.data_type));
+    Field::new(&c.name, t, c.nullable).with_metadata(md)
 }
 
 /// Whether a `CHECK` clause is MariaDB's JSON check on `column`.
@@ -126,7 +128,7 @@ pub(crate) fn field_for_result_column(c: &Column) -> Field {
         ColumnType::MYSQL_TYPE_JSON => (DataType::Utf8, Some(Semantic::Json)),
         ColumnType::MYSQL_TYPE_ENUM => (DataType::Utf8, Some(Semantic::Enum)),
         ColumnType::MYSQL_TYPE_SET => (DataType::Utf8, Some(Semantic::Set)),
-        ColumnType::MYSQL_TYPE_GEOMETRY => (DataType::Binary, Some(Semantic::Text)),
+        ColumnType::MYSQL_TYPE_GEOMETRY => (DataType::Binary, None),
         _ if flags.contains(ColumnFlags::ENUM_FLAG) => (DataType::Utf8, Some(Semantic::Enum)),
         _ if flags.contains(ColumnFlags::SET_FLAG) => (DataType::Utf8, Some(Semantic::Set)),
         _ if binary => (DataType::Binary, None),
@@ -136,7 +138,11 @@ pub(crate) fn field_for_result_column(c: &Column) -> Field {
         semantic,
         ..Default::default()
     };
-    Field::new(c.name_str(), t, true).with_metadata(meta.to_metadata())
+    let mut md = meta.to_metadata();
+    if c.column_type() == ColumnType::MYSQL_TYPE_GEOMETRY {
+        md.extend(super::spatial::column_meta("geometry"));
+    }
+    Field::new(c.name_str(), t, true).with_metadata(md)
 }
 
 /// A column type chosen for a created table, and a warning to log once.
@@ -150,6 +156,12 @@ pub(crate) struct Ddl {
 /// part of the primary key or an index, so unbounded text gets a length.
 /// An `Err` is a message telling the user which override to add.
 pub(crate) fn ddl_for_field(field: &Field, in_key: bool) -> Result<Ddl, String> {
+    if let Some(sql_type) = super::spatial::ddl(field) {
+        return Ok(Ddl {
+            sql_type,
+            warning: None,
+        });
+    }
     let meta = ColumnMeta::of(field);
     if let Some(t) = meta.db_type_in(DIALECT) {
         return Ok(Ddl {

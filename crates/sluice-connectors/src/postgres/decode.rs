@@ -46,6 +46,8 @@ pub enum Decode {
     /// jsonb: a version byte, then the text.
     Jsonb,
     Bytea,
+    /// `point`: two float8, read as an EWKB POINT (SRID 0), like a spatial column.
+    Point,
     Date,
     Time,
     Timestamp,
@@ -69,7 +71,7 @@ impl Decode {
             Decode::Float64 => DataType::Float64,
             Decode::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale),
             Decode::NumericText | Decode::Text | Decode::Jsonb | Decode::Uuid => DataType::Utf8,
-            Decode::Bytea => DataType::Binary,
+            Decode::Bytea | Decode::Point => DataType::Binary,
             Decode::Date => DataType::Date32,
             Decode::Time => DataType::Time64(TimeUnit::Microsecond),
             Decode::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
@@ -91,6 +93,7 @@ enum Builder {
     Decimal(Decimal128Builder, i8),
     Text(StringBuilder, TextKind),
     Bytea(BinaryBuilder),
+    Point(BinaryBuilder),
     Date(Date32Builder),
     Time(Time64MicrosecondBuilder),
     Timestamp(TimestampMicrosecondBuilder),
@@ -129,6 +132,7 @@ impl Builder {
             Decode::Jsonb => Builder::Text(StringBuilder::new(), TextKind::Jsonb),
             Decode::Uuid => Builder::Text(StringBuilder::new(), TextKind::Uuid),
             Decode::Bytea => Builder::Bytea(BinaryBuilder::new()),
+            Decode::Point => Builder::Point(BinaryBuilder::new()),
             Decode::Date => Builder::Date(Date32Builder::new()),
             Decode::Time => Builder::Time(Time64MicrosecondBuilder::new()),
             Decode::Timestamp => Builder::Timestamp(TimestampMicrosecondBuilder::new()),
@@ -158,7 +162,7 @@ impl Builder {
             Builder::Float64(b) => b.append_null(),
             Builder::Decimal(b, _) => b.append_null(),
             Builder::Text(b, _) => b.append_null(),
-            Builder::Bytea(b) => b.append_null(),
+            Builder::Bytea(b) | Builder::Point(b) => b.append_null(),
             Builder::Date(b) => b.append_null(),
             Builder::Time(b) => b.append_null(),
             Builder::Timestamp(b) => b.append_null(),
@@ -199,6 +203,12 @@ impl Builder {
                 TextKind::Uuid => b.append_value(uuid_text(&fixed::<16>(v)?)),
             },
             Builder::Bytea(b) => b.append_value(v),
+            Builder::Point(b) => {
+                let v: [u8; 16] = fixed(v)?;
+                let x = f64::from_be_bytes(v[0..8].try_into().unwrap_or_default());
+                let y = f64::from_be_bytes(v[8..16].try_into().unwrap_or_default());
+                b.append_value(sluice_core::spatial::point_ewkb(x, y))
+            }
             Builder::Date(b) => b.append_value(shift_days(i32::from_be_bytes(fixed(v)?), EPOCH_DAYS)),
             Builder::Time(b) => b.append_value(i64::from_be_bytes(fixed(v)?)),
             Builder::Timestamp(b) => b.append_value(shift_micros(i64::from_be_bytes(fixed(v)?), EPOCH_MICROS)),
@@ -234,7 +244,7 @@ impl Builder {
             Builder::Float64(b) => Arc::new(b.finish()),
             Builder::Decimal(b, _) => Arc::new(b.finish()),
             Builder::Text(b, _) => Arc::new(b.finish()),
-            Builder::Bytea(b) => Arc::new(b.finish()),
+            Builder::Bytea(b) | Builder::Point(b) => Arc::new(b.finish()),
             Builder::Date(b) => Arc::new(b.finish()),
             Builder::Time(b) => Arc::new(b.finish()),
             Builder::Timestamp(b) => Arc::new(b.finish()),

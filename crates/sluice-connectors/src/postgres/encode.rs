@@ -47,6 +47,10 @@ pub enum Encode {
     TimestampTz,
     Interval,
     Uuid,
+    /// EWKB geometry into a text column: WKT, `SRID=n;` first when n ≠ 0.
+    GeomText,
+    /// EWKB points into PostgreSQL's `point`: x and y.
+    GeomPoint,
     /// A one-dimensional array; the element type's OID goes in each value.
     Array(Box<Encode>, u32),
 }
@@ -66,7 +70,7 @@ impl Encode {
                 _ => DataType::Utf8,
             },
             Encode::Text | Encode::Jsonb => DataType::Utf8,
-            Encode::Bytea => DataType::Binary,
+            Encode::Bytea | Encode::GeomText | Encode::GeomPoint => DataType::Binary,
             Encode::Date => DataType::Date32,
             Encode::Time => DataType::Time64(TimeUnit::Microsecond),
             Encode::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, None),
@@ -102,6 +106,8 @@ enum Col<'a> {
     UuidText(&'a StringArray),
     UuidBin(&'a FixedSizeBinaryArray),
     Bytes(&'a BinaryArray),
+    GeomText(&'a BinaryArray),
+    GeomPoint(&'a BinaryArray),
     Date(&'a arrow::array::PrimitiveArray<Date32Type>),
     Time(&'a arrow::array::PrimitiveArray<Time64MicrosecondType>),
     Ts(&'a arrow::array::PrimitiveArray<TimestampMicrosecondType>),
@@ -129,6 +135,8 @@ impl<'a> Col<'a> {
                 _ => Col::UuidText(a.as_string()),
             },
             Encode::Bytea => Col::Bytes(a.as_binary()),
+            Encode::GeomText => Col::GeomText(a.as_binary()),
+            Encode::GeomPoint => Col::GeomPoint(a.as_binary()),
             Encode::Date => Col::Date(a.as_primitive()),
             Encode::Time => Col::Time(a.as_primitive()),
             Encode::Timestamp | Encode::TimestampTz => Col::Ts(a.as_primitive()),
@@ -151,7 +159,7 @@ impl<'a> Col<'a> {
             Col::Dec(a, _) => a.is_null(i),
             Col::NumText(a) | Col::Text(a) | Col::Jsonb(a) | Col::UuidText(a) => a.is_null(i),
             Col::UuidBin(a) => a.is_null(i),
-            Col::Bytes(a) => a.is_null(i),
+            Col::Bytes(a) | Col::GeomText(a) | Col::GeomPoint(a) => a.is_null(i),
             Col::Date(a) => a.is_null(i),
             Col::Time(a) => a.is_null(i),
             Col::Ts(a) => a.is_null(i),
@@ -194,6 +202,14 @@ impl<'a> Col<'a> {
                     return Err("value larger than PostgreSQL's 1 GB field limit".into());
                 }
                 fixed(out, v)
+            }
+            Col::GeomText(a) => fixed(out, sluice_core::spatial::ewkb_to_ewkt(a.value(i))?.as_bytes()),
+            Col::GeomPoint(a) => {
+                let (x, y) = sluice_core::spatial::ewkb_point(a.value(i))?;
+                let mut b = [0u8; 16];
+                b[..8].copy_from_slice(&x.to_be_bytes());
+                b[8..].copy_from_slice(&y.to_be_bytes());
+                fixed(out, &b)
             }
             Col::Date(a) => fixed(out, &shift_days(a.value(i), -EPOCH_DAYS).to_be_bytes()),
             Col::Time(a) => fixed(out, &a.value(i).to_be_bytes()),

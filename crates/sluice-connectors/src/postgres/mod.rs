@@ -8,6 +8,7 @@ mod encode;
 mod numeric;
 mod sink;
 mod source;
+mod spatial;
 mod types;
 
 pub use config::{PostgresSinkConfig, PostgresSourceConfig, redact};

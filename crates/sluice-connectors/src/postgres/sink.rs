@@ -239,11 +239,17 @@ impl PostgresSink {
         }
         let load = qualified(schema, &plan.load_table);
         let mut columns = Vec::new();
+        let postgis = super::spatial::postgis_for(client, &self.cfg.url, &stream.schema).await?;
+        let mut chosen = std::collections::HashMap::new();
         for f in stream.schema.fields() {
             let cm = ColumnMeta::of(f);
-            let ty = match self.cfg.type_override(&table, f.name()) {
-                Some(t) => t.to_string(),
-                None => {
+            let ty = match (self.cfg.type_override(&table, f.name()), super::spatial::ddl(f, &cm, postgis)) {
+                (Some(t), _) => t.to_string(),
+                (None, Some((t, warn))) => {
+                    plan.warnings.extend(warn.map(|w| format!("{table}.{}: {w}", f.name())));
+                    t
+                }
+                (None, None) => {
                     let (t, warn) = ddl_type(f.data_type(), &cm)
                         .map_err(|e| Error::config(format!("sinks.types.\"{table}.{}\"", f.name()), e))?;
                     if let Some(w) = warn {
@@ -262,6 +268,7 @@ impl PostgresSink {
                     "DO $$ BEGIN CREATE TYPE {name} AS ENUM ({list}); EXCEPTION WHEN duplicate_object THEN NULL; END $$"
                 ));
             }
+            chosen.insert(f.name().clone(), ty.clone());
             let not_null = if f.is_nullable() { "" } else { " NOT NULL" };
             columns.push(format!("{} {ty}{not_null}", ident(f.name())));
         }
@@ -292,8 +299,15 @@ impl PostgresSink {
                 }
                 let name = object_name(&table, &ix.columns, if ix.unique { "key" } else { "idx" });
                 let unique = if ix.unique { "UNIQUE " } else { "" };
+                let using = match super::spatial::index_method(&ix.columns, &stream.schema, &chosen) {
+                    Ok(using) => using,
+                    Err(why) => {
+                        plan.warnings.push(format!("{table}: index {}: {why}", ix.name));
+                        continue;
+                    }
+                };
                 plan.after.push(format!(
-                    "CREATE {unique}INDEX {} ON {target} ({})",
+                    "CREATE {unique}INDEX {} ON {target}{using} ({})",
                     ident(&name),
                     idents(&ix.columns)
                 ));
@@ -715,7 +729,7 @@ impl SinkConnector for PostgresSink {
             let format: String = get(row, 3, &what("format_type"))?;
             let resolved = types.resolve(&client, oid, typmod, &format).await?;
             let base: String = get(row, 4, &what("base type"))?;
-            match encoder(&resolved) {
+            match super::spatial::encoder(f, oid, &resolved).or_else(|| encoder(&resolved)) {
                 Some(e) => {
                     check_cols.push(format!("{} {base}", ident(&name)));
                     stage_cols.push(format!("{} {format}", ident(&name)));

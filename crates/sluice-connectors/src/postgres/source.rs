@@ -307,6 +307,7 @@ impl PostgresSource {
             .iter()
             .map(|c| {
                 let mut md = c.meta.to_metadata();
+                md.extend(super::spatial::column_meta(&c.meta, &c.decode));
                 if let Some(l) = c.labels() {
                     md.insert(ENUM_LABELS.into(), l);
                 }

@@ -12,6 +12,7 @@
 //! | json, jsonb                        | Utf8 (semantic json)           |
 //! | uuid                               | Utf8 (semantic uuid)           |
 //! | bytea                              | Binary                         |
+//! | PostGIS geometry, point            | Binary, EWKB (see [`super::spatial`]) |
 //! | date / time                        | Date32 / Time64(µs)            |
 //! | timestamp / timestamptz            | Timestamp(µs) / Timestamp(µs, UTC) |
 //! | interval                           | Interval(MonthDayNano)         |
@@ -163,7 +164,10 @@ impl TypeCache {
                 .map_err(|e| pg_error(&self.url, e))?;
             let elem_format: String = get(&r, 0, &format!("format_type of type {}", row.elem))?;
             let elem = Box::pin(self.resolve(client, row.elem, typmod, &elem_format)).await?;
-            if let (Some(d), None | Some(Semantic::Json | Semantic::Uuid)) = (elem.decode, elem.semantic) {
+            // Arrays of points stay text: their elements carry no spatial meaning downstream.
+            if let (Some(d), None | Some(Semantic::Json | Semantic::Uuid)) = (elem.decode, elem.semantic)
+                && d != Decode::Point
+            {
                 resolved.decode = Some(Decode::Array(Box::new(d)));
                 resolved.semantic = elem.semantic;
                 resolved.elem = row.elem;
@@ -193,6 +197,7 @@ fn builtin(oid: u32, typmod: i32, name: &str) -> (Option<Decode>, Option<Semanti
         3802 => return (Some(Decode::Jsonb), Some(Semantic::Json)),
         700 => Decode::Float32,
         701 => Decode::Float64,
+        600 => Decode::Point,
         1082 => Decode::Date,
         1083 => Decode::Time,
         1114 => Decode::Timestamp,
@@ -201,6 +206,8 @@ fn builtin(oid: u32, typmod: i32, name: &str) -> (Option<Decode>, Option<Semanti
         1700 => numeric_decode(typmod),
         2950 => return (Some(Decode::Uuid), Some(Semantic::Uuid)),
         _ if name == "citext" => Decode::Text,
+        // PostGIS sends and receives EWKB (see [`super::spatial`]).
+        _ if name == "geometry" => Decode::Bytea,
         _ => return (None, None),
     };
     (Some(d), None)
@@ -227,6 +234,9 @@ fn numeric_decode(typmod: i32) -> Decode {
 /// The binary encoder for a destination column, if the type has one.
 pub fn encoder(r: &Resolved) -> Option<Encode> {
     Some(match r.decode.as_ref()? {
+        // Points are written from spatial values only ([`super::spatial::encoder`]);
+        // anything else is cast from text by the server.
+        Decode::Point => return None,
         Decode::Array(e) => Encode::Array(Box::new(encoder_of(e)), r.elem),
         d => encoder_of(d),
     })
@@ -244,6 +254,7 @@ fn encoder_of(d: &Decode) -> Encode {
         Decode::Text => Encode::Text,
         Decode::Jsonb => Encode::Jsonb,
         Decode::Bytea => Encode::Bytea,
+        Decode::Point => Encode::GeomPoint,
         Decode::Date => Encode::Date,
         Decode::Time => Encode::Time,
         Decode::Timestamp => Encode::Timestamp,
