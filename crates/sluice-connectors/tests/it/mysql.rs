@@ -122,6 +122,7 @@ async fn read_all(source: &Arc<MysqlSource>, stream: &StreamSpec) -> Vec<SourceE
             limits: BatchLimits::default(),
             resume: None,
             parallelism: 1,
+            payload: None,
         };
         tasks.push(tokio::spawn(async move { source.read(&stream, &p, ctx).await }));
     }
@@ -441,6 +442,7 @@ async fn read_partition(
         },
         resume,
         parallelism: 1,
+        payload: None,
     };
     source.read(stream, &stream.partitions[0], ctx).await.unwrap();
     let mut batches = Vec::new();
