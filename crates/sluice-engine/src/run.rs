@@ -608,7 +608,14 @@ impl StreamRun<'_> {
 
         let read_cancel = self.shared.cancel.child_token();
         let (tx, mut rx) = mpsc::channel::<SourceEvent>(self.shared.capacity);
-        let readers = self.spawn_readers(source, spec, tx, &read_cancel, Arc::new(resume), self.passthrough.clone());
+        let readers = self.spawn_readers(
+            source,
+            spec,
+            tx,
+            &read_cancel,
+            Arc::new(resume),
+            self.passthrough.clone(),
+        );
 
         let mut error: Option<Error> = None;
         let mut seq = 0u64;
