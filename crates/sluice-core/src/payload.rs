@@ -40,6 +40,10 @@ pub trait Payload: Send + Sync + fmt::Debug {
     /// The encoded rows, in the format's own framing.
     fn bytes(&self) -> &[u8];
 
+    /// The payload itself, for a sink of the same connector to reach what
+    /// it knows beyond the bytes (a buffer it can share rather than copy).
+    fn as_any(&self) -> &dyn std::any::Any;
+
     /// The rows as Arrow, exactly as the source would have sent them: rows
     /// holding a value that does not decode come back as rejections (and
     /// are not in `data`), as they would have come from the source.

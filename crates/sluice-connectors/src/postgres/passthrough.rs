@@ -91,9 +91,16 @@ impl Layout {
 
 /// One batch's tuples, as the source server sent them.
 #[derive(Debug)]
-pub struct CopyPayload {
+pub(super) struct CopyPayload {
     layout: Arc<Layout>,
     tuples: Bytes,
+}
+
+impl CopyPayload {
+    /// The tuples, shared rather than copied.
+    pub(super) fn tuples(&self) -> Bytes {
+        self.tuples.clone()
+    }
 }
 
 impl Payload for CopyPayload {
@@ -103,6 +110,10 @@ impl Payload for CopyPayload {
 
     fn bytes(&self) -> &[u8] {
         &self.tuples
+    }
+
+    fn as_any(&self) -> &dyn std::any::Any {
+        self
     }
 
     fn decode(&self) -> Result<Decoded> {
@@ -152,7 +163,15 @@ pub(super) async fn read(
             break;
         }
         match rows_in.next().await {
-            Some(chunk) => buf.extend_from_slice(&chunk.map_err(|e| pg_error(url, e))?),
+            Some(chunk) => {
+                let chunk = chunk.map_err(|e| pg_error(url, e))?;
+                if buf.capacity() - buf.len() < chunk.len() {
+                    // Room for a whole batch at once: growing by doubling
+                    // would copy its bytes again and again.
+                    buf.reserve(ctx.limits.bytes.max(chunk.len()) + CHUNK);
+                }
+                buf.extend_from_slice(&chunk);
+            }
             None => ended = true,
         }
         if buf.len() - framed < CHUNK && !ended {

@@ -884,7 +884,7 @@ impl PostgresTableSink {
 
     /// Loads binary `COPY` tuples (no header, no trailer) in one `COPY`,
     /// under a savepoint like [`Self::load`].
-    async fn load_encoded(&self, tuples: &[u8]) -> std::result::Result<(), LoadError> {
+    async fn load_encoded(&self, tuples: Bytes) -> std::result::Result<(), LoadError> {
         if tuples.is_empty() {
             return Ok(());
         }
@@ -892,11 +892,9 @@ impl PostgresTableSink {
         let result = async {
             let sink = self.client.copy_in::<_, Bytes>(self.copy.as_str()).await?;
             let mut sink = std::pin::pin!(sink);
-            let mut buf = Vec::with_capacity(HEADER.len() + tuples.len() + TRAILER.len());
-            buf.extend_from_slice(HEADER);
-            buf.extend_from_slice(tuples);
-            buf.extend_from_slice(TRAILER);
-            sink.send(Bytes::from(buf)).await?;
+            sink.feed(Bytes::from_static(HEADER)).await?;
+            sink.feed(tuples).await?;
+            sink.send(Bytes::from_static(TRAILER)).await?;
             sink.as_mut().finish().await?;
             Ok(())
         }
@@ -1553,7 +1551,11 @@ impl PostgresTableSink {
             return self.write_rows(batch).await;
         };
         if !self.refusals.recent && self.accepts_payload(payload.format()) {
-            match self.load_encoded(payload.bytes()).await {
+            let tuples = match payload.as_any().downcast_ref::<super::passthrough::CopyPayload>() {
+                Some(p) => p.tuples(),
+                None => Bytes::copy_from_slice(payload.bytes()),
+            };
+            match self.load_encoded(tuples).await {
                 Ok(()) => return Ok(Vec::new()),
                 Err(LoadError::Server(e)) if is_data_error(&e) => {
                     tracing::debug!(target = %self.target, error = %server_message(&e), "rows refused: the batch is decoded to find them");
