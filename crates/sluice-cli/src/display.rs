@@ -173,6 +173,13 @@ pub fn summary(report: &RunReport, resumable: bool) -> String {
         } else if s.skipped && report.complete_run.is_none() {
             notes.push(format!("{}: already completed by the resumed run; skipped", s.name));
         }
+        if let Some(format) = &s.passthrough {
+            notes.push(format!(
+                "{}: binary passthrough: rows went to the destination as the source encoded them ({format}), not \
+                 decoded",
+                s.name
+            ));
+        }
         if s.resumed_from > 0 {
             notes.push(format!(
                 "{}: resumed after {} row(s) delivered by an earlier run",

@@ -5,10 +5,12 @@ use std::time::Duration;
 
 use arrow::array::{Array, BooleanArray, UInt64Array};
 use arrow::compute::{filter, filter_record_batch};
-use arrow::record_batch::RecordBatch;
+use arrow::datatypes::Schema;
+use arrow::record_batch::{RecordBatch, RecordBatchOptions};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
+use crate::payload::Payload;
 use crate::{Rejection, Result, Stage};
 
 /// How far a source partition has been read: the cursor to resume from.
@@ -79,6 +81,10 @@ pub struct Batch {
     pub origin: Arc<str>,
     /// Input line (files) or record number of each row, when known.
     pub lines: Option<Arc<UInt64Array>>,
+    /// The rows still encoded as the source read them ([`Payload`]); `data`
+    /// then holds no columns, only the row count. Sinks that accepted the
+    /// payload's format write it as it is; [`Batch::decoded`] gives the rows.
+    pub payload: Option<Arc<dyn Payload>>,
 }
 
 impl Batch {
@@ -90,6 +96,40 @@ impl Batch {
             position: None,
             origin,
             lines: None,
+            payload: None,
+        }
+    }
+
+    /// A batch of `rows` rows carried as `payload`, without decoded columns.
+    pub fn encoded(stream: Arc<str>, origin: Arc<str>, rows: usize, payload: Arc<dyn Payload>) -> Result<Self> {
+        let data = RecordBatch::try_new_with_options(
+            Arc::new(Schema::empty()),
+            Vec::new(),
+            &RecordBatchOptions::new().with_row_count(Some(rows)),
+        )?;
+        Ok(Batch {
+            payload: Some(payload),
+            ..Batch::new(stream, origin, data)
+        })
+    }
+
+    /// The rows as Arrow: the batch itself, or its payload decoded (then the
+    /// rows that do not decode come back as rejections, as the source would
+    /// have sent them). The position stays with the batch.
+    pub fn decoded(&self) -> Result<(Batch, Vec<Rejection>)> {
+        match &self.payload {
+            None => Ok((self.clone(), Vec::new())),
+            Some(p) => {
+                let decoded = p.decode()?;
+                let batch = Batch {
+                    data: decoded.data,
+                    payload: None,
+                    // Line numbers count the rows read, refused ones included.
+                    lines: None,
+                    ..self.clone()
+                };
+                Ok((batch, decoded.refused))
+            }
         }
     }
 
@@ -116,6 +156,7 @@ impl Batch {
         Ok(Batch {
             data,
             lines,
+            payload: None,
             ..self.clone()
         })
     }
@@ -129,6 +170,7 @@ impl Batch {
             position: None,
             origin: self.origin.clone(),
             lines: self.lines.as_ref().map(|l| Arc::new(l.slice(offset, len))),
+            payload: None,
         }
     }
 
@@ -163,7 +205,11 @@ impl Batch {
 
     /// The same metadata around new rows (the result of a row-preserving transform).
     pub fn with_data(&self, data: RecordBatch) -> Batch {
-        Batch { data, ..self.clone() }
+        Batch {
+            data,
+            payload: None,
+            ..self.clone()
+        }
     }
 }
 

@@ -15,6 +15,7 @@ mod batch;
 pub mod dbmeta;
 pub mod documents;
 mod error;
+pub mod payload;
 pub mod registry;
 mod rejection;
 pub mod retry;
@@ -24,6 +25,7 @@ pub mod types;
 
 pub use batch::{Batch, BatchLimits, Position, row_json, row_record};
 pub use error::{Error, ErrorKind, Result};
+pub use payload::{Decoded, Payload, PayloadFormat};
 pub use registry::{ConnectorInfo, Registry, SinkFactory, SourceFactory};
 pub use rejection::{Rejection, Stage};
 pub use retry::{Retrier, RetryPolicy};

@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Batch, BatchLimits, Position, Rejection, Result, RetryPolicy};
+use crate::{Batch, BatchLimits, PayloadFormat, Position, Rejection, Result, RetryPolicy};
 
 /// One unit of independent reading inside a stream (a file, a key range).
 ///
@@ -99,6 +99,11 @@ pub struct ReadContext {
     pub resume: Option<Position>,
     /// How many threads the source may use to decode this partition.
     pub parallelism: usize,
+    /// Send the rows encoded in this format ([`crate::Payload`]) instead of
+    /// decoding them: the one format [`Source::payload_format`] offered, set
+    /// when the stream's only sink accepts it and no transform reads the
+    /// values. `None`: decoded batches, as always.
+    pub payload: Option<PayloadFormat>,
 }
 
 /// Reads streams out of a system.
@@ -129,6 +134,15 @@ pub trait Source: Send + Sync {
     async fn check(&self, streams: &[StreamSpec]) -> Result<Vec<String>> {
         let _ = streams;
         Ok(Vec::new())
+    }
+
+    /// An encoding in which this source can hand `stream`'s rows over
+    /// without decoding them ([`crate::Payload`]), for a sink that writes
+    /// it as it is; `None` (the default) when it has none. The engine then
+    /// may ask for it in [`ReadContext::payload`].
+    fn payload_format(&self, stream: &StreamSpec) -> Option<PayloadFormat> {
+        let _ = stream;
+        None
     }
 
     /// Reads one partition of `stream` into `ctx.out` until the input ends or
@@ -342,6 +356,16 @@ pub trait Sink: Send {
     /// only; rows refused by `write` itself come back from `write`.
     fn take_refused(&mut self) -> Vec<Rejection> {
         Vec::new()
+    }
+
+    /// Whether [`Sink::write`] takes batches carrying a [`crate::Payload`] in
+    /// `format` and writes the encoded rows as they are (the destination's
+    /// columns are of exactly the types the format carries). Such a sink
+    /// still decodes a batch ([`Batch::decoded`]) when it must judge its
+    /// rows one at a time. Default false: batches come decoded.
+    fn accepts_payload(&self, format: &PayloadFormat) -> bool {
+        let _ = format;
+        false
     }
 
     /// Whether [`Sink::flush`] makes writes durable. A sink whose output only

@@ -484,6 +484,7 @@ async fn read_all(
                     limits,
                     resume: None,
                     parallelism: threads,
+                    payload: None,
                 };
                 source.read(&spec, partition, ctx).await?;
             }

@@ -50,8 +50,8 @@ use std::time::{Duration, Instant};
 
 use sluice_core::retry::Next;
 use sluice_core::{
-    Batch, BatchLimits, Error, PartitionSpec, Position, ReadContext, Result, Retrier, RetryPolicy, Sink, SinkConnector,
-    Source, SourceEvent, StreamInfo, StreamSpec, Transform, TransformFactory,
+    Batch, BatchLimits, Error, PartitionSpec, PayloadFormat, Position, ReadContext, Result, Retrier, RetryPolicy, Sink,
+    SinkConnector, Source, SourceEvent, StreamInfo, StreamSpec, Transform, TransformFactory,
 };
 use sluice_state::{StateStore, Status, StreamCounts};
 use tokio::sync::mpsc;
@@ -91,6 +91,9 @@ pub struct StreamReport {
     /// Skipped because every sink's destination already held the whole
     /// stream, loaded by an earlier job of the pipeline.
     pub held: bool,
+    /// The rows went from source to sink in the source's encoding, not
+    /// decoded ([`sluice_core::Payload`]): the format's id.
+    pub passthrough: Option<String>,
 }
 
 /// What a run did, also when it failed or was interrupted.
@@ -274,6 +277,7 @@ async fn run_streams(
                     resumed_from: 0,
                     skipped: true,
                     held: false,
+                    passthrough: None,
                 });
                 continue;
             }
@@ -309,8 +313,10 @@ async fn run_streams(
             job,
             fresh,
             incremental,
+            passthrough: None,
         };
         let outcome = run.go(&source, &spec, &factories, &sinks).await;
+        let passthrough = run.passthrough.take().map(|f| f.id.to_string());
         stats.finish();
         let counts = StreamCounts {
             read: stats.read.load(Ordering::Relaxed),
@@ -349,6 +355,7 @@ async fn run_streams(
             resumed_from: stats.resumed_from.load(Ordering::Relaxed),
             skipped: held,
             held,
+            passthrough,
         });
         if let Err(e) = outcome {
             result = Err(e);
@@ -468,6 +475,8 @@ struct StreamRun<'a> {
     fresh: bool,
     /// Whether the source reads incrementally (each run a delta).
     incremental: bool,
+    /// The encoding rows travel in undecoded, when source and sink agreed on one.
+    passthrough: Option<PayloadFormat>,
 }
 
 impl StreamRun<'_> {
@@ -559,6 +568,15 @@ impl StreamRun<'_> {
         self.state
             .set_resumed_from(&self.pipeline.name, &spec.name, resumed_from)
             .map_err(state_err)?;
+        // Nothing needs the values on the way (no transform, one sink): the
+        // rows may stay in the source's encoding when the sink takes it.
+        self.passthrough = match opened.as_slice() {
+            [(sink, _)] if chain.is_empty() => source.payload_format(spec).filter(|f| sink.accepts_payload(f)),
+            _ => None,
+        };
+        if let Some(f) = &self.passthrough {
+            tracing::info!(stream = %spec.name, format = %f.id, "binary passthrough: rows go to the sink as the source encoded them, not decoded");
+        }
         let mut reopen = info.clone();
         reopen.resume = true;
         let mut lanes = Vec::with_capacity(sinks.len());
@@ -590,7 +608,14 @@ impl StreamRun<'_> {
 
         let read_cancel = self.shared.cancel.child_token();
         let (tx, mut rx) = mpsc::channel::<SourceEvent>(self.shared.capacity);
-        let readers = self.spawn_readers(source, spec, tx, &read_cancel, Arc::new(resume));
+        let readers = self.spawn_readers(
+            source,
+            spec,
+            tx,
+            &read_cancel,
+            Arc::new(resume),
+            self.passthrough.clone(),
+        );
 
         let mut error: Option<Error> = None;
         let mut seq = 0u64;
@@ -761,6 +786,7 @@ impl StreamRun<'_> {
         tx: mpsc::Sender<SourceEvent>,
         cancel: &CancellationToken,
         resume: Arc<HashMap<String, Position>>,
+        payload: Option<PayloadFormat>,
     ) -> Vec<JoinHandle<Result<()>>> {
         let queue = Arc::new(std::sync::Mutex::new(
             spec.partitions.iter().cloned().collect::<VecDeque<_>>(),
@@ -768,13 +794,14 @@ impl StreamRun<'_> {
         let readers = self.shared.threads.clamp(1, spec.partitions.len().max(1));
         (0..readers)
             .map(|_| {
-                let (source, spec, queue, cancel, tx, resume) = (
+                let (source, spec, queue, cancel, tx, resume, payload) = (
                     source.clone(),
                     spec.clone(),
                     queue.clone(),
                     cancel.clone(),
                     tx.clone(),
                     resume.clone(),
+                    payload.clone(),
                 );
                 let (limits, parallelism, policy) = (self.shared.limits, self.shared.threads, self.shared.policy);
                 let stats = self.stats.clone();
@@ -798,6 +825,7 @@ impl StreamRun<'_> {
                             parallelism,
                             policy,
                             stats: &stats,
+                            payload: payload.clone(),
                         };
                         if let Err(e) = reader.run(resume.get(partition.id.as_ref()).cloned()).await {
                             // One broken partition ends the stream; the others stop too.
@@ -937,7 +965,19 @@ async fn deliver(
     durable: bool,
     refused: &mut BatchRefusals,
 ) -> Result<u64> {
-    let found = sink.write(batch).await?;
+    // A sink reopened after a failure that no longer takes the encoding
+    // gets the rows decoded (those that do not decode are refused here).
+    let not_taken = batch
+        .payload
+        .as_ref()
+        .is_some_and(|p| !sink.accepts_payload(p.format()));
+    let found = if not_taken {
+        let (decoded, mut found) = batch.decoded()?;
+        found.extend(sink.write(&decoded).await?);
+        found
+    } else {
+        sink.write(batch).await?
+    };
     let written = (batch.num_rows() - found.len()) as u64;
     refused.written = Some(written);
     refused.record(found, rejections)?;
@@ -1095,6 +1135,8 @@ struct PartitionRead<'a> {
     parallelism: usize,
     policy: RetryPolicy,
     stats: &'a StreamStats,
+    /// The encoding to send rows in undecoded, if agreed.
+    payload: Option<PayloadFormat>,
 }
 
 impl PartitionRead<'_> {
@@ -1109,6 +1151,7 @@ impl PartitionRead<'_> {
                 limits: self.limits,
                 resume: resume.clone(),
                 parallelism: self.parallelism,
+                payload: self.payload.clone(),
             };
             let forward = async {
                 let mut last = None;

@@ -278,3 +278,183 @@ fn incremental_reads_by_cursor_column_pick_up_only_new_rows() {
         "the second run reads only rows past the last cursor value"
     );
 }
+
+/// Every type whose binary form another server reads as it is, with
+/// extremes, NaN and infinities, NULLs, unicode and a 1 MiB text: copied
+/// PostgreSQL to PostgreSQL as binary COPY tuples, never decoded.
+const PASSABLE: &str = r#"
+CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');
+CREATE DOMAIN positive AS integer CHECK (VALUE > 0);
+CREATE TABLE wide (
+    id bigint PRIMARY KEY,
+    i2 smallint, i4 integer, n12 numeric(12,2), n numeric, nbig numeric(60,20),
+    f4 real, f8 double precision, t text, vc varchar(10), c char(5), b boolean,
+    d date, tm time, ts timestamp, tstz timestamptz, iv interval,
+    u uuid, j json, jb jsonb, by bytea, ai integer[], at text[], m mood, dom positive
+);
+INSERT INTO wide SELECT g, (g % 30000)::smallint, g * 7, g / 7.0, g * 1.000001, g / 3.0,
+    g / 9.0, g / 11.0, md5(g::text) || ' ✓', left(md5(g::text), 10), left(md5(g::text), 5), g % 2 = 0,
+    date '2000-01-01' + g, time '00:00' + g * interval '1 second', timestamp '2020-01-01' + g * interval '1 minute',
+    timestamptz '2020-01-01 00:00+00' + g * interval '1 second', g * interval '1 hour 1 second',
+    md5(g::text)::uuid, json_build_object('g', g), jsonb_build_object('g', g, 's', 'x'), sha256(g::text::bytea),
+    ARRAY[g, NULL, -g], ARRAY[g::text, 'a,b', NULL], (ARRAY['sad', 'ok', 'happy'])[g % 3 + 1]::mood, g::integer
+    FROM generate_series(4, 70000) g;
+INSERT INTO wide VALUES
+ (1, -32768, -2147483648, -9999999999.99, 'NaN', '-12345678901234567890123456789012345678.12345678901234567890',
+  '-Infinity', 'NaN', '', 'émoji 😀', 'ab', false,
+  '-infinity', '00:00:00', '4713-01-01 BC 00:00:00', '-infinity', '-178000000 years',
+  '00000000-0000-0000-0000-000000000000', '[]', '{}', '\x', '{}', '{}', 'sad', 1),
+ (2, 32767, 2147483647, 9999999999.99, '123456789012345678901234567890.000000000000000001', '0.00000000000000000001',
+  'Infinity', 1.7976931348623157e308, repeat('long text ✓ ', 87382), 'ten chars!', 'abcde', true,
+  'infinity', '23:59:59.999999', '9999-12-31 23:59:59.999999', 'infinity', '178000000 years 11 mons 30 days 23:59:59.999999',
+  'ffffffff-ffff-ffff-ffff-ffffffffffff', '{"a": [1, 2.5, "三"], "b": null}', '{"k": {"nested": true}, "n": 1.50}',
+  (SELECT string_agg(set_byte('\x00'::bytea, 0, g), ''::bytea ORDER BY g) FROM generate_series(0, 255) g),
+  '{1,NULL,-3}', '{"a,b","c\"d",NULL,"漢字"}', 'happy', 2147483647),
+ (3, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+  NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
+ANALYZE wide;
+"#;
+
+/// The column types of `table`, in order.
+fn column_types(db: &PgDb, table: &str) -> String {
+    db.sql(&format!(
+        "SELECT string_agg(format_type(atttypid, atttypmod), ',' ORDER BY attnum) FROM pg_attribute \
+         WHERE attrelid = '{table}'::regclass AND attnum > 0 AND NOT attisdropped"
+    ))
+}
+
+#[test]
+fn postgres_to_postgres_passes_binary_tuples_through_exactly() {
+    let Some(src) = PgDb::create("pass_src") else { return };
+    let Some(dst) = PgDb::create("pass_dst") else { return };
+    src.sql(PASSABLE);
+    let dir = tempfile::tempdir().unwrap();
+    let err = ok(&sluice(dir.path(), &["copy", &src.url(), &dst.url(), "--no-progress"]));
+    assert!(
+        err.contains("wide: binary passthrough"),
+        "the summary says the rows were not decoded:\n{err}"
+    );
+    assert_eq!(dst.fingerprint("wide"), src.fingerprint("wide"));
+    assert!(dst.fingerprint("wide").starts_with("70000:"));
+    assert_eq!(
+        dst.sql("SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM wide t WHERE id <= 3"),
+        src.sql("SELECT md5(string_agg(t::text, '|' ORDER BY id)) FROM wide t WHERE id <= 3"),
+        "extremes, NaN, infinities and NULLs"
+    );
+    assert_eq!(
+        dst.sql("SELECT n || ',' || f8 || ',' || tstz FROM wide WHERE id = 1"),
+        "NaN,NaN,-infinity"
+    );
+    assert_eq!(dst.sql("SELECT length(t) FROM wide WHERE id = 2"), "1048584");
+    assert_eq!(
+        column_types(&dst, "wide"),
+        column_types(&src, "wide").replace("positive", "integer")
+    );
+    assert_eq!(
+        dst.sql("SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'wide'::regclass"),
+        "PRIMARY KEY (id)"
+    );
+}
+
+/// A source table of `rows` rows: bigint key, text, numeric, timestamptz.
+fn events(db: &PgDb, rows: u64) {
+    db.sql(&format!(
+        "CREATE TABLE events (id bigint PRIMARY KEY, v text NOT NULL, n numeric(12,2), at timestamptz); \
+         INSERT INTO events SELECT g, md5(g::text), g / 7.0, timestamptz '2026-01-01' + g * interval '1 second' \
+         FROM generate_series(1, {rows}) g; ANALYZE events"
+    ));
+}
+
+#[test]
+fn rows_the_destination_refuses_are_found_by_decoding_their_batch_and_the_rest_passes_through() {
+    let Some(src) = PgDb::create("passbad_src") else { return };
+    let Some(dst) = PgDb::create("passbad_dst") else { return };
+    events(&src, 100_000);
+    // The destination's own table: the same types, and a rule some rows break.
+    dst.sql(
+        "CREATE TABLE events (id bigint PRIMARY KEY, v text NOT NULL, n numeric(12,2), at timestamptz, \
+         CHECK (id % 10000 <> 0))",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let to = format!("{}?mode=append", dst.url());
+    let from = format!("{}?table=events", src.url());
+    let err = ok(&sluice(
+        dir.path(),
+        &[
+            "copy",
+            &from,
+            &to,
+            "--on-error",
+            "dlq",
+            "--dlq",
+            "rejects.ndjson",
+            "--no-progress",
+        ],
+    ));
+    assert!(err.contains("events: binary passthrough"), "{err}");
+    let rejects = ndjson(&dir.path().join("rejects.ndjson"));
+    let mut ids: Vec<i64> = rejects.iter().map(|r| r["record"]["id"].as_i64().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, (1..=10).map(|i| i * 10_000).collect::<Vec<i64>>(), "{rejects:?}");
+    assert!(
+        rejects
+            .iter()
+            .all(|r| r["reason"].as_str().unwrap().contains("check constraint")),
+        "{rejects:?}"
+    );
+    assert_eq!(
+        dst.fingerprint("events"),
+        src.fingerprint("(SELECT * FROM events WHERE id % 10000 <> 0)"),
+        "every other row arrived once, unchanged"
+    );
+}
+
+#[test]
+fn a_transform_or_another_destination_type_keeps_rows_decoded() {
+    let Some(src) = PgDb::create("passno_src") else { return };
+    let Some(dst) = PgDb::create("passno_dst") else { return };
+    let Some(typed) = PgDb::create("passno_typed") else {
+        return;
+    };
+    events(&src, 50_000);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("t.toml"),
+        format!(
+            "[source]\ntype = \"postgres\"\nurl = \"{}\"\ntable = \"events\"\n\n\
+             [[transforms]]\ntype = \"filter\"\npredicate = \"id > 0\"\n\n\
+             [[sinks]]\ntype = \"postgres\"\nurl = \"{}\"\n",
+            src.url(),
+            dst.url()
+        ),
+    )
+    .unwrap();
+    let err = ok(&sluice(dir.path(), &["run", "t.toml", "--no-progress"]));
+    assert!(
+        !err.contains("binary passthrough"),
+        "a transform reads the values:\n{err}"
+    );
+    assert_eq!(dst.fingerprint("events"), src.fingerprint("events"));
+
+    std::fs::write(
+        dir.path().join("ty.toml"),
+        format!(
+            "[source]\ntype = \"postgres\"\nurl = \"{}\"\ntable = \"events\"\n\n\
+             [[sinks]]\ntype = \"postgres\"\nurl = \"{}\"\n[sinks.types]\n\"events.n\" = \"numeric(14,4)\"\n",
+            src.url(),
+            typed.url()
+        ),
+    )
+    .unwrap();
+    let err = ok(&sluice(dir.path(), &["run", "ty.toml", "--no-progress"]));
+    assert!(
+        !err.contains("binary passthrough"),
+        "numeric(14,4) is not numeric(12,2):\n{err}"
+    );
+    assert_eq!(
+        column_types(&typed, "events"),
+        "bigint,text,numeric(14,4),timestamp with time zone"
+    );
+    let sums = "SELECT count(*) || ' ' || sum(id) || ' ' || sum(n)::numeric(20,2) || ' ' || max(at) FROM events";
+    assert_eq!(typed.sql(sums), src.sql(sums));
+}

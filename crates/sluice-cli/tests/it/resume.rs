@@ -152,6 +152,10 @@ fn a_killed_pg_to_pg_run_resumes_mid_table_without_losing_or_repeating_a_row() {
         err.contains("continued unfinished run") && err.contains("resumed after"),
         "{err}"
     );
+    // Both runs moved the rows as binary COPY tuples, positions read from them.
+    let killed = std::fs::read_to_string(dir.path().join("run.log")).unwrap();
+    assert!(killed.contains("binary passthrough"), "{killed}");
+    assert!(err.contains("events: binary passthrough"), "{err}");
     assert_exact(&src, &dst);
     // Keys and indexes come after the load, also when the load was resumed.
     assert_eq!(

@@ -139,6 +139,7 @@ mod tests {
                 },
                 resume,
                 parallelism: 1,
+                payload: None,
             };
             src.read(&specs[0], p, ctx).await.unwrap();
             while let Ok(SourceEvent::Batch(b)) = rx.try_recv() {

@@ -23,7 +23,7 @@ pub const EPOCH_DAYS: i32 = 10_957;
 /// Microseconds from 1970-01-01 to 2000-01-01.
 pub const EPOCH_MICROS: i64 = 946_684_800_000_000;
 
-const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+pub(super) const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 
 /// How the values of one column are read.
 #[derive(Debug, Clone, PartialEq)]
@@ -377,6 +377,13 @@ impl TupleDecoder {
         }
     }
 
+    /// A decoder for tuples without the stream's header before them (the
+    /// rows of a batch passed through undecoded).
+    pub fn headerless(mut self) -> Self {
+        self.header_done = true;
+        self
+    }
+
     /// Rows decoded into the current batch.
     pub fn rows(&self) -> usize {
         self.rows
@@ -446,8 +453,9 @@ impl TupleDecoder {
     }
 }
 
-/// The length of the complete tuple at the start of `buf`, if it is all there.
-fn tuple_end(buf: &[u8], ncols: usize) -> Result<Option<usize>, String> {
+/// The length of the complete tuple at the start of `buf`, if it is all
+/// there (2 for the trailer).
+pub(super) fn tuple_end(buf: &[u8], ncols: usize) -> Result<Option<usize>, String> {
     if buf.len() < 2 {
         return Ok(None);
     }

@@ -6,6 +6,7 @@ mod config;
 mod decode;
 mod encode;
 mod numeric;
+mod passthrough;
 mod sink;
 mod source;
 mod spatial;

@@ -784,7 +784,11 @@ impl SinkConnector for PostgresSink {
         } else {
             load.clone()
         };
+        // Rows loaded straight into the table may arrive as binary COPY
+        // tuples of a PostgreSQL source with exactly these column types.
+        let passthrough = (!staged).then(|| super::passthrough::format_of(pg_types.iter().map(String::as_str)));
         Ok(Box::new(PostgresTableSink {
+            passthrough,
             client,
             url: self.cfg.url.clone(),
             copy: format!("COPY {copy_into} ({column_list}) FROM STDIN (FORMAT binary)"),
@@ -824,6 +828,8 @@ impl SinkConnector for PostgresSink {
 
 /// One stream being written into one table.
 struct PostgresTableSink {
+    /// The encoded rows this sink loads as they are (see [`super::passthrough`]).
+    passthrough: Option<sluice_core::PayloadFormat>,
     client: Client,
     url: String,
     copy: String,
@@ -886,6 +892,33 @@ impl PostgresTableSink {
         };
         match (result, self.client.batch_execute(end).await) {
             (Ok(_), Err(e)) => Err(LoadError::Server(e)),
+            (result, _) => result,
+        }
+    }
+
+    /// Loads binary `COPY` tuples (no header, no trailer) in one `COPY`,
+    /// under a savepoint like [`Self::load`].
+    async fn load_encoded(&self, tuples: Bytes) -> std::result::Result<(), LoadError> {
+        if tuples.is_empty() {
+            return Ok(());
+        }
+        self.client.batch_execute("SAVEPOINT sluice_load").await?;
+        let result = async {
+            let sink = self.client.copy_in::<_, Bytes>(self.copy.as_str()).await?;
+            let mut sink = std::pin::pin!(sink);
+            sink.feed(Bytes::from_static(HEADER)).await?;
+            sink.feed(tuples).await?;
+            sink.send(Bytes::from_static(TRAILER)).await?;
+            sink.as_mut().finish().await?;
+            Ok(())
+        }
+        .await;
+        let end = match &result {
+            Ok(()) => "RELEASE SAVEPOINT sluice_load",
+            Err(_) => "ROLLBACK TO SAVEPOINT sluice_load; RELEASE SAVEPOINT sluice_load",
+        };
+        match (result, self.client.batch_execute(end).await) {
+            (Ok(()), Err(e)) => Err(LoadError::Server(e)),
             (result, _) => result,
         }
     }
@@ -1455,7 +1488,7 @@ impl Sink for PostgresTableSink {
                 .map_err(|e| pg_error(&self.url, e))?;
             self.open_tx = true;
         }
-        let outcome = self.write_rows(batch).await;
+        let outcome = self.write_batch(batch).await;
         let outcome = match (outcome, &batch.position) {
             (Ok(refused), Some(p)) => self.store_position(p).await.map(|()| refused),
             (o, _) => o,
@@ -1475,6 +1508,10 @@ impl Sink for PostgresTableSink {
             .batch_execute("COMMIT")
             .await
             .map_err(|e| pg_error(&self.url, e))
+    }
+
+    fn accepts_payload(&self, format: &sluice_core::PayloadFormat) -> bool {
+        self.passthrough.as_ref() == Some(format)
     }
 
     async fn committed(&mut self) -> Result<Option<Vec<Position>>> {
@@ -1519,6 +1556,35 @@ impl Sink for PostgresTableSink {
 }
 
 impl PostgresTableSink {
+    /// Loads a batch in the open transaction: its encoded rows as they are
+    /// when this sink takes them, otherwise (and when the server refuses
+    /// some of them) its rows decoded, so each refused row is found on its
+    /// own. Returns the rows refused.
+    async fn write_batch(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
+        let Some(payload) = &batch.payload else {
+            return self.write_rows(batch).await;
+        };
+        if !self.refusals.recent && self.accepts_payload(payload.format()) {
+            let tuples = match payload.as_any().downcast_ref::<super::passthrough::CopyPayload>() {
+                Some(p) => p.tuples(),
+                None => Bytes::copy_from_slice(payload.bytes()),
+            };
+            match self.load_encoded(tuples).await {
+                Ok(()) => return Ok(Vec::new()),
+                Err(LoadError::Server(e)) if is_data_error(&e) => {
+                    tracing::debug!(target = %self.target, error = %server_message(&e), "rows refused: the batch is decoded to find them");
+                    // Straight to finding the refused rows, not loading the batch whole again.
+                    self.refusals.recent = true;
+                }
+                Err(LoadError::Server(e)) => return Err(pg_error(&self.url, e)),
+                Err(LoadError::Sluice(e)) => return Err(e),
+            }
+        }
+        let (decoded, mut refused) = batch.decoded()?;
+        refused.extend(self.write_rows(&decoded).await?);
+        Ok(refused)
+    }
+
     /// Loads the batch's rows in the open transaction; returns the rows refused.
     async fn write_rows(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
         let reject = |bad: Vec<(usize, String)>| -> Vec<Rejection> { batch.reject_rows(bad, Stage::Sink, &self.by) };

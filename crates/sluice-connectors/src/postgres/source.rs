@@ -28,13 +28,14 @@ use bytes::{Buf, BytesMut};
 use futures::StreamExt;
 use sluice_core::dbmeta::{ColumnMeta, ForeignKeyMeta, IndexMeta, Semantic, TableMeta};
 use sluice_core::{
-    BOOKKEEPING_TABLES, Batch, Error, PartitionSpec, Position, ReadContext, Rejection, Result, Source, SourceEvent,
-    Stage, StreamSpec,
+    BOOKKEEPING_TABLES, Batch, Error, PartitionSpec, PayloadFormat, Position, ReadContext, Rejection, Result, Source,
+    SourceEvent, Stage, StreamSpec,
 };
 use tokio_postgres::Client;
 
 use super::config::{PostgresSourceConfig, redact};
 use super::decode::{Decode, TupleDecoder};
+use super::passthrough;
 use super::types::{PgColumn, TypeCache, ident, literal, qualified};
 use super::{ENUM_LABELS, connect, get, pg_error};
 
@@ -61,6 +62,9 @@ struct StreamPlan {
     /// Empty for keyless tables and queries.
     key: Vec<String>,
     location: Arc<str>,
+    /// The encoding rows can be handed over in undecoded, when every column
+    /// has one that another server reads as it is.
+    passthrough: Option<PayloadFormat>,
 }
 
 impl PostgresSource {
@@ -345,6 +349,7 @@ impl PostgresSource {
         let plan = StreamPlan {
             select,
             from: from.to_string(),
+            passthrough: passthrough::offer(&columns),
             columns,
             key,
             location: format!("{} {name}", redact(&self.cfg.url)).into(),
@@ -430,6 +435,7 @@ async fn column(
     let as_text = r.decode.is_none();
     let labels = (!r.labels.is_empty()).then(|| r.labels.clone());
     Ok(PgColumn {
+        elem: r.elem,
         name: name.to_string(),
         decode: r.decode.unwrap_or(Decode::Text),
         as_text,
@@ -530,6 +536,11 @@ impl Source for PostgresSource {
 
     fn incremental(&self) -> bool {
         self.cfg.cursor.is_some()
+    }
+
+    fn payload_format(&self, stream: &StreamSpec) -> Option<PayloadFormat> {
+        let plans = self.plans.lock().ok()?;
+        plans.get(stream.name.as_ref())?.passthrough.clone()
     }
 
     async fn check(&self, streams: &[StreamSpec]) -> Result<Vec<String>> {
@@ -645,6 +656,21 @@ impl Source for PostgresSource {
                 .filter(|c| c.get("after").is_some() || c.get("cursor").is_some()),
             bytes: 0,
         };
+        if let Some(format) = ctx.payload.as_ref().filter(|f| plan.passthrough.as_ref() == Some(*f)) {
+            let layout = passthrough::Layout {
+                format: format.clone(),
+                decodes,
+                names: plan.columns.iter().map(|c| c.name.clone()).collect(),
+                schema: stream.schema.clone(),
+                stream: stream.name.clone(),
+                origin: plan.location.clone(),
+            };
+            passthrough::read(stream_out.as_mut(), Arc::new(layout), &mut reader, &ctx, &self.cfg.url).await?;
+            if !ctx.cancel.is_cancelled() {
+                client.batch_execute("COMMIT").await.map_err(err)?;
+            }
+            return Ok(());
+        }
         let mut buf = BytesMut::new();
         let mut ended = false;
         while !ended {
@@ -694,7 +720,7 @@ impl Source for PostgresSource {
 }
 
 /// Turns decoded rows into batches with positions, and refused rows into rejections.
-struct BatchCutter<'a> {
+pub(super) struct BatchCutter<'a> {
     plan: &'a StreamPlan,
     schema: SchemaRef,
     stream: Arc<str>,
@@ -710,35 +736,38 @@ impl BatchCutter<'_> {
     fn cut(&mut self, decoder: &mut TupleDecoder) -> Result<Vec<SourceEvent>> {
         let (arrays, bad) = decoder.finish_batch();
         self.bytes = 0;
-        let mut events = Vec::new();
-        // Refused rows hold NULLs in place of their bad value, so build with
-        // every field nullable, then drop those rows.
-        let loose = Schema::new(
-            self.schema
-                .fields()
-                .iter()
-                .map(|f| f.as_ref().clone().with_nullable(true))
-                .collect::<Vec<_>>(),
-        );
-        let mut data = RecordBatch::try_new(Arc::new(loose), arrays)?;
-        // Positions count rows read, refused ones included, so that skipping
-        // them on resume lands on the next row.
-        self.rows += data.num_rows() as u64;
+        let data = loose_batch(&self.schema, arrays)?;
+        self.advance(data.num_rows() as u64, &data)?;
+        let names: Vec<&str> = self.plan.columns.iter().map(|c| c.name.as_str()).collect();
+        let (data, refused) = refuse_rows(&self.schema, data, &bad, &names, &self.stream, &self.plan.location)?;
+        let mut events: Vec<SourceEvent> = refused.into_iter().map(SourceEvent::Reject).collect();
+        let mut batch = Batch::new(self.stream.clone(), self.plan.location.clone(), data);
+        batch.position = Some(self.position());
+        events.push(SourceEvent::Batch(batch));
+        Ok(events)
+    }
+
+    /// Counts `rows` more rows read, refused ones included, so that skipping
+    /// them on resume lands on the next row; the cursor moves to the last row
+    /// of `tail` (decoded rows ending where the `rows` end, in the loose
+    /// schema of [`loose_batch`]).
+    pub(super) fn advance(&mut self, rows: u64, tail: &RecordBatch) -> Result<()> {
+        self.rows += rows;
         // The cursor is the last row read, refused or not, so a batch whose
         // rows were all refused still moves it; NULL (a refused key) keeps
         // the previous one.
-        let total = data.num_rows();
+        let total = tail.num_rows();
         let cursor = match (&self.cursor_column, &self.plan.key) {
             (Some(c), _) if total > 0 => {
                 let i = self.schema.index_of(c)?;
-                let col = data.column(i);
+                let col = tail.column(i);
                 col.is_valid(total - 1)
                     .then(|| arrow::util::display::array_value_to_string(col, total - 1))
                     .transpose()?
                     .map(|v| serde_json::json!({ "cursor": v }))
             }
             (None, key) if total > 0 && !key.is_empty() => {
-                let row = sluice_core::row_json(&data, total - 1);
+                let row = sluice_core::row_json(tail, total - 1);
                 let values: Option<Vec<serde_json::Value>> =
                     key.iter().map(|k| row.get(k).filter(|v| !v.is_null()).cloned()).collect();
                 match values {
@@ -752,27 +781,11 @@ impl BatchCutter<'_> {
         if let Some(c) = cursor {
             self.last = Some(c);
         }
-        if !bad.is_empty() {
-            let mut keep = vec![true; data.num_rows()];
-            for (row, col, reason) in &bad {
-                if !keep[*row] {
-                    continue;
-                }
-                keep[*row] = false;
-                events.push(SourceEvent::Reject(Rejection {
-                    stream: self.stream.clone(),
-                    stage: Stage::Source,
-                    by: "postgres".into(),
-                    origin: self.plan.location.clone(),
-                    line: None,
-                    reason: format!("column `{}`: {reason}", self.plan.columns[*col].name),
-                    raw: None,
-                    record: Some(sluice_core::row_record(&data, *row)),
-                }));
-            }
-            data = arrow::compute::filter_record_batch(&data, &BooleanArray::from(keep))?;
-        }
-        let data = RecordBatch::try_new(self.schema.clone(), data.columns().to_vec())?;
+        Ok(())
+    }
+
+    /// The position after the rows counted so far.
+    pub(super) fn position(&self) -> Position {
         let cursor = match (&self.last, &self.cursor_column) {
             (Some(c), _) => c.clone(),
             // Nothing read yet: a keyed or incremental read starts from the beginning.
@@ -780,15 +793,66 @@ impl BatchCutter<'_> {
             (None, None) if !self.plan.key.is_empty() => serde_json::json!({}),
             (None, None) => serde_json::json!({ "rows": self.rows }),
         };
-        let mut batch = Batch::new(self.stream.clone(), self.plan.location.clone(), data);
-        batch.position = Some(Position {
+        Position {
             partition: self.partition.clone(),
             cursor,
             rows: self.rows,
-        });
-        events.push(SourceEvent::Batch(batch));
-        Ok(events)
+        }
     }
+
+    /// Rows counted so far in the partition.
+    pub(super) fn rows(&self) -> u64 {
+        self.rows
+    }
+}
+
+/// Decoded column arrays as a batch with every field nullable: refused rows
+/// hold NULLs in place of their bad value.
+pub(super) fn loose_batch(schema: &SchemaRef, arrays: Vec<arrow::array::ArrayRef>) -> Result<RecordBatch> {
+    let loose = Schema::new(
+        schema
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone().with_nullable(true))
+            .collect::<Vec<_>>(),
+    );
+    Ok(RecordBatch::try_new(Arc::new(loose), arrays)?)
+}
+
+/// Takes the rows with a value that did not decode (`bad`: row, column,
+/// reason) out of `data` (a [`loose_batch`]) as rejections naming the
+/// column; the rest in the stream's `schema`.
+pub(super) fn refuse_rows(
+    schema: &SchemaRef,
+    mut data: RecordBatch,
+    bad: &[(usize, usize, String)],
+    names: &[&str],
+    stream: &Arc<str>,
+    origin: &Arc<str>,
+) -> Result<(RecordBatch, Vec<Rejection>)> {
+    let mut refused = Vec::new();
+    if !bad.is_empty() {
+        let mut keep = vec![true; data.num_rows()];
+        for (row, col, reason) in bad {
+            if !keep[*row] {
+                continue;
+            }
+            keep[*row] = false;
+            refused.push(Rejection {
+                stream: stream.clone(),
+                stage: Stage::Source,
+                by: "postgres".into(),
+                origin: origin.clone(),
+                line: None,
+                reason: format!("column `{}`: {reason}", names.get(*col).copied().unwrap_or("?")),
+                raw: None,
+                record: Some(sluice_core::row_record(&data, *row)),
+            });
+        }
+        data = arrow::compute::filter_record_batch(&data, &BooleanArray::from(keep))?;
+    }
+    let data = RecordBatch::try_new(schema.clone(), data.columns().to_vec())?;
+    Ok((data, refused))
 }
 
 #[cfg(test)]

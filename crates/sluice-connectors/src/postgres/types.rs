@@ -44,6 +44,8 @@ pub struct PgColumn {
     pub meta: ColumnMeta,
     /// Labels of an enum column, to recreate the type.
     pub enum_labels: Option<Vec<String>>,
+    /// Element type OID of an array column (0 otherwise).
+    pub elem: u32,
 }
 
 /// What the catalog says about a type.

@@ -34,6 +34,7 @@ async fn start(
         },
         resume,
         parallelism,
+        payload: None,
     };
     let (s, p) = (streams[0].clone(), streams[0].partitions[0].clone());
     (rx, tokio::spawn(async move { source.read(&s, &p, ctx).await }))

@@ -124,6 +124,7 @@ async fn read_all(source: &Arc<MysqlSource>, stream: &StreamSpec) -> Vec<SourceE
             limits: BatchLimits::default(),
             resume: None,
             parallelism: 1,
+            payload: None,
         };
         tasks.push(tokio::spawn(async move { source.read(&stream, &p, ctx).await }));
     }
@@ -454,6 +455,7 @@ async fn read_nth_partition(
         },
         resume,
         parallelism: 1,
+        payload: None,
     };
     source.read(stream, &stream.partitions[n], ctx).await.unwrap();
     let mut batches = Vec::new();
