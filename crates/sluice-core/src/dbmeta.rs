@@ -178,6 +178,15 @@ pub const DEFAULT: &str = "sluice.default";
 /// Field metadata: what the column is set to when its row is updated, when
 /// the source sets it (MySQL `ON UPDATE CURRENT_TIMESTAMP`).
 pub const ON_UPDATE: &str = "sluice.on_update";
+/// Field metadata: `true` when the source column is `NOT NULL` though the
+/// field is nullable because the source reads some values as NULL (MySQL
+/// zero dates): a created column is `NOT NULL` again, and such rows are
+/// refused with the reason.
+pub const NOT_NULL: &str = "sluice.not_null";
+/// Whether a created column for `field` is `NOT NULL`.
+pub fn not_null(field: &Field) -> bool {
+    !field.is_nullable() || field.metadata().get(NOT_NULL).is_some_and(|v| v == "true")
+}
 /// Field metadata: the column's collation when it is not the database's
 /// default, in the source's terms (`C`, `utf8mb4_bin`).
 pub const COLLATION: &str = "sluice.collation";

@@ -1091,7 +1091,7 @@ fn create_table(
         let name = f.name();
         let in_key = key.iter().any(|k| k == name);
         let mut col = format!("{} {sql_type}{}", quote_ident(name), fidelity::collate_clause(f, sql_type));
-        col.push_str(if in_key || !f.is_nullable() {
+        col.push_str(if in_key || sluice_core::dbmeta::not_null(f) {
             " NOT NULL"
         } else {
             " NULL"

@@ -434,7 +434,11 @@ impl MysqlSource {
     fn nullable_zero_dates(&self, f: Field) -> Field {
         let temporal = matches!(f.data_type(), DataType::Date32 | DataType::Timestamp(_, _));
         if temporal && self.cfg.zero_dates == ZeroDates::Null {
-            f.with_nullable(true)
+            let mut md = f.metadata().clone();
+            if !f.is_nullable() {
+                md.insert(sluice_core::dbmeta::NOT_NULL.into(), "true".into());
+            }
+            f.with_nullable(true).with_metadata(md)
         } else {
             f
         }

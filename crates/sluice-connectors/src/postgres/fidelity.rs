@@ -268,7 +268,7 @@ pub(super) async fn not_copied(
                ELSE 'functions' END, p.proname::text || '(' || pg_get_function_identity_arguments(p.oid) || ')' \
                FROM pg_proc p WHERE p.pronamespace = (SELECT oid FROM ns) AND $3 \
                AND p.oid NOT IN (SELECT objid FROM ext) \
-             UNION ALL SELECT 'domains (columns get the base type, without the checks)', t.typname::text \
+             UNION ALL SELECT 'domains (copied as their base types, without checks)', t.typname::text \
                FROM pg_type t WHERE t.typnamespace = (SELECT oid FROM ns) AND t.typtype = 'd' AND $3 \
                AND t.oid NOT IN (SELECT objid FROM ext) \
              UNION ALL SELECT 'sequences not owned by a column', c.relname::text FROM pg_class c \
@@ -276,6 +276,8 @@ pub(super) async fn not_copied(
                AND c.oid NOT IN (SELECT objid FROM ext) \
                AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = c.oid AND d.deptype IN ('a', 'i') \
                                AND d.refobjsubid > 0) \
+               AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.refobjid = c.oid \
+                               AND d.classid = 'pg_attrdef'::regclass) \
              ORDER BY 1, 2",
             &[&schema, &tables, &whole],
         )

@@ -263,7 +263,7 @@ impl PostgresSink {
                     "DO $$ BEGIN CREATE TYPE {name} AS ENUM ({list}); EXCEPTION WHEN duplicate_object THEN NULL; END $$"
                 ));
             }
-            let not_null = if f.is_nullable() { "" } else { " NOT NULL" };
+            let not_null = if sluice_core::dbmeta::not_null(f) { " NOT NULL" } else { "" };
             let identity = meta.serial_columns.contains(f.name());
             let default = fidelity::default_clause(client, &table, f, &ty, identity, &mut plan.warnings).await;
             columns.push(format!("{} {ty}{not_null}{default}", ident(f.name())));
