@@ -344,6 +344,13 @@ pub fn plan(plan: &sluice_engine::inspect::PlanReport) -> String {
         }
         out.push('\n');
     }
+    if !plan.not_copied.is_empty() {
+        out.push_str("not copied from the source (recreate them by hand if needed):\n");
+        for n in &plan.not_copied {
+            out.push_str(&format!("  {}\n", n.summary(usize::MAX)));
+        }
+        out.push('\n');
+    }
     out.push_str(&format!("plan hash: {}\n", plan.plan_hash));
     out.push_str(&format!("schema hash: {}", plan.schema_hash));
     out

@@ -173,6 +173,84 @@ impl TableMeta {
     }
 }
 
+/// Field metadata: the column's default as JSON ([`ColumnDefault`]).
+pub const DEFAULT: &str = "sluice.default";
+/// Field metadata: what the column is set to when its row is updated, when
+/// the source sets it (MySQL `ON UPDATE CURRENT_TIMESTAMP`).
+pub const ON_UPDATE: &str = "sluice.on_update";
+/// Field metadata: `true` when the source column is `NOT NULL` though the
+/// field is nullable because the source reads some values as NULL (MySQL
+/// zero dates): a created column is `NOT NULL` again, and such rows are
+/// refused with the reason.
+pub const NOT_NULL: &str = "sluice.not_null";
+/// Whether a created column for `field` is `NOT NULL`.
+pub fn not_null(field: &Field) -> bool {
+    !field.is_nullable() || field.metadata().get(NOT_NULL).is_some_and(|v| v == "true")
+}
+/// Field metadata: the column's collation when it is not the database's
+/// default, in the source's terms (`C`, `utf8mb4_bin`).
+pub const COLLATION: &str = "sluice.collation";
+
+/// A column default, in a form a sink of another database can render.
+///
+/// Sources translate what they can into the dialect-neutral variants; the
+/// rest travels as [`ColumnDefault::Expression`], which a sink of the same
+/// dialect may keep and a sink of another one drops with a warning naming
+/// the column and the expression.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "value")]
+pub enum ColumnDefault {
+    /// The current date and time (`now()`, `CURRENT_TIMESTAMP`).
+    CurrentTimestamp,
+    /// Today's date (`CURRENT_DATE`, `curdate()`).
+    CurrentDate,
+    /// A number, as written (`3`, `-4.99`).
+    Number(String),
+    /// A string constant, unquoted (also dates and enum labels).
+    Text(String),
+    /// `true` or `false`.
+    Boolean(bool),
+    /// An expression only the source's database understands, with its dialect.
+    Expression { dialect: String, sql: String },
+}
+
+impl ColumnDefault {
+    /// Reads the default a source recorded on `field`.
+    pub fn of(field: &Field) -> Option<Self> {
+        field
+            .metadata()
+            .get(DEFAULT)
+            .and_then(|s| serde_json::from_str(s).ok())
+    }
+
+    /// How the default reads in messages.
+    pub fn describe(&self) -> String {
+        match self {
+            ColumnDefault::CurrentTimestamp => "CURRENT_TIMESTAMP".into(),
+            ColumnDefault::CurrentDate => "CURRENT_DATE".into(),
+            ColumnDefault::Number(n) => n.clone(),
+            ColumnDefault::Text(t) => format!("'{}'", t.replace('\'', "''")),
+            ColumnDefault::Boolean(b) => b.to_string(),
+            ColumnDefault::Expression { sql, .. } => sql.clone(),
+        }
+    }
+}
+
+/// Whether `field` is fixed-length character data whose trailing blanks are
+/// padding (PostgreSQL `character(n)`, MySQL `char(n)`): both databases
+/// ignore them in comparisons, and MySQL strips them when read.
+pub fn blank_padded(field: &Field) -> bool {
+    let meta = ColumnMeta::of(field);
+    let Some(t) = meta.db_type.as_deref().map(str::to_ascii_lowercase) else {
+        return false;
+    };
+    match meta.dialect.as_deref() {
+        Some("postgres") => t.starts_with("character(") || t == "character" || t == "bpchar",
+        Some("mysql") => t.starts_with("char(") || t == "char",
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

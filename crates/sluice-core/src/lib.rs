@@ -30,7 +30,7 @@ pub use registry::{ConnectorInfo, Registry, SinkFactory, SourceFactory};
 pub use rejection::{Rejection, Stage};
 pub use retry::{Retrier, RetryPolicy};
 pub use traits::{
-    Applied, PartitionSpec, ReadContext, Sink, SinkConnector, Source, SourceEvent, StreamInfo, StreamSpec, Transform,
+    Applied, NotCopied, PartitionSpec, ReadContext, Sink, SinkConnector, Source, SourceEvent, StreamInfo, StreamSpec, Transform,
     TransformFactory, blocking,
 };
 

@@ -75,6 +75,26 @@ impl StreamSpec {
     }
 }
 
+/// Objects of one kind a source database holds and a run does not copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotCopied {
+    /// What they are, plural (`views`, `triggers`, `functions`).
+    pub kind: String,
+    /// Their names (`table.trigger` for triggers).
+    pub names: Vec<String>,
+}
+
+impl NotCopied {
+    /// `3 views (a, b, c)`, at most `shown` names spelled out.
+    pub fn summary(&self, shown: usize) -> String {
+        let mut names = self.names.iter().take(shown).cloned().collect::<Vec<_>>().join(", ");
+        if self.names.len() > shown {
+            names.push_str(&format!(", … {} more", self.names.len() - shown));
+        }
+        format!("{} {} ({names})", self.names.len(), self.kind)
+    }
+}
+
 /// What a source sends: rows, or a row it could not decode.
 #[derive(Debug)]
 pub enum SourceEvent {
@@ -143,6 +163,14 @@ pub trait Source: Send + Sync {
     fn payload_format(&self, stream: &StreamSpec) -> Option<PayloadFormat> {
         let _ = stream;
         None
+    }
+
+    /// Objects of the source database that no stream carries (views,
+    /// triggers, routines, events), for `sluice plan` and a warning when a
+    /// run starts, so nothing is left behind without a word. Sources
+    /// without such objects have nothing to list.
+    async fn not_copied(&self) -> Result<Vec<NotCopied>> {
+        Ok(Vec::new())
     }
 
     /// Reads one partition of `stream` into `ctx.out` until the input ends or

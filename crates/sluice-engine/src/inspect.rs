@@ -39,6 +39,9 @@ pub struct PlanReport {
     /// the same pipeline against the same databases always gives the same
     /// one, and a changed source table changes it.
     pub schema_hash: String,
+    /// Objects of the source database no stream carries (views, triggers,
+    /// routines, events).
+    pub not_copied: Vec<sluice_core::NotCopied>,
 }
 
 /// A pipeline's source and sinks, built but not connected.
@@ -97,6 +100,7 @@ pub async fn plan(p: &Pipeline) -> Result<PlanReport> {
     }
     Ok(PlanReport {
         streams,
+        not_copied: source.not_copied().await?,
         plan_hash: p.plan_hash.clone(),
         schema_hash: format!("{:016x}", fnv1a(hash_input.as_bytes())),
     })
@@ -249,9 +253,18 @@ pub async fn verify_sampled(p: &Pipeline, sample: Option<u64>, cancel: Cancellat
                 .filter(|n| target_spec.schema.field_with_name(&dest(n)).is_ok())
                 .collect();
             let shared_there: Vec<String> = shared.iter().map(dest).collect();
-            let source_fp = fingerprint(p, &source, spec, &shared, true, &cancel).await?;
+            // Fixed-length text on either side: trailing blanks are padding.
+            let padded: Vec<bool> = shared
+                .iter()
+                .zip(&shared_there)
+                .map(|(here, there)| {
+                    expected_schema.field_with_name(here).is_ok_and(sluice_core::dbmeta::blank_padded)
+                        || target_spec.schema.field_with_name(there).is_ok_and(sluice_core::dbmeta::blank_padded)
+                })
+                .collect();
+            let source_fp = fingerprint(p, &source, spec, &shared, &padded, true, &cancel).await?;
             let target_fp =
-                fingerprint(p, &Arc::from(target_source), target_spec, &shared_there, false, &cancel).await?;
+                fingerprint(p, &Arc::from(target_source), target_spec, &shared_there, &padded, false, &cancel).await?;
             let missing: Vec<String> = expected_schema
                 .fields()
                 .iter()
@@ -415,12 +428,14 @@ async fn documents(
     Ok(docs)
 }
 
-/// Reads a stream fully and fingerprints the `columns`.
+/// Reads a stream fully and fingerprints the `columns`; trailing blanks of
+/// the `padded` ones are left out.
 async fn fingerprint(
     p: &Pipeline,
     source: &Arc<dyn Source>,
     spec: &StreamSpec,
     columns: &[String],
+    padded: &[bool],
     transform: bool,
     cancel: &CancellationToken,
 ) -> Result<Fingerprint> {
@@ -444,10 +459,13 @@ async fn fingerprint(
         for row in 0..data.num_rows() {
             let mut h = std::hash::DefaultHasher::new();
             let mut cell_text = String::new();
-            for (a, json, geometry) in &arrays {
+            for ((a, json, geometry), pad) in arrays.iter().zip(padded) {
                 cell_text.clear();
                 if !(*geometry && geometry_cell(a, row, &mut cell_text)) {
                     cell(a, row, *json, &mut cell_text)?;
+                }
+                if *pad {
+                    cell_text.truncate(cell_text.trim_end_matches(' ').len());
                 }
                 h.write(cell_text.as_bytes());
                 h.write_u8(0x1f);
@@ -591,12 +609,25 @@ fn cell(a: &ArrayRef, row: usize, json: bool, out: &mut String) -> Result<()> {
                 DataType::List(_) => a.as_list::<i32>().value(row),
                 _ => a.as_list::<i64>().value(row),
             };
+            // As a JSON array, so a list equals the JSON document a
+            // database without arrays stores it as.
             out.push('[');
             for i in 0..values.len() {
                 if i > 0 {
                     out.push(',');
                 }
-                cell(&values, i, json, out)?;
+                if values.is_null(i) {
+                    out.push_str("null");
+                    continue;
+                }
+                let mut item = String::new();
+                cell(&values, i, json, &mut item)?;
+                match values.data_type() {
+                    DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => {
+                        out.push_str(&serde_json::Value::String(item).to_string())
+                    }
+                    _ => out.push_str(&item),
+                }
             }
             out.push(']');
         }

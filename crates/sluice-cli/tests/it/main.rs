@@ -2,6 +2,7 @@
 //! check afterwards (rows arrived, values equal, the error names the line).
 
 mod copy;
+mod fidelity;
 mod hostile;
 mod mysql;
 mod outputs;

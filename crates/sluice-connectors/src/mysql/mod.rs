@@ -11,6 +11,7 @@
 pub mod config;
 mod decode;
 mod encode;
+mod fidelity;
 mod sink;
 mod source;
 mod spatial;

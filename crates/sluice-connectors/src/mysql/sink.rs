@@ -54,11 +54,12 @@ use arrow::datatypes::SchemaRef;
 use async_trait::async_trait;
 use mysql_async::Conn;
 use mysql_async::prelude::Queryable;
-use sluice_core::dbmeta::{IndexMeta, TableMeta};
+use sluice_core::dbmeta::{ColumnDefault, IndexMeta, TableMeta};
 use sluice_core::{Batch, Error, Position, Rejection, Result, Sink, SinkConnector, Stage, StreamInfo};
 
 use super::config::{MysqlSinkConfig, WriteMode};
 use super::encode::{EncodedRows, encode_rows};
+use super::fidelity;
 use super::types::{ddl_for_field, is_lob};
 use super::{Endpoint, connect, db_error, parse_url, quote_ident, redact, rows, sql_string, text};
 use crate::ledger::checkpoints::{self, Checkpoints, Dialect, Mysql, Statement, Value};
@@ -67,8 +68,9 @@ use crate::refused::{self, Trial};
 
 /// Largest statement the sink sends.
 const MAX_STATEMENT: usize = 4 << 20;
-/// Session mode of the sink: refuse bad values instead of truncating them.
-const SQL_MODE: &str = "STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION";
+/// Session mode of the sink: refuse bad values instead of truncating them,
+/// and store a 0 in an `AUTO_INCREMENT` column as 0, not as the next number.
+const SQL_MODE: &str = "STRICT_ALL_TABLES,NO_ENGINE_SUBSTITUTION,NO_AUTO_VALUE_ON_ZERO";
 /// Server error codes that blame the rows of a statement, not the statement.
 const ROW_ERRORS: &[u16] = &[
     1048, // column cannot be null
@@ -161,7 +163,8 @@ impl SinkConnector for MysqlSink {
             table.clone()
         };
         let meta = TableMeta::of(&stream.schema);
-        let (create, _) = create_table(&self.cfg, &table, &staging, &stream.schema, &key, meta.as_ref())?;
+        let server = fidelity::Server::read(&mut conn, &location).await?;
+        let (create, _) = create_table(&self.cfg, &table, &staging, &stream.schema, &key, meta.as_ref(), &server)?;
         let mut ddl = Vec::new();
         if replace {
             ddl.push(format!("DROP TABLE IF EXISTS {}", quote_ident(&staging)));
@@ -186,6 +189,17 @@ impl SinkConnector for MysqlSink {
                     cols.join(", ")
                 ));
             }
+        }
+        if let Some(a) = fidelity::auto_increment(&stream.schema, meta.as_ref()) {
+            ddl.push(format!(
+                "ALTER TABLE {} AUTO_INCREMENT = {{MAX({}) + 1, after the load}}",
+                quote_ident(&staging),
+                quote_ident(&a)
+            ));
+        }
+        if let Some(m) = meta.as_ref().filter(|_| !replace) {
+            let fks = fidelity::foreign_keys(&table, &m.foreign_keys, |t| self.table_for(t));
+            ddl.extend(fks.into_iter().map(|f| f.statement));
         }
         if replace {
             ddl.push(format!(
@@ -297,6 +311,12 @@ struct StreamWriter {
     max_packet: usize,
     /// Indexes to add after the load, with each column's DDL type, when the sink created the table.
     indexes: Vec<(IndexMeta, Vec<bool>)>,
+    /// The `AUTO_INCREMENT` column of a table the sink created, moved past the rows at the end.
+    auto_increment: Option<String>,
+    /// Foreign keys of a table the sink created, added once the tables they reference are loaded.
+    foreign_keys: Vec<fidelity::PendingFk>,
+    pipeline: String,
+    job: i64,
     location: String,
     by: Arc<str>,
     sql: String,
@@ -354,6 +374,9 @@ impl StreamWriter {
             // DDL commits on its own here, so the table is cleared before the
             // job's record replaces the earlier one: a crash in between
             // leaves the earlier record, and the next run clears again.
+            // Foreign keys pointing at the table (added by an earlier load)
+            // would refuse both; the tables that hold them are loaded again too.
+            conn.query_drop("SET foreign_key_checks = 0").await.map_err(db)?;
             match clear {
                 Clear::Nothing => {}
                 Clear::Truncate => conn
@@ -370,6 +393,7 @@ impl StreamWriter {
                     .await
                     .map_err(db)?;
             }
+            conn.query_drop("SET foreign_key_checks = 1").await.map_err(db)?;
             for s in [
                 Statement::plain("START TRANSACTION"),
                 checkpoints.forget(),
@@ -384,6 +408,8 @@ impl StreamWriter {
         }
         let existing = columns_of(&mut conn, &location, &staging).await?;
         let mut indexes = Vec::new();
+        let mut auto_increment = None;
+        let mut foreign_keys = Vec::new();
         if existing.is_empty() || created {
             let original = if cfg.mode == WriteMode::Replace {
                 columns_of(&mut conn, &location, &table).await?
@@ -399,7 +425,13 @@ impl StreamWriter {
             let sql = if !cfg.create {
                 format!("CREATE TABLE {} LIKE {}", quote_ident(&staging), quote_ident(&table))
             } else {
-                let (sql, lob) = create_table(cfg, &table, &staging, &schema, &key, meta.as_ref())?;
+                let server = fidelity::Server::read(&mut conn, &location).await?;
+                let (sql, lob) = create_table(cfg, &table, &staging, &schema, &key, meta.as_ref(), &server)?;
+                auto_increment = fidelity::auto_increment(&schema, meta.as_ref());
+                if let Some(m) = meta.as_ref().filter(|_| cfg.mode != WriteMode::Replace) {
+                    let table_for = |t: &str| cfg.table.replace("{stream}", t);
+                    foreign_keys = fidelity::foreign_keys(&table, &m.foreign_keys, table_for);
+                }
                 if let Some(m) = &meta {
                     for ix in &m.indexes {
                         let cols: Option<Vec<bool>> = ix
@@ -485,6 +517,10 @@ impl StreamWriter {
             max_statement,
             max_packet,
             indexes,
+            auto_increment,
+            foreign_keys,
+            pipeline: stream.pipeline.to_string(),
+            job: stream.job,
             location,
             by: Arc::from("mysql"),
             sql: String::new(),
@@ -1015,6 +1051,7 @@ fn key_for(cfg: &MysqlSinkConfig, table: &str, schema: &SchemaRef) -> Result<Vec
     Ok(key)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn create_table(
     cfg: &MysqlSinkConfig,
     table: &str,
@@ -1022,24 +1059,28 @@ fn create_table(
     schema: &SchemaRef,
     key: &[String],
     meta: Option<&TableMeta>,
+    server: &fidelity::Server,
 ) -> Result<(String, Vec<bool>)> {
-    let mut cols = Vec::new();
-    let mut lob = Vec::new();
+    let mut types = Vec::new();
+    // Columns whose type stays as chosen: keys and overrides.
+    let mut fixed = Vec::new();
     let mut problems = Vec::new();
     let mut warned = HashSet::new();
-    let serial = meta
-        .filter(|m| m.dialect == super::types::DIALECT)
-        .map(|m| m.serial_columns.clone())
-        .unwrap_or_default();
+    let mut warn = |w: String| {
+        if warned.insert(w.clone()) {
+            tracing::warn!(table = %table, "{w}");
+        }
+    };
     for f in schema.fields() {
         let name = f.name();
         let in_key = key.iter().any(|k| k == name);
-        let sql_type = match crate::mode::type_override(&cfg.types, table, name) {
-            Some(t) => t.to_string(),
+        let overridden = crate::mode::type_override(&cfg.types, table, name);
+        let sql_type = match overridden.map(str::to_string).or_else(|| fidelity::sized_type(f)) {
+            Some(t) => t,
             None => match ddl_for_field(f, in_key) {
                 Ok(d) => {
-                    if let Some(w) = d.warning.filter(|w| warned.insert(w.clone())) {
-                        tracing::warn!(table = %table, "{w}");
+                    if let Some(w) = d.warning {
+                        warn(w);
                     }
                     d.sql_type
                 }
@@ -1049,17 +1090,8 @@ fn create_table(
                 }
             },
         };
-        let mut col = format!("{} {sql_type}", quote_ident(name));
-        col.push_str(if in_key || !f.is_nullable() {
-            " NOT NULL"
-        } else {
-            " NULL"
-        });
-        if key.first() == Some(name) && serial.contains(name) {
-            col.push_str(" AUTO_INCREMENT");
-        }
-        lob.push(is_lob(&sql_type));
-        cols.push(col);
+        types.push(sql_type);
+        fixed.push(in_key || overridden.is_some());
     }
     if !problems.is_empty() {
         return Err(Error::config(
@@ -1067,16 +1099,51 @@ fn create_table(
             format!("table `{table}`: {}", problems.join("; ")),
         ));
     }
+    let names: Vec<&str> = schema.fields().iter().map(|f| f.name().as_str()).collect();
+    for w in fidelity::fit_row(table, &names, &mut types, &fixed) {
+        warn(w);
+    }
+    let auto = fidelity::auto_increment(schema, meta);
+    let mut cols = Vec::new();
+    let mut lob = Vec::new();
+    for (f, sql_type) in schema.fields().iter().zip(&types) {
+        let name = f.name();
+        let in_key = key.iter().any(|k| k == name);
+        let mut col = format!("{} {sql_type}{}", quote_ident(name), fidelity::collate_clause(f, sql_type));
+        col.push_str(if in_key || sluice_core::dbmeta::not_null(f) {
+            " NOT NULL"
+        } else {
+            " NULL"
+        });
+        if auto.as_deref() == Some(name.as_str()) {
+            col.push_str(" AUTO_INCREMENT");
+        } else if let Some(d) = ColumnDefault::of(f) {
+            match fidelity::default_clause(&d, sql_type, server) {
+                Ok(clause) => col.push_str(&clause),
+                Err(why) => warn(format!("column `{name}`: default {} dropped: {why}", d.describe())),
+            }
+        }
+        col.push_str(&fidelity::on_update_clause(f, sql_type));
+        lob.push(is_lob(sql_type));
+        cols.push(col);
+    }
     if !key.is_empty() {
         cols.push(format!(
             "PRIMARY KEY ({})",
             key.iter().map(|k| quote_ident(k)).collect::<Vec<_>>().join(", ")
         ));
     }
+    // MySQL counts only a column that leads an index.
+    if let Some(a) = &auto
+        && key.first() != Some(a)
+    {
+        cols.push(format!("KEY {} ({})", quote_ident(&format!("{table}_{a}_auto")), quote_ident(a)));
+    }
     let sql = format!(
-        "CREATE TABLE {} ({}) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin",
+        "CREATE TABLE {} ({}) {}",
         quote_ident(staging),
-        cols.join(", ")
+        cols.join(", "),
+        server.table_options()
     );
     Ok((sql, lob))
 }
@@ -1136,6 +1203,9 @@ impl Sink for StreamWriter {
             return Ok(());
         }
         self.create_indexes().await;
+        if let Some(column) = self.auto_increment.take() {
+            fidelity::advance_auto_increment(&mut self.conn, &self.location, &self.staging, &column).await?;
+        }
         if self.mode == WriteMode::Replace {
             // RENAME commits on its own, so the new table's positions go
             // first: a crash around the swap makes a resumed run load the
@@ -1164,7 +1234,17 @@ impl Sink for StreamWriter {
         };
         execute(&mut self.conn, &self.checkpoints.record(&done))
             .await
-            .map_err(|e| db_error(&self.location, e))
+            .map_err(|e| db_error(&self.location, e))?;
+        // The table is complete whatever happens here: foreign keys that
+        // cannot be added now wait for the next table that completes.
+        let fks = std::mem::take(&mut self.foreign_keys);
+        if let Err(e) =
+            fidelity::settle_foreign_keys(&mut self.conn, &self.location, &self.pipeline, self.job, &self.table, &fks)
+                .await
+        {
+            tracing::warn!(table = %self.table, error = %e, "foreign keys left for a later table");
+        }
+        Ok(())
     }
 }
 

@@ -47,6 +47,7 @@ use sluice_core::{
 
 use super::config::{MysqlSourceConfig, ZeroDates};
 use super::decode::{Builder, Cell, Fail, Kind, parse};
+use super::fidelity;
 use super::types::{ColumnInfo, DIALECT, field_for_column, field_for_result_column, is_json_check};
 use super::{Endpoint, connect, db_error, parse_url, quote_ident, redact, rows, sql_string, text};
 
@@ -152,7 +153,10 @@ impl MysqlSource {
             conn,
             &self.target,
             &format!(
-                "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, NUMERIC_PRECISION, NUMERIC_SCALE, EXTRA \
+                "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, IS_NULLABLE, NUMERIC_PRECISION, NUMERIC_SCALE, EXTRA, \
+                 COLUMN_DEFAULT, COLLATION_NAME, \
+                 (SELECT DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = TABLE_SCHEMA), \
+                 VERSION() LIKE '%MariaDB%' \
                  FROM information_schema.COLUMNS WHERE {where_table} ORDER BY ORDINAL_POSITION"
             ),
         )
@@ -195,7 +199,20 @@ impl MysqlSource {
         }
         let fields: Vec<Field> = infos
             .iter()
-            .map(|c| self.nullable_zero_dates(field_for_column(c)))
+            .zip(&cols)
+            .map(|(c, r)| {
+                let f = self.nullable_zero_dates(field_for_column(c));
+                let extra = fidelity::column_metadata(
+                    text(r, 7).as_deref(),
+                    &text(r, 6).unwrap_or_default(),
+                    text(r, 8).as_deref(),
+                    text(r, 9).as_deref(),
+                    text(r, 10).as_deref() == Some("1"),
+                );
+                let mut md = f.metadata().clone();
+                md.extend(extra);
+                f.with_metadata(md)
+            })
             .collect();
         let fields = if fields.iter().any(|f| GeometryMeta::of(f).is_some()) {
             let srids = super::spatial::declared_srids(conn, &self.target, &self.db, table).await;
@@ -419,7 +436,11 @@ impl MysqlSource {
     fn nullable_zero_dates(&self, f: Field) -> Field {
         let temporal = matches!(f.data_type(), DataType::Date32 | DataType::Timestamp(_, _));
         if temporal && self.cfg.zero_dates == ZeroDates::Null {
-            f.with_nullable(true)
+            let mut md = f.metadata().clone();
+            if !f.is_nullable() {
+                md.insert(sluice_core::dbmeta::NOT_NULL.into(), "true".into());
+            }
+            f.with_nullable(true).with_metadata(md)
         } else {
             f
         }
@@ -485,6 +506,17 @@ impl Source for MysqlSource {
         }
         let _ = conn.disconnect().await;
         Ok(streams)
+    }
+
+    async fn not_copied(&self) -> Result<Vec<sluice_core::NotCopied>> {
+        if self.cfg.query.is_some() {
+            return Ok(Vec::new());
+        }
+        let mut conn = connect(&self.opts, &self.target, None).await?;
+        let tables: Vec<String> = self.cfg.table.iter().chain(&self.cfg.tables).cloned().collect();
+        let found = fidelity::not_copied(&mut conn, &self.target, &self.db, &tables, tables.is_empty()).await;
+        let _ = conn.disconnect().await;
+        found
     }
 
     async fn check(&self, streams: &[StreamSpec]) -> Result<Vec<String>> {

@@ -5,6 +5,7 @@
 mod config;
 mod decode;
 mod encode;
+mod fidelity;
 mod numeric;
 mod passthrough;
 mod sink;

@@ -47,6 +47,7 @@ use tokio_postgres::types::{ToSql, Type};
 
 use super::config::{PostgresSinkConfig, WriteMode, redact};
 use super::encode::{Encode, HEADER, TRAILER, encode_rows};
+use super::fidelity;
 use super::types::{TypeCache, ddl_type, encoder, ident, literal, qualified};
 use super::{ENUM_LABELS, connect, get, is_data_error, is_transient, pg_error, server_message};
 use crate::ledger::checkpoints::{self, Checkpoints, Dialect, Statement, Value};
@@ -269,8 +270,10 @@ impl PostgresSink {
                 ));
             }
             chosen.insert(f.name().clone(), ty.clone());
-            let not_null = if f.is_nullable() { "" } else { " NOT NULL" };
-            columns.push(format!("{} {ty}{not_null}", ident(f.name())));
+            let not_null = if sluice_core::dbmeta::not_null(f) { " NOT NULL" } else { "" };
+            let identity = meta.serial_columns.contains(f.name());
+            let default = fidelity::default_clause(client, &table, f, &ty, identity, &mut plan.warnings).await;
+            columns.push(format!("{} {ty}{not_null}{default}", ident(f.name())));
         }
         if replace {
             plan.before.push(format!("DROP TABLE IF EXISTS {load}"));
@@ -559,7 +562,11 @@ impl SinkConnector for PostgresSink {
     async fn plan(&self, stream: &StreamInfo) -> Result<Vec<String>> {
         let client = connect(&self.cfg.url).await?;
         let mut statements = vec![self.bookkeeping()];
-        statements.extend(self.plan_table(&client, stream, false).await?.statements());
+        let plan = self.plan_table(&client, stream, false).await?;
+        for w in &plan.warnings {
+            tracing::warn!("{w}");
+        }
+        statements.extend(plan.statements());
         Ok(statements)
     }
 

@@ -36,6 +36,7 @@ use tokio_postgres::Client;
 use super::config::{PostgresSourceConfig, redact};
 use super::decode::{Decode, TupleDecoder};
 use super::passthrough;
+use super::fidelity;
 use super::types::{PgColumn, TypeCache, ident, literal, qualified};
 use super::{ENUM_LABELS, connect, get, pg_error};
 
@@ -235,7 +236,7 @@ impl PostgresSource {
             )
             .await
             .map_err(err)?;
-        let foreign_keys = fks
+        let mut foreign_keys: Vec<ForeignKeyMeta> = fks
             .iter()
             .map(|r| {
                 let fk = |field: &str| format!("{field} of a foreign key of table {}", qualified(schema, table));
@@ -247,6 +248,10 @@ impl PostgresSource {
                 })
             })
             .collect::<Result<_>>()?;
+        let partitioned =
+            fidelity::partition_foreign_keys(client, &self.cfg.url, oid, table, &foreign_keys).await?;
+        foreign_keys.extend(partitioned);
+        let extras = fidelity::column_extras(client, &self.cfg.url, oid).await?;
         let estimated_rows = (reltuples >= 0.0).then_some(reltuples as u64);
         let meta = TableMeta {
             dialect: "postgres".into(),
@@ -293,7 +298,10 @@ impl PostgresSource {
             (n, None) => split_pages(relpages, n),
         };
         let spec = self.stream_spec(table, &from, columns, meta, ranges, primary_key, estimated_rows);
-        Ok(spec)
+        Ok(StreamSpec {
+            schema: fidelity::annotate(&spec.schema, &extras),
+            ..spec
+        })
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -541,6 +549,16 @@ impl Source for PostgresSource {
     fn payload_format(&self, stream: &StreamSpec) -> Option<PayloadFormat> {
         let plans = self.plans.lock().ok()?;
         plans.get(stream.name.as_ref())?.passthrough.clone()
+    }
+
+    async fn not_copied(&self) -> Result<Vec<sluice_core::NotCopied>> {
+        if self.cfg.query.is_some() {
+            return Ok(Vec::new());
+        }
+        let client = connect(&self.cfg.url).await?;
+        let tables: Vec<String> = self.cfg.table.iter().chain(&self.cfg.tables).cloned().collect();
+        let whole = tables.is_empty();
+        fidelity::not_copied(&client, &self.cfg.url, self.schema_name(), &tables, whole).await
     }
 
     async fn check(&self, streams: &[StreamSpec]) -> Result<Vec<String>> {
