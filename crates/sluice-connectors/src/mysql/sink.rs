@@ -1009,7 +1009,8 @@ fn create_table(
     let mut problems = Vec::new();
     let mut warned = HashSet::new();
     let serial = meta
-        .filter(|m| m.dialect == super::types::DIALECT)
+        // MySQL's AUTO_INCREMENT and SQLite's AUTOINCREMENT are the same thing.
+        .filter(|m| m.dialect == super::types::DIALECT || m.dialect == "sqlite")
         .map(|m| m.serial_columns.clone())
         .unwrap_or_default();
     for f in schema.fields() {
