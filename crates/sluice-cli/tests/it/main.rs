@@ -17,6 +17,7 @@ mod search;
 mod search_proxy;
 mod servers;
 mod silent;
+mod sqlite;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -139,11 +139,11 @@ pub(super) fn convert(v: ValueRef<'_>, t: &DataType) -> Result<Cell, String> {
         (_, DataType::Decimal128(p, s)) => Cell::Decimal(decimal(v, *p, *s)?),
         (_, DataType::Timestamp(_, _)) => {
             let text = time_text(v, "date and time")?;
-            Cell::Micros(parse_timestamp(text).map_err(|why| format!("{}: {why}", show(v)))?)
+            Cell::Micros(parse_timestamp(text).map_err(|why| format!("{} {why}", show(v)))?)
         }
         (_, DataType::Date32) => {
             let text = time_text(v, "date")?;
-            Cell::Days(parse_date(text).map_err(|why| format!("{}: {why}", show(v)))?)
+            Cell::Days(parse_date(text).map_err(|why| format!("{} {why}", show(v)))?)
         }
         _ => return Err(misfit()),
     })
