@@ -100,7 +100,8 @@ pub enum Command {
     /// Copy from SRC to DST without a pipeline file.
     ///
     /// SRC and DST are paths (format from the extension, .gz/.zst compressed),
-    /// globs (SRC only), `-` for stdin/stdout, `sqlite://PATH?table=T`,
+    /// globs (SRC only), `-` for stdin/stdout, `sqlite://PATH?table=T` (a
+    /// SQLite file is also recognised by its header),
     /// `postgres://USER@HOST:PORT/DB` and `mysql://USER@HOST:PORT/DB` (a whole
     /// database, `--tables a,b`, or one table with `?table=T`; PostgreSQL also
     /// takes `&schema=S`), `elasticsearch://HOST:PORT/INDEX` or

@@ -146,6 +146,15 @@ fn search_table(kind: &str, url: &str, ours: &[&str]) -> Result<Table, ConfigErr
 }
 
 /// Whether a location is an object store URL (read and written as files).
+/// Whether `path` is a SQLite database file (by its header, whatever its name).
+fn is_sqlite_file(path: &str) -> bool {
+    use std::io::Read;
+    let mut header = [0u8; 16];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut header))
+        .is_ok_and(|_| &header == b"SQLite format 3\0")
+}
+
 fn object_store_url(s: &str) -> bool {
     ["s3://", "gs://", "az://", "abfs://"].iter().any(|p| s.starts_with(p))
 }
@@ -178,19 +187,35 @@ fn source_table(a: &CopyArgs) -> Result<Table, ConfigError> {
         }
         return Ok(t);
     }
-    if !a.tables.is_empty() {
-        return Err(err("--tables needs a database source (postgres:// or mysql://)".into()));
-    }
     let mut t = Table::new();
-    if let Some(rest) = a.src.strip_prefix("sqlite://") {
-        let (path, params) = split_url(rest);
+    // `sqlite://PATH`, or a plain path to a SQLite database file.
+    let sqlite = match a.src.strip_prefix("sqlite://") {
+        Some(rest) => Some(split_url(rest)),
+        None if a.input_format.is_none() && is_sqlite_file(&a.src) => Some((a.src.clone(), Vec::new())),
+        None => None,
+    };
+    if let Some((path, params)) = sqlite {
         reject_params(&a.src, &params, &["table"])?;
         t.insert("type".into(), "sqlite".into());
         t.insert("path".into(), path.into());
         if let Some((_, v)) = params.iter().find(|(k, _)| k == "table") {
+            if !a.tables.is_empty() {
+                return Err(err("give tables either with ?table= or with --tables, not both".into()));
+            }
             t.insert("table".into(), v.clone().into());
         }
+        if !a.tables.is_empty() {
+            t.insert(
+                "tables".into(),
+                Value::Array(a.tables.iter().map(|s| Value::from(s.as_str())).collect()),
+            );
+        }
         return Ok(t);
+    }
+    if !a.tables.is_empty() {
+        return Err(err(
+            "--tables needs a database source (postgres://, mysql:// or a SQLite file)".into(),
+        ));
     }
     if a.src.contains("://") && !object_store_url(&a.src) {
         return Err(err(format!(

@@ -19,6 +19,7 @@ mod search_proxy;
 mod servers;
 mod silent;
 mod spatial;
+mod sqlite;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

@@ -1,9 +1,12 @@
-//! SQLite: a source reading tables or a query, and a sink creating tables
+//! SQLite: a source reading tables or a query (with each table's keys,
+//! indexes and foreign keys for database sinks), and a sink creating tables
 //! from the Arrow schema with `append`, `replace` and `upsert` modes.
 
 pub mod config;
+mod schema;
 mod sink;
 mod source;
+mod values;
 
 pub use config::{SqliteSinkConfig, SqliteSourceConfig, WriteMode};
 pub use sink::SqliteSink;

@@ -1,19 +1,26 @@
 //! The SQLite source: tables or a query, read in batches on a blocking thread.
 //!
-//! Column types come from the declared types by SQLite's affinity rules.
-//! SQLite does not enforce them, so a value that does not fit its column
-//! (text in an INTEGER column) is a rejection naming the table and row.
+//! Column types come from the declared types ([`super::values`]): SQLite's
+//! affinity rules, with dates, exact decimals and booleans read by name.
+//! SQLite does not enforce declared types, so a value that does not fit its
+//! column (text in an INTEGER column, `'abc'` in a `NUMERIC(10,2)` one) is a
+//! rejection naming the table, the rowid (or key), the column and the value,
+//! carrying the row as stored; the run goes on or stops per `on_error`.
+//!
+//! Tables carry their layout ([`super::schema`]): primary key, indexes,
+//! foreign keys, `NOT NULL` and `AUTOINCREMENT`, for database sinks to rebuild.
+//!
+//! A resumed read skips the rows already delivered: the same file is read
+//! in the same order.
 
 use std::sync::Arc;
 
-use arrow::array::{
-    ArrayBuilder, ArrayRef, BinaryBuilder, BooleanBuilder, Float64Builder, Int64Builder, StringBuilder, UInt64Array,
-};
+use arrow::array::{ArrayBuilder, ArrayRef, UInt64Array};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::record_batch::RecordBatch;
 use async_trait::async_trait;
-use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
+use sluice_core::dbmeta::ColumnMeta;
 use sluice_core::{
     BOOKKEEPING_TABLES, Batch, Error, PartitionSpec, Position, ReadContext, Rejection, Result, Source, SourceEvent,
     Stage, StreamSpec,
@@ -21,10 +28,30 @@ use sluice_core::{
 
 use super::config::SqliteSourceConfig;
 use super::quote_ident;
+use super::schema::{DIALECT, describe};
+use super::values::{arrow_type, convert, new_builder, push, show, to_json};
 
 /// Reads tables (or one query) of a SQLite database, one stream each.
 pub struct SqliteSource {
     cfg: SqliteSourceConfig,
+}
+
+/// What a stream reads: a table or the configured query.
+enum Target {
+    Table(String),
+    Query(String),
+}
+
+/// How one stream is read.
+struct Plan {
+    select: String,
+    columns: Vec<String>,
+    /// The first result column is the rowid, which names refused rows.
+    rowid: bool,
+    /// Primary key columns, naming refused rows when there is no rowid.
+    key: Vec<usize>,
+    /// Table (or stream) name, for rejections.
+    table: String,
 }
 
 impl SqliteSource {
@@ -58,12 +85,17 @@ impl SqliteSource {
         .map_err(|e| Error::connection(&self.cfg.path, e.to_string()))
     }
 
-    /// The (stream, SQL) pairs to read.
-    fn queries(&self, conn: &Connection) -> Result<Vec<(String, String)>> {
+    fn fail(&self, what: &str) -> impl Fn(rusqlite::Error) -> Error {
+        let location = format!("{}#{what}", self.cfg.path);
+        move |e| Error::connection(location.clone(), e.to_string())
+    }
+
+    /// The streams to read, by name.
+    fn targets(&self, conn: &Connection) -> Result<Vec<(String, Target)>> {
         if let Some(q) = &self.cfg.query {
             return Ok(vec![(
                 self.cfg.stream.clone().unwrap_or_else(|| "query".into()),
-                q.clone(),
+                Target::Query(q.clone()),
             )]);
         }
         let tables = if let Some(t) = &self.cfg.table {
@@ -71,45 +103,73 @@ impl SqliteSource {
         } else if !self.cfg.tables.is_empty() {
             self.cfg.tables.clone()
         } else {
+            let fail = self.fail("sqlite_master");
             let mut stmt = conn
                 .prepare(
                     "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name",
                 )
-                .map_err(|e| Error::connection(&self.cfg.path, e.to_string()))?;
-            let names = stmt
-                .query_map([], |r| r.get::<_, String>(0))
-                .map_err(|e| Error::connection(&self.cfg.path, e.to_string()))?;
-            let names = names
-                .collect::<rusqlite::Result<Vec<_>>>()
-                .map_err(|e| Error::connection(&self.cfg.path, e.to_string()))?;
+                .map_err(&fail)?;
+            let names = stmt.query_map([], |r| r.get::<_, String>(0)).map_err(&fail)?;
+            let names = names.collect::<rusqlite::Result<Vec<_>>>().map_err(&fail)?;
             names
                 .into_iter()
                 .filter(|t| !BOOKKEEPING_TABLES.contains(&t.as_str()))
                 .collect()
         };
-        Ok(tables
-            .into_iter()
-            .map(|t| (t.clone(), format!("SELECT * FROM {}", quote_ident(&t))))
-            .collect())
+        Ok(tables.into_iter().map(|t| (t.clone(), Target::Table(t))).collect())
     }
-}
 
-/// Arrow type for a declared SQLite type, by affinity.
-fn arrow_type(decl: Option<&str>) -> DataType {
-    let d = decl.unwrap_or("").to_ascii_uppercase();
-    if d.contains("INT") {
-        DataType::Int64
-    } else if d.contains("BOOL") {
-        DataType::Boolean
-    } else if d.contains("CHAR") || d.contains("CLOB") || d.contains("TEXT") {
-        DataType::Utf8
-    } else if d.contains("BLOB") {
-        DataType::Binary
-    } else if d.contains("REAL") || d.contains("FLOA") || d.contains("DOUB") {
-        DataType::Float64
-    } else {
-        // NUMERIC, DATE, DECIMAL and untyped columns: text keeps every value exact.
-        DataType::Utf8
+    /// The table's layout, or a configuration error naming a missing table.
+    fn layout(&self, conn: &Connection, table: &str, rows: Option<u64>) -> Result<super::schema::TableLayout> {
+        let layout = describe(conn, table, rows).map_err(self.fail(table))?;
+        if layout.columns.is_empty() {
+            return Err(Error::config(
+                "source.table",
+                format!("table `{table}` not found in {}", self.cfg.path),
+            ));
+        }
+        Ok(layout)
+    }
+
+    fn plan(&self, conn: &Connection, name: &str) -> Result<Plan> {
+        let target = self
+            .targets(conn)?
+            .into_iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, t)| t)
+            .ok_or_else(|| Error::Internal(format!("stream {name} vanished")))?;
+        Ok(match target {
+            Target::Query(q) => {
+                let stmt = conn.prepare(&q).map_err(self.fail(name))?;
+                Plan {
+                    columns: stmt.column_names().map(str::to_string).collect(),
+                    select: q,
+                    rowid: false,
+                    key: Vec::new(),
+                    table: name.to_string(),
+                }
+            }
+            Target::Table(t) => {
+                let layout = self.layout(conn, &t, None)?;
+                let mut list: Vec<String> = layout.columns.iter().map(|c| quote_ident(c)).collect();
+                if let Some(r) = layout.rowid {
+                    list.insert(0, r.to_string());
+                }
+                let key = layout
+                    .meta
+                    .primary_key
+                    .iter()
+                    .filter_map(|k| layout.columns.iter().position(|c| c == k))
+                    .collect();
+                Plan {
+                    select: format!("SELECT {} FROM {}", list.join(", "), quote_ident(&t)),
+                    columns: layout.columns,
+                    rowid: layout.rowid.is_some(),
+                    key,
+                    table: t,
+                }
+            }
+        })
     }
 }
 
@@ -122,24 +182,40 @@ impl Source for SqliteSource {
     async fn discover(&self) -> Result<Vec<StreamSpec>> {
         let conn = self.connect()?;
         let mut streams = Vec::new();
-        for (name, sql) in self.queries(&conn)? {
-            let stmt = conn
-                .prepare(&sql)
-                .map_err(|e| Error::connection(format!("{}#{name}", self.cfg.path), e.to_string()))?;
-            let fields: Vec<Field> = stmt
-                .columns()
-                .map(|c| Field::new(c.name(), arrow_type(c.decl_type()), true))
-                .collect();
-            let rows = if self.cfg.query.is_none() {
-                conn.query_row(&format!("SELECT count(*) FROM ({sql})"), [], |r| r.get::<_, i64>(0))
-                    .ok()
-                    .map(|n| n as u64)
-            } else {
-                None
+        for (name, target) in self.targets(&conn)? {
+            let (schema, rows) = match target {
+                Target::Query(q) => {
+                    let stmt = conn.prepare(&q).map_err(self.fail(&name))?;
+                    let fields: Vec<Field> = stmt
+                        .columns()
+                        .map(|c| {
+                            let meta = ColumnMeta {
+                                dialect: Some(DIALECT.into()),
+                                db_type: c.decl_type().map(str::to_string),
+                                semantic: None,
+                            };
+                            Field::new(c.name(), arrow_type(c.decl_type()), true).with_metadata(meta.to_metadata())
+                        })
+                        .collect();
+                    (Schema::new(fields), None)
+                }
+                Target::Table(t) => {
+                    let rows = conn
+                        .query_row(&format!("SELECT count(*) FROM {}", quote_ident(&t)), [], |r| {
+                            r.get::<_, i64>(0)
+                        })
+                        .ok()
+                        .map(|n| n as u64);
+                    let layout = self.layout(&conn, &t, rows)?;
+                    (
+                        Schema::new(layout.fields).with_metadata(layout.meta.to_metadata()),
+                        rows,
+                    )
+                }
             };
             streams.push(StreamSpec {
                 name: name.as_str().into(),
-                schema: Arc::new(Schema::new(fields)),
+                schema: Arc::new(schema),
                 partitions: vec![PartitionSpec {
                     id: format!("{}#{name}", self.cfg.path).into(),
                     bounds: serde_json::Value::Null,
@@ -153,15 +229,22 @@ impl Source for SqliteSource {
 
     async fn read(&self, stream: &StreamSpec, partition: &PartitionSpec, ctx: ReadContext) -> Result<()> {
         let conn = self.connect()?;
-        let sql = self
-            .queries(&conn)?
-            .into_iter()
-            .find(|(n, _)| **n == *stream.name)
-            .map(|(_, s)| s)
-            .ok_or_else(|| Error::Internal(format!("stream {} vanished", stream.name)))?;
+        let plan = self.plan(&conn, &stream.name)?;
+        if plan.columns.len() != stream.schema.fields().len() {
+            return Err(Error::config(
+                "source",
+                format!(
+                    "`{}` in {} has {} columns, the stream planned {}: its schema changed; start a new job (--fresh)",
+                    plan.table,
+                    self.cfg.path,
+                    plan.columns.len(),
+                    stream.schema.fields().len()
+                ),
+            ));
+        }
         let stream = stream.clone();
         let partition = partition.clone();
-        tokio::task::spawn_blocking(move || read_query(&conn, &sql, &stream, &partition, &ctx))
+        tokio::task::spawn_blocking(move || read_query(&conn, &plan, &stream, &partition, &ctx))
             .await
             .map_err(|e| Error::Internal(e.to_string()))?
     }
@@ -169,14 +252,14 @@ impl Source for SqliteSource {
 
 fn read_query(
     conn: &Connection,
-    sql: &str,
+    plan: &Plan,
     stream: &StreamSpec,
     partition: &PartitionSpec,
     ctx: &ReadContext,
 ) -> Result<()> {
     let location = partition.id.clone();
     let fail = |e: rusqlite::Error| Error::connection(location.to_string(), e.to_string());
-    let mut stmt = conn.prepare(sql).map_err(fail)?;
+    let mut stmt = conn.prepare(&plan.select).map_err(fail)?;
     let mut rows = stmt.query([]).map_err(fail)?;
     let schema: SchemaRef = stream.schema.clone();
     let mut builder = RowsBuilder::new(&schema);
@@ -189,7 +272,7 @@ fn read_query(
         if n <= skip {
             continue;
         }
-        if let Err(reason) = builder.append(row, n) {
+        if let Err((reason, record)) = builder.append(row, n, plan) {
             send(SourceEvent::Reject(Rejection {
                 stream: stream.name.clone(),
                 stage: Stage::Source,
@@ -198,7 +281,7 @@ fn read_query(
                 line: Some(n),
                 reason,
                 raw: None,
-                record: None,
+                record,
             }))?;
         }
         if builder.len() >= ctx.limits.rows || ctx.cancel.is_cancelled() {
@@ -218,14 +301,20 @@ fn read_query(
 struct RowsBuilder {
     columns: Vec<Box<dyn ArrayBuilder>>,
     types: Vec<DataType>,
+    /// Declared types, for rejections.
+    declared: Vec<Option<String>>,
     lines: Vec<u64>,
 }
+
+/// Why a row was refused, and the row as JSON for the dead-letter file.
+type Refusal = (String, Option<Box<serde_json::value::RawValue>>);
 
 impl RowsBuilder {
     fn new(schema: &Schema) -> Self {
         let types: Vec<DataType> = schema.fields().iter().map(|f| f.data_type().clone()).collect();
         RowsBuilder {
             columns: types.iter().map(new_builder).collect(),
+            declared: schema.fields().iter().map(|f| ColumnMeta::of(f).db_type).collect(),
             types,
             lines: Vec::new(),
         }
@@ -236,12 +325,24 @@ impl RowsBuilder {
     }
 
     /// Appends a row, or explains why it does not fit; a refused row leaves nothing behind.
-    fn append(&mut self, row: &rusqlite::Row<'_>, n: u64) -> std::result::Result<(), String> {
+    fn append(&mut self, row: &rusqlite::Row<'_>, n: u64, plan: &Plan) -> std::result::Result<(), Refusal> {
+        let offset = usize::from(plan.rowid);
         let mut values = Vec::with_capacity(self.types.len());
         for (i, t) in self.types.iter().enumerate() {
-            let v = row.get_ref(i).map_err(|e| e.to_string())?;
-            let name = row.as_ref().column_name(i).unwrap_or("?").to_string();
-            values.push(convert(v, t).map_err(|e| format!("column `{name}`: {e}"))?);
+            let v = row.get_ref(i + offset).map_err(|e| (e.to_string(), None))?;
+            match convert(v, t) {
+                Ok(cell) => values.push(cell),
+                Err(why) => {
+                    let column = plan.columns.get(i).map_or("?", String::as_str);
+                    let declared = self.declared[i].as_deref().map(|d| format!(" {d}")).unwrap_or_default();
+                    let reason = format!(
+                        "`{}` {}, column `{column}`{declared}: {why}",
+                        plan.table,
+                        describe_row(row, n, plan)
+                    );
+                    return Err((reason, record(row, plan)));
+                }
+            }
         }
         for (b, v) in self.columns.iter_mut().zip(values) {
             push(b.as_mut(), v);
@@ -265,69 +366,37 @@ impl RowsBuilder {
     }
 }
 
-/// A value converted to its column's type.
-enum Value {
-    Null,
-    Int(i64),
-    Real(f64),
-    Bool(bool),
-    Text(String),
-    Blob(Vec<u8>),
-}
-
-fn convert(v: ValueRef<'_>, t: &DataType) -> std::result::Result<Value, String> {
-    Ok(match (v, t) {
-        (ValueRef::Null, _) => Value::Null,
-        (ValueRef::Integer(i), DataType::Int64) => Value::Int(i),
-        (ValueRef::Integer(i), DataType::Float64) => Value::Real(i as f64),
-        (ValueRef::Real(f), DataType::Float64) => Value::Real(f),
-        (ValueRef::Integer(i), DataType::Boolean) if i == 0 || i == 1 => Value::Bool(i == 1),
-        (ValueRef::Integer(i), DataType::Utf8) => Value::Text(i.to_string()),
-        (ValueRef::Real(f), DataType::Utf8) => Value::Text(f.to_string()),
-        (ValueRef::Text(s), DataType::Utf8) => {
-            Value::Text(String::from_utf8(s.to_vec()).map_err(|_| "text is not valid UTF-8".to_string())?)
-        }
-        (ValueRef::Blob(b), DataType::Utf8) => Value::Text(
-            String::from_utf8(b.to_vec()).map_err(|_| "blob in a text column is not valid UTF-8".to_string())?,
-        ),
-        (ValueRef::Blob(b), DataType::Binary) | (ValueRef::Text(b), DataType::Binary) => Value::Blob(b.to_vec()),
-        (other, t) => {
-            let shown = match other {
-                ValueRef::Text(s) => format!("text '{}'", String::from_utf8_lossy(s)),
-                ValueRef::Real(f) => format!("real {f}"),
-                ValueRef::Integer(i) => format!("integer {i}"),
-                ValueRef::Blob(b) => format!("blob of {} bytes", b.len()),
-                ValueRef::Null => "null".into(),
-            };
-            return Err(format!(
-                "{shown} does not fit the declared type ({})",
-                sluice_core::types::arrow_type_name(t)
-            ));
-        }
-    })
-}
-
-fn new_builder(t: &DataType) -> Box<dyn ArrayBuilder> {
-    match t {
-        DataType::Int64 => Box::new(Int64Builder::new()),
-        DataType::Float64 => Box::new(Float64Builder::new()),
-        DataType::Boolean => Box::new(BooleanBuilder::new()),
-        DataType::Binary => Box::new(BinaryBuilder::new()),
-        _ => Box::new(StringBuilder::new()),
+/// `rowid 7`, else the primary key (`a = 1, b = 'x'`), else `row 7` (the
+/// position in the read).
+fn describe_row(row: &rusqlite::Row<'_>, n: u64, plan: &Plan) -> String {
+    if plan.rowid
+        && let Ok(v) = row.get_ref(0)
+    {
+        return format!("rowid {}", to_json(v));
+    }
+    let offset = usize::from(plan.rowid);
+    let key: Vec<String> = plan
+        .key
+        .iter()
+        .filter_map(|k| {
+            let v = row.get_ref(k + offset).ok()?;
+            Some(format!("{} = {}", plan.columns[*k], show(v)))
+        })
+        .collect();
+    if key.is_empty() {
+        format!("row {n}")
+    } else {
+        key.join(", ")
     }
 }
 
-fn push(b: &mut dyn ArrayBuilder, v: Value) {
-    let any = b.as_any_mut();
-    if let Some(b) = any.downcast_mut::<Int64Builder>() {
-        b.append_option(if let Value::Int(i) = v { Some(i) } else { None });
-    } else if let Some(b) = any.downcast_mut::<Float64Builder>() {
-        b.append_option(if let Value::Real(f) = v { Some(f) } else { None });
-    } else if let Some(b) = any.downcast_mut::<BooleanBuilder>() {
-        b.append_option(if let Value::Bool(x) = v { Some(x) } else { None });
-    } else if let Some(b) = any.downcast_mut::<BinaryBuilder>() {
-        b.append_option(if let Value::Blob(x) = v { Some(x) } else { None });
-    } else if let Some(b) = any.downcast_mut::<StringBuilder>() {
-        b.append_option(if let Value::Text(x) = v { Some(x) } else { None });
+/// The row as stored, as a JSON object.
+fn record(row: &rusqlite::Row<'_>, plan: &Plan) -> Option<Box<serde_json::value::RawValue>> {
+    let offset = usize::from(plan.rowid);
+    let mut object = serde_json::Map::new();
+    for (i, c) in plan.columns.iter().enumerate() {
+        let v = row.get_ref(i + offset).ok()?;
+        object.insert(c.clone(), to_json(v));
     }
+    serde_json::value::to_raw_value(&object).ok()
 }
