@@ -325,7 +325,7 @@ fn identifiers_snake_renames_tables_columns_keys_and_foreign_keys_consistently()
         "FOREIGN KEY (artist_id) REFERENCES artist(artist_id); PRIMARY KEY (invoice_line_id)"
     );
     assert_eq!(
-        pg.sql("SELECT string_agg(indexdef LIKE '%(track_id)%' OR indexdef LIKE '%(artist_id)%', ',') FROM pg_indexes WHERE tablename = 'invoice_line' AND indexdef NOT LIKE '%pkey%'"),
+        pg.sql("SELECT string_agg((indexdef LIKE '%(track_id)%' OR indexdef LIKE '%(artist_id)%')::text, ',') FROM pg_indexes WHERE tablename = 'invoice_line' AND indexdef NOT LIKE '%pkey%'"),
         "t,t"
     );
     // verify compares each column with its renamed self.
