@@ -326,7 +326,7 @@ fn identifiers_snake_renames_tables_columns_keys_and_foreign_keys_consistently()
     );
     assert_eq!(
         pg.sql("SELECT string_agg((indexdef LIKE '%(track_id)%' OR indexdef LIKE '%(artist_id)%')::text, ',') FROM pg_indexes WHERE tablename = 'invoice_line' AND indexdef NOT LIKE '%pkey%'"),
-        "t,t"
+        "true,true"
     );
     // verify compares each column with its renamed self.
     verify_matches(dir.path(), "m.toml");
