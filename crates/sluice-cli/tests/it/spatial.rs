@@ -103,8 +103,14 @@ fn spatial_columns_go_to_postgis_and_back_to_mysql() {
     );
     let source = mysql_shapes(&my);
     assert_eq!(source.len(), 18);
-    assert!(source.contains(&"2|shape|POLYGON((0 0,1 0,1 1,0 0))|0".to_string()), "{source:?}");
-    assert!(source.contains(&"1|shape|POINT(5.5 -6.25)|4326".to_string()), "{source:?}");
+    assert!(
+        source.contains(&"2|shape|POLYGON((0 0,1 0,1 1,0 0))|0".to_string()),
+        "{source:?}"
+    );
+    assert!(
+        source.contains(&"1|shape|POINT(5.5 -6.25)|4326".to_string()),
+        "{source:?}"
+    );
     assert_eq!(postgis_shapes(&pg), source);
     assert_eq!(
         pg.sql("SELECT string_agg(indexdef, '; ' ORDER BY indexname) FROM pg_indexes WHERE tablename = 'places' AND indexdef LIKE '%USING gist%'")
@@ -167,7 +173,9 @@ fn spatial_columns_go_to_postgis_and_back_to_mysql() {
 
 #[test]
 fn spatial_columns_without_postgis_become_points_and_wkt_text() {
-    let Some(my) = MyDb::create("geo_nogis_src") else { return };
+    let Some(my) = MyDb::create("geo_nogis_src") else {
+        return;
+    };
     let Some(pg) = PgDb::create("geo_nogis") else { return };
     my.sql(PLACES);
     let dir = tempfile::tempdir().unwrap();
@@ -201,7 +209,9 @@ fn spatial_columns_without_postgis_become_points_and_wkt_text() {
     );
 
     // A [sinks.types] override keeps the SRID of a point column as text.
-    let Some(pg2) = PgDb::create("geo_nogis_override") else { return };
+    let Some(pg2) = PgDb::create("geo_nogis_override") else {
+        return;
+    };
     std::fs::write(
         dir.path().join("o.toml"),
         format!(
