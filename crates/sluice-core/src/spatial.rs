@@ -258,7 +258,11 @@ struct Header {
 fn header(r: &mut Reader<'_>) -> Result<Header, String> {
     let little = r.byte_order()?;
     let raw = r.u32(little)?;
-    let srid = if raw & EWKB_SRID != 0 { Some(r.u32(little)?) } else { None };
+    let srid = if raw & EWKB_SRID != 0 {
+        Some(r.u32(little)?)
+    } else {
+        None
+    };
     let (mut z, mut m) = (raw & EWKB_Z != 0, raw & EWKB_M != 0);
     let mut code = raw & 0x0fff_ffff;
     // ISO WKB spells dimensions as thousands: 1001 is a Point Z.
@@ -424,10 +428,7 @@ fn parse(ewkb: &[u8]) -> Result<Geometry, String> {
     let (z, m) = (h.z, h.m);
     let shape = body(&mut r, &h, 0)?;
     if r.at != ewkb.len() {
-        return Err(format!(
-            "geometry value has {} bytes after its end",
-            ewkb.len() - r.at
-        ));
+        return Err(format!("geometry value has {} bytes after its end", ewkb.len() - r.at));
     }
     Ok(Geometry {
         srid: h.srid.unwrap_or(0),
@@ -680,7 +681,10 @@ mod tests {
         // Back to MySQL: little-endian throughout, SRID in front.
         let internal = ewkb_to_mysql(&gc).unwrap();
         assert_eq!(&internal[..4], &3857u32.to_le_bytes());
-        assert_eq!(mysql_to_ewkb(&internal).map(|e| ewkb_to_ewkt(&e)), Ok(ewkb_to_ewkt(&gc)));
+        assert_eq!(
+            mysql_to_ewkb(&internal).map(|e| ewkb_to_ewkt(&e)),
+            Ok(ewkb_to_ewkt(&gc))
+        );
 
         let mut z = vec![1u8];
         z.extend((1u32 | EWKB_Z).to_le_bytes());
@@ -735,6 +739,9 @@ mod tests {
             Some("geometry(MultiPolygon)".into())
         );
         assert_eq!(GeometryMeta::from_postgis("geography(Point,4326)"), None);
-        assert_eq!(GeometryKind::parse("GEOMCOLLECTION"), Some(GeometryKind::GeometryCollection));
+        assert_eq!(
+            GeometryKind::parse("GEOMCOLLECTION"),
+            Some(GeometryKind::GeometryCollection)
+        );
     }
 }

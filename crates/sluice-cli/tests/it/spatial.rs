@@ -103,8 +103,14 @@ fn spatial_columns_go_to_postgis_and_back_to_mysql() {
     );
     let source = mysql_shapes(&my);
     assert_eq!(source.len(), 18);
-    assert!(source.contains(&"2|shape|POLYGON((0 0,1 0,1 1,0 0))|0".to_string()), "{source:?}");
-    assert!(source.contains(&"1|shape|POINT(5.5 -6.25)|4326".to_string()), "{source:?}");
+    assert!(
+        source.contains(&"2|shape|POLYGON((0 0,1 0,1 1,0 0))|0".to_string()),
+        "{source:?}"
+    );
+    assert!(
+        source.contains(&"1|shape|POINT(5.5 -6.25)|4326".to_string()),
+        "{source:?}"
+    );
     assert_eq!(postgis_shapes(&pg), source);
     assert_eq!(
         pg.sql("SELECT string_agg(indexdef, '; ' ORDER BY indexname) FROM pg_indexes WHERE tablename = 'places' AND indexdef LIKE '%USING gist%'")
@@ -167,7 +173,9 @@ fn spatial_columns_go_to_postgis_and_back_to_mysql() {
 
 #[test]
 fn spatial_columns_without_postgis_become_points_and_wkt_text() {
-    let Some(my) = MyDb::create("geo_nogis_src") else { return };
+    let Some(my) = MyDb::create("geo_nogis_src") else {
+        return;
+    };
     let Some(pg) = PgDb::create("geo_nogis") else { return };
     my.sql(PLACES);
     let dir = tempfile::tempdir().unwrap();
@@ -201,7 +209,9 @@ fn spatial_columns_without_postgis_become_points_and_wkt_text() {
     );
 
     // A [sinks.types] override keeps the SRID of a point column as text.
-    let Some(pg2) = PgDb::create("geo_nogis_override") else { return };
+    let Some(pg2) = PgDb::create("geo_nogis_override") else {
+        return;
+    };
     std::fs::write(
         dir.path().join("o.toml"),
         format!(
@@ -257,4 +267,79 @@ fn spatial_columns_copy_mysql_to_mysql_with_their_srids() {
         )),
         "sp_pt,sp_pt4326"
     );
+}
+
+#[test]
+fn postgis_and_point_columns_copy_to_postgis_and_to_mysql() {
+    let Some(src) = PgDb::create("geo_pg_src") else { return };
+    let Some(dst) = PgDb::create("geo_pg_dst") else { return };
+    let Some(my) = MyDb::create("geo_pg_my") else { return };
+    for db in [&src, &dst] {
+        db.sql("CREATE EXTENSION IF NOT EXISTS postgis");
+    }
+    src.sql(
+        "CREATE TABLE sites (id int PRIMARY KEY, area geometry(Polygon,4326) NOT NULL, p point, loc geometry NOT NULL); \
+         CREATE INDEX sites_area_gist ON sites USING gist (area); \
+         INSERT INTO sites VALUES \
+          (1, 'SRID=4326;POLYGON((0 0,1 0,1 1,0 0))', '(1.5,-2.25)', 'SRID=3857;LINESTRING(0 0,100 100)'), \
+          (2, 'SRID=4326;POLYGON((5 5,6 5,6 6,5 5))', NULL, 'POINT(7 8)'); \
+         CREATE TABLE lifted (id int PRIMARY KEY, g geometry(PointZ)); \
+         INSERT INTO lifted VALUES (1, 'POINT(1 2 3)'), (2, NULL);",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    ok(&sluice(
+        dir.path(),
+        &["copy", &src.url(), &dst.url(), "--tables", "sites", "--no-progress"],
+    ));
+    let shapes = |db: &PgDb| {
+        db.sql(
+            "SELECT string_agg(concat_ws('|', id, ST_AsEWKT(area), p::text, ST_AsEWKT(loc)), ' ' ORDER BY id) FROM sites",
+        )
+    };
+    assert_eq!(shapes(&dst), shapes(&src));
+    assert_eq!(
+        dst.sql("SELECT format_type(atttypid, atttypmod) FROM pg_attribute WHERE attrelid = 'sites'::regclass AND attname = 'area'"),
+        "geometry(Polygon,4326)"
+    );
+    assert_eq!(
+        dst.sql("SELECT count(*) FROM pg_indexes WHERE tablename = 'sites' AND indexdef LIKE '%USING gist (area)%'"),
+        "1"
+    );
+
+    // To MariaDB: `point` is a POINT, a polygon keeps SRID 4326 and its
+    // spatial index, a value with Z is refused with the reason.
+    ok(&sluice(
+        dir.path(),
+        &[
+            "copy",
+            &src.url(),
+            &my.url(),
+            "--tables",
+            "sites,lifted",
+            "--on-error",
+            "dlq",
+            "--dlq",
+            "rejects.ndjson",
+            "--no-progress",
+        ],
+    ));
+    assert_eq!(
+        my.sql(
+            "SELECT CONCAT_WS('|', id, ST_AsText(area), ST_SRID(area), IFNULL(ST_AsText(p), '-'), ST_AsText(loc), \
+             ST_SRID(loc)) FROM sites ORDER BY id"
+        ),
+        "1|POLYGON((0 0,1 0,1 1,0 0))|4326|POINT(1.5 -2.25)|LINESTRING(0 0,100 100)|3857\n\
+         2|POLYGON((5 5,6 5,6 6,5 5))|4326|-|POINT(7 8)|0"
+    );
+    assert_eq!(
+        my.sql(&format!(
+            "SELECT CONCAT(COLUMN_NAME, ' ', INDEX_TYPE) FROM information_schema.STATISTICS \
+             WHERE TABLE_SCHEMA = '{}' AND TABLE_NAME = 'sites' AND INDEX_NAME <> 'PRIMARY'",
+            my.name
+        )),
+        "area SPATIAL"
+    );
+    assert_eq!(my.sql("SELECT COUNT(*), COUNT(g) FROM lifted"), "1\t0");
+    let rejects = std::fs::read_to_string(dir.path().join("rejects.ndjson")).unwrap_or_default();
+    assert!(rejects.contains("ST_Force2D"), "{rejects}");
 }
