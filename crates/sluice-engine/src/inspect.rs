@@ -260,8 +260,16 @@ pub async fn verify_sampled(p: &Pipeline, sample: Option<u64>, cancel: Cancellat
                 })
                 .collect();
             let source_fp = fingerprint(p, &source, spec, &shared, &padded, true, &cancel).await?;
-            let target_fp =
-                fingerprint(p, &Arc::from(target_source), target_spec, &shared, &padded, false, &cancel).await?;
+            let target_fp = fingerprint(
+                p,
+                &Arc::from(target_source),
+                target_spec,
+                &shared,
+                &padded,
+                false,
+                &cancel,
+            )
+            .await?;
             let missing: Vec<String> = expected_schema
                 .fields()
                 .iter()
