@@ -217,10 +217,7 @@ pub enum ColumnDefault {
 impl ColumnDefault {
     /// Reads the default a source recorded on `field`.
     pub fn of(field: &Field) -> Option<Self> {
-        field
-            .metadata()
-            .get(DEFAULT)
-            .and_then(|s| serde_json::from_str(s).ok())
+        field.metadata().get(DEFAULT).and_then(|s| serde_json::from_str(s).ok())
     }
 
     /// How the default reads in messages.

@@ -30,8 +30,8 @@ pub use registry::{ConnectorInfo, Registry, SinkFactory, SourceFactory};
 pub use rejection::{Rejection, Stage};
 pub use retry::{Retrier, RetryPolicy};
 pub use traits::{
-    Applied, NotCopied, PartitionSpec, ReadContext, Sink, SinkConnector, Source, SourceEvent, StreamInfo, StreamSpec, Transform,
-    TransformFactory, blocking,
+    Applied, NotCopied, PartitionSpec, ReadContext, Sink, SinkConnector, Source, SourceEvent, StreamInfo, StreamSpec,
+    Transform, TransformFactory, blocking,
 };
 
 /// Column names with a meaning to the engine and to document sinks.

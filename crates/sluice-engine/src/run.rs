@@ -1386,6 +1386,23 @@ async fn close_lanes(lanes: &mut [SinkLane]) -> Option<Error> {
     first
 }
 
+/// Says which objects of the source database the run leaves behind (views,
+/// triggers, routines), so none disappears without a word. Listing them is
+/// a courtesy: a failure to is logged, not fatal.
+async fn warn_not_copied(source: &dyn Source) {
+    match source.not_copied().await {
+        Ok(found) if !found.is_empty() => {
+            let list: Vec<String> = found.iter().map(|n| n.summary(5)).collect();
+            tracing::warn!(
+                "not copied from the source (recreate them by hand if needed; `sluice plan` lists them all): {}",
+                list.join("; ")
+            );
+        }
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "could not list the source objects that are not copied"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1430,22 +1447,5 @@ mod tests {
         // A file sink (holds nothing): everything starts over.
         let r = resume_points(&parts, &stored, &[Some(&Vec::new()), Some(&ahead)]);
         assert!(r.is_empty());
-    }
-}
-
-/// Says which objects of the source database the run leaves behind (views,
-/// triggers, routines), so none disappears without a word. Listing them is
-/// a courtesy: a failure to is logged, not fatal.
-async fn warn_not_copied(source: &dyn Source) {
-    match source.not_copied().await {
-        Ok(found) if !found.is_empty() => {
-            let list: Vec<String> = found.iter().map(|n| n.summary(5)).collect();
-            tracing::warn!(
-                "not copied from the source (recreate them by hand if needed; `sluice plan` lists them all): {}",
-                list.join("; ")
-            );
-        }
-        Ok(_) => {}
-        Err(e) => tracing::debug!(error = %e, "could not list the source objects that are not copied"),
     }
 }

@@ -84,7 +84,9 @@ fn pg_foreign_keys(pg: &PgDb) -> Vec<String> {
 fn pagila_keeps_its_schema_postgres_to_mysql_and_back() {
     let Some(pg) = PgDb::create("pagila_src") else { return };
     let Some(my) = MyDb::create("pagila_my") else { return };
-    let Some(back) = PgDb::create("pagila_back") else { return };
+    let Some(back) = PgDb::create("pagila_back") else {
+        return;
+    };
     load_pagila(&pg);
     pg.sql(EXTRA);
     let dir = tempfile::tempdir().unwrap();
@@ -94,12 +96,23 @@ fn pagila_keeps_its_schema_postgres_to_mysql_and_back() {
     let plan = sluice(dir.path(), &["plan", "pm.toml"]);
     ok(&plan);
     let text = String::from_utf8_lossy(&plan.stdout).to_string();
-    for expected in ["not copied from the source", "7 views (actor_info", "15 triggers", "1 materialized views"] {
+    for expected in [
+        "not copied from the source",
+        "7 views (actor_info",
+        "15 triggers",
+        "1 materialized views",
+    ] {
         assert!(text.contains(expected), "`{expected}` missing from the plan:\n{text}");
     }
-    assert!(!text.contains("sequences"), "sequences used by columns are carried:\n{text}");
+    assert!(
+        !text.contains("sequences"),
+        "sequences used by columns are carried:\n{text}"
+    );
     let err = ok(&sluice(dir.path(), &["run", "pm.toml", "--no-progress"]));
-    assert!(err.contains("not copied from the source") && err.contains("functions"), "{err}");
+    assert!(
+        err.contains("not copied from the source") && err.contains("functions"),
+        "{err}"
+    );
     assert!(
         err.contains("column `odd`: default lower('X'::text) dropped"),
         "the dropped default is named:\n{err}"
@@ -122,7 +135,9 @@ fn pagila_keeps_its_schema_postgres_to_mysql_and_back() {
     assert_eq!(pg_lengths.len(), 5, "{pg_lengths:?}");
     assert_eq!(my_lengths, pg_lengths);
     assert_eq!(
-        my.sql("SELECT DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND COLUMN_NAME = 'wide1'"),
+        my.sql(
+            "SELECT DATA_TYPE FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND COLUMN_NAME = 'wide1'"
+        ),
         "text"
     );
 
@@ -181,9 +196,15 @@ fn pagila_keeps_its_schema_postgres_to_mysql_and_back() {
         "G\t4.99\t3"
     );
     my.sql("INSERT INTO notes (body) VALUES ('x')");
-    assert_eq!(my.sql("SELECT code, odd IS NULL FROM notes WHERE body = 'x'"), "it's\t1");
+    assert_eq!(
+        my.sql("SELECT code, odd IS NULL FROM notes WHERE body = 'x'"),
+        "it's\t1"
+    );
     // The database's collation (case-insensitive here), but byte order where the source said "C".
-    assert_eq!(my.sql("SELECT count(*) > 0 FROM actor WHERE first_name = 'penelope'"), "1");
+    assert_eq!(
+        my.sql("SELECT count(*) > 0 FROM actor WHERE first_name = 'penelope'"),
+        "1"
+    );
     assert_eq!(
         my.sql("SELECT COLLATION_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = DATABASE() AND COLUMN_NAME = 'body'"),
         "utf8mb4_bin"
@@ -194,7 +215,12 @@ fn pagila_keeps_its_schema_postgres_to_mysql_and_back() {
     pipeline(dir.path(), "mp.toml", ("mysql", &my.url()), ("postgres", &back.url()));
     ok(&sluice(dir.path(), &["run", "mp.toml", "--no-progress"]));
     verify_matches(dir.path(), "mp.toml");
-    pipeline(dir.path(), "pp.toml", ("postgres", &pg.url()), ("postgres", &back.url()));
+    pipeline(
+        dir.path(),
+        "pp.toml",
+        ("postgres", &pg.url()),
+        ("postgres", &back.url()),
+    );
     verify_matches(dir.path(), "pp.toml");
     assert_eq!(pg_foreign_keys(&back), pg_foreign_keys(&pg));
     assert_eq!(
@@ -210,4 +236,72 @@ fn pagila_keeps_its_schema_postgres_to_mysql_and_back() {
     );
     back.sql("INSERT INTO actor (first_name, last_name) VALUES ('NEW', 'ACTOR')");
     assert_eq!(back.sql("SELECT actor_id FROM actor WHERE first_name = 'NEW'"), "201");
+}
+
+#[test]
+fn mysql_defaults_reach_postgres_and_mysql_or_are_dropped_by_name() {
+    let Some(my) = MyDb::create("defaults_src") else { return };
+    let Some(pg) = PgDb::create("defaults_pg") else { return };
+    let Some(copy) = MyDb::create("defaults_my") else {
+        return;
+    };
+    my.sql(
+        "SET SESSION sql_mode = 'NO_ENGINE_SUBSTITUTION'; \
+         CREATE TABLE events (id int AUTO_INCREMENT PRIMARY KEY, \
+           kind varchar(20) NOT NULL DEFAULT 'click', score decimal(5,2) DEFAULT -1.50, \
+           seen datetime NOT NULL DEFAULT '0000-00-00 00:00:00', \
+           token char(36) DEFAULT (uuid()), \
+           changed timestamp(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3)) \
+           DEFAULT CHARSET = utf8mb4 COLLATE utf8mb4_unicode_ci; \
+         INSERT INTO events (kind, seen) VALUES ('view', '2024-01-01 10:00:00'), ('buy', '2024-01-02 11:00:00'); \
+         CREATE VIEW buys AS SELECT * FROM events WHERE kind = 'buy'; \
+         CREATE TRIGGER events_kind BEFORE INSERT ON events FOR EACH ROW SET NEW.kind = LOWER(NEW.kind); \
+         CREATE FUNCTION twice(x int) RETURNS int DETERMINISTIC RETURN 2 * x;",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    pipeline(dir.path(), "mp.toml", ("mysql", &my.url()), ("postgres", &pg.url()));
+    let plan = sluice(dir.path(), &["plan", "mp.toml"]);
+    let text = String::from_utf8_lossy(&plan.stdout).to_string();
+    for listed in [
+        "1 views (buys)",
+        "1 triggers (events.events_kind)",
+        "1 functions (twice)",
+    ] {
+        assert!(text.contains(listed), "`{listed}` missing from the plan:\n{text}");
+    }
+    let err = ok(&sluice(dir.path(), &["run", "mp.toml", "--no-progress"]));
+    for warned in [
+        "events.seen: default '0000-00-00 00:00:00' dropped",
+        "events.token: default uuid() dropped",
+        "events.changed: ON UPDATE CURRENT_TIMESTAMP dropped",
+        "not copied from the source",
+    ] {
+        assert!(err.contains(warned), "warning `{warned}` missing:\n{err}");
+    }
+    verify_matches(dir.path(), "mp.toml");
+    let column = |c: &str| {
+        pg.sql(&format!(
+            "SELECT is_nullable || ' ' || coalesce(column_default, '-') FROM information_schema.columns \
+             WHERE table_name = 'events' AND column_name = '{c}'"
+        ))
+    };
+    assert_eq!(column("kind"), "NO 'click'::character varying");
+    assert_eq!(column("score"), "YES '-1.50'::numeric");
+    // NOT NULL survives though zero dates are read as NULL.
+    assert_eq!(column("seen"), "NO -");
+    assert_eq!(column("changed"), "NO CURRENT_TIMESTAMP");
+    pg.sql("INSERT INTO events (seen) VALUES (now())");
+    assert_eq!(
+        pg.sql("SELECT id, kind, score FROM events WHERE id = 3"),
+        "3|click|-1.50"
+    );
+
+    // MySQL to MySQL keeps them all, and the source's own collation.
+    pipeline(dir.path(), "mm.toml", ("mysql", &my.url()), ("mysql", &copy.url()));
+    ok(&sluice(dir.path(), &["run", "mm.toml", "--no-progress"]));
+    verify_matches(dir.path(), "mm.toml");
+    let columns = "SELECT GROUP_CONCAT(CONCAT_WS(' ', COLUMN_NAME, COLUMN_DEFAULT, EXTRA, COLLATION_NAME) \
+                   ORDER BY ORDINAL_POSITION SEPARATOR ', ') FROM information_schema.COLUMNS \
+                   WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = 'events'";
+    assert_eq!(copy.sql(columns), my.sql(columns));
 }

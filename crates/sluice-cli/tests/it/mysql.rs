@@ -190,10 +190,7 @@ fn postgres_types_mysql_lacks_are_mapped_with_warnings_or_refused_with_the_overr
     toml.push_str("\n[sinks.types]\n\"more_types.iv\" = \"varchar(64)\"\n");
     std::fs::write(dir.path().join("m.toml"), toml).unwrap();
     let err = ok(&sluice(dir.path(), &["run", "m.toml", "--no-progress", "--fresh"]));
-    for warned in [
-        "nested values stored as JSON",
-        "numeric stored as its exact text",
-    ] {
+    for warned in ["nested values stored as JSON", "numeric stored as its exact text"] {
         assert!(err.contains(warned), "warning `{warned}` missing:\n{err}");
     }
     assert_eq!(my.sql("SELECT count(*) FROM more_types"), "2");

@@ -34,6 +34,8 @@ pub(super) struct Server {
     pub expression_defaults: bool,
     /// The database's default collation, when its character set is utf8mb4.
     pub collation: Option<String>,
+    /// Column defaults are written (false after the server refused them).
+    pub defaults: bool,
 }
 
 impl Server {
@@ -48,6 +50,7 @@ impl Server {
         let version = row.and_then(|r| text(r, 0)).unwrap_or_default();
         let charset = row.and_then(|r| text(r, 1)).unwrap_or_default();
         Ok(Server {
+            defaults: true,
             expression_defaults: expression_defaults(&version),
             collation: row
                 .and_then(|r| text(r, 2))
@@ -287,6 +290,9 @@ pub(super) fn collate_clause(field: &Field, sql_type: &str) -> String {
 
 /// The ` DEFAULT …` of a created column of `sql_type`, or why it is dropped.
 pub(super) fn default_clause(default: &ColumnDefault, sql_type: &str, server: &Server) -> std::result::Result<String, String> {
+    if !server.defaults {
+        return Err("the server refused the table with it".into());
+    }
     let t = sql_type.trim().to_ascii_lowercase();
     let lob = super::types::is_lob(&t);
     let precision = t
@@ -601,8 +607,12 @@ mod tests {
         let new = Server {
             expression_defaults: true,
             collation: None,
+            defaults: true,
         };
-        let old = Server::default();
+        let old = Server {
+            defaults: true,
+            ..Server::default()
+        };
         let d = |v: &ColumnDefault, t: &str, s: &Server| default_clause(v, t, s);
         assert_eq!(
             d(&ColumnDefault::CurrentTimestamp, "datetime(6)", &old).unwrap(),

@@ -448,7 +448,22 @@ impl StreamWriter {
             };
             // A table the interrupted run of this job created keeps its rows.
             let keep = created && !existing.is_empty();
-            let made = if keep { Ok(()) } else { conn.query_drop(sql).await };
+            let mut made = if keep { Ok(()) } else { conn.query_drop(&sql).await };
+            // A default this server refuses (a date it does not take, say)
+            // must not stop the load: the table is created without them.
+            if let (Err(mysql_async::Error::Server(e)), true) = (&made, sql.contains(" DEFAULT ")) {
+                tracing::warn!(
+                    table = %table,
+                    error = %format!("{} (error {})", e.message, e.code),
+                    "the server refused the table with its column defaults; created without them"
+                );
+                let server = fidelity::Server {
+                    defaults: false,
+                    ..fidelity::Server::read(&mut conn, &location).await?
+                };
+                let (bare, _) = create_table(cfg, &table, &staging, &schema, &key, meta.as_ref(), &server)?;
+                made = conn.query_drop(bare).await;
+            }
             made.map_err(|e| {
                 let err = db_error(&location, e);
                 Error::config(

@@ -298,10 +298,9 @@ pub(super) async fn not_copied(
     Ok(out)
 }
 
-/// The `DEFAULT` clause for a column of PostgreSQL type `pg_type` created
-/// from a stream column with `default`: `Ok(None)` for no default, `Err`
-/// with the reason when it is dropped. `same_dialect`: the stream comes
-/// from PostgreSQL, so its own expressions may be kept.
+/// The expression of `default` for a created column of PostgreSQL type
+/// `pg_type`, or why it is dropped. PostgreSQL's own expressions are kept
+/// (the caller has the server evaluate them first); other dialects' are not.
 pub(super) fn render_default(default: &ColumnDefault, pg_type: &str) -> std::result::Result<String, String> {
     let t = pg_type.to_ascii_lowercase();
     let temporal = t.starts_with("timestamp") || t.starts_with("date") || t.starts_with("time");
