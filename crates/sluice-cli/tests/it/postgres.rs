@@ -459,7 +459,9 @@ fn a_transform_or_another_destination_type_keeps_rows_decoded() {
     assert_eq!(typed.sql(sums), src.sql(sums));
 
     // Two sinks: each gets the rows decoded.
-    let Some(second) = PgDb::create("passno_second") else { return };
+    let Some(second) = PgDb::create("passno_second") else {
+        return;
+    };
     std::fs::write(
         dir.path().join("two.toml"),
         format!(
