@@ -457,4 +457,25 @@ fn a_transform_or_another_destination_type_keeps_rows_decoded() {
     );
     let sums = "SELECT count(*) || ' ' || sum(id) || ' ' || sum(n)::numeric(20,2) || ' ' || max(at) FROM events";
     assert_eq!(typed.sql(sums), src.sql(sums));
+
+    // Two sinks: each gets the rows decoded.
+    let Some(second) = PgDb::create("passno_second") else {
+        return;
+    };
+    std::fs::write(
+        dir.path().join("two.toml"),
+        format!(
+            "[source]\ntype = \"postgres\"\nurl = \"{}\"\ntable = \"events\"\n\n\
+             [[sinks]]\ntype = \"postgres\"\nurl = \"{}\"\ntable = \"copy\"\n\n\
+             [[sinks]]\ntype = \"postgres\"\nurl = \"{}\"\n",
+            src.url(),
+            typed.url(),
+            second.url()
+        ),
+    )
+    .unwrap();
+    let err = ok(&sluice(dir.path(), &["run", "two.toml", "--no-progress"]));
+    assert!(!err.contains("binary passthrough"), "two sinks:\n{err}");
+    assert_eq!(second.fingerprint("events"), src.fingerprint("events"));
+    assert_eq!(typed.fingerprint("copy"), src.fingerprint("events"));
 }

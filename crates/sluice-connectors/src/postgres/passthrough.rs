@@ -69,10 +69,13 @@ pub(super) struct Layout {
     pub origin: Arc<str>,
 }
 
+/// Values that did not decode: row, column, reason.
+type Refused = Vec<(usize, usize, String)>;
+
 impl Layout {
     /// Decodes whole tuples (no header) into a batch in the loose schema,
-    /// and the values that did not decode (row, column, reason).
-    fn decode(&self, tuples: &[u8]) -> Result<(arrow::array::RecordBatch, Vec<(usize, usize, String)>)> {
+    /// and the values that did not decode.
+    fn decode(&self, tuples: &[u8]) -> Result<(arrow::array::RecordBatch, Refused)> {
         let mut decoder = TupleDecoder::new(&self.decodes).headerless();
         let used = decoder
             .decode(tuples, usize::MAX)

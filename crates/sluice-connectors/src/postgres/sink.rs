@@ -904,12 +904,16 @@ impl PostgresTableSink {
     }
 
     /// Loads binary `COPY` tuples (no header, no trailer) in one `COPY`,
-    /// under a savepoint like [`Self::load`].
-    async fn load_encoded(&self, tuples: Bytes) -> std::result::Result<(), LoadError> {
+    /// under a savepoint like [`Self::load`]; in a `fresh` transaction
+    /// (nothing before the `COPY` to keep) without one, saving two round
+    /// trips a batch: a refused load then starts the transaction again.
+    async fn load_encoded(&self, tuples: Bytes, fresh: bool) -> std::result::Result<(), LoadError> {
         if tuples.is_empty() {
             return Ok(());
         }
-        self.client.batch_execute("SAVEPOINT sluice_load").await?;
+        if !fresh {
+            self.client.batch_execute("SAVEPOINT sluice_load").await?;
+        }
         let result = async {
             let sink = self.client.copy_in::<_, Bytes>(self.copy.as_str()).await?;
             let mut sink = std::pin::pin!(sink);
@@ -920,9 +924,11 @@ impl PostgresTableSink {
             Ok(())
         }
         .await;
-        let end = match &result {
-            Ok(()) => "RELEASE SAVEPOINT sluice_load",
-            Err(_) => "ROLLBACK TO SAVEPOINT sluice_load; RELEASE SAVEPOINT sluice_load",
+        let end = match (&result, fresh) {
+            (Ok(()), true) => return result,
+            (Ok(()), false) => "RELEASE SAVEPOINT sluice_load",
+            (Err(_), false) => "ROLLBACK TO SAVEPOINT sluice_load; RELEASE SAVEPOINT sluice_load",
+            (Err(_), true) => "ROLLBACK; BEGIN",
         };
         match (result, self.client.batch_execute(end).await) {
             (Ok(()), Err(e)) => Err(LoadError::Server(e)),
@@ -1488,6 +1494,7 @@ impl From<tokio_postgres::Error> for LoadError {
 #[async_trait]
 impl Sink for PostgresTableSink {
     async fn write(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
+        let fresh = !self.open_tx;
         if !self.open_tx {
             self.client
                 .batch_execute("BEGIN")
@@ -1495,7 +1502,7 @@ impl Sink for PostgresTableSink {
                 .map_err(|e| pg_error(&self.url, e))?;
             self.open_tx = true;
         }
-        let outcome = self.write_batch(batch).await;
+        let outcome = self.write_batch(batch, fresh).await;
         let outcome = match (outcome, &batch.position) {
             (Ok(refused), Some(p)) => self.store_position(p).await.map(|()| refused),
             (o, _) => o,
@@ -1566,8 +1573,9 @@ impl PostgresTableSink {
     /// Loads a batch in the open transaction: its encoded rows as they are
     /// when this sink takes them, otherwise (and when the server refuses
     /// some of them) its rows decoded, so each refused row is found on its
-    /// own. Returns the rows refused.
-    async fn write_batch(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
+    /// own. Returns the rows refused. `fresh`: the transaction holds
+    /// nothing yet.
+    async fn write_batch(&mut self, batch: &Batch, fresh: bool) -> Result<Vec<Rejection>> {
         let Some(payload) = &batch.payload else {
             return self.write_rows(batch).await;
         };
@@ -1576,7 +1584,7 @@ impl PostgresTableSink {
                 Some(p) => p.tuples(),
                 None => Bytes::copy_from_slice(payload.bytes()),
             };
-            match self.load_encoded(tuples).await {
+            match self.load_encoded(tuples, fresh).await {
                 Ok(()) => return Ok(Vec::new()),
                 Err(LoadError::Server(e)) if is_data_error(&e) => {
                     tracing::debug!(target = %self.target, error = %server_message(&e), "rows refused: the batch is decoded to find them");
