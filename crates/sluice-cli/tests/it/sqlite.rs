@@ -71,9 +71,9 @@ fn copy_shop(dir: &Path, dst: &str) {
     assert_eq!(rejects.len(), 2, "{rejects:?}");
     let reasons: Vec<&str> = rejects.iter().map(|r| r["reason"].as_str().unwrap()).collect();
     assert!(
-        reasons.iter().any(|r| r.starts_with(
-            "`invoice` rowid 2, column `issued` DATETIME: text '2021-13-45' is not a valid date"
-        )),
+        reasons.iter().any(
+            |r| r.starts_with("`invoice` rowid 2, column `issued` DATETIME: text '2021-13-45' is not a valid date")
+        ),
         "{reasons:?}"
     );
     assert!(
@@ -82,7 +82,10 @@ fn copy_shop(dir: &Path, dst: &str) {
             .any(|r| r.starts_with("`invoice` rowid 3, column `total` NUMERIC(10,2): text 'abc' is not a number")),
         "{reasons:?}"
     );
-    let bad_total = rejects.iter().find(|r| r["record"]["id"] == 3).expect("row 3 in the dead letters");
+    let bad_total = rejects
+        .iter()
+        .find(|r| r["record"]["id"] == 3)
+        .expect("row 3 in the dead letters");
     assert_eq!(bad_total["record"]["total"], "abc");
     assert_eq!(bad_total["record"]["issued"], "2021-06-01 00:00:00");
     assert_eq!(bad_total["stream"], "invoice");
@@ -96,7 +99,11 @@ fn verify_matches(dir: &Path, sink: &str, url: &str) {
     .unwrap();
     let out = sluice(dir, &["verify", "verify.toml"]);
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "verify: {stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "verify: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(stdout.matches("match").count(), 3, "{stdout}");
 }
 

@@ -174,6 +174,11 @@ fn time_text<'a>(v: ValueRef<'a>, what: &str) -> Result<&'a str, String> {
 
 /// The unscaled value of `v` in a `DECIMAL(p,s)`.
 fn decimal(v: ValueRef<'_>, p: u8, s: i8) -> Result<i128, String> {
+    if let ValueRef::Real(f) = v
+        && let Some(d) = real_decimal(f, p, s)
+    {
+        return Ok(d);
+    }
     let text = match v {
         ValueRef::Integer(i) => i.to_string(),
         // 15 significant digits, what a double holds exactly (SQLite prints
@@ -183,6 +188,24 @@ fn decimal(v: ValueRef<'_>, p: u8, s: i8) -> Result<i128, String> {
         _ => return Err(format!("{} is not a number", show(v))),
     };
     parse_decimal(&text, p, s).map_err(|why| format!("{} {why}", show(v)))
+}
+
+/// The common case without formatting: a real that is exactly the double
+/// nearest to a decimal of scale `s` (1.98, 12.5) gives that decimal. `None`
+/// sends the value through the decimal text, which also explains a refusal.
+fn real_decimal(f: f64, p: u8, s: i8) -> Option<i128> {
+    if s > 22 {
+        // 10^s is no longer an exact double.
+        return None;
+    }
+    let pow = 10f64.powi(i32::from(s));
+    let scaled = (f * pow).round();
+    // Below 10^15 the unscaled value and the quotient are exact doubles.
+    if !scaled.is_finite() || scaled.abs() >= 1e15 || scaled / pow != f {
+        return None;
+    }
+    let d = scaled as i128;
+    (d.unsigned_abs() < 10u128.pow(u32::from(p))).then_some(d)
 }
 
 /// Parses decimal text (`-12.50`, `1.2e3`) into an unscaled `DECIMAL(p,s)`
@@ -456,6 +479,15 @@ mod tests {
             Err("text 'abc' is not a number".into())
         );
         assert!(cell(ValueRef::Real(f64::NAN)).unwrap_err().contains("not a number"));
+        // The quick path for reals agrees with the decimal text.
+        for i in (-2_000_000i64..2_000_000).step_by(997) {
+            let f = i as f64 / 100.0;
+            assert_eq!(real_decimal(f, 10, 2), Some(i128::from(i)), "{f}");
+            assert_eq!(parse_decimal(&format!("{f:.14e}"), 10, 2), Ok(i128::from(i)), "{f}");
+        }
+        assert_eq!(real_decimal(0.1 + 0.2, 10, 2), None);
+        assert_eq!(real_decimal(0.125, 10, 2), None);
+        assert_eq!(real_decimal(1e9, 10, 2), None);
     }
 
     #[test]
