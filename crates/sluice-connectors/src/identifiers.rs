@@ -106,7 +106,10 @@ impl Renamed {
     /// already took.
     fn stream_name(&self, stream: &str) -> Result<String> {
         let renamed = self.rule.apply(stream);
-        let mut tables = self.tables.lock().map_err(|_| Error::Internal("identifier map poisoned".into()))?;
+        let mut tables = self
+            .tables
+            .lock()
+            .map_err(|_| Error::Internal("identifier map poisoned".into()))?;
         match tables.get(&renamed) {
             Some(other) if other != stream => Err(Error::config(
                 self.key(),

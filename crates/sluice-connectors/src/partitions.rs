@@ -53,7 +53,12 @@ mod tests {
         let r = int_ranges(1, 100, 4);
         assert_eq!(
             r,
-            vec![(None, Some(26)), (Some(26), Some(51)), (Some(51), Some(76)), (Some(76), None)]
+            vec![
+                (None, Some(26)),
+                (Some(26), Some(51)),
+                (Some(51), Some(76)),
+                (Some(76), None)
+            ]
         );
         assert_eq!(int_ranges(5, 5, 4), vec![(None, None)]);
         assert_eq!(int_ranges(1, 3, 8).len(), 3);

@@ -258,13 +258,26 @@ pub async fn verify_sampled(p: &Pipeline, sample: Option<u64>, cancel: Cancellat
                 .iter()
                 .zip(&shared_there)
                 .map(|(here, there)| {
-                    expected_schema.field_with_name(here).is_ok_and(sluice_core::dbmeta::blank_padded)
-                        || target_spec.schema.field_with_name(there).is_ok_and(sluice_core::dbmeta::blank_padded)
+                    expected_schema
+                        .field_with_name(here)
+                        .is_ok_and(sluice_core::dbmeta::blank_padded)
+                        || target_spec
+                            .schema
+                            .field_with_name(there)
+                            .is_ok_and(sluice_core::dbmeta::blank_padded)
                 })
                 .collect();
             let source_fp = fingerprint(p, &source, spec, &shared, &padded, true, &cancel).await?;
-            let target_fp =
-                fingerprint(p, &Arc::from(target_source), target_spec, &shared_there, &padded, false, &cancel).await?;
+            let target_fp = fingerprint(
+                p,
+                &Arc::from(target_source),
+                target_spec,
+                &shared_there,
+                &padded,
+                false,
+                &cancel,
+            )
+            .await?;
             let missing: Vec<String> = expected_schema
                 .fields()
                 .iter()

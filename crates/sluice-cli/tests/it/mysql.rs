@@ -316,7 +316,10 @@ fn identifiers_snake_renames_tables_columns_keys_and_foreign_keys_consistently()
         "invoice_line_id,track_id,unit_price,artist_id"
     );
     // Unquoted queries work, and keys and foreign keys point at the renamed names.
-    assert_eq!(pg.sql("SELECT sum(unit_price) FROM invoice_line JOIN artist USING (artist_id)"), "2.98");
+    assert_eq!(
+        pg.sql("SELECT sum(unit_price) FROM invoice_line JOIN artist USING (artist_id)"),
+        "2.98"
+    );
     assert_eq!(
         pg.sql("SELECT string_agg(pg_get_constraintdef(oid), '; ' ORDER BY contype) FROM pg_constraint WHERE conrelid = 'invoice_line'::regclass"),
         "FOREIGN KEY (artist_id) REFERENCES artist(artist_id); PRIMARY KEY (invoice_line_id)"
@@ -345,7 +348,10 @@ fn identifiers_that_collide_are_refused_before_anything_is_written() {
     let out = sluice(dir.path(), &["copy", &my.url(), &dst, "--no-progress"]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{stderr}");
-    assert!(stderr.contains("identifiers") && stderr.contains("`UserId` and `user_id`"), "{stderr}");
+    assert!(
+        stderr.contains("identifiers") && stderr.contains("`UserId` and `user_id`"),
+        "{stderr}"
+    );
     assert_eq!(
         pg.sql("SELECT count(*) FROM information_schema.tables WHERE table_name = 't'"),
         "0"

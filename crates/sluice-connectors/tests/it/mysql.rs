@@ -520,9 +520,11 @@ async fn a_resumed_read_starts_after_the_cursor_and_queries_are_one_stream() {
 async fn a_two_column_key_is_read_in_ranges_of_its_leading_column_and_resumes_inside_one() {
     let Some(mut db) = TestDb::create().await else { return };
     // Shaped like employees.salaries: (emp_no, from_date) is the key.
-    db.exec("CREATE TABLE salaries (emp_no int NOT NULL, salary int NOT NULL, from_date date NOT NULL, \
-             to_date date NOT NULL, PRIMARY KEY (emp_no, from_date))")
-        .await;
+    db.exec(
+        "CREATE TABLE salaries (emp_no int NOT NULL, salary int NOT NULL, from_date date NOT NULL, \
+             to_date date NOT NULL, PRIMARY KEY (emp_no, from_date))",
+    )
+    .await;
     db.exec(
         "INSERT INTO salaries SELECT 10000 + e.seq, 40000 + e.seq * 7 + y.seq, \
          DATE_ADD('1990-01-01', INTERVAL y.seq YEAR), DATE_ADD('1991-01-01', INTERVAL y.seq YEAR) \
@@ -536,15 +538,28 @@ async fn a_two_column_key_is_read_in_ranges_of_its_leading_column_and_resumes_in
     assert_eq!(stream.partitions.len(), 4, "{:?}", stream.partitions);
 
     let key = |b: &Batch, i: usize| {
-        let emp = b.data.column(0).as_any().downcast_ref::<arrow::array::Int32Array>().unwrap();
-        let from = b.data.column(2).as_any().downcast_ref::<arrow::array::Date32Array>().unwrap();
+        let emp = b
+            .data
+            .column(0)
+            .as_any()
+            .downcast_ref::<arrow::array::Int32Array>()
+            .unwrap();
+        let from = b
+            .data
+            .column(2)
+            .as_any()
+            .downcast_ref::<arrow::array::Date32Array>()
+            .unwrap();
         (emp.value(i), from.value(i))
     };
     let mut seen = HashSet::new();
     let mut per_partition = Vec::new();
     for n in 0..4 {
         let batches = read_nth_partition(&source, &stream, n, 1000, None).await;
-        let keys: Vec<(i32, i32)> = batches.iter().flat_map(|b| (0..b.data.num_rows()).map(|i| key(b, i)).collect::<Vec<_>>()).collect();
+        let keys: Vec<(i32, i32)> = batches
+            .iter()
+            .flat_map(|b| (0..b.data.num_rows()).map(|i| key(b, i)).collect::<Vec<_>>())
+            .collect();
         assert!(!keys.is_empty(), "partition {n} is empty");
         per_partition.push(keys.len());
         seen.extend(keys);
@@ -555,9 +570,15 @@ async fn a_two_column_key_is_read_in_ranges_of_its_leading_column_and_resumes_in
     // Resume inside the second partition after a cut in the middle of one
     // employee's rows: the rest comes once, in key order.
     let whole = read_nth_partition(&source, &stream, 1, 333, None).await;
-    let all: Vec<(i32, i32)> = whole.iter().flat_map(|b| (0..b.data.num_rows()).map(|i| key(b, i)).collect::<Vec<_>>()).collect();
+    let all: Vec<(i32, i32)> = whole
+        .iter()
+        .flat_map(|b| (0..b.data.num_rows()).map(|i| key(b, i)).collect::<Vec<_>>())
+        .collect();
     let resumed = read_nth_partition(&source, &stream, 1, 333, whole[0].position.clone()).await;
-    let rest: Vec<(i32, i32)> = resumed.iter().flat_map(|b| (0..b.data.num_rows()).map(|i| key(b, i)).collect::<Vec<_>>()).collect();
+    let rest: Vec<(i32, i32)> = resumed
+        .iter()
+        .flat_map(|b| (0..b.data.num_rows()).map(|i| key(b, i)).collect::<Vec<_>>())
+        .collect();
     assert_eq!(rest, all[333..].to_vec());
     db.drop().await;
 }
