@@ -301,6 +301,10 @@ measure_once() {
     local name="${tool}_${case/->/_to_}_$(label "$rows")_$rep"
     local tv="$OUT/$name.time" cmdlog="$OUT/$name.log"
     "$prepare" > /dev/null
+    # Each run is a new job: a state directory of its own, so sluice does not
+    # find the previous run's completed job and skip the copy.
+    rm -rf "$OUT/state"
+    export XDG_STATE_HOME="$OUT/state"
     rm -rf "$PARTS"
     mkdir -p "$PARTS"
     # Nothing left to write back from the previous run or the preparation.

@@ -94,6 +94,9 @@ measure_once() {
     local name="${tool}_${case/->/_to_}_$(label "$rows")_$rep"
     local tv="$OUT/$name.time" cmdlog="$OUT/$name.log"
     if [ -n "$output" ]; then rm -rf -- "$output" "$output-journal" "$output-wal"; fi
+    # Each run is a new job (see bench/db.sh).
+    rm -rf "$OUT/state"
+    export XDG_STATE_HOME="$OUT/state"
     log "$tool $case, $rows rows, run $rep/$REPEAT"
     local status=ok
     /usr/bin/time -v -o "$tv" "$@" > "$cmdlog" 2>&1 || status=failed
