@@ -228,7 +228,9 @@ impl SinkConnector for Renamed {
     }
 }
 
-/// One stream's sink, handed batches under the renamed schema.
+/// One stream's sink, handed batches under the renamed schema. It accepts
+/// no undecoded payload (`Sink::accepts_payload` keeps its default), so a
+/// renamed stream always arrives as Arrow rows.
 struct RenamedSink {
     inner: Box<dyn Sink>,
     stream: Arc<str>,
