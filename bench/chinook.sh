@@ -27,22 +27,14 @@ if [ "$#" -ne 1 ] || [ ! -f "$1" ]; then
 fi
 SRC=$(realpath "$1")
 cd "$(dirname "$0")/.."
-SLUICE=${SLUICE:-${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}/release/sluice}
-PG_HOST=${PG_HOST:-127.0.0.1}
-PG_PORT=${PG_PORT:-5432}
-PG_USER=${PG_USER:-postgres}
-MY_HOST=${MY_HOST:-127.0.0.1}
-MY_PORT=${MY_PORT:-3306}
-MY_USER=${MY_USER:-root}
+source bench/servers.sh
 SKIP_MYSQL=${SKIP_MYSQL:-0}
 OUT=bench/out/chinook
 mkdir -p "$OUT"
 OUT=$(realpath "$OUT")
 rm -rf "$OUT/state"
-export PGSSLMODE=disable
 PG="postgresql://$PG_USER@$PG_HOST:$PG_PORT"
 
-log() { printf '== %s\n' "$*" >&2; }
 psql_() { psql -X -q -A -t -v ON_ERROR_STOP=1 "$@"; }
 for tool in pgloader psql "$SLUICE"; do
     command -v "$tool" >/dev/null || { echo "missing: $tool" >&2; exit 2; }

@@ -26,27 +26,16 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 if [ "$#" -gt 0 ]; then SIZES=("$@"); else SIZES=(4000000 10000000); fi
-SLUICE=${SLUICE:-${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}/release/sluice}
+source bench/servers.sh
 REPEAT=${REPEAT:-5}
-PG_HOST=${PG_HOST:-127.0.0.1}
-PG_PORT=${PG_PORT:-5432}
-PG_USER=${PG_USER:-postgres}
 SRC_DB=sluice_pgpipe_src
 DST_DB=sluice_pgpipe_dst
 OUT=bench/out/pgpipe
-export PGSSLMODE=disable
 BASE="$PG_USER@$PG_HOST:$PG_PORT"
 
 [ -x "$SLUICE" ] || { echo "error: no sluice binary at $SLUICE (set SLUICE=...)" >&2; exit 1; }
 [ -x /usr/bin/time ] || { echo "error: /usr/bin/time is missing (apt-get install time)" >&2; exit 1; }
 
-log() { printf '== %s\n' "$*" >&2; }
-pg() {  # DB [psql args...]
-    local db=$1
-    shift
-    PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 \
-        -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$db" "$@"
-}
 recreate() { pg postgres -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" -c "CREATE DATABASE $1"; }
 
 TABLE='CREATE TABLE t (id bigint NOT NULL, n numeric(12,2), v text, at timestamptz)'

@@ -18,26 +18,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+source bench/servers.sh
 ROWS=${1:-3000000}
-SLUICE=${SLUICE:-${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}/release/sluice}
 REPEAT=${REPEAT:-3}
-PG_HOST=${PG_HOST:-127.0.0.1}
-PG_PORT=${PG_PORT:-5432}
-PG_USER=${PG_USER:-postgres}
-MY_HOST=${MY_HOST:-127.0.0.1}
-MY_PORT=${MY_PORT:-3306}
-MY_USER=${MY_USER:-root}
 MY_DB=sluice_bench_emp
 DST_DB=sluice_bench_emp_dst
 OUT=bench/out/salaries
 RESULTS=bench/RESULTS.md
-export PGSSLMODE=disable
 PG_BASE="$PG_USER@$PG_HOST:$PG_PORT"
 MY_BASE="$MY_USER@$MY_HOST:$MY_PORT"
-
-log() { printf '== %s\n' "$*" >&2; }
-pg() { local db=$1; shift; PGOPTIONS='-c client_min_messages=warning' psql -X -q -v ON_ERROR_STOP=1 -h "$PG_HOST" -p "$PG_PORT" -U "$PG_USER" -d "$db" "$@"; }
-my() { mariadb -h "$MY_HOST" -P "$MY_PORT" -u "$MY_USER" "$@"; }
 
 [ "$REPEAT" -ge 1 ] || { echo "error: REPEAT must be at least 1" >&2; exit 2; }
 [ -x "$SLUICE" ] || { echo "error: no sluice binary at $SLUICE; cargo build --release -p sluice-cli" >&2; exit 1; }

@@ -88,6 +88,19 @@ fn snake(name: &str) -> String {
     if out.is_empty() { name.to_string() } else { out }
 }
 
+/// The name of a key, index or constraint sluice creates
+/// (`orders_customer_id_fkey`), cut to `max_bytes` (63 in PostgreSQL, 64
+/// in MySQL) at a character boundary.
+pub(crate) fn object_name(table: &str, columns: &[String], suffix: &str, max_bytes: usize) -> String {
+    let mut name = format!("{table}_{}_{suffix}", columns.join("_"));
+    let mut end = name.len().min(max_bytes);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name.truncate(end);
+    name
+}
+
 /// A sink connector whose streams, tables and columns are renamed.
 struct Renamed {
     inner: Box<dyn SinkConnector>,

@@ -435,13 +435,7 @@ pub(super) fn foreign_keys(
 /// `orders_customer_id_fkey`, at most 64 bytes (MySQL's limit; constraint
 /// names are unique per database).
 fn constraint_name(table: &str, columns: &[String]) -> String {
-    let mut name = format!("{table}_{}_fkey", columns.join("_"));
-    let mut end = name.len().min(64);
-    while !name.is_char_boundary(end) {
-        end -= 1;
-    }
-    name.truncate(end);
-    name
+    crate::identifiers::object_name(table, columns, "fkey", 64)
 }
 
 /// Records the foreign keys of a completed `table` for the job, then adds

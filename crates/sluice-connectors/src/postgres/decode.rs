@@ -481,11 +481,12 @@ pub(super) fn tuple_end(buf: &[u8], ncols: usize) -> Result<Option<usize>, Strin
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use arrow::array::{Array, AsArray};
 
-    fn tuple(fields: &[Option<&[u8]>]) -> Vec<u8> {
+    /// One binary `COPY` tuple holding `fields` (`None` for NULL).
+    pub(in crate::postgres) fn tuple(fields: &[Option<&[u8]>]) -> Vec<u8> {
         let mut t = (fields.len() as i16).to_be_bytes().to_vec();
         for f in fields {
             match f {

@@ -247,23 +247,10 @@ async fn send(
 
 #[cfg(test)]
 mod tests {
+    use super::super::decode::tests::tuple;
     use super::*;
     use arrow::array::AsArray;
     use arrow::datatypes::{DataType, Field, Schema};
-
-    fn tuple(fields: &[Option<&[u8]>]) -> Vec<u8> {
-        let mut t = (fields.len() as i16).to_be_bytes().to_vec();
-        for f in fields {
-            match f {
-                None => t.extend((-1i32).to_be_bytes()),
-                Some(v) => {
-                    t.extend((v.len() as i32).to_be_bytes());
-                    t.extend(*v);
-                }
-            }
-        }
-        t
-    }
 
     fn layout() -> Arc<Layout> {
         Arc::new(Layout {

@@ -519,13 +519,7 @@ fn idents(cols: &[String]) -> String {
 
 /// A constraint or index name PostgreSQL-style (`orders_customer_id_fkey`), at most 63 bytes.
 fn object_name(table: &str, columns: &[String], suffix: &str) -> String {
-    let mut name = format!("{table}_{}_{suffix}", columns.join("_"));
-    let mut end = name.len().min(63);
-    while !name.is_char_boundary(end) {
-        end -= 1;
-    }
-    name.truncate(end);
-    name
+    crate::identifiers::object_name(table, columns, suffix, 63)
 }
 
 #[async_trait]
