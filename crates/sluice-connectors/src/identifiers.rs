@@ -279,6 +279,10 @@ impl Sink for RenamedSink {
         self.inner.pipeline_depth()
     }
 
+    fn batches_per_flush(&self) -> usize {
+        self.inner.batches_per_flush()
+    }
+
     fn take_refused(&mut self) -> Vec<Rejection> {
         self.inner.take_refused()
     }

@@ -379,6 +379,16 @@ pub trait Sink: Send {
         1
     }
 
+    /// How many batches already waiting the engine may write before one
+    /// flush, for a sink whose `flush` is a commit: a transactional sink
+    /// that stores each batch's position with its rows answers more than
+    /// one, so a load that outruns the destination pays one commit for
+    /// several batches. A failure before the flush retries all of them.
+    /// Default 1.
+    fn batches_per_flush(&self) -> usize {
+        1
+    }
+
     /// Rows refused after `write` returned (found when the destination
     /// answered during [`Sink::flush`]), each returned once. Pipelined sinks
     /// only; rows refused by `write` itself come back from `write`.

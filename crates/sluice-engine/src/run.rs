@@ -957,38 +957,42 @@ impl LaneSetup {
     }
 }
 
-/// Writes one batch: rows, then its rejections made durable, then the
-/// commit. Returns the rows written.
+/// Writes batches: the rows of each (its refusals recorded with it), then
+/// the rejections made durable, then one commit for all of them. Returns
+/// the rows written.
 async fn deliver(
     sink: &mut Box<dyn Sink>,
-    batch: &Batch,
+    work: Vec<(&Arc<Batch>, &mut BatchRefusals)>,
     rejections: &Rejections,
     durable: bool,
-    refused: &mut BatchRefusals,
 ) -> Result<u64> {
-    // A sink reopened after a failure that no longer takes the encoding
-    // gets the rows decoded (those that do not decode are refused here).
-    let not_taken = batch
-        .payload
-        .as_ref()
-        .is_some_and(|p| !sink.accepts_payload(p.format()));
-    let found = if not_taken {
-        let (decoded, mut found) = batch.decoded()?;
-        found.extend(sink.write(&decoded).await?);
-        found
-    } else {
-        sink.write(batch).await?
-    };
-    let written = (batch.num_rows() - found.len()) as u64;
-    refused.written = Some(written);
-    refused.record(found, rejections)?;
+    let mut total = 0;
+    for (batch, refused) in work {
+        // A sink reopened after a failure that no longer takes the encoding
+        // gets the rows decoded (those that do not decode are refused here).
+        let not_taken = batch
+            .payload
+            .as_ref()
+            .is_some_and(|p| !sink.accepts_payload(p.format()));
+        let found = if not_taken {
+            let (decoded, mut found) = batch.decoded()?;
+            found.extend(sink.write(&decoded).await?);
+            found
+        } else {
+            sink.write(batch).await?
+        };
+        let written = (batch.num_rows() - found.len()) as u64;
+        refused.written = Some(written);
+        refused.record(found, rejections)?;
+        total += written;
+    }
     // Dead-letter lines (the sink's, and the source's and transforms' for
-    // rows before this batch) reach the disk before the batch commits.
+    // rows before these batches) reach the disk before the batches commit.
     rejections.flush()?;
     if durable {
         sink.flush().await?;
     }
-    Ok(written)
+    Ok(total)
 }
 
 /// The rows a sink refused in the attempts at one batch, so that a batch
@@ -1045,17 +1049,18 @@ fn refusal_key(r: &sluice_core::Rejection) -> (Option<u64>, Option<&str>, Option
     (r.line, r.record.as_deref().map(|v| v.get()), r.raw.as_deref())
 }
 
-/// Delivers `batch`, reconnecting and retrying while the failures are retryable.
+/// Delivers `batches` under one commit, reconnecting and retrying while the
+/// failures are retryable.
 async fn deliver_with_retries(
     sink: &mut Box<dyn Sink>,
     setup: &mut LaneSetup,
     retrier: &mut Retrier,
-    batch: &Batch,
+    batches: &[Arc<Batch>],
     rejections: &Rejections,
     durable: bool,
 ) -> Result<u64> {
     let mut broken = false;
-    let mut refused = BatchRefusals::default();
+    let mut refused: Vec<BatchRefusals> = batches.iter().map(|_| BatchRefusals::default()).collect();
     loop {
         let attempt = async {
             if broken {
@@ -1063,13 +1068,22 @@ async fn deliver_with_retries(
                 if let Some(held) = sink.committed().await? {
                     setup.held = held.into_iter().map(|p| (p.partition.clone(), p.rows)).collect();
                 }
-                if setup.holds(batch) {
-                    // The commit went through; only its acknowledgement was
-                    // lost. The rows are the last attempt's.
-                    return Ok(refused.written.unwrap_or(0));
+            }
+            // After a failure, batches whose commit went through (only the
+            // acknowledgement was lost) count the rows of their last attempt.
+            let mut done = 0;
+            let mut work = Vec::new();
+            for (batch, r) in batches.iter().zip(refused.iter_mut()) {
+                if broken && setup.holds(batch) {
+                    done += r.written.unwrap_or(0);
+                } else {
+                    work.push((batch, r));
                 }
             }
-            deliver(sink, batch, rejections, durable, &mut refused).await
+            if work.is_empty() {
+                return Ok(done);
+            }
+            deliver(sink, work, rejections, durable).await.map(|n| n + done)
         }
         .await;
         match attempt {
@@ -1246,10 +1260,27 @@ fn spawn_sink(
                 last = run_pipelined(&mut sink, &setup, &mut rx, depth, &rejections, &acked_t, &written_t).await?;
                 return Ok(());
             }
+            let per_flush = if durable { sink.batches_per_flush().max(1) } else { 1 };
+            let mut group: Vec<Arc<Batch>> = Vec::with_capacity(per_flush);
             while let Some((seq, batch)) = rx.recv().await {
-                if !setup.holds(&batch) {
+                // Batches already waiting share one flush (one transaction
+                // and its commit); none is waited for.
+                let mut seq = seq;
+                group.clear();
+                group.push(batch);
+                while group.len() < per_flush {
+                    match rx.try_recv() {
+                        Ok((s, b)) => {
+                            seq = s;
+                            group.push(b);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                group.retain(|b| !setup.holds(b));
+                if !group.is_empty() {
                     let n =
-                        deliver_with_retries(&mut sink, &mut setup, &mut retrier, &batch, &rejections, durable).await?;
+                        deliver_with_retries(&mut sink, &mut setup, &mut retrier, &group, &rejections, durable).await?;
                     written_t.fetch_add(n, Ordering::Relaxed);
                 }
                 if durable {

@@ -1163,6 +1163,9 @@ fn create_table(
     Ok((sql, lob))
 }
 
+/// Most batches in one transaction ([`Sink::batches_per_flush`]).
+const BATCHES_PER_COMMIT: usize = 8;
+
 #[async_trait]
 impl Sink for StreamWriter {
     async fn write(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
@@ -1192,6 +1195,12 @@ impl Sink for StreamWriter {
         }
         self.open_tx = false;
         self.exec("COMMIT").await
+    }
+
+    /// Each commit waits for the server's log flush; batches that queue
+    /// behind a busy server share one.
+    fn batches_per_flush(&self) -> usize {
+        BATCHES_PER_COMMIT
     }
 
     async fn committed(&mut self) -> Result<Option<Vec<Position>>> {

@@ -46,7 +46,7 @@ use sluice_core::{
 };
 
 use super::config::{MysqlSourceConfig, ZeroDates};
-use super::decode::{Builder, Cell, Fail, Kind, parse};
+use super::decode::{Builder, Cell, Fail, Kind, binary_cell, parse, value_text};
 use super::fidelity;
 use super::types::{ColumnInfo, DIALECT, field_for_column, field_for_result_column, is_json_check};
 use super::{Endpoint, connect, db_error, parse_url, quote_ident, redact, rows, sql_string, text};
@@ -78,6 +78,9 @@ struct Plan {
     /// Range of the split column of each partition: `[lo, hi)`, open ends as `None`.
     ranges: Vec<(Option<i128>, Option<i128>)>,
     zero_dates: ZeroDates,
+    /// Read over the binary protocol (tables); a user's query keeps the
+    /// text protocol, which takes any statement.
+    binary: bool,
 }
 
 /// How rows are ordered, partitioned and resumed.
@@ -356,6 +359,7 @@ impl MysqlSource {
             origin: format!("{}.{}", self.db, table).into(),
             ranges,
             zero_dates: self.cfg.zero_dates,
+            binary: true,
         };
         self.remember(table, plan);
         Ok(StreamSpec {
@@ -418,6 +422,7 @@ impl MysqlSource {
             origin: "query".into(),
             ranges: vec![(None, None)],
             zero_dates: self.cfg.zero_dates,
+            binary: false,
         };
         self.remember(&name, plan);
         Ok(StreamSpec {
@@ -481,13 +486,6 @@ fn unhex(s: &str) -> Option<Vec<u8>> {
 }
 
 /// The raw bytes of a text-protocol value (`None` for NULL).
-fn bytes(v: &Option<Value>) -> Option<&[u8]> {
-    match v {
-        Some(Value::Bytes(b)) => Some(b),
-        _ => None,
-    }
-}
-
 #[async_trait]
 impl Source for MysqlSource {
     fn name(&self) -> &str {
@@ -699,17 +697,23 @@ impl PartitionReader<'_> {
         Ok((sql, skip))
     }
 
+    /// The value of column `i` of `row` as the text protocol sends it.
+    fn text<'r>(&self, row: &'r [Option<Value>], i: usize) -> Option<std::borrow::Cow<'r, [u8]>> {
+        let kind = self.plan.kinds.get(i).copied().unwrap_or(Kind::Utf8);
+        row.get(i)?.as_ref().and_then(|v| value_text(kind, v))
+    }
+
     /// The cursor after `row`.
     fn cursor(&self, row: &[Option<Value>], n: u64) -> serde_json::Value {
         match &self.plan.key {
-            KeyPlan::IntRange(k) => match bytes(&row[*k]) {
-                Some(b) => serde_json::json!({ "after": String::from_utf8_lossy(b) }),
+            KeyPlan::IntRange(k) => match self.text(row, *k) {
+                Some(b) => serde_json::json!({ "after": String::from_utf8_lossy(&b) }),
                 None => serde_json::json!({ "row": n }),
             },
             KeyPlan::Ordered(cols) => {
                 let values: Vec<String> = cols
                     .iter()
-                    .map(|(i, _)| hex(bytes(&row[*i]).unwrap_or_default()))
+                    .map(|(i, _)| hex(&self.text(row, *i).unwrap_or_default()))
                     .collect();
                 serde_json::json!({ "after_hex": values })
             }
@@ -726,7 +730,9 @@ impl PartitionReader<'_> {
         };
         cols.iter()
             .map(|i| {
-                let v = bytes(&row[*i]).map_or("NULL".into(), |b| String::from_utf8_lossy(b).into_owned());
+                let v = self
+                    .text(row, *i)
+                    .map_or("NULL".into(), |b| String::from_utf8_lossy(&b).into_owned());
                 format!("{} = {v}", self.plan.columns[*i])
             })
             .collect::<Vec<_>>()
@@ -735,7 +741,7 @@ impl PartitionReader<'_> {
 
     async fn read(&self, conn: &mut Conn, ctx: &ReadContext) -> Result<()> {
         let plan = self.plan;
-        let (sql, mut skip) = self.sql(ctx.resume.as_ref())?;
+        let (sql, skip) = self.sql(ctx.resume.as_ref())?;
         let fail = |e: mysql_async::Error| {
             let target = format!("{} ({})", self.target, plan.origin);
             match db_error(self.target, e) {
@@ -743,11 +749,38 @@ impl PartitionReader<'_> {
                 e => Error::connection(target, e.to_string()),
             }
         };
-        let mut result = conn.query_iter(sql).await.map_err(fail)?;
-        let mut rows = match result.stream::<Row>().await.map_err(fail)? {
-            Some(s) => s,
-            None => return Ok(()),
-        };
+        // Tables are read over the binary protocol: numbers, dates and
+        // times arrive as numbers, without the server printing them and
+        // sluice parsing them back. A user's query keeps the text protocol,
+        // which takes any statement.
+        if plan.binary {
+            let mut result = conn.exec_iter(sql, ()).await.map_err(fail)?;
+            match result.stream::<Row>().await.map_err(fail)? {
+                Some(rows) => self.consume(rows, skip, ctx, &fail).await,
+                None => Ok(()),
+            }
+        } else {
+            let mut result = conn.query_iter(sql).await.map_err(fail)?;
+            match result.stream::<Row>().await.map_err(fail)? {
+                Some(rows) => self.consume(rows, skip, ctx, &fail).await,
+                None => Ok(()),
+            }
+        }
+    }
+
+    /// Turns the rows of the partition's `SELECT` into batches, skipping
+    /// the first `skip` (keyless resumes).
+    async fn consume<S>(
+        &self,
+        mut rows: S,
+        mut skip: u64,
+        ctx: &ReadContext,
+        fail: &impl Fn(mysql_async::Error) -> Error,
+    ) -> Result<()>
+    where
+        S: futures::Stream<Item = std::result::Result<Row, mysql_async::Error>> + Unpin,
+    {
+        let plan = self.plan;
         let mut builders: Vec<Builder> = plan
             .kinds
             .iter()
@@ -761,23 +794,38 @@ impl PartitionReader<'_> {
         let mut last: Option<Vec<Option<Value>>> = None;
         let mut sent_any = false;
         while let Some(row) = rows.next().await {
-            let values = row.map_err(fail)?.unwrap_raw();
+            let mut values = row.map_err(fail)?.unwrap_raw();
             if skip > 0 {
                 skip -= 1;
                 continue;
             }
             n += 1;
+            // A binary value its kind does not take as it is goes through
+            // its text, like the text protocol's.
+            for (c, v) in values.iter_mut().enumerate() {
+                let kind = plan.kinds.get(c).copied().unwrap_or(Kind::Utf8);
+                if let Some(x) = v.as_mut().filter(|x| !matches!(x, Value::NULL | Value::Bytes(_)))
+                    && binary_cell(kind, x).is_none()
+                {
+                    let text = value_text(kind, x).map(|t| t.into_owned()).unwrap_or_default();
+                    *x = Value::Bytes(text);
+                }
+            }
             let mut refused = None;
             {
                 // Cells borrow from `values`; nothing is appended until all parsed.
                 let mut row_cells: Vec<Cell<'_>> = Vec::with_capacity(builders.len());
                 for (c, v) in values.iter().enumerate() {
                     let kind = plan.kinds.get(c).copied().unwrap_or(Kind::Utf8);
-                    let cell = match bytes(v) {
-                        None => Ok(Cell::Null),
-                        Some(b) => {
+                    let cell = match v {
+                        None | Some(Value::NULL) => Ok(Cell::Null),
+                        Some(Value::Bytes(b)) => {
                             batch_bytes += b.len();
                             parse(kind, b)
+                        }
+                        Some(x) => {
+                            batch_bytes += 8;
+                            binary_cell(kind, x).ok_or_else(|| Fail::Bad(format!("unexpected value {x:?}")))
                         }
                     };
                     match cell {

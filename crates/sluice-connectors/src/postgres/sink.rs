@@ -34,6 +34,7 @@
 //! a resumed run that skips tables completed before a crash still adds
 //! their foreign keys once the tables they reference are loaded.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{BooleanArray, RecordBatch};
@@ -823,6 +824,7 @@ impl SinkConnector for PostgresSink {
             by: "postgres".into(),
             target: self.target(&stream.name),
             connector: self.clone(),
+            prepared: Default::default(),
         }))
     }
 }
@@ -858,6 +860,9 @@ struct PostgresTableSink {
     by: Arc<str>,
     target: String,
     connector: PostgresSink,
+    /// Statements run for every batch (the `COPY`, the position's upsert),
+    /// prepared once: a parse is a round trip to a busy server.
+    prepared: std::sync::Mutex<HashMap<String, tokio_postgres::Statement>>,
 }
 
 /// Foreign keys of completed tables waiting for the tables they reference
@@ -872,6 +877,18 @@ const FOREIGN_KEY_TABLE: &str = "CREATE TABLE IF NOT EXISTS {schema}._sluice_for
     PRIMARY KEY (pipeline, table_name, name))";
 
 impl PostgresTableSink {
+    /// `sql` prepared on this sink's connection, once.
+    async fn prepare(&self, sql: &str) -> std::result::Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        if let Some(st) = self.prepared.lock().ok().and_then(|m| m.get(sql).cloned()) {
+            return Ok(st);
+        }
+        let st = self.client.prepare(sql).await?;
+        if let Ok(mut m) = self.prepared.lock() {
+            m.insert(sql.to_string(), st.clone());
+        }
+        Ok(st)
+    }
+
     /// Loads `data` in one `COPY` (through the stage when there is one)
     /// inside the batch's transaction, under a savepoint so a refused load
     /// leaves the transaction usable; rolled back even when accepted unless
@@ -909,7 +926,8 @@ impl PostgresTableSink {
             self.client.batch_execute("SAVEPOINT sluice_load").await?;
         }
         let result = async {
-            let sink = self.client.copy_in::<_, Bytes>(self.copy.as_str()).await?;
+            let copy = self.prepare(&self.copy).await?;
+            let sink = self.client.copy_in::<_, Bytes>(&copy).await?;
             let mut sink = std::pin::pin!(sink);
             sink.feed(Bytes::from_static(HEADER)).await?;
             sink.feed(tuples).await?;
@@ -934,7 +952,8 @@ impl PostgresTableSink {
     /// a chunk at a time while the server ingests the chunks already sent.
     /// Rows that cannot be encoded are left out and returned.
     async fn send_copy(&self, copy: &str, data: &RecordBatch) -> std::result::Result<Vec<(usize, String)>, LoadError> {
-        let sink = self.client.copy_in::<_, Bytes>(copy).await?;
+        let copy = self.prepare(copy).await?;
+        let sink = self.client.copy_in::<_, Bytes>(&copy).await?;
         let mut sink = std::pin::pin!(sink);
         let mut bad = Vec::new();
         let mut offset = 0;
@@ -970,9 +989,13 @@ impl PostgresTableSink {
 
     /// Stores the batch's position in its transaction.
     async fn store_position(&self, p: &Position) -> Result<()> {
-        execute(&self.client, &self.checkpoints.store(p))
-            .await
-            .map_err(|e| pg_error(&self.url, e))
+        let store = self.checkpoints.store(p);
+        let result = async {
+            let st = self.prepare(&store.sql).await?;
+            self.client.execute(&st, &params(&store)).await
+        }
+        .await;
+        result.map(|_| ()).map_err(|e| pg_error(&self.url, e))
     }
 
     /// Loads the rows of `batch` the server accepts and returns the others
@@ -1473,6 +1496,9 @@ async fn run_steps(client: &Client, url: &str, target: &str, steps: &[Statement]
 /// Rows per chunk sent while the rest of a batch is encoded.
 const COPY_CHUNK_ROWS: usize = 4096;
 
+/// Most batches in one transaction ([`Sink::batches_per_flush`]).
+const BATCHES_PER_COMMIT: usize = 8;
+
 /// Why a load failed: the server said no, or sluice could not encode.
 enum LoadError {
     Server(tokio_postgres::Error),
@@ -1520,6 +1546,12 @@ impl Sink for PostgresTableSink {
 
     fn accepts_payload(&self, format: &sluice_core::PayloadFormat) -> bool {
         self.passthrough.as_ref() == Some(format)
+    }
+
+    /// Each commit waits for the server's WAL flush; batches that queue
+    /// behind a busy server share one.
+    fn batches_per_flush(&self) -> usize {
+        BATCHES_PER_COMMIT
     }
 
     async fn committed(&mut self) -> Result<Option<Vec<Position>>> {

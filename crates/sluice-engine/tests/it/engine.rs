@@ -313,6 +313,37 @@ async fn retries_wait_as_the_backoff_says_and_the_open_circuit_waits_longer() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn batches_queued_behind_a_slow_commit_share_it_and_are_retried_together() {
+    let rig = Rig::new();
+    // Twenty batches against a sink whose commits take 200 ms: batches pile
+    // up and up to four go into each transaction. The second commit goes
+    // through but its answer is lost; a later write fails once.
+    let source = SourceSpec::rows(1, 1, 200);
+    let sink = SinkSpec {
+        per_flush: 4,
+        flush_delay: ms(200),
+        ..SinkSpec::transactional()
+    }
+    .fault(Step::Flush(2), Fault::LostAck { retryable: true })
+    .fault(Step::Write(9), Fault::Retryable);
+    let registry = rig.world.registry(source.clone(), &[("a", sink)]);
+    let text = rig.text(&["a"], "", BATCH_10);
+    let pipeline = rig.pipeline(&text, registry);
+    let outcome = rig.run(&pipeline, CancellationToken::new()).await;
+
+    assert!(outcome.error.is_none(), "{:?}", outcome.error);
+    let dest = rig.world.dest("a");
+    // Every row once: the lost acknowledgement's batches are not written
+    // again, the failed transaction's batches are.
+    assert_eq!(dest.rows["s0"].len(), 200);
+    assert_eq!(dest.sorted("s0"), source.ids());
+    assert_eq!(outcome.report.streams[0].written, 200);
+    let flushes = dest.flush_times.len();
+    assert!(flushes < 12, "{flushes} commits for 20 batches");
+    assert_eq!(rig.checkpoints("s0").get("s0#0"), Some(&200));
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_pipelined_sink_flushes_what_it_holds_when_input_pauses() {
     let rig = Rig::new();
     // Three batches, five seconds of silence, two more.

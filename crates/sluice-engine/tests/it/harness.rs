@@ -163,6 +163,9 @@ pub struct SinkSpec {
     /// A pipelined flush completes its batches last first, letting other
     /// tasks run between completions.
     pub out_of_order: bool,
+    /// Batches already waiting the engine may write before one flush
+    /// (`Sink::batches_per_flush`; 0 or 1: one).
+    pub per_flush: usize,
     /// Ids the destination refuses.
     pub refuse: BTreeSet<i64>,
     /// How long each flush takes before it commits (slow acknowledgement).
@@ -795,6 +798,10 @@ impl Sink for MemSink {
 
     fn pipeline_depth(&self) -> usize {
         self.spec.depth.max(1)
+    }
+
+    fn batches_per_flush(&self) -> usize {
+        self.spec.per_flush.max(1)
     }
 
     fn take_refused(&mut self) -> Vec<Rejection> {

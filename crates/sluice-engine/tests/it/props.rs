@@ -47,15 +47,19 @@ fn any_sink() -> impl Strategy<Value = SinkSpec> {
         any::<bool>(),
         prop_oneof![Just(0u64), Just(50), Just(250)],
         proptest::option::weighted(0.8, (step(), fault)),
+        prop_oneof![Just(1usize), 2..=4usize],
     )
-        .prop_map(|(transactional, depth, out_of_order, delay, fault)| SinkSpec {
-            transactional,
-            depth,
-            out_of_order,
-            flush_delay: Duration::from_millis(delay),
-            faults: fault.into_iter().collect(),
-            ..Default::default()
-        })
+        .prop_map(
+            |(transactional, depth, out_of_order, delay, fault, per_flush)| SinkSpec {
+                transactional,
+                depth,
+                out_of_order,
+                per_flush,
+                flush_delay: Duration::from_millis(delay),
+                faults: fault.into_iter().collect(),
+                ..Default::default()
+            },
+        )
 }
 
 /// The same sink without its faults.
