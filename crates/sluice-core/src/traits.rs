@@ -346,6 +346,17 @@ pub trait Sink: Send {
     /// later [`Sink::flush`] succeeds.
     async fn write(&mut self, batch: &Batch) -> Result<Vec<Rejection>>;
 
+    /// Writes several batches before one flush ([`Sink::batches_per_flush`]),
+    /// returning each one's rejections in order. The default writes them
+    /// one by one; a sink may load them in one request.
+    async fn write_all(&mut self, batches: &[&Batch]) -> Result<Vec<Vec<Rejection>>> {
+        let mut out = Vec::with_capacity(batches.len());
+        for batch in batches {
+            out.push(self.write(batch).await?);
+        }
+        Ok(out)
+    }
+
     /// Makes everything written so far durable.
     async fn flush(&mut self) -> Result<()>;
 

@@ -792,7 +792,14 @@ impl StreamRun<'_> {
         let queue = Arc::new(std::sync::Mutex::new(
             spec.partitions.iter().cloned().collect::<VecDeque<_>>(),
         ));
-        let readers = self.shared.threads.clamp(1, spec.partitions.len().max(1));
+        // Rows passing through undecoded have nothing to decode in parallel
+        // and one writer to feed: one reader keeps it busy, leaves the
+        // cores to the servers, and hands the destination the rows in
+        // partition (key) order, which its index builds sort fastest.
+        let readers = match payload {
+            Some(_) => 1,
+            None => self.shared.threads.clamp(1, spec.partitions.len().max(1)),
+        };
         (0..readers)
             .map(|_| {
                 let (source, spec, queue, cancel, tx, resume, payload) = (
@@ -966,21 +973,34 @@ async fn deliver(
     rejections: &Rejections,
     durable: bool,
 ) -> Result<u64> {
-    let mut total = 0;
-    for (batch, refused) in work {
-        // A sink reopened after a failure that no longer takes the encoding
-        // gets the rows decoded (those that do not decode are refused here).
+    // A sink reopened after a failure that no longer takes the encoding
+    // gets the rows decoded (those that do not decode are refused here).
+    let mut decoded: Vec<Option<(Batch, Vec<sluice_core::Rejection>)>> = Vec::with_capacity(work.len());
+    for (batch, _) in &work {
         let not_taken = batch
             .payload
             .as_ref()
             .is_some_and(|p| !sink.accepts_payload(p.format()));
-        let found = if not_taken {
-            let (decoded, mut found) = batch.decoded()?;
-            found.extend(sink.write(&decoded).await?);
-            found
-        } else {
-            sink.write(batch).await?
-        };
+        decoded.push(if not_taken { Some(batch.decoded()?) } else { None });
+    }
+    let batches: Vec<&Batch> = work
+        .iter()
+        .zip(&decoded)
+        .map(|((b, _), d)| d.as_ref().map_or(b.as_ref(), |(d, _)| d))
+        .collect();
+    let found = sink.write_all(&batches).await?;
+    if found.len() != work.len() {
+        return Err(Error::Internal(format!(
+            "sink answered for {} batches of {}",
+            found.len(),
+            work.len()
+        )));
+    }
+    let mut total = 0;
+    for (((batch, refused), d), mut found) in work.into_iter().zip(decoded).zip(found) {
+        if let Some((_, undecodable)) = d {
+            found.extend(undecodable);
+        }
         let written = (batch.num_rows() - found.len()) as u64;
         refused.written = Some(written);
         refused.record(found, rejections)?;

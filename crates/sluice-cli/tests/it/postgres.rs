@@ -2,6 +2,7 @@
 
 use crate::servers::PgDb;
 use crate::{ndjson, ok, sluice};
+use std::process::Command;
 
 /// A table holding every type the PostgreSQL connector reads and writes,
 /// with extremes, NULLs, unicode, a 1 MiB text and every byte value.
@@ -405,6 +406,57 @@ fn rows_the_destination_refuses_are_found_by_decoding_their_batch_and_the_rest_p
     assert_eq!(
         dst.fingerprint("events"),
         src.fingerprint("(SELECT * FROM events WHERE id % 10000 <> 0)"),
+        "every other row arrived once, unchanged"
+    );
+}
+
+#[test]
+fn batches_loaded_together_find_the_rows_the_destination_refuses_one_batch_at_a_time() {
+    let Some(src) = PgDb::create("passgroup_src") else {
+        return;
+    };
+    let Some(dst) = PgDb::create("passgroup_dst") else {
+        return;
+    };
+    events(&src, 60_000);
+    dst.sql(
+        "CREATE TABLE events (id bigint PRIMARY KEY, v text NOT NULL, n numeric(12,2), at timestamptz, \
+         CHECK (id % 7919 <> 0))",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let to = format!("{}?mode=append", dst.url());
+    let from = format!("{}?table=events&partitions=1", src.url());
+    // 300 small batches: they queue behind the destination's commits and
+    // go into it several to a `COPY`.
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args([
+            "copy",
+            &from,
+            &to,
+            "--on-error",
+            "dlq",
+            "--dlq",
+            "rejects.ndjson",
+            "--no-progress",
+            "-v",
+        ])
+        .current_dir(dir.path())
+        .env("XDG_STATE_HOME", dir.path().join("state"))
+        .env("SLUICE_RUNTIME__BATCH_ROWS", "200")
+        .output()
+        .unwrap();
+    let err = ok(&out);
+    assert!(
+        err.contains("written one by one to find them"),
+        "no batches were loaded together"
+    );
+    let rejects = ndjson(&dir.path().join("rejects.ndjson"));
+    let mut ids: Vec<i64> = rejects.iter().map(|r| r["record"]["id"].as_i64().unwrap()).collect();
+    ids.sort();
+    assert_eq!(ids, (1..=7).map(|i| i * 7919).collect::<Vec<i64>>(), "{rejects:?}");
+    assert_eq!(
+        dst.fingerprint("events"),
+        src.fingerprint("(SELECT * FROM events WHERE id % 7919 <> 0)"),
         "every other row arrived once, unchanged"
     );
 }

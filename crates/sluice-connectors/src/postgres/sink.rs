@@ -914,12 +914,13 @@ impl PostgresTableSink {
         }
     }
 
-    /// Loads binary `COPY` tuples (no header, no trailer) in one `COPY`,
+    /// Loads binary `COPY` tuples (no header, no trailer; one or several
+    /// batches' worth) in one `COPY`,
     /// under a savepoint like [`Self::load`]; in a `fresh` transaction
     /// (nothing before the `COPY` to keep) without one, saving two round
     /// trips a batch: a refused load then starts the transaction again.
-    async fn load_encoded(&self, tuples: Bytes, fresh: bool) -> std::result::Result<(), LoadError> {
-        if tuples.is_empty() {
+    async fn load_encoded(&self, tuples: &[Bytes], fresh: bool) -> std::result::Result<(), LoadError> {
+        if tuples.iter().all(Bytes::is_empty) {
             return Ok(());
         }
         if !fresh {
@@ -930,7 +931,9 @@ impl PostgresTableSink {
             let sink = self.client.copy_in::<_, Bytes>(&copy).await?;
             let mut sink = std::pin::pin!(sink);
             sink.feed(Bytes::from_static(HEADER)).await?;
-            sink.feed(tuples).await?;
+            for t in tuples.iter().filter(|t| !t.is_empty()) {
+                sink.feed(t.clone()).await?;
+            }
             sink.send(Bytes::from_static(TRAILER)).await?;
             sink.as_mut().finish().await?;
             Ok(())
@@ -1496,6 +1499,14 @@ async fn run_steps(client: &Client, url: &str, target: &str, steps: &[Statement]
 /// Rows per chunk sent while the rest of a batch is encoded.
 const COPY_CHUNK_ROWS: usize = 4096;
 
+/// The binary `COPY` tuples a payload carries.
+fn tuples_of(payload: &dyn sluice_core::Payload) -> Bytes {
+    match payload.as_any().downcast_ref::<super::passthrough::CopyPayload>() {
+        Some(p) => p.tuples(),
+        None => Bytes::copy_from_slice(payload.bytes()),
+    }
+}
+
 /// Most batches in one transaction ([`Sink::batches_per_flush`]).
 const BATCHES_PER_COMMIT: usize = 8;
 
@@ -1531,6 +1542,69 @@ impl Sink for PostgresTableSink {
             self.abort().await;
         }
         outcome
+    }
+
+    /// Undecoded batches go into the table in one `COPY` together, then
+    /// their positions; when the server refuses some row, each batch is
+    /// written on its own, which finds it.
+    async fn write_all(&mut self, batches: &[&Batch]) -> Result<Vec<Vec<Rejection>>> {
+        let together = batches.len() > 1
+            && !self.refusals.recent
+            && batches
+                .iter()
+                .all(|b| b.payload.as_ref().is_some_and(|p| self.accepts_payload(p.format())));
+        if together {
+            let fresh = !self.open_tx;
+            if fresh {
+                self.client
+                    .batch_execute("BEGIN")
+                    .await
+                    .map_err(|e| pg_error(&self.url, e))?;
+                self.open_tx = true;
+            }
+            let tuples: Vec<Bytes> = batches
+                .iter()
+                .filter_map(|b| b.payload.as_ref().map(|p| tuples_of(p.as_ref())))
+                .collect();
+            let outcome = match self.load_encoded(&tuples, fresh).await {
+                Ok(()) => Ok(true),
+                Err(LoadError::Server(e)) if is_data_error(&e) => {
+                    tracing::debug!(target = %self.target, error = %server_message(&e), "rows refused: the batches are written one by one to find them");
+                    Ok(false)
+                }
+                Err(LoadError::Server(e)) => Err(pg_error(&self.url, e)),
+                Err(LoadError::Sluice(e)) => Err(e),
+            };
+            let loaded = match outcome {
+                Ok(loaded) => loaded,
+                Err(e) => {
+                    self.abort().await;
+                    return Err(e);
+                }
+            };
+            if loaded {
+                // The last position of each partition stands for the others.
+                let mut last: Vec<&Position> = Vec::new();
+                for p in batches.iter().filter_map(|b| b.position.as_ref()) {
+                    match last.iter_mut().find(|q| q.partition == p.partition) {
+                        Some(q) => *q = p,
+                        None => last.push(p),
+                    }
+                }
+                for p in last {
+                    if let Err(e) = self.store_position(p).await {
+                        self.abort().await;
+                        return Err(e);
+                    }
+                }
+                return Ok(vec![Vec::new(); batches.len()]);
+            }
+        }
+        let mut out = Vec::with_capacity(batches.len());
+        for batch in batches {
+            out.push(self.write(batch).await?);
+        }
+        Ok(out)
     }
 
     async fn flush(&mut self) -> Result<()> {
@@ -1606,11 +1680,7 @@ impl PostgresTableSink {
             return self.write_rows(batch).await;
         };
         if !self.refusals.recent && self.accepts_payload(payload.format()) {
-            let tuples = match payload.as_any().downcast_ref::<super::passthrough::CopyPayload>() {
-                Some(p) => p.tuples(),
-                None => Bytes::copy_from_slice(payload.bytes()),
-            };
-            match self.load_encoded(tuples, fresh).await {
+            match self.load_encoded(&[tuples_of(payload.as_ref())], fresh).await {
                 Ok(()) => return Ok(Vec::new()),
                 Err(LoadError::Server(e)) if is_data_error(&e) => {
                     tracing::debug!(target = %self.target, error = %server_message(&e), "rows refused: the batch is decoded to find them");
