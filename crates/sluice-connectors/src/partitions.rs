@@ -9,13 +9,23 @@ pub const MAX_PARTITIONS: usize = 8;
 
 /// Partitions for a table of about `estimated_rows` rows: the configured
 /// number, else one per [`ROWS_PER_PARTITION`] rows, between 1 and
-/// [`MAX_PARTITIONS`]. An unknown estimate reads the table in one piece.
+/// [`MAX_PARTITIONS`] and at most one per core (two on a machine with
+/// one): sluice reads as many partitions at once as it has cores, and each
+/// partition costs the server a key-range scan of its own, so more would
+/// add work and no parallelism. An unknown estimate reads the table in
+/// one piece.
 pub fn count(configured: Option<usize>, estimated_rows: Option<u64>) -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    count_on(configured, estimated_rows, cores)
+}
+
+/// [`count`] on a machine with `cores` cores.
+fn count_on(configured: Option<usize>, estimated_rows: Option<u64>, cores: usize) -> usize {
     match configured {
         Some(n) => n.max(1),
         None => {
             let rows = estimated_rows.unwrap_or(0);
-            (rows.div_ceil(ROWS_PER_PARTITION) as usize).clamp(1, MAX_PARTITIONS)
+            (rows.div_ceil(ROWS_PER_PARTITION) as usize).clamp(1, MAX_PARTITIONS.min(cores.max(2)))
         }
     }
 }
@@ -39,13 +49,20 @@ mod tests {
 
     #[test]
     fn partition_count_follows_the_row_estimate_with_a_ceiling() {
-        assert_eq!(count(None, None), 1);
-        assert_eq!(count(None, Some(0)), 1);
-        assert_eq!(count(None, Some(250_000)), 1);
-        assert_eq!(count(None, Some(250_001)), 2);
-        assert_eq!(count(None, Some(3_000_000)), 8);
-        assert_eq!(count(Some(3), Some(10)), 3);
-        assert_eq!(count(Some(0), None), 1);
+        assert_eq!(count_on(None, None, 16), 1);
+        assert_eq!(count_on(None, Some(0), 16), 1);
+        assert_eq!(count_on(None, Some(250_000), 16), 1);
+        assert_eq!(count_on(None, Some(250_001), 16), 2);
+        assert_eq!(count_on(None, Some(1_000_000), 16), 4);
+        assert_eq!(count_on(None, Some(3_000_000), 16), 8);
+        // One per core, two on one core.
+        assert_eq!(count_on(None, Some(3_000_000), 4), 4);
+        assert_eq!(count_on(None, Some(3_000_000), 2), 2);
+        assert_eq!(count_on(None, Some(3_000_000), 1), 2);
+        // What the configuration says, whatever the machine.
+        assert_eq!(count_on(Some(3), Some(10), 2), 3);
+        assert_eq!(count_on(Some(16), None, 2), 16);
+        assert_eq!(count_on(Some(0), None, 2), 1);
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub struct MysqlSourceConfig {
     #[serde(default)]
     pub zero_dates: ZeroDates,
     /// Partitions per table read in parallel. Default: one per 250,000
-    /// estimated rows, at most 8. Tables are split on the first column of
+    /// estimated rows, at most 8 and one per core. Tables are split on the first column of
     /// their primary key when it is an integer.
     #[serde(default)]
     pub partitions: Option<usize>,

@@ -5,7 +5,7 @@
 //! A table whose primary key starts with an integer column (`id`, or
 //! `(emp_no, from_date)`) is split into ranges of that column (`orders:0`,
 //! `orders:1`, …), read in parallel: one partition per 250,000 estimated
-//! rows, at most eight, or `partitions` (see [`crate::partitions`], shared
+//! rows, at most eight and one per core, or `partitions` (see [`crate::partitions`], shared
 //! with the PostgreSQL source). Other tables and queries are one partition. Each partition opens its own session and reads
 //! inside `START TRANSACTION WITH CONSISTENT SNAPSHOT` at `REPEATABLE READ`,
 //! so every partition is consistent in itself. MySQL and MariaDB cannot share

@@ -39,7 +39,7 @@ pub struct PostgresSourceConfig {
     #[serde(default)]
     pub cursor_start: Option<String>,
     /// Partitions per table read in parallel. Default: one per 250,000
-    /// estimated rows, at most 8.
+    /// estimated rows, at most 8 and one per core.
     #[serde(default)]
     pub partitions: Option<usize>,
 }

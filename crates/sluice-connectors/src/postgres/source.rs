@@ -7,7 +7,7 @@
 //! table of a database, is one consistent picture of the data.
 //!
 //! A table is read in one partition per 250,000 estimated rows, at most
-//! eight, or `partitions` (see [`crate::partitions`], shared with the MySQL
+//! eight and one per core, or `partitions` (see [`crate::partitions`], shared with the MySQL
 //! source): ranges of its primary key's first column when that is an
 //! integer (`id`, or `(film_id, actor_id)`), else ranges of heap pages
 //! (`ctid`).
