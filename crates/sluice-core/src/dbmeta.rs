@@ -131,6 +131,42 @@ pub struct ForeignKeyMeta {
     pub columns: Vec<String>,
     pub ref_table: String,
     pub ref_columns: Vec<String>,
+    /// What deleting a referenced row does (`CASCADE`, `SET NULL`,
+    /// `SET DEFAULT`, `RESTRICT`); none: refused (`NO ACTION`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_delete: Option<String>,
+    /// What changing a referenced key does, as `on_delete`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_update: Option<String>,
+}
+
+impl ForeignKeyMeta {
+    /// A referential action as SQL writes it, from PostgreSQL's one-letter
+    /// code or MySQL's and SQLite's words; `NO ACTION` (and MySQL's
+    /// `RESTRICT`, which InnoDB checks the same way) is no clause.
+    pub fn action(code: &str) -> Option<String> {
+        match code.trim().to_ascii_uppercase().as_str() {
+            "C" | "CASCADE" => Some("CASCADE".into()),
+            "N" | "SET NULL" => Some("SET NULL".into()),
+            "D" | "SET DEFAULT" => Some("SET DEFAULT".into()),
+            "R" => Some("RESTRICT".into()),
+            _ => None,
+        }
+    }
+
+    /// ` ON DELETE … ON UPDATE …` for the actions that are not the default.
+    pub fn actions_sql(&self) -> String {
+        let mut out = String::new();
+        if let Some(a) = &self.on_delete {
+            out.push_str(" ON DELETE ");
+            out.push_str(a);
+        }
+        if let Some(a) = &self.on_update {
+            out.push_str(" ON UPDATE ");
+            out.push_str(a);
+        }
+        out
+    }
 }
 
 /// Keys, indexes and size of a source table, carried in schema metadata.
@@ -269,9 +305,37 @@ mod tests {
             dialect: "mysql".into(),
             table: "orders".into(),
             primary_key: vec!["id".into()],
+            foreign_keys: vec![ForeignKeyMeta {
+                name: "orders_customer_fkey".into(),
+                columns: vec!["customer".into()],
+                ref_table: "customers".into(),
+                ref_columns: vec!["id".into()],
+                on_delete: Some("CASCADE".into()),
+                on_update: None,
+            }],
             ..Default::default()
         };
         let schema = Schema::new(vec![field]).with_metadata(table.to_metadata());
         assert_eq!(TableMeta::of(&schema), Some(table));
+    }
+
+    #[test]
+    fn referential_actions_read_from_every_dialect_and_write_only_what_differs() {
+        // PostgreSQL's codes, MySQL's and SQLite's words.
+        assert_eq!(ForeignKeyMeta::action("c"), Some("CASCADE".into()));
+        assert_eq!(ForeignKeyMeta::action("n"), Some("SET NULL".into()));
+        assert_eq!(ForeignKeyMeta::action("d"), Some("SET DEFAULT".into()));
+        assert_eq!(ForeignKeyMeta::action("r"), Some("RESTRICT".into()));
+        assert_eq!(ForeignKeyMeta::action("a"), None);
+        assert_eq!(ForeignKeyMeta::action("SET NULL"), Some("SET NULL".into()));
+        assert_eq!(ForeignKeyMeta::action("NO ACTION"), None);
+        assert_eq!(ForeignKeyMeta::action("RESTRICT"), None);
+        let fk = ForeignKeyMeta {
+            on_delete: Some("SET NULL".into()),
+            on_update: Some("CASCADE".into()),
+            ..Default::default()
+        };
+        assert_eq!(fk.actions_sql(), " ON DELETE SET NULL ON UPDATE CASCADE");
+        assert_eq!(ForeignKeyMeta::default().actions_sql(), "");
     }
 }

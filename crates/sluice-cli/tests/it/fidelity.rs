@@ -176,6 +176,14 @@ fn pagila_keeps_its_schema_postgres_to_mysql_and_back() {
         my.sql("SELECT count(*) FROM information_schema.REFERENTIAL_CONSTRAINTS WHERE CONSTRAINT_SCHEMA = DATABASE()"),
         "21"
     );
+    // Their actions: Pagila's 17 `ON UPDATE CASCADE ON DELETE RESTRICT`.
+    assert_eq!(
+        my.sql(
+            "SELECT count(*) FROM information_schema.REFERENTIAL_CONSTRAINTS \
+             WHERE CONSTRAINT_SCHEMA = DATABASE() AND UPDATE_RULE = 'CASCADE' AND DELETE_RULE = 'RESTRICT'"
+        ),
+        "17"
+    );
     // Defaults and NOT NULL, and what a new row gets from them.
     assert_eq!(
         my.sql(
@@ -215,6 +223,12 @@ fn pagila_keeps_its_schema_postgres_to_mysql_and_back() {
     pipeline(dir.path(), "mp.toml", ("mysql", &my.url()), ("postgres", &back.url()));
     ok(&sluice(dir.path(), &["run", "mp.toml", "--no-progress"]));
     verify_matches(dir.path(), "mp.toml");
+    // ON UPDATE CASCADE made the round trip (MySQL's RESTRICT is
+    // PostgreSQL's default, NO ACTION).
+    assert_eq!(
+        back.sql("SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND confupdtype = 'c' AND confdeltype = 'a'"),
+        "17"
+    );
     pipeline(
         dir.path(),
         "pp.toml",

@@ -416,14 +416,28 @@ pub(super) fn foreign_keys(
             let references = table_for(&fk.ref_table);
             let name = constraint_name(table, &fk.columns);
             let list = |cols: &[String]| cols.iter().map(|c| quote_ident(c)).collect::<Vec<_>>().join(", ");
+            // InnoDB refuses SET DEFAULT: the key keeps MySQL's default
+            // (the referenced row cannot go), and says so.
+            let mut fk = fk.clone();
+            for (what, action) in [("ON DELETE", &mut fk.on_delete), ("ON UPDATE", &mut fk.on_update)] {
+                if action.as_deref() == Some("SET DEFAULT") {
+                    tracing::warn!(
+                        table,
+                        foreign_key = %name,
+                        "{what} SET DEFAULT dropped: MySQL's InnoDB does not support it"
+                    );
+                    *action = None;
+                }
+            }
             PendingFk {
                 statement: format!(
-                    "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({})",
+                    "ALTER TABLE {} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {} ({}){}",
                     quote_ident(table),
                     quote_ident(&name),
                     list(&fk.columns),
                     quote_ident(&references),
-                    list(&fk.ref_columns)
+                    list(&fk.ref_columns),
+                    fk.actions_sql()
                 ),
                 name,
                 references,

@@ -253,9 +253,14 @@ impl MysqlSource {
             conn,
             &self.target,
             &format!(
-                "SELECT CONSTRAINT_NAME, COLUMN_NAME, REFERENCED_TABLE_NAME, REFERENCED_COLUMN_NAME \
-                 FROM information_schema.KEY_COLUMN_USAGE WHERE {where_table} AND REFERENCED_TABLE_NAME IS NOT NULL \
-                 ORDER BY CONSTRAINT_NAME, ORDINAL_POSITION"
+                "SELECT k.CONSTRAINT_NAME, k.COLUMN_NAME, k.REFERENCED_TABLE_NAME, k.REFERENCED_COLUMN_NAME, \
+                 (SELECT rc.DELETE_RULE FROM information_schema.REFERENTIAL_CONSTRAINTS rc {rule}), \
+                 (SELECT rc.UPDATE_RULE FROM information_schema.REFERENTIAL_CONSTRAINTS rc {rule}) \
+                 FROM information_schema.KEY_COLUMN_USAGE k \
+                 WHERE {where_table} AND k.REFERENCED_TABLE_NAME IS NOT NULL \
+                 ORDER BY k.CONSTRAINT_NAME, k.ORDINAL_POSITION",
+                rule = "WHERE rc.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND rc.CONSTRAINT_NAME = k.CONSTRAINT_NAME \
+                        AND rc.TABLE_NAME = k.TABLE_NAME"
             ),
         )
         .await?;
@@ -277,6 +282,8 @@ impl MysqlSource {
                     columns: vec![col],
                     ref_table,
                     ref_columns: vec![ref_col],
+                    on_delete: text(r, 4).and_then(|a| ForeignKeyMeta::action(&a)),
+                    on_update: text(r, 5).and_then(|a| ForeignKeyMeta::action(&a)),
                 }),
             }
         }

@@ -207,7 +207,8 @@ pub(super) async fn partition_foreign_keys(
                    JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num ORDER BY k.ord), \
              cf.relname::text, \
              array(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(num, ord) \
-                   JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num ORDER BY k.ord) \
+                   JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num ORDER BY k.ord), \
+             con.confdeltype::text, con.confupdtype::text \
              FROM pg_inherits i JOIN pg_class p ON p.oid = i.inhrelid AND p.relispartition \
              JOIN pg_constraint con ON con.conrelid = i.inhrelid AND con.contype = 'f' AND con.conparentid = 0 \
              JOIN pg_class cf ON cf.oid = con.confrelid \
@@ -223,6 +224,8 @@ pub(super) async fn partition_foreign_keys(
             columns: get(r, 0, &what("columns"))?,
             ref_table: get(r, 1, &what("referenced table"))?,
             ref_columns: get(r, 2, &what("referenced columns"))?,
+            on_delete: ForeignKeyMeta::action(&get::<String>(r, 3, &what("confdeltype"))?),
+            on_update: ForeignKeyMeta::action(&get::<String>(r, 4, &what("confupdtype"))?),
             ..Default::default()
         };
         let same = |f: &ForeignKeyMeta| {

@@ -335,10 +335,11 @@ impl PostgresSink {
                 let name = object_name(&table, &fk.columns, "fkey");
                 plan.foreign_keys.push(PendingFk {
                     sql: format!(
-                        "ALTER TABLE {target} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {references} ({})",
+                        "ALTER TABLE {target} ADD CONSTRAINT {} FOREIGN KEY ({}) REFERENCES {references} ({}){}",
                         ident(&name),
                         idents(&fk.columns),
-                        idents(&fk.ref_columns)
+                        idents(&fk.ref_columns),
+                        fk.actions_sql()
                     ),
                     name,
                     table: target.clone(),

@@ -229,7 +229,8 @@ impl PostgresSource {
                        JOIN pg_attribute a ON a.attrelid = con.conrelid AND a.attnum = k.num ORDER BY k.ord), \
                  cf.relname::text, \
                  array(SELECT a.attname::text FROM unnest(con.confkey) WITH ORDINALITY k(num, ord) \
-                       JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num ORDER BY k.ord) \
+                       JOIN pg_attribute a ON a.attrelid = con.confrelid AND a.attnum = k.num ORDER BY k.ord), \
+                 con.confdeltype::text, con.confupdtype::text \
                  FROM pg_constraint con JOIN pg_class cf ON cf.oid = con.confrelid \
                  WHERE con.conrelid = $1 AND con.contype = 'f' ORDER BY 1",
                 &[&oid],
@@ -245,6 +246,8 @@ impl PostgresSource {
                     columns: get(r, 1, &fk("columns"))?,
                     ref_table: get(r, 2, &fk("referenced table"))?,
                     ref_columns: get(r, 3, &fk("referenced columns"))?,
+                    on_delete: ForeignKeyMeta::action(&get::<String>(r, 4, &fk("confdeltype"))?),
+                    on_update: ForeignKeyMeta::action(&get::<String>(r, 5, &fk("confupdtype"))?),
                 })
             })
             .collect::<Result<_>>()?;

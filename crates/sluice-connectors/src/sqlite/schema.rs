@@ -230,8 +230,11 @@ fn indexes(conn: &Connection, table: &str) -> Res<Vec<IndexMeta>> {
 fn foreign_keys(conn: &Connection, table: &str) -> Res<Vec<ForeignKeyMeta>> {
     // id, seq, table, from, to, on_update, on_delete, match
     let mut stmt = conn.prepare(&format!("PRAGMA foreign_key_list({})", quote_ident(table)))?;
-    let rows: Vec<(i64, i64, String, String, Option<String>)> = stmt
-        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))?
+    type Row = (i64, i64, String, String, Option<String>, String, String);
+    let rows: Vec<Row> = stmt
+        .query_map([], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?))
+        })?
         .collect::<Res<_>>()?;
     let mut ids: Vec<i64> = rows.iter().map(|r| r.0).collect();
     ids.sort();
@@ -259,6 +262,8 @@ fn foreign_keys(conn: &Connection, table: &str) -> Res<Vec<ForeignKeyMeta>> {
             columns,
             ref_table,
             ref_columns,
+            on_delete: ForeignKeyMeta::action(&parts[0].6),
+            on_update: ForeignKeyMeta::action(&parts[0].5),
         });
     }
     Ok(out)
@@ -323,6 +328,7 @@ mod tests {
                 columns: vec!["artist".into()],
                 ref_table: "artist".into(),
                 ref_columns: vec!["id".into()],
+                ..Default::default()
             }]
         );
         assert_eq!(album.fields[3].data_type(), &DataType::Decimal128(10, 2));
