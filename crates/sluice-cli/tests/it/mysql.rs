@@ -96,6 +96,15 @@ fn every_type_round_trips_mysql_to_postgres() {
         pg.sql("SELECT js->'c'->>'d', dtm, ts FROM all_types WHERE id = 2"),
         "true|9999-12-31 23:59:59.999999|2038-01-19 03:14:07.999999+00"
     );
+    // The ENUM is a PostgreSQL enum type with MySQL's labels, in order.
+    assert_eq!(
+        pg.sql("SELECT pg_typeof(en)::text FROM all_types WHERE id = 2"),
+        "all_types_en_enum"
+    );
+    assert_eq!(
+        pg.sql("SELECT enum_range(NULL::all_types_en_enum)::text"),
+        "{small,medium,large}"
+    );
     // Zero dates become NULL (the default), the real dates stay.
     assert_eq!(pg.sql("SELECT count(d), count(dt) FROM zero_dates"), "1|1");
     assert_eq!(

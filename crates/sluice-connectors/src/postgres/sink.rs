@@ -41,7 +41,7 @@ use arrow::array::{BooleanArray, RecordBatch};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::SinkExt;
-use sluice_core::dbmeta::{ColumnMeta, TableMeta};
+use sluice_core::dbmeta::{ColumnMeta, Semantic, TableMeta};
 use sluice_core::{Batch, Error, Position, Rejection, Result, Sink, SinkConnector, Stage, StreamInfo};
 use tokio_postgres::Client;
 use tokio_postgres::types::{ToSql, Type};
@@ -245,8 +245,31 @@ impl PostgresSink {
         let mut chosen = std::collections::HashMap::new();
         for f in stream.schema.fields() {
             let cm = ColumnMeta::of(f);
+            // A MySQL ENUM becomes a PostgreSQL enum type of its own, with
+            // the same labels in the same order.
+            let mysql_enum = (cm.dialect.as_deref() == Some("mysql") && cm.semantic == Some(Semantic::Enum))
+                .then(|| cm.db_type.as_deref().and_then(mysql_enum_labels))
+                .flatten();
+            let field_with_labels;
+            let f = match &mysql_enum {
+                Some(labels) if self.cfg.type_override(&table, f.name()).is_none() => {
+                    let mut md = f.metadata().clone();
+                    md.insert(ENUM_LABELS.into(), serde_json::to_string(labels).unwrap_or_default());
+                    field_with_labels = f.as_ref().clone().with_metadata(md);
+                    &field_with_labels
+                }
+                _ => f.as_ref(),
+            };
             let ty = match (self.cfg.type_override(&table, f.name()), super::spatial::ddl(f, &cm, postgis)) {
                 (Some(t), _) => t.to_string(),
+                (None, _) if let Some(labels) = &mysql_enum => {
+                    let name = qualified(schema, &object_name(&table, &[f.name().clone()], "enum"));
+                    let list = labels.iter().map(|l| literal(l)).collect::<Vec<_>>().join(", ");
+                    plan.before.push(format!(
+                        "DO $$ BEGIN CREATE TYPE {name} AS ENUM ({list}); EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+                    ));
+                    name
+                }
                 (None, Some((t, warn))) => {
                     plan.warnings.extend(warn.map(|w| format!("{table}.{}: {w}", f.name())));
                     t
@@ -1500,6 +1523,36 @@ async fn run_steps(client: &Client, url: &str, target: &str, steps: &[Statement]
 /// Rows per chunk sent while the rest of a batch is encoded.
 const COPY_CHUNK_ROWS: usize = 4096;
 
+/// The labels of a MySQL `enum('a','b')` column type, in order (a quote
+/// inside a label is doubled); `None` when the text is not one.
+fn mysql_enum_labels(column_type: &str) -> Option<Vec<String>> {
+    let body = column_type.strip_prefix("enum(")?.strip_suffix(')')?;
+    let mut labels = Vec::new();
+    let mut chars = body.chars().peekable();
+    loop {
+        if chars.next()? != '\'' {
+            return None;
+        }
+        let mut label = String::new();
+        loop {
+            match chars.next()? {
+                '\'' if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    label.push('\'');
+                }
+                '\'' => break,
+                c => label.push(c),
+            }
+        }
+        labels.push(label);
+        match chars.next() {
+            None => return Some(labels),
+            Some(',') => continue,
+            Some(_) => return None,
+        }
+    }
+}
+
 /// The binary `COPY` tuples a payload carries.
 fn tuples_of(payload: &dyn sluice_core::Payload) -> Bytes {
     match payload.as_any().downcast_ref::<super::passthrough::CopyPayload>() {
@@ -1730,6 +1783,17 @@ impl PostgresTableSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mysql_enum_labels_are_read_in_order_with_their_quotes() {
+        assert_eq!(
+            mysql_enum_labels("enum('G','PG','NC-17')"),
+            Some(vec!["G".into(), "PG".into(), "NC-17".into()])
+        );
+        assert_eq!(mysql_enum_labels("enum('it''s','a,b')"), Some(vec!["it's".into(), "a,b".into()]));
+        assert_eq!(mysql_enum_labels("set('a')"), None);
+        assert_eq!(mysql_enum_labels("enum('a'"), None);
+    }
 
     #[test]
     fn object_names_fit_postgres_limits() {
