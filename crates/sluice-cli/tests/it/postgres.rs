@@ -2,6 +2,7 @@
 
 use crate::servers::PgDb;
 use crate::{ndjson, ok, sluice};
+use std::path::Path;
 use std::process::Command;
 
 /// A table holding every type the PostgreSQL connector reads and writes,
@@ -366,37 +367,30 @@ fn events(db: &PgDb, rows: u64) {
     ));
 }
 
-#[test]
-fn rows_the_destination_refuses_are_found_by_decoding_their_batch_and_the_rest_passes_through() {
-    let Some(src) = PgDb::create("passbad_src") else { return };
-    let Some(dst) = PgDb::create("passbad_dst") else { return };
-    events(&src, 100_000);
-    // The destination's own table: the same types, and a rule some rows break.
-    dst.sql(
+/// A source of `rows` events and a destination table of the same types
+/// whose check refuses every id divisible by `every`.
+fn refusing_pair(tag: &str, rows: u64, every: i64) -> Option<(PgDb, PgDb)> {
+    let src = PgDb::create(&format!("{tag}_src"))?;
+    let dst = PgDb::create(&format!("{tag}_dst"))?;
+    events(&src, rows);
+    dst.sql(&format!(
         "CREATE TABLE events (id bigint PRIMARY KEY, v text NOT NULL, n numeric(12,2), at timestamptz, \
-         CHECK (id % 10000 <> 0))",
-    );
-    let dir = tempfile::tempdir().unwrap();
-    let to = format!("{}?mode=append", dst.url());
-    let from = format!("{}?table=events", src.url());
-    let err = ok(&sluice(
-        dir.path(),
-        &[
-            "copy",
-            &from,
-            &to,
-            "--on-error",
-            "dlq",
-            "--dlq",
-            "rejects.ndjson",
-            "--no-progress",
-        ],
+         CHECK (id % {every} <> 0))"
     ));
-    assert!(err.contains("events: binary passthrough"), "{err}");
-    let rejects = ndjson(&dir.path().join("rejects.ndjson"));
+    Some((src, dst))
+}
+
+/// Every id divisible by `every` is in the dead-letter file, refused by
+/// the check; every other row arrived once, unchanged.
+fn assert_refused_by_check(dir: &Path, src: &PgDb, dst: &PgDb, rows: i64, every: i64) {
+    let rejects = ndjson(&dir.join("rejects.ndjson"));
     let mut ids: Vec<i64> = rejects.iter().map(|r| r["record"]["id"].as_i64().unwrap()).collect();
     ids.sort();
-    assert_eq!(ids, (1..=10).map(|i| i * 10_000).collect::<Vec<i64>>(), "{rejects:?}");
+    assert_eq!(
+        ids,
+        (1..=rows / every).map(|i| i * every).collect::<Vec<i64>>(),
+        "{rejects:?}"
+    );
     assert!(
         rejects
             .iter()
@@ -405,41 +399,41 @@ fn rows_the_destination_refuses_are_found_by_decoding_their_batch_and_the_rest_p
     );
     assert_eq!(
         dst.fingerprint("events"),
-        src.fingerprint("(SELECT * FROM events WHERE id % 10000 <> 0)"),
+        src.fingerprint(&format!("(SELECT * FROM events WHERE id % {every} <> 0)")),
         "every other row arrived once, unchanged"
     );
 }
 
+const COPY_WITH_DLQ: [&str; 6] = ["--on-error", "dlq", "--dlq", "rejects.ndjson", "--no-progress", "-v"];
+
+#[test]
+fn rows_the_destination_refuses_are_found_by_decoding_their_batch_and_the_rest_passes_through() {
+    let Some((src, dst)) = refusing_pair("passbad", 100_000, 10_000) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let to = format!("{}?mode=append", dst.url());
+    let from = format!("{}?table=events", src.url());
+    let mut args = vec!["copy", &from, &to];
+    args.extend(&COPY_WITH_DLQ[..5]);
+    let err = ok(&sluice(dir.path(), &args));
+    assert!(err.contains("events: binary passthrough"), "{err}");
+    assert_refused_by_check(dir.path(), &src, &dst, 100_000, 10_000);
+}
+
 #[test]
 fn batches_loaded_together_find_the_rows_the_destination_refuses_one_batch_at_a_time() {
-    let Some(src) = PgDb::create("passgroup_src") else {
+    let Some((src, dst)) = refusing_pair("passgroup", 60_000, 7919) else {
         return;
     };
-    let Some(dst) = PgDb::create("passgroup_dst") else {
-        return;
-    };
-    events(&src, 60_000);
-    dst.sql(
-        "CREATE TABLE events (id bigint PRIMARY KEY, v text NOT NULL, n numeric(12,2), at timestamptz, \
-         CHECK (id % 7919 <> 0))",
-    );
     let dir = tempfile::tempdir().unwrap();
     let to = format!("{}?mode=append", dst.url());
     let from = format!("{}?table=events&partitions=1", src.url());
     // 300 small batches: they queue behind the destination's commits and
     // go into it several to a `COPY`.
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args([
-            "copy",
-            &from,
-            &to,
-            "--on-error",
-            "dlq",
-            "--dlq",
-            "rejects.ndjson",
-            "--no-progress",
-            "-v",
-        ])
+        .args(["copy", &from, &to])
+        .args(COPY_WITH_DLQ)
         .current_dir(dir.path())
         .env("XDG_STATE_HOME", dir.path().join("state"))
         .env("SLUICE_RUNTIME__BATCH_ROWS", "200")
@@ -450,15 +444,7 @@ fn batches_loaded_together_find_the_rows_the_destination_refuses_one_batch_at_a_
         err.contains("written one by one to find them"),
         "no batches were loaded together"
     );
-    let rejects = ndjson(&dir.path().join("rejects.ndjson"));
-    let mut ids: Vec<i64> = rejects.iter().map(|r| r["record"]["id"].as_i64().unwrap()).collect();
-    ids.sort();
-    assert_eq!(ids, (1..=7).map(|i| i * 7919).collect::<Vec<i64>>(), "{rejects:?}");
-    assert_eq!(
-        dst.fingerprint("events"),
-        src.fingerprint("(SELECT * FROM events WHERE id % 7919 <> 0)"),
-        "every other row arrived once, unchanged"
-    );
+    assert_refused_by_check(dir.path(), &src, &dst, 60_000, 7919);
 }
 
 #[test]
