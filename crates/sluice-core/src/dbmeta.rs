@@ -124,6 +124,10 @@ pub struct IndexMeta {
     pub unique: bool,
 }
 
+/// Field metadata: the labels of an enum column (JSON array, in order),
+/// so a sink can create the type.
+pub const ENUM_LABELS: &str = "sluice.enum_labels";
+
 /// A foreign key of a source table.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ForeignKeyMeta {

@@ -19,13 +19,12 @@ use sluice_core::dbmeta::{COLLATION, ColumnDefault, ColumnMeta, ForeignKeyMeta, 
 use sluice_core::{NotCopied, Result};
 
 use super::{db_error, quote_ident, rows, sql_string, text};
+use sluice_core::dbmeta::ENUM_LABELS;
 
 /// Largest row MySQL stores, counting each `varchar(n)` at its full width.
 const MAX_ROW_BYTES: u64 = 65_535;
 /// Bytes per character of utf8mb4.
 const BYTES_PER_CHAR: u64 = 4;
-/// Field metadata the PostgreSQL source gives enum columns: their labels.
-const ENUM_LABELS: &str = "sluice.enum_labels";
 
 /// What the destination server can do, read once per table.
 #[derive(Debug, Clone, Default)]

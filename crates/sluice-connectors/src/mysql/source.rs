@@ -800,6 +800,7 @@ impl PartitionReader<'_> {
         let mut zero_dates = vec![0u64; plan.kinds.len()];
         let mut last: Option<Vec<Option<Value>>> = None;
         let mut sent_any = false;
+        let mut native: Vec<Option<Cell<'static>>> = Vec::with_capacity(plan.kinds.len());
         while let Some(row) = rows.next().await {
             let mut values = row.map_err(fail)?.unwrap_raw();
             if skip > 0 {
@@ -807,16 +808,20 @@ impl PartitionReader<'_> {
                 continue;
             }
             n += 1;
-            // A binary value its kind does not take as it is goes through
-            // its text, like the text protocol's.
+            // Binary numbers, dates and times become cells here; one its
+            // kind does not take as it is goes through its text, like the
+            // text protocol's.
+            native.clear();
             for (c, v) in values.iter_mut().enumerate() {
                 let kind = plan.kinds.get(c).copied().unwrap_or(Kind::Utf8);
-                if let Some(x) = v.as_mut().filter(|x| !matches!(x, Value::NULL | Value::Bytes(_)))
-                    && binary_cell(kind, x).is_none()
-                {
-                    let text = value_text(kind, x).map(|t| t.into_owned()).unwrap_or_default();
-                    *x = Value::Bytes(text);
+                let mut cell = None;
+                if let Some(x) = v.as_mut().filter(|x| !matches!(x, Value::NULL | Value::Bytes(_))) {
+                    cell = binary_cell(kind, x);
+                    if cell.is_none() {
+                        *x = Value::Bytes(value_text(kind, x).map(|t| t.into_owned()).unwrap_or_default());
+                    }
                 }
+                native.push(cell);
             }
             let mut refused = None;
             {
@@ -824,16 +829,17 @@ impl PartitionReader<'_> {
                 let mut row_cells: Vec<Cell<'_>> = Vec::with_capacity(builders.len());
                 for (c, v) in values.iter().enumerate() {
                     let kind = plan.kinds.get(c).copied().unwrap_or(Kind::Utf8);
-                    let cell = match v {
-                        None | Some(Value::NULL) => Ok(Cell::Null),
-                        Some(Value::Bytes(b)) => {
+                    let cell = match (native.get(c).copied().flatten(), v) {
+                        (Some(cell), _) => {
+                            batch_bytes += 8;
+                            Ok(cell)
+                        }
+                        (None, None | Some(Value::NULL)) => Ok(Cell::Null),
+                        (None, Some(Value::Bytes(b))) => {
                             batch_bytes += b.len();
                             parse(kind, b)
                         }
-                        Some(x) => {
-                            batch_bytes += 8;
-                            binary_cell(kind, x).ok_or_else(|| Fail::Bad(format!("unexpected value {x:?}")))
-                        }
+                        (None, Some(x)) => Err(Fail::Bad(format!("unexpected value {x:?}"))),
                     };
                     match cell {
                         Ok(cell) => row_cells.push(cell),

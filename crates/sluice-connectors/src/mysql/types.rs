@@ -4,7 +4,7 @@
 use arrow::datatypes::{DataType, Field, TimeUnit};
 use mysql_async::Column;
 use mysql_async::consts::{ColumnFlags, ColumnType};
-use sluice_core::dbmeta::{ColumnMeta, Semantic};
+use sluice_core::dbmeta::{ColumnMeta, ENUM_LABELS, Semantic};
 
 use super::decode::timestamp_type;
 
@@ -83,7 +83,42 @@ pub(crate) fn field_for_column(c: &ColumnInfo) -> Field {
     };
     let mut md = meta.to_metadata();
     md.extend(super::spatial::column_meta(&c.data_type));
+    if semantic == Some(Semantic::Enum)
+        && let Some(labels) = enum_labels(&c.column_type)
+    {
+        md.insert(ENUM_LABELS.into(), serde_json::to_string(&labels).unwrap_or_default());
+    }
     Field::new(&c.name, t, c.nullable).with_metadata(md)
+}
+
+/// The labels of an `enum('a','b')` column type, in order (a quote inside
+/// a label is doubled); `None` when the text is not one.
+fn enum_labels(column_type: &str) -> Option<Vec<String>> {
+    let body = column_type.strip_prefix("enum(")?.strip_suffix(')')?;
+    let mut labels = Vec::new();
+    let mut chars = body.chars().peekable();
+    loop {
+        if chars.next()? != '\'' {
+            return None;
+        }
+        let mut label = String::new();
+        loop {
+            match chars.next()? {
+                '\'' if chars.peek() == Some(&'\'') => {
+                    chars.next();
+                    label.push('\'');
+                }
+                '\'' => break,
+                c => label.push(c),
+            }
+        }
+        labels.push(label);
+        match chars.next() {
+            None => return Some(labels),
+            Some(',') => continue,
+            Some(_) => return None,
+        }
+    }
 }
 
 /// Whether a `CHECK` clause is MariaDB's JSON check on `column`.
@@ -269,6 +304,18 @@ pub(crate) fn is_lob(sql_type: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enum_labels_are_read_in_order_with_their_quotes() {
+        assert_eq!(
+            enum_labels("enum('G','PG','NC-17')"),
+            Some(vec!["G".into(), "PG".into(), "NC-17".into()])
+        );
+        assert_eq!(enum_labels("enum('it''s','a,b')"), Some(vec!["it's".into(), "a,b".into()]));
+        assert_eq!(enum_labels("set('a')"), None);
+        assert_eq!(enum_labels("enum('a'"), None);
+    }
+
 
     fn col(data_type: &str, column_type: &str) -> ColumnInfo {
         ColumnInfo {

@@ -27,9 +27,7 @@ use tokio_postgres::{Client, NoTls};
 /// is retried.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// Field metadata: the labels of an enum column (JSON array), so a
-/// PostgreSQL sink can create the type.
-pub const ENUM_LABELS: &str = "sluice.enum_labels";
+pub use sluice_core::dbmeta::ENUM_LABELS;
 
 /// Opens a connection; the connection task runs until the client is dropped.
 pub async fn connect(url: &str) -> Result<Client> {

@@ -38,10 +38,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arrow::array::{BooleanArray, RecordBatch};
+use arrow::datatypes::DataType;
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::SinkExt;
-use sluice_core::dbmeta::{ColumnMeta, Semantic, TableMeta};
+use sluice_core::dbmeta::{ColumnMeta, TableMeta};
 use sluice_core::{Batch, Error, Position, Rejection, Result, Sink, SinkConnector, Stage, StreamInfo};
 use tokio_postgres::Client;
 use tokio_postgres::types::{ToSql, Type};
@@ -245,31 +246,15 @@ impl PostgresSink {
         let mut chosen = std::collections::HashMap::new();
         for f in stream.schema.fields() {
             let cm = ColumnMeta::of(f);
-            // A MySQL ENUM becomes a PostgreSQL enum type of its own, with
-            // the same labels in the same order.
-            let mysql_enum = (cm.dialect.as_deref() == Some("mysql") && cm.semantic == Some(Semantic::Enum))
-                .then(|| cm.db_type.as_deref().and_then(mysql_enum_labels))
-                .flatten();
-            let field_with_labels;
-            let f = match &mysql_enum {
-                Some(labels) if self.cfg.type_override(&table, f.name()).is_none() => {
-                    let mut md = f.metadata().clone();
-                    md.insert(ENUM_LABELS.into(), serde_json::to_string(labels).unwrap_or_default());
-                    field_with_labels = f.as_ref().clone().with_metadata(md);
-                    &field_with_labels
-                }
-                _ => f.as_ref(),
-            };
-            let ty = match (self.cfg.type_override(&table, f.name()), super::spatial::ddl(f, &cm, postgis)) {
+            let labels = f.metadata().get(ENUM_LABELS);
+            let from_postgres = cm.dialect.as_deref() == Some("postgres");
+            let over = self.cfg.type_override(&table, f.name());
+            // Another database's enum (MySQL's ENUM) becomes a type of its
+            // own, with the same labels in the same order.
+            let own_enum = over.is_none() && labels.is_some() && !from_postgres && f.data_type() == &DataType::Utf8;
+            let ty = match (over, super::spatial::ddl(f, &cm, postgis)) {
                 (Some(t), _) => t.to_string(),
-                (None, _) if let Some(labels) = &mysql_enum => {
-                    let name = qualified(schema, &object_name(&table, &[f.name().clone()], "enum"));
-                    let list = labels.iter().map(|l| literal(l)).collect::<Vec<_>>().join(", ");
-                    plan.before.push(format!(
-                        "DO $$ BEGIN CREATE TYPE {name} AS ENUM ({list}); EXCEPTION WHEN duplicate_object THEN NULL; END $$"
-                    ));
-                    name
-                }
+                (None, _) if own_enum => qualified(schema, &object_name(&table, &[f.name().clone()], "enum")),
                 (None, Some((t, warn))) => {
                     plan.warnings.extend(warn.map(|w| format!("{table}.{}: {w}", f.name())));
                     t
@@ -283,8 +268,8 @@ impl PostgresSink {
                     t
                 }
             };
-            if let Some(labels) = f.metadata().get(ENUM_LABELS)
-                && cm.dialect.as_deref() == Some("postgres")
+            if let Some(labels) = labels
+                && (from_postgres || own_enum)
             {
                 let labels: Vec<String> = serde_json::from_str(labels).unwrap_or_default();
                 let name = ty.trim_end_matches("[]");
@@ -1006,6 +991,20 @@ impl PostgresTableSink {
         Ok(bad)
     }
 
+    /// Opens the batch's transaction unless one is open; whether it opened
+    /// one (nothing in it yet).
+    async fn begin(&mut self) -> Result<bool> {
+        if self.open_tx {
+            return Ok(false);
+        }
+        self.client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(|e| pg_error(&self.url, e))?;
+        self.open_tx = true;
+        Ok(true)
+    }
+
     /// Ends a failed batch's transaction, best effort.
     async fn abort(&mut self) {
         if self.open_tx {
@@ -1523,36 +1522,6 @@ async fn run_steps(client: &Client, url: &str, target: &str, steps: &[Statement]
 /// Rows per chunk sent while the rest of a batch is encoded.
 const COPY_CHUNK_ROWS: usize = 4096;
 
-/// The labels of a MySQL `enum('a','b')` column type, in order (a quote
-/// inside a label is doubled); `None` when the text is not one.
-fn mysql_enum_labels(column_type: &str) -> Option<Vec<String>> {
-    let body = column_type.strip_prefix("enum(")?.strip_suffix(')')?;
-    let mut labels = Vec::new();
-    let mut chars = body.chars().peekable();
-    loop {
-        if chars.next()? != '\'' {
-            return None;
-        }
-        let mut label = String::new();
-        loop {
-            match chars.next()? {
-                '\'' if chars.peek() == Some(&'\'') => {
-                    chars.next();
-                    label.push('\'');
-                }
-                '\'' => break,
-                c => label.push(c),
-            }
-        }
-        labels.push(label);
-        match chars.next() {
-            None => return Some(labels),
-            Some(',') => continue,
-            Some(_) => return None,
-        }
-    }
-}
-
 /// The binary `COPY` tuples a payload carries.
 fn tuples_of(payload: &dyn sluice_core::Payload) -> Bytes {
     match payload.as_any().downcast_ref::<super::passthrough::CopyPayload>() {
@@ -1579,14 +1548,7 @@ impl From<tokio_postgres::Error> for LoadError {
 #[async_trait]
 impl Sink for PostgresTableSink {
     async fn write(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
-        let fresh = !self.open_tx;
-        if !self.open_tx {
-            self.client
-                .batch_execute("BEGIN")
-                .await
-                .map_err(|e| pg_error(&self.url, e))?;
-            self.open_tx = true;
-        }
+        let fresh = self.begin().await?;
         let outcome = self.write_batch(batch, fresh).await;
         let outcome = match (outcome, &batch.position) {
             (Ok(refused), Some(p)) => self.store_position(p).await.map(|()| refused),
@@ -1608,14 +1570,7 @@ impl Sink for PostgresTableSink {
                 .iter()
                 .all(|b| b.payload.as_ref().is_some_and(|p| self.accepts_payload(p.format())));
         if together {
-            let fresh = !self.open_tx;
-            if fresh {
-                self.client
-                    .batch_execute("BEGIN")
-                    .await
-                    .map_err(|e| pg_error(&self.url, e))?;
-                self.open_tx = true;
-            }
+            let fresh = self.begin().await?;
             let tuples: Vec<Bytes> = batches
                 .iter()
                 .filter_map(|b| b.payload.as_ref().map(|p| tuples_of(p.as_ref())))
@@ -1783,17 +1738,6 @@ impl PostgresTableSink {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn mysql_enum_labels_are_read_in_order_with_their_quotes() {
-        assert_eq!(
-            mysql_enum_labels("enum('G','PG','NC-17')"),
-            Some(vec!["G".into(), "PG".into(), "NC-17".into()])
-        );
-        assert_eq!(mysql_enum_labels("enum('it''s','a,b')"), Some(vec!["it's".into(), "a,b".into()]));
-        assert_eq!(mysql_enum_labels("set('a')"), None);
-        assert_eq!(mysql_enum_labels("enum('a'"), None);
-    }
 
     #[test]
     fn object_names_fit_postgres_limits() {
