@@ -8,6 +8,7 @@ mod encode;
 mod fidelity;
 mod numeric;
 mod passthrough;
+pub mod pgoutput;
 mod sink;
 mod source;
 mod spatial;
