@@ -364,6 +364,13 @@ mod tests {
         out.push(0);
     }
 
+    /// A binary column value: `b`, its length, its bytes.
+    fn binary(out: &mut Vec<u8>, bytes: &[u8]) {
+        out.push(b'b');
+        out.extend((bytes.len() as i32).to_be_bytes());
+        out.extend_from_slice(bytes);
+    }
+
     #[test]
     fn a_relation_and_an_update_with_a_key_change_parse_field_by_field() {
         let mut m = vec![b'R'];
@@ -389,15 +396,11 @@ mod tests {
         u.extend(16_400u32.to_be_bytes());
         u.push(b'K');
         u.extend(2i16.to_be_bytes());
-        u.push(b'b');
-        u.extend(4i32.to_be_bytes());
-        u.extend(7i32.to_be_bytes());
+        binary(&mut u, &7i32.to_be_bytes());
         u.push(b'n');
         u.push(b'N');
         u.extend(2i16.to_be_bytes());
-        u.push(b'b');
-        u.extend(4i32.to_be_bytes());
-        u.extend(8i32.to_be_bytes());
+        binary(&mut u, &8i32.to_be_bytes());
         u.push(b'u');
         let msg = parse(&u).unwrap();
         let Message::Update { relation, old: Some((OldKind::Key, old)), new } = msg else { panic!("{msg:?}") };
