@@ -114,6 +114,19 @@ pub enum Command {
     /// `?mode=new|append|replace|upsert&key=a,b` (default `new`: the copy's
     /// own table, loaded once; a table holding other rows is refused).
     Copy(CopyArgs),
+    /// Keep DST in step with a PostgreSQL database: copy the tables, then
+    /// apply every change (logical replication) until stopped.
+    ///
+    /// The first run creates a publication and a replication slot (named
+    /// after SRC and DST unless `--slot`/`--publication` say), copies the
+    /// tables at the slot's snapshot, then applies the changes made since,
+    /// each table's changes committed with its position, and confirms the
+    /// slot only up to what every table holds. Ctrl-C stops after the
+    /// changes being applied; running the command again goes on from there.
+    /// A slot the server invalidated stops the run (exit 3): `--resnapshot`
+    /// drops it and copies everything again. Needs `wal_level = logical`,
+    /// a primary key on every table, and a PostgreSQL destination.
+    Sync(SyncArgs),
     /// Show each stream's state, progress, rate, last checkpoint and last
     /// error from the state store, during a run (from another process) or after.
     Status {
@@ -125,6 +138,33 @@ pub enum Command {
     },
     /// List connectors, formats and transforms with their options.
     List,
+}
+
+#[derive(Debug, Args)]
+pub struct SyncArgs {
+    /// The PostgreSQL database whose changes are captured
+    /// (`postgres://USER@HOST:PORT/DB`, `?schema=S`).
+    pub src: String,
+    /// Where the tables and their changes go (`postgres://…`).
+    pub dst: String,
+    /// Tables to keep in step (default: every table of the schema).
+    #[arg(long, value_delimiter = ',')]
+    pub tables: Vec<String>,
+    /// The replication slot (default `sluice_` and a hash of SRC and DST).
+    #[arg(long)]
+    pub slot: Option<String>,
+    /// The publication (default: the slot's name).
+    #[arg(long)]
+    pub publication: Option<String>,
+    /// Drop the slot and copy every table again.
+    #[arg(long)]
+    pub resnapshot: bool,
+    /// Most changes per batch.
+    #[arg(long)]
+    pub batch_rows: Option<usize>,
+    /// Where the state store lives (default ~/.local/state/sluice).
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -159,7 +159,7 @@ fn object_store_url(s: &str) -> bool {
     ["s3://", "gs://", "az://", "abfs://"].iter().any(|p| s.starts_with(p))
 }
 
-fn source_table(a: &CopyArgs) -> Result<Table, ConfigError> {
+pub(crate) fn source_table(a: &CopyArgs) -> Result<Table, ConfigError> {
     if let Some(kind) = search_scheme(&a.src) {
         let t = search_table(kind, &a.src, &["slices", "query", "paging"])?;
         if !t.contains_key("index") {
@@ -241,7 +241,7 @@ fn source_table(a: &CopyArgs) -> Result<Table, ConfigError> {
     Ok(t)
 }
 
-fn sink_table(a: &CopyArgs) -> Result<Table, ConfigError> {
+pub(crate) fn sink_table(a: &CopyArgs) -> Result<Table, ConfigError> {
     let mut t = Table::new();
     if a.dst == "null://" || a.dst == "null:" {
         t.insert("type".into(), "null".into());
@@ -309,8 +309,23 @@ pub fn default_state_dir() -> PathBuf {
 
 /// The pipeline `sluice copy` runs.
 pub fn pipeline(a: &CopyArgs) -> Result<Pipeline, ConfigError> {
+    pipeline_of(a, "copy", source_table(a)?)
+}
+
+/// The name of the pipeline that `sluice copy` or `sluice sync` (`kind`)
+/// runs from SRC to DST: the same for the same locations, so a run
+/// continues the last one.
+pub fn pipeline_name(a: &CopyArgs, kind: &str) -> String {
+    format!(
+        "{kind}-{:08x}",
+        sluice_engine::config::fnv1a(format!("{}\n{}", a.src, a.dst).as_bytes()) as u32
+    )
+}
+
+/// The pipeline of `a` reading `source` (a `[source]` table), named for `kind`.
+pub fn pipeline_of(a: &CopyArgs, kind: &str, source: Table) -> Result<Pipeline, ConfigError> {
     let mut table = Table::new();
-    table.insert("source".into(), Value::Table(source_table(a)?));
+    table.insert("source".into(), Value::Table(source));
     table.insert("sinks".into(), Value::Array(vec![Value::Table(sink_table(a)?)]));
     let mut rt = Table::new();
     rt.insert("on_error".into(), a.on_error.as_str().into());
@@ -331,10 +346,7 @@ pub fn pipeline(a: &CopyArgs) -> Result<Pipeline, ConfigError> {
     let state = a.state_dir.clone().unwrap_or_else(default_state_dir);
     rt.insert("state_dir".into(), state.display().to_string().into());
     table.insert("runtime".into(), Value::Table(rt));
-    let name = format!(
-        "copy-{:08x}",
-        sluice_engine::config::fnv1a(format!("{}\n{}", a.src, a.dst).as_bytes()) as u32
-    );
+    let name = pipeline_name(a, kind);
     // Secrets stay out of the command line: SLUICE_SOURCE__API_KEY,
     // SLUICE_SINKS__0__PASSWORD and the like, as for pipeline files.
     let overrides: Vec<(String, String)> = std::env::vars().collect();

@@ -4,6 +4,7 @@
 mod cli;
 mod copy;
 mod display;
+mod sync;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -143,6 +144,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
             }
             Err(e) => config_failure(&e),
         },
+        Command::Sync(args) => sync::sync(args, &cli.global).await,
         Command::Status { pipeline, state_dir } => status(pipeline.as_deref(), state_dir.clone()),
         Command::Check { pipeline } => match sluice_engine::load(pipeline, registry()) {
             Ok(p) => report(sluice_engine::inspect::check(&p).await.map(|lines| {
@@ -238,6 +240,17 @@ async fn execute(pipeline: Pipeline, global: &cli::Global) -> ExitCode {
         cancel.clone(),
         Duration::from_secs(pipeline.config.runtime.shutdown_timeout_s),
     );
+    execute_in(pipeline, global, cancel, signal).await
+}
+
+/// Runs `pipeline` until done or `cancel` fires; `signal` holds the exit
+/// code of the signal that fired it.
+async fn execute_in(
+    pipeline: Pipeline,
+    global: &cli::Global,
+    cancel: CancellationToken,
+    signal: Arc<std::sync::atomic::AtomicU8>,
+) -> ExitCode {
     let progress = Arc::new(RunProgress::default());
     let shown = CancellationToken::new();
     let display = if global.quiet {

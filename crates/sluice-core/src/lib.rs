@@ -12,6 +12,7 @@
 //! This crate does no I/O; connectors, transforms and the engine build on it.
 
 mod batch;
+pub mod changes;
 pub mod dbmeta;
 pub mod documents;
 mod error;
@@ -24,6 +25,7 @@ mod traits;
 pub mod types;
 
 pub use batch::{Batch, BatchLimits, Position, row_json, row_record};
+pub use changes::{CHANGES_PARTITION, ChangeFeed, ChangeSource, Changes, Prepared};
 pub use error::{Error, ErrorKind, Result};
 pub use payload::{Decoded, Payload, PayloadFormat};
 pub use registry::{ConnectorInfo, Registry, SinkFactory, SourceFactory};

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use serde::de::DeserializeOwned;
 
-use crate::{Error, Result, SinkConnector, Source};
+use crate::{ChangeSource, Error, Result, SinkConnector, Source};
 
 /// A connector as `sluice list` shows it.
 #[derive(Debug, Clone)]
@@ -140,11 +140,17 @@ where
     }
 }
 
+/// Builds a change source ([`ChangeSource`]) from a source table whose
+/// `type` a source factory answers, for `sluice sync`.
+type ChangeFactory = Arc<dyn Fn(&str, &toml::Table) -> Result<Box<dyn ChangeSource>> + Send + Sync>;
+
 /// Every connector a program can run, by `type`.
 #[derive(Clone, Default)]
 pub struct Registry {
     sources: Vec<Arc<dyn SourceFactory>>,
     sinks: Vec<Arc<dyn SinkFactory>>,
+    /// Change capture, by the source `type` it reads the changes of.
+    changes: Vec<(&'static str, ChangeFactory)>,
 }
 
 impl fmt::Debug for Registry {
@@ -181,6 +187,35 @@ impl Registry {
             build,
             _config: std::marker::PhantomData,
         })));
+    }
+
+    /// Registers change capture for sources of `type` `kind`: `build`
+    /// turns the same `[source]` table into a [`ChangeSource`].
+    pub fn add_change_source<C, F>(&mut self, kind: &'static str, build: F)
+    where
+        C: DeserializeOwned + 'static,
+        F: Fn(C) -> Result<Box<dyn ChangeSource>> + Send + Sync + 'static,
+    {
+        self.changes.retain(|(k, _)| *k != kind);
+        self.changes
+            .push((kind, Arc::new(move |_, table| build(typed("source", table)?))));
+    }
+
+    /// The change source a `[source]` table describes, for `sluice sync`;
+    /// an error naming the types that have one when its type has none.
+    pub fn build_change_source(&self, table: &toml::Table) -> Result<Box<dyn ChangeSource>> {
+        let (kind, rest) = split_type(table, "source")?;
+        let info = self.source_factory(kind)?.info();
+        match self.changes.iter().find(|(k, _)| info.answers(k)) {
+            Some((_, build)) => build(kind, &rest),
+            None => Err(Error::config(
+                "source.type",
+                format!(
+                    "`{kind}` has no change capture; sources with one: {}",
+                    self.changes.iter().map(|(k, _)| *k).collect::<Vec<_>>().join(", ")
+                ),
+            )),
+        }
     }
 
     /// Registers a source factory; a later one with the same name replaces it.

@@ -383,6 +383,11 @@ pub fn from_table(
     };
     if let Some(source) = planned.get_mut("source") {
         strip(source);
+        if let toml::Value::Table(t) = source {
+            for k in SOURCE_MOMENT {
+                t.remove(*k);
+            }
+        }
     }
     if let Some(toml::Value::Array(sinks)) = planned.get_mut("sinks") {
         sinks.iter_mut().for_each(strip);
@@ -403,6 +408,10 @@ pub fn from_table(
 
 /// Connector keys holding secrets, left out of the plan hash.
 const CREDENTIALS: &[&str] = &["password", "api_key", "bearer"];
+
+/// Source keys that say at which moment a source reads, not what: the
+/// snapshot `sluice sync` hands its first copy is gone when it resumes.
+const SOURCE_MOMENT: &[&str] = &["snapshot"];
 
 /// Runtime settings that change how a run behaves, not what it writes.
 const OPERATIONAL: &[&str] = &[

@@ -20,6 +20,7 @@ mod servers;
 mod silent;
 mod spatial;
 mod sqlite;
+mod sync;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};

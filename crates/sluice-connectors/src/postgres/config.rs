@@ -42,6 +42,18 @@ pub struct PostgresSourceConfig {
     /// estimated rows, at most 8 and one per core.
     #[serde(default)]
     pub partitions: Option<usize>,
+    /// Change capture (`sluice sync`): the logical replication slot.
+    /// Default `sluice`.
+    #[serde(default)]
+    pub slot: Option<String>,
+    /// Change capture: the publication naming the tables. Default `sluice`.
+    #[serde(default)]
+    pub publication: Option<String>,
+    /// An exported snapshot to read at (`sluice sync` sets it to the one
+    /// its new replication slot exported, so the copy and the changes meet
+    /// without a gap).
+    #[serde(default)]
+    pub snapshot: Option<String>,
 }
 
 /// `[[sinks]] type = "postgres"`.

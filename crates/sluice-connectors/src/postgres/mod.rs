@@ -2,6 +2,8 @@
 //! parallel snapshot-sharing partitions, and a sink loading with binary
 //! `COPY FROM STDIN` in append, replace and upsert modes.
 
+mod apply;
+mod cdc;
 mod config;
 mod decode;
 mod encode;
@@ -15,6 +17,7 @@ mod spatial;
 mod types;
 
 pub use config::{PostgresSinkConfig, PostgresSourceConfig, redact};
+pub use cdc::{PostgresChanges, UNCHANGED};
 pub use sink::PostgresSink;
 pub use source::PostgresSource;
 
@@ -167,6 +170,9 @@ pub fn register(r: &mut sluice_core::Registry) {
             .options(SOURCE_OPTIONS),
         |c: PostgresSourceConfig, _| Ok(Box::new(PostgresSource::new(c)?) as Box<dyn Source>),
     );
+    r.add_change_source("postgres", |c: PostgresSourceConfig| {
+        Ok(Box::new(PostgresChanges::new(c)?) as Box<dyn sluice_core::ChangeSource>)
+    });
     r.add_sink(
         ConnectorInfo::new("postgres", "binary COPY; append, replace or upsert; tables, keys and indexes created")
             .aliases(&["postgresql"])

@@ -71,7 +71,7 @@ pub struct RelationColumn {
 }
 
 /// One column's value in a row change.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Value {
     Null,
     /// A TOASTed value the change left as it was; the server did not send it.

@@ -59,7 +59,7 @@ use crate::refused::{self, Trial, Undo};
 /// Writes streams into PostgreSQL tables.
 #[derive(Clone)]
 pub struct PostgresSink {
-    cfg: PostgresSinkConfig,
+    pub(super) cfg: PostgresSinkConfig,
 }
 
 /// A foreign key to add once the table it references is loaded.
@@ -119,12 +119,12 @@ impl PostgresSink {
         Ok(PostgresSink { cfg })
     }
 
-    fn schema(&self) -> &str {
+    pub(super) fn schema(&self) -> &str {
         self.cfg.schema.as_deref().unwrap_or("public")
     }
 
     /// The dialect of `_sluice_checkpoints` in the sink's schema.
-    fn dialect(&self) -> checkpoints::Postgres {
+    pub(super) fn dialect(&self) -> checkpoints::Postgres {
         checkpoints::Postgres {
             schema: self.schema().to_string(),
         }
@@ -146,7 +146,7 @@ impl PostgresSink {
 
     /// Creates `_sluice_checkpoints`, or brings an older layout to this one,
     /// under an advisory lock (see [`checkpoints`]), and `_sluice_foreign_keys`.
-    async fn prepare_bookkeeping(&self, client: &Client) -> Result<()> {
+    pub(super) async fn prepare_bookkeeping(&self, client: &Client) -> Result<()> {
         let err = |e| pg_error(&self.cfg.url, e);
         let dialect = self.dialect();
         let url = redact(&self.cfg.url);
@@ -178,7 +178,7 @@ impl PostgresSink {
         Ok(())
     }
 
-    fn table_name(&self, stream: &str) -> String {
+    pub(super) fn table_name(&self, stream: &str) -> String {
         self.cfg.table.replace("{stream}", stream)
     }
 
@@ -464,7 +464,7 @@ impl PostgresSink {
 }
 
 /// Runs a statement of the checkpoint protocol.
-async fn execute(client: &Client, statement: &Statement) -> std::result::Result<(), tokio_postgres::Error> {
+pub(super) async fn execute(client: &Client, statement: &Statement) -> std::result::Result<(), tokio_postgres::Error> {
     if statement.params.is_empty() {
         return client.batch_execute(&statement.sql).await;
     }
@@ -475,7 +475,7 @@ async fn execute(client: &Client, statement: &Statement) -> std::result::Result<
 }
 
 /// Runs a query of the checkpoint protocol; its rows as values.
-async fn query(client: &Client, statement: &Statement) -> std::result::Result<Vec<Vec<Value>>, tokio_postgres::Error> {
+pub(super) async fn query(client: &Client, statement: &Statement) -> std::result::Result<Vec<Vec<Value>>, tokio_postgres::Error> {
     let rows = client.query(statement.sql.as_str(), &params(statement)).await?;
     rows.iter()
         .map(|row| {
@@ -550,6 +550,9 @@ impl SinkConnector for PostgresSink {
             cursor: None,
             cursor_start: None,
             partitions: None,
+            slot: None,
+            publication: None,
+            snapshot: None,
         };
         Some(super::PostgresSource::new(cfg).map(|s| Box::new(s) as Box<dyn sluice_core::Source>))
     }
@@ -638,6 +641,9 @@ impl SinkConnector for PostgresSink {
     }
 
     async fn open(&self, stream: &StreamInfo) -> Result<Box<dyn Sink>> {
+        if stream.schema.field_with_name(sluice_core::reserved::OP).is_ok() {
+            return super::apply::open(self, stream).await;
+        }
         let client = connect(&self.cfg.url).await?;
         let err = |e| pg_error(&self.cfg.url, e);
         let fks = qualified(self.schema(), "_sluice_foreign_keys");
@@ -695,68 +701,15 @@ impl SinkConnector for PostgresSink {
         setup.push(Statement::plain("COMMIT"));
         run_steps(&client, &self.cfg.url, &self.target(&stream.name), &setup).await?;
         let load = qualified(self.schema(), &plan.load_table);
-        let cols = client
-            .query(
-                "SELECT a.attname::text, a.atttypid, a.atttypmod, format_type(a.atttypid, a.atttypmod), \
-                 format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, NULL) \
-                 FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
-                 WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
-                &[&load],
-            )
-            .await
-            .map_err(err)?;
-        let mut types = TypeCache::new(&self.cfg.url);
-        let column_names: Vec<String> = cols
-            .iter()
-            .map(|r| get(r, 0, &format!("a column name of {load}")))
-            .collect::<Result<_>>()?;
-        let mut encoders = Vec::new();
-        let mut names = Vec::new();
-        let mut pg_types = Vec::new();
-        let mut stage_cols = Vec::new();
-        // Columns of the stage refused rows are judged in: no constraints, no
-        // type modifiers (a value too long fails the load, not the staging).
-        let mut check_cols = Vec::new();
-        let mut select = Vec::new();
-        for f in stream.schema.fields() {
-            let found = column_names.iter().position(|n| n == f.name()).or_else(|| {
-                column_names.iter().position(|n| n.eq_ignore_ascii_case(f.name()))
-            });
-            let Some(i) = found else {
-                return Err(Error::config(
-                    "sinks.table",
-                    format!(
-                        "column `{}` of stream `{}` is not in table {load}; add the column, or drop or rename it \
-                         with a transform",
-                        f.name(),
-                        stream.name
-                    ),
-                ));
-            };
-            let (row, name) = (&cols[i], column_names[i].clone());
-            let what = |field: &str| format!("{field} of column {name} of {load}");
-            let oid: u32 = get(row, 1, &what("pg_attribute.atttypid"))?;
-            let typmod: i32 = get(row, 2, &what("pg_attribute.atttypmod"))?;
-            let format: String = get(row, 3, &what("format_type"))?;
-            let resolved = types.resolve(&client, oid, typmod, &format).await?;
-            let base: String = get(row, 4, &what("base type"))?;
-            match super::spatial::encoder(f, oid, &resolved).or_else(|| encoder(&resolved)) {
-                Some(e) => {
-                    check_cols.push(format!("{} {base}", ident(&name)));
-                    stage_cols.push(format!("{} {format}", ident(&name)));
-                    select.push(ident(&name));
-                    encoders.push(e);
-                }
-                None => {
-                    check_cols.push(format!("{} text", ident(&name)));
-                    stage_cols.push(format!("{} text", ident(&name)));
-                    select.push(format!("{}::{format}", ident(&name)));
-                    encoders.push(Encode::Text);
-                }
-            }
-            names.push(name);
-            pg_types.push(format);
-        }
+        let fields: Vec<_> = stream.schema.fields().iter().collect();
+        let Columns {
+            encoders,
+            names,
+            pg_types,
+            stage_cols,
+            check_cols,
+            select,
+        } = columns_of(&client, &self.cfg.url, &load, stream, &fields).await?;
         let column_list = idents(&names);
         let staged = self.cfg.mode == WriteMode::Upsert || encoders.iter().zip(&select).any(|(_, s)| s.contains("::"));
         let upsert = (self.cfg.mode == WriteMode::Upsert).then(|| {
@@ -836,6 +789,104 @@ impl SinkConnector for PostgresSink {
             prepared: Default::default(),
         }))
     }
+}
+
+/// How a stream's fields go into a table: the destination's columns in the
+/// fields' order, each with its encoder, its type and how it is staged.
+#[derive(Default)]
+pub(super) struct Columns {
+    pub encoders: Vec<Encode>,
+    pub names: Vec<String>,
+    pub pg_types: Vec<String>,
+    /// Columns of a stage of the destination's types.
+    pub stage_cols: Vec<String>,
+    /// Columns of the stage refused rows are judged in: no constraints, no
+    /// type modifiers (a value too long fails the load, not the staging).
+    pub check_cols: Vec<String>,
+    /// Each column as selected from the stage (with a cast where it is staged as text).
+    pub select: Vec<String>,
+}
+
+/// The [`Columns`] of table `load` for `fields` of `stream`; a field the
+/// table lacks is an error naming the fix.
+pub(super) async fn columns_of(
+    client: &Client,
+    url: &str,
+    load: &str,
+    stream: &StreamInfo,
+    fields: &[&arrow::datatypes::FieldRef],
+) -> Result<Columns> {
+    let err = |e| pg_error(url, e);
+    let cols = client
+        .query(
+            "SELECT a.attname::text, a.atttypid, a.atttypmod, format_type(a.atttypid, a.atttypmod), \
+             format_type(CASE WHEN t.typtype = 'd' THEN t.typbasetype ELSE a.atttypid END, NULL) \
+             FROM pg_attribute a JOIN pg_type t ON t.oid = a.atttypid \
+             WHERE a.attrelid = to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+            &[&load],
+        )
+        .await
+        .map_err(err)?;
+    let mut types = TypeCache::new(url);
+    let column_names: Vec<String> = cols
+        .iter()
+        .map(|r| get(r, 0, &format!("a column name of {load}")))
+        .collect::<Result<_>>()?;
+    let mut encoders = Vec::new();
+    let mut names = Vec::new();
+    let mut pg_types = Vec::new();
+    let mut stage_cols = Vec::new();
+    // Columns of the stage refused rows are judged in: no constraints, no
+    // type modifiers (a value too long fails the load, not the staging).
+    let mut check_cols = Vec::new();
+    let mut select = Vec::new();
+    for f in fields {
+        let found = column_names.iter().position(|n| n == f.name()).or_else(|| {
+            column_names.iter().position(|n| n.eq_ignore_ascii_case(f.name()))
+        });
+        let Some(i) = found else {
+            return Err(Error::config(
+                "sinks.table",
+                format!(
+                    "column `{}` of stream `{}` is not in table {load}; add the column, or drop or rename it \
+                     with a transform",
+                    f.name(),
+                    stream.name
+                ),
+            ));
+        };
+        let (row, name) = (&cols[i], column_names[i].clone());
+        let what = |field: &str| format!("{field} of column {name} of {load}");
+        let oid: u32 = get(row, 1, &what("pg_attribute.atttypid"))?;
+        let typmod: i32 = get(row, 2, &what("pg_attribute.atttypmod"))?;
+        let format: String = get(row, 3, &what("format_type"))?;
+        let resolved = types.resolve(client, oid, typmod, &format).await?;
+        let base: String = get(row, 4, &what("base type"))?;
+        match super::spatial::encoder(f, oid, &resolved).or_else(|| encoder(&resolved)) {
+            Some(e) => {
+                check_cols.push(format!("{} {base}", ident(&name)));
+                stage_cols.push(format!("{} {format}", ident(&name)));
+                select.push(ident(&name));
+                encoders.push(e);
+            }
+            None => {
+                check_cols.push(format!("{} text", ident(&name)));
+                stage_cols.push(format!("{} text", ident(&name)));
+                select.push(format!("{}::{format}", ident(&name)));
+                encoders.push(Encode::Text);
+            }
+        }
+        names.push(name);
+        pg_types.push(format);
+    }
+    Ok(Columns {
+        encoders,
+        names,
+        pg_types,
+        stage_cols,
+        check_cols,
+        select,
+    })
 }
 
 /// One stream being written into one table.

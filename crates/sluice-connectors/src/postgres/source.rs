@@ -86,7 +86,15 @@ impl PostgresSource {
         })
     }
 
-    fn schema_name(&self) -> &str {
+    /// How each column of a discovered stream decodes, and whether the
+    /// type has no binary form sluice reads (read as text).
+    pub(super) fn decoding(&self, stream: &str) -> Option<Vec<(String, Decode, bool)>> {
+        let plans = self.plans.lock().ok()?;
+        let plan = plans.get(stream)?;
+        Some(plan.columns.iter().map(|c| (c.name.clone(), c.decode.clone(), c.as_text)).collect())
+    }
+
+    pub(super) fn schema_name(&self) -> &str {
         self.cfg.schema.as_deref().unwrap_or("public")
     }
 
@@ -407,6 +415,9 @@ impl PostgresSource {
     /// The exported snapshot, created on first use and again when the
     /// session holding it was lost (the server restarted).
     async fn snapshot(&self) -> Result<String> {
+        if let Some(given) = &self.cfg.snapshot {
+            return Ok(given.clone());
+        }
         let mut held = self.snapshot.lock().await;
         if let Some((client, id)) = held.as_ref() {
             if !client.is_closed() {

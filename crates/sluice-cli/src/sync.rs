@@ -1,0 +1,158 @@
+//! `sluice sync SRC DST`: the copy of the tables, then their changes.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use sluice_core::{BatchLimits, RetryPolicy};
+use sluice_engine::sync::{SyncOptions, SyncProgress, stream_changes};
+use tokio_util::sync::CancellationToken;
+use toml::Value;
+
+use crate::cli::{CopyArgs, Global, OnErrorArg, SyncArgs};
+use crate::{config_failure, copy, exit, failure, registry};
+
+/// The job change positions are stored under, in the destination's own
+/// checkpoint table beside the copy's.
+const CHANGES_JOB: i64 = 0;
+
+pub async fn sync(a: &SyncArgs, global: &Global) -> ExitCode {
+    let args = CopyArgs {
+        src: a.src.clone(),
+        dst: a.dst.clone(),
+        tables: a.tables.clone(),
+        on_error: OnErrorArg::Stop,
+        dlq: None,
+        max_errors: None,
+        format: None,
+        input_format: None,
+        delimiter: None,
+        encoding: None,
+        batch_rows: a.batch_rows,
+        parallelism: None,
+        state_dir: a.state_dir.clone(),
+        fresh: false,
+    };
+    let name = copy::pipeline_name(&args, "sync");
+    let mut source = match copy::source_table(&args) {
+        Ok(t) => t,
+        Err(e) => return config_failure(&e),
+    };
+    let slot = a.slot.clone().unwrap_or_else(|| name.replace('-', "_"));
+    let publication = a.publication.clone().unwrap_or_else(|| slot.clone());
+    source.insert("slot".into(), Value::String(slot.clone()));
+    source.insert("publication".into(), Value::String(publication));
+    let changes = match registry().build_change_source(&source) {
+        Ok(c) => c,
+        Err(e) => return failure(&e),
+    };
+    if a.resnapshot {
+        if let Err(e) = changes.reset().await {
+            return failure(&e);
+        }
+        eprintln!("replication slot {slot} dropped: every table is copied again");
+    }
+    let prepared = match changes.prepare().await {
+        Ok(p) => p,
+        Err(e) => return failure(&e),
+    };
+    for note in &prepared.notes {
+        eprintln!("{note}");
+    }
+    // A slot created now starts after every row the destination may hold:
+    // the copy starts over, and stays owed until it completes.
+    let state_dir = a.state_dir.clone().unwrap_or_else(copy::default_state_dir);
+    let owed = state_dir.join(format!("{name}.copy-owed"));
+    if prepared.created
+        && let Err(e) = std::fs::create_dir_all(&state_dir).and_then(|()| std::fs::write(&owed, slot.as_bytes()))
+    {
+        return failure(&sluice_core::Error::io(&owed, e));
+    }
+    let cancel = CancellationToken::new();
+    let signal = crate::watch_signals(cancel.clone(), Duration::from_secs(30));
+    let mut backfill = source.clone();
+    if let Some(snapshot) = &prepared.snapshot {
+        backfill.insert("snapshot".into(), Value::String(snapshot.clone()));
+    }
+    match copy::pipeline_of(&args, "sync", backfill) {
+        Ok(mut p) => {
+            p.fresh = owed.exists();
+            let code = crate::execute_in(p, global, cancel.clone(), signal.clone()).await;
+            if code != ExitCode::SUCCESS {
+                return code;
+            }
+        }
+        Err(e) => return config_failure(&e),
+    }
+    let _ = std::fs::remove_file(&owed);
+    let sink = match copy::sink_table(&args) {
+        Ok(t) => match registry().build_sink(&t) {
+            Ok(s) => s,
+            Err(e) => return failure(&e),
+        },
+        Err(e) => return config_failure(&e),
+    };
+    let progress = Arc::new(SyncProgress::default());
+    let opts = SyncOptions {
+        pipeline: name,
+        job: CHANGES_JOB,
+        limits: BatchLimits {
+            rows: a.batch_rows.unwrap_or(32 * 1024),
+            linger: Duration::from_millis(500),
+            ..BatchLimits::default()
+        },
+        retry: RetryPolicy::default(),
+    };
+    if !global.quiet {
+        eprintln!(
+            "streaming changes of {} tables (slot {slot}); Ctrl-C stops",
+            prepared.streams.len()
+        );
+    }
+    let shown = CancellationToken::new();
+    let reporter = (!global.quiet).then(|| tokio::spawn(report(progress.clone(), shown.clone())));
+    let outcome = stream_changes(
+        changes.as_ref(),
+        &prepared.streams,
+        sink.as_ref(),
+        &opts,
+        progress.clone(),
+        cancel.clone(),
+    )
+    .await;
+    shown.cancel();
+    if let Some(r) = reporter {
+        let _ = r.await;
+    }
+    if !global.quiet {
+        eprintln!("{} changes applied", progress.total.load(Ordering::Relaxed));
+    }
+    match outcome {
+        Ok(()) if cancel.is_cancelled() => {
+            let code = signal.load(Ordering::Relaxed);
+            ExitCode::from(if code == 0 { exit::SIGINT } else { code })
+        }
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => failure(&e),
+    }
+}
+
+/// A line every ten seconds while changes are applied.
+async fn report(progress: Arc<SyncProgress>, stop: CancellationToken) {
+    let mut last = 0;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(10)) => {}
+        }
+        let total = progress.total.load(Ordering::Relaxed);
+        let confirmed = progress.confirmed.lock().ok().and_then(|c| c.clone());
+        eprintln!(
+            "{total} changes applied ({}/s), confirmed {}",
+            (total - last) / 10,
+            confirmed.map_or("nothing yet".to_string(), |c| c.to_string())
+        );
+        last = total;
+    }
+}

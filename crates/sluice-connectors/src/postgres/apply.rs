@@ -1,0 +1,298 @@
+//! Applying captured changes to a PostgreSQL table: batches whose rows
+//! carry `_op` (`delete`, or anything else for an upsert) and the columns
+//! an update left unchanged (`_unchanged`, a JSON array of names).
+//!
+//! A batch is copied into a temporary stage; per key only its last change
+//! counts, since every change carries the whole row: a last `delete`
+//! deletes, a last image is inserted or updated, keeping the destination's
+//! value of each column the change left unchanged. The batch's position is
+//! stored in the same transaction, which [`Sink::flush`] commits, so the
+//! destination never holds a change its position does not cover.
+
+use arrow::array::RecordBatch;
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::SinkExt;
+use sluice_core::dbmeta::TableMeta;
+use sluice_core::{Batch, Error, Position, Rejection, Result, Sink, StreamInfo, reserved};
+use tokio_postgres::Client;
+
+use super::cdc::UNCHANGED;
+use super::config::redact;
+use super::encode::{Encode, HEADER, TRAILER, encode_rows};
+use super::sink::{Columns, PostgresSink, columns_of, execute, query};
+use super::types::{ident, qualified};
+use super::{connect, get, pg_error};
+use crate::ledger::checkpoints::{Checkpoints, Postgres};
+
+/// The stage every change batch is copied into, one per connection.
+const STAGE: &str = "sluice_changes";
+
+/// Opens the change applier of `stream` on `sink`'s table, which must exist.
+pub(super) async fn open(sink: &PostgresSink, stream: &StreamInfo) -> Result<Box<dyn Sink>> {
+    let url = sink.cfg.url.clone();
+    let client = connect(&url).await?;
+    let err = |e| pg_error(&url, e);
+    sink.prepare_bookkeeping(&client).await?;
+    let table = sink.table_name(&stream.name);
+    let target = qualified(sink.schema(), &table);
+    let r = client
+        .query_one("SELECT to_regclass($1) IS NOT NULL", &[&target])
+        .await
+        .map_err(err)?;
+    if !get::<bool>(&r, 0, &format!("whether {target} exists"))? {
+        return Err(Error::config(
+            "sinks.table",
+            format!(
+                "{}: table {target} does not exist; changes are applied to a table copied first \
+                 (sluice sync copies it unless the sink says it is seeded)",
+                redact(&url)
+            ),
+        ));
+    }
+    let meta = TableMeta::of(&stream.schema).unwrap_or_default();
+    let key = if sink.cfg.key.is_empty() {
+        meta.primary_key.clone()
+    } else {
+        sink.cfg.key.clone()
+    };
+    if key.is_empty() {
+        return Err(Error::config(
+            "sinks.key",
+            format!("changes to {target} are applied by key; set key = [\"id\"] on the sink"),
+        ));
+    }
+    let fields: Vec<_> = stream
+        .schema
+        .fields()
+        .iter()
+        .filter(|f| f.name() != reserved::OP && f.name() != UNCHANGED)
+        .collect();
+    let Columns {
+        mut encoders,
+        mut names,
+        mut pg_types,
+        mut stage_cols,
+        select,
+        ..
+    } = columns_of(&client, &url, &target, stream, &fields).await?;
+    for k in &key {
+        if !names.contains(k) {
+            return Err(Error::config(
+                "sinks.key",
+                format!("key column `{k}` is not in stream `{}`", stream.name),
+            ));
+        }
+    }
+    let mut projection: Vec<usize> = fields
+        .iter()
+        .filter_map(|f| stream.schema.index_of(f.name()).ok())
+        .collect();
+    projection.push(stream.schema.index_of(reserved::OP)?);
+    projection.push(stream.schema.index_of(UNCHANGED).map_err(|_| {
+        Error::config(
+            "sinks",
+            format!("stream `{}` carries `_op` without `{UNCHANGED}`; it is not a change stream", stream.name),
+        )
+    })?);
+    let values = names.clone();
+    for extra in [reserved::OP, UNCHANGED] {
+        encoders.push(Encode::Text);
+        names.push(extra.to_string());
+        pg_types.push("text".into());
+        stage_cols.push(format!("{} text", ident(extra)));
+    }
+    client
+        .batch_execute(&format!(
+            "CREATE TEMP TABLE IF NOT EXISTS {STAGE} ({}); TRUNCATE {STAGE}",
+            stage_cols.join(", ")
+        ))
+        .await
+        .map_err(err)?;
+    let statements = ApplySql::new(&target, &values, &select, &key);
+    let checkpoints = Checkpoints::new(sink.dialect(), &stream.pipeline, stream.job, &target, &target);
+    Ok(Box::new(ChangeApplier {
+        copy: format!(
+            "COPY {STAGE} ({}) FROM STDIN (FORMAT binary)",
+            names.iter().map(|n| ident(n)).collect::<Vec<_>>().join(", ")
+        ),
+        client,
+        url,
+        encoders,
+        names,
+        pg_types,
+        projection,
+        statements,
+        checkpoints,
+        open_tx: false,
+    }))
+}
+
+/// The statements applying a staged batch.
+struct ApplySql {
+    delete: String,
+    upsert: String,
+    update: String,
+}
+
+impl ApplySql {
+    /// For `target` with its `values` columns (selected from the stage as
+    /// `select` says) and `key`.
+    fn new(target: &str, values: &[String], select: &[String], key: &[String]) -> Self {
+        let keys = key.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ");
+        let last = format!("(SELECT DISTINCT ON ({keys}) * FROM {STAGE} ORDER BY {keys}, ctid DESC) s");
+        let matches = key
+            .iter()
+            .map(|k| format!("t.{0} = s.{0}", ident(k)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let columns = values.iter().map(|c| ident(c)).collect::<Vec<_>>().join(", ");
+        let selected = select
+            .iter()
+            .map(|c| format!("s.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let others: Vec<(&String, &String)> = values.iter().zip(select).filter(|(c, _)| !key.contains(c)).collect();
+        let action = if others.is_empty() {
+            "DO NOTHING".to_string()
+        } else {
+            let set = others
+                .iter()
+                .map(|(c, _)| format!("{0} = EXCLUDED.{0}", ident(c)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!("DO UPDATE SET {set}")
+        };
+        let keep = others
+            .iter()
+            .map(|(c, sel)| {
+                format!(
+                    "{0} = CASE WHEN s.{1}::jsonb ? {2} THEN t.{0} ELSE s.{sel} END",
+                    ident(c),
+                    ident(UNCHANGED),
+                    super::types::literal(c)
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let op = ident(reserved::OP);
+        let unchanged = ident(UNCHANGED);
+        ApplySql {
+            delete: format!("DELETE FROM {target} t USING {last} WHERE s.{op} = 'delete' AND {matches}"),
+            upsert: format!(
+                "INSERT INTO {target} ({columns}) SELECT {selected} FROM {last} \
+                 WHERE s.{op} <> 'delete' AND s.{unchanged} IS NULL ON CONFLICT ({keys}) {action}"
+            ),
+            update: if keep.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    "UPDATE {target} t SET {keep} FROM {last} \
+                     WHERE s.{op} <> 'delete' AND s.{unchanged} IS NOT NULL AND {matches}"
+                )
+            },
+        }
+    }
+}
+
+/// Applies the changes of one stream to one table.
+struct ChangeApplier {
+    client: Client,
+    url: String,
+    copy: String,
+    encoders: Vec<Encode>,
+    names: Vec<String>,
+    pg_types: Vec<String>,
+    /// The batch's columns in the stage's order.
+    projection: Vec<usize>,
+    statements: ApplySql,
+    checkpoints: Checkpoints<Postgres>,
+    open_tx: bool,
+}
+
+impl ChangeApplier {
+    fn err(&self, e: tokio_postgres::Error) -> Error {
+        pg_error(&self.url, e)
+    }
+
+    async fn stage(&self, data: &RecordBatch) -> Result<()> {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        buf.extend(HEADER);
+        let refused = encode_rows(&self.encoders, &self.names, &self.pg_types, data, &mut buf)
+            .map_err(|e| Error::config("sinks", format!("{}: {e}", redact(&self.url))))?;
+        if let Some((row, why)) = refused.first() {
+            return Err(Error::data(redact(&self.url), format!("change {} cannot be written: {why}", row + 1)));
+        }
+        buf.extend(TRAILER);
+        let sink = self.client.copy_in::<_, Bytes>(self.copy.as_str()).await.map_err(|e| self.err(e))?;
+        let mut sink = std::pin::pin!(sink);
+        sink.send(Bytes::from(buf)).await.map_err(|e| self.err(e))?;
+        sink.as_mut().finish().await.map_err(|e| self.err(e))?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Sink for ChangeApplier {
+    async fn write(&mut self, batch: &Batch) -> Result<Vec<Rejection>> {
+        if batch.num_rows() == 0 && batch.position.is_none() {
+            return Ok(Vec::new());
+        }
+        if !self.open_tx {
+            self.client.batch_execute("BEGIN").await.map_err(|e| self.err(e))?;
+            self.open_tx = true;
+        }
+        let data = batch.data.project(&self.projection)?;
+        let result = async {
+            if data.num_rows() > 0 {
+                self.stage(&data).await?;
+                for sql in [&self.statements.delete, &self.statements.upsert, &self.statements.update] {
+                    if !sql.is_empty() {
+                        self.client.batch_execute(sql).await.map_err(|e| self.err(e))?;
+                    }
+                }
+                self.client
+                    .batch_execute(&format!("TRUNCATE {STAGE}"))
+                    .await
+                    .map_err(|e| self.err(e))?;
+            }
+            if let Some(p) = &batch.position {
+                execute(&self.client, &self.checkpoints.store(p)).await.map_err(|e| self.err(e))?;
+            }
+            Ok(())
+        }
+        .await;
+        if result.is_err() {
+            self.open_tx = false;
+            let _ = self.client.batch_execute("ROLLBACK").await;
+        }
+        result.map(|()| Vec::new())
+    }
+
+    async fn flush(&mut self) -> Result<()> {
+        if self.open_tx {
+            self.open_tx = false;
+            self.client.batch_execute("COMMIT").await.map_err(|e| self.err(e))?;
+        }
+        Ok(())
+    }
+
+    async fn committed(&mut self) -> Result<Option<Vec<Position>>> {
+        let rows = query(&self.client, &self.checkpoints.committed())
+            .await
+            .map_err(|e| self.err(e))?;
+        Ok(Some(self.checkpoints.positions(&rows)?))
+    }
+
+    async fn finish(&mut self, complete: bool) -> Result<()> {
+        if complete {
+            self.flush().await
+        } else {
+            if self.open_tx {
+                self.open_tx = false;
+                let _ = self.client.batch_execute("ROLLBACK").await;
+            }
+            Ok(())
+        }
+    }
+}
