@@ -114,9 +114,11 @@ fn changes_reach_the_destination_once_through_kills_and_restarts() {
          UPDATE items SET big = (SELECT string_agg(md5(random()::text), '') FROM generate_series(1, 32768)) \
            WHERE id IN (1, 2);
          CREATE TABLE tags (item bigint, tag text, PRIMARY KEY (item, tag));
-         INSERT INTO tags SELECT g, 't' || (g % 5) FROM generate_series(1, 1000) g;",
+         INSERT INTO tags SELECT g, 't' || (g % 5) FROM generate_series(1, 1000) g;
+         CREATE TABLE notes (id bigint PRIMARY KEY, item bigint NOT NULL REFERENCES items (id), body text);
+         INSERT INTO notes SELECT g, g, 'note' FROM generate_series(1, 100) g;",
     );
-    let tables = ["items", "tags"];
+    let tables = ["items", "tags", "notes"];
     let mut sync = start(dir.path(), &src, &dst, &slot.name, &[]);
     converge(&src, &dst, &tables, &mut sync);
 
@@ -127,12 +129,19 @@ fn changes_reach_the_destination_once_through_kills_and_restarts() {
          UPDATE items SET qty = 99 WHERE id = 1;
          UPDATE items SET qty = qty + 1, name = 'renamed' WHERE id BETWEEN 100 AND 300;
          DELETE FROM items WHERE id BETWEEN 400 AND 450;
-         UPDATE items SET id = 20000 WHERE id = 8;
+         UPDATE items SET id = 20000 WHERE id = 4000;
          BEGIN; INSERT INTO tags VALUES (1, 'x'); DELETE FROM tags WHERE item = 2; UPDATE items SET name = 'in tx' WHERE id = 3; COMMIT;
+         BEGIN; INSERT INTO items VALUES (9100, 'parent', 1, 1, NULL); INSERT INTO notes VALUES (9100, 9100, 'child'); COMMIT;
+         BEGIN; DELETE FROM notes WHERE id = 50; DELETE FROM items WHERE id = 50; COMMIT;
          BEGIN; INSERT INTO items VALUES (9002, 'twice', 1, 1, NULL); UPDATE items SET qty = 5 WHERE id = 9002; \
            DELETE FROM items WHERE id = 9002; INSERT INTO items VALUES (9002, 'again', 2, 2, NULL); COMMIT;",
     );
     converge(&src, &dst, &tables, &mut sync);
+    assert_eq!(
+        dst.sql("SELECT count(*) FROM pg_constraint WHERE contype = 'f' AND conrelid = 'notes'::regclass"),
+        "1",
+        "the copy created the foreign key the changes then had to respect"
+    );
     assert_eq!(
         dst.sql("SELECT qty, length(big) FROM items WHERE id = 1"),
         "99|1048576",

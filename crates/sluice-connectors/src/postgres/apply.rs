@@ -8,6 +8,14 @@
 //! value of each column the change left unchanged. The batch's position is
 //! stored in the same transaction, which [`Sink::flush`] commits, so the
 //! destination never holds a change its position does not cover.
+//!
+//! The appliers of every stream of one sink share one connection and its
+//! transaction ([`Shared`]): the changes the engine writes between two
+//! flushes commit together, in the order the source made them, so a
+//! foreign key sees a parent row before its children and a transaction
+//! that touched several tables is never half visible.
+
+use std::sync::Arc;
 
 use arrow::array::RecordBatch;
 use async_trait::async_trait;
@@ -25,15 +33,55 @@ use super::types::{ident, qualified};
 use super::{connect, get, pg_error};
 use crate::ledger::checkpoints::{Checkpoints, Postgres};
 
-/// The stage every change batch is copied into, one per connection.
-const STAGE: &str = "sluice_changes";
+/// The session the change appliers of one sink share, made when the first
+/// one opens and again once it broke.
+pub(super) type Shared = Arc<std::sync::Mutex<Option<Arc<tokio::sync::Mutex<Session>>>>>;
+
+/// One connection and its open transaction.
+pub(super) struct Session {
+    client: Client,
+    open_tx: bool,
+    /// A statement failed: the next applier opened starts a new session.
+    broken: bool,
+    /// Stages created on the connection, one per applier.
+    stages: usize,
+}
+
+/// The sink's session, connecting when there is none or it broke.
+async fn session(sink: &PostgresSink) -> Result<Arc<tokio::sync::Mutex<Session>>> {
+    let held = sink.changes.lock().ok().and_then(|g| g.clone());
+    if let Some(s) = held {
+        let usable = {
+            let g = s.lock().await;
+            !g.broken && !g.client.is_closed()
+        };
+        if usable {
+            return Ok(s);
+        }
+    }
+    let client = connect(&sink.cfg.url).await?;
+    sink.prepare_bookkeeping(&client).await?;
+    let s = Arc::new(tokio::sync::Mutex::new(Session {
+        client,
+        open_tx: false,
+        broken: false,
+        stages: 0,
+    }));
+    if let Ok(mut g) = sink.changes.lock() {
+        *g = Some(s.clone());
+    }
+    Ok(s)
+}
 
 /// Opens the change applier of `stream` on `sink`'s table, which must exist.
 pub(super) async fn open(sink: &PostgresSink, stream: &StreamInfo) -> Result<Box<dyn Sink>> {
     let url = sink.cfg.url.clone();
-    let client = connect(&url).await?;
+    let shared = session(sink).await?;
+    let mut guard = shared.lock().await;
+    guard.stages += 1;
+    let stage = format!("sluice_changes_{}", guard.stages);
+    let client = &guard.client;
     let err = |e| pg_error(&url, e);
-    sink.prepare_bookkeeping(&client).await?;
     let table = sink.table_name(&stream.name);
     let target = qualified(sink.schema(), &table);
     let r = client
@@ -75,7 +123,7 @@ pub(super) async fn open(sink: &PostgresSink, stream: &StreamInfo) -> Result<Box
         mut stage_cols,
         select,
         ..
-    } = columns_of(&client, &url, &target, stream, &fields).await?;
+    } = columns_of(client, &url, &target, stream, &fields).await?;
     for k in &key {
         if !names.contains(k) {
             return Err(Error::config(
@@ -104,19 +152,21 @@ pub(super) async fn open(sink: &PostgresSink, stream: &StreamInfo) -> Result<Box
     }
     client
         .batch_execute(&format!(
-            "CREATE TEMP TABLE IF NOT EXISTS {STAGE} ({}); TRUNCATE {STAGE}",
+            "CREATE TEMP TABLE IF NOT EXISTS {stage} ({}); TRUNCATE {stage}",
             stage_cols.join(", ")
         ))
         .await
         .map_err(err)?;
-    let statements = ApplySql::new(&target, &values, &select, &key);
+    let statements = ApplySql::new(&stage, &target, &values, &select, &key);
     let checkpoints = Checkpoints::new(sink.dialect(), &stream.pipeline, stream.job, &target, &target);
+    drop(guard);
     Ok(Box::new(ChangeApplier {
         copy: format!(
-            "COPY {STAGE} ({}) FROM STDIN (FORMAT binary)",
+            "COPY {stage} ({}) FROM STDIN (FORMAT binary)",
             names.iter().map(|n| ident(n)).collect::<Vec<_>>().join(", ")
         ),
-        client,
+        truncate: format!("TRUNCATE {stage}"),
+        session: shared,
         url,
         encoders,
         names,
@@ -124,7 +174,6 @@ pub(super) async fn open(sink: &PostgresSink, stream: &StreamInfo) -> Result<Box
         projection,
         statements,
         checkpoints,
-        open_tx: false,
     }))
 }
 
@@ -136,11 +185,11 @@ struct ApplySql {
 }
 
 impl ApplySql {
-    /// For `target` with its `values` columns (selected from the stage as
-    /// `select` says) and `key`.
-    fn new(target: &str, values: &[String], select: &[String], key: &[String]) -> Self {
+    /// From `stage` into `target` with its `values` columns (selected from
+    /// the stage as `select` says) and `key`.
+    fn new(stage: &str, target: &str, values: &[String], select: &[String], key: &[String]) -> Self {
         let keys = key.iter().map(|k| ident(k)).collect::<Vec<_>>().join(", ");
-        let last = format!("(SELECT DISTINCT ON ({keys}) * FROM {STAGE} ORDER BY {keys}, ctid DESC) s");
+        let last = format!("(SELECT DISTINCT ON ({keys}) * FROM {stage} ORDER BY {keys}, ctid DESC) s");
         let matches = key
             .iter()
             .map(|k| format!("t.{0} = s.{0}", ident(k)))
@@ -197,9 +246,10 @@ impl ApplySql {
 
 /// Applies the changes of one stream to one table.
 struct ChangeApplier {
-    client: Client,
+    session: Arc<tokio::sync::Mutex<Session>>,
     url: String,
     copy: String,
+    truncate: String,
     encoders: Vec<Encode>,
     names: Vec<String>,
     pg_types: Vec<String>,
@@ -207,7 +257,6 @@ struct ChangeApplier {
     projection: Vec<usize>,
     statements: ApplySql,
     checkpoints: Checkpoints<Postgres>,
-    open_tx: bool,
 }
 
 impl ChangeApplier {
@@ -215,19 +264,46 @@ impl ChangeApplier {
         pg_error(&self.url, e)
     }
 
-    async fn stage(&self, data: &RecordBatch) -> Result<()> {
+    /// Copies `data` into the stage.
+    async fn stage(&self, client: &Client, data: &RecordBatch) -> Result<()> {
         let mut buf = Vec::with_capacity(64 * 1024);
         buf.extend(HEADER);
         let refused = encode_rows(&self.encoders, &self.names, &self.pg_types, data, &mut buf)
             .map_err(|e| Error::config("sinks", format!("{}: {e}", redact(&self.url))))?;
         if let Some((row, why)) = refused.first() {
-            return Err(Error::data(redact(&self.url), format!("change {} cannot be written: {why}", row + 1)));
+            return Err(Error::data(
+                redact(&self.url),
+                format!("change {} cannot be written: {why}", row + 1),
+            ));
         }
         buf.extend(TRAILER);
-        let sink = self.client.copy_in::<_, Bytes>(self.copy.as_str()).await.map_err(|e| self.err(e))?;
+        let sink = client
+            .copy_in::<_, Bytes>(self.copy.as_str())
+            .await
+            .map_err(|e| self.err(e))?;
         let mut sink = std::pin::pin!(sink);
         sink.send(Bytes::from(buf)).await.map_err(|e| self.err(e))?;
         sink.as_mut().finish().await.map_err(|e| self.err(e))?;
+        Ok(())
+    }
+
+    /// Applies `batch` in the session's open transaction.
+    async fn apply(&self, client: &Client, batch: &Batch) -> Result<()> {
+        let data = batch.data.project(&self.projection)?;
+        if data.num_rows() > 0 {
+            self.stage(client, &data).await?;
+            for sql in [&self.statements.delete, &self.statements.upsert, &self.statements.update] {
+                if !sql.is_empty() {
+                    client.batch_execute(sql).await.map_err(|e| self.err(e))?;
+                }
+            }
+            client.batch_execute(&self.truncate).await.map_err(|e| self.err(e))?;
+        }
+        if let Some(p) = &batch.position {
+            execute(client, &self.checkpoints.store(p))
+                .await
+                .map_err(|e| self.err(e))?;
+        }
         Ok(())
     }
 }
@@ -238,47 +314,37 @@ impl Sink for ChangeApplier {
         if batch.num_rows() == 0 && batch.position.is_none() {
             return Ok(Vec::new());
         }
-        if !self.open_tx {
-            self.client.batch_execute("BEGIN").await.map_err(|e| self.err(e))?;
-            self.open_tx = true;
+        let mut s = self.session.lock().await;
+        if !s.open_tx {
+            s.client.batch_execute("BEGIN").await.map_err(|e| self.err(e))?;
+            s.open_tx = true;
         }
-        let data = batch.data.project(&self.projection)?;
-        let result = async {
-            if data.num_rows() > 0 {
-                self.stage(&data).await?;
-                for sql in [&self.statements.delete, &self.statements.upsert, &self.statements.update] {
-                    if !sql.is_empty() {
-                        self.client.batch_execute(sql).await.map_err(|e| self.err(e))?;
-                    }
-                }
-                self.client
-                    .batch_execute(&format!("TRUNCATE {STAGE}"))
-                    .await
-                    .map_err(|e| self.err(e))?;
-            }
-            if let Some(p) = &batch.position {
-                execute(&self.client, &self.checkpoints.store(p)).await.map_err(|e| self.err(e))?;
-            }
-            Ok(())
-        }
-        .await;
+        let result = self.apply(&s.client, batch).await;
         if result.is_err() {
-            self.open_tx = false;
-            let _ = self.client.batch_execute("ROLLBACK").await;
+            // The transaction is lost, and with it what the other streams
+            // wrote since the last flush: the engine starts them over.
+            s.open_tx = false;
+            s.broken = true;
+            let _ = s.client.batch_execute("ROLLBACK").await;
         }
         result.map(|()| Vec::new())
     }
 
     async fn flush(&mut self) -> Result<()> {
-        if self.open_tx {
-            self.open_tx = false;
-            self.client.batch_execute("COMMIT").await.map_err(|e| self.err(e))?;
+        let mut s = self.session.lock().await;
+        if s.open_tx {
+            s.open_tx = false;
+            if let Err(e) = s.client.batch_execute("COMMIT").await {
+                s.broken = true;
+                return Err(self.err(e));
+            }
         }
         Ok(())
     }
 
     async fn committed(&mut self) -> Result<Option<Vec<Position>>> {
-        let rows = query(&self.client, &self.checkpoints.committed())
+        let s = self.session.lock().await;
+        let rows = query(&s.client, &self.checkpoints.committed())
             .await
             .map_err(|e| self.err(e))?;
         Ok(Some(self.checkpoints.positions(&rows)?))
@@ -286,13 +352,13 @@ impl Sink for ChangeApplier {
 
     async fn finish(&mut self, complete: bool) -> Result<()> {
         if complete {
-            self.flush().await
-        } else {
-            if self.open_tx {
-                self.open_tx = false;
-                let _ = self.client.batch_execute("ROLLBACK").await;
-            }
-            Ok(())
+            return self.flush().await;
         }
+        let mut s = self.session.lock().await;
+        if s.open_tx {
+            s.open_tx = false;
+            let _ = s.client.batch_execute("ROLLBACK").await;
+        }
+        Ok(())
     }
 }

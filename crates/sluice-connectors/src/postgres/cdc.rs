@@ -442,8 +442,13 @@ impl Table {
 }
 
 /// The schema of a table's change batches: its columns, `_op`, `_unchanged`.
+/// Every column may be null: a delete carries only the key.
 fn change_schema(table: &SchemaRef) -> SchemaRef {
-    let mut fields: Vec<Arc<Field>> = table.fields().iter().cloned().collect();
+    let mut fields: Vec<Arc<Field>> = table
+        .fields()
+        .iter()
+        .map(|f| Arc::new(f.as_ref().clone().with_nullable(true)))
+        .collect();
     fields.push(Arc::new(Field::new(reserved::OP, DataType::Utf8, false)));
     fields.push(Arc::new(Field::new(UNCHANGED, DataType::Utf8, true)));
     Arc::new(Schema::new_with_metadata(fields, table.metadata().clone()))

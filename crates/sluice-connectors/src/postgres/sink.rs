@@ -60,6 +60,9 @@ use crate::refused::{self, Trial, Undo};
 #[derive(Clone)]
 pub struct PostgresSink {
     pub(super) cfg: PostgresSinkConfig,
+    /// The connection the change appliers of every stream share (see
+    /// [`super::apply`]).
+    pub(super) changes: super::apply::Shared,
 }
 
 /// A foreign key to add once the table it references is loaded.
@@ -116,7 +119,10 @@ impl PostgresSink {
                 ),
             )
         })?;
-        Ok(PostgresSink { cfg })
+        Ok(PostgresSink {
+            cfg,
+            changes: Default::default(),
+        })
     }
 
     pub(super) fn schema(&self) -> &str {
