@@ -251,6 +251,35 @@ pub struct StatusRow {
 
 /// `sluice status`: per stream, state, rows done of estimated, rate, last
 /// checkpoint, retries and last error.
+/// The change streams of `sluice sync` pipelines: changes applied, the
+/// slot's lag, the last confirmed position.
+pub fn changes(rows: &[(String, sluice_state::ChangeState)]) -> String {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED);
+    t.set_header(vec![
+        "pipeline",
+        "stream",
+        "phase",
+        "changes applied",
+        "source lag",
+        "last confirmed",
+        "updated",
+    ]);
+    for (pipeline, c) in rows {
+        t.add_row(vec![
+            pipeline.clone(),
+            c.stream.clone(),
+            "streaming".into(),
+            count(c.applied),
+            c.lag_bytes
+                .map_or("?".into(), |b| format!("{:.1} MiB", b as f64 / 1048576.0)),
+            c.confirmed.clone().unwrap_or_else(|| "-".into()),
+            c.updated_at.clone(),
+        ]);
+    }
+    t.to_string()
+}
+
 pub fn status(rows: &[StatusRow], now: chrono::DateTime<chrono::Utc>) -> String {
     let at = |s: &Option<String>| {
         s.as_deref()

@@ -325,6 +325,19 @@ fn status(pipeline: Option<&Path>, state_dir: Option<std::path::PathBuf>) -> Exi
         }
     }
     out!("{}", display::status(&rows, chrono::Utc::now()));
+    let changes: Vec<_> = names
+        .iter()
+        .flat_map(|n| {
+            store
+                .changes(n)
+                .unwrap_or_default()
+                .into_iter()
+                .map(move |c| (n.clone(), c))
+        })
+        .collect();
+    if !changes.is_empty() {
+        out!("{}", display::changes(&changes));
+    }
     ExitCode::SUCCESS
 }
 

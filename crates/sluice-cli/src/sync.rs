@@ -53,9 +53,21 @@ pub async fn sync(a: &SyncArgs, global: &Global) -> ExitCode {
         }
         eprintln!("replication slot {slot} dropped: every table is copied again");
     }
-    let prepared = match changes.prepare().await {
-        Ok(p) => p,
-        Err(e) => return failure(&e),
+    // A server that is restarting is waited for, as once streaming.
+    let mut retrier = sluice_core::Retrier::new(RetryPolicy::default());
+    let prepared = loop {
+        match changes.prepare().await {
+            Ok(p) => break p,
+            Err(e) if e.is_retryable() => match retrier.failure() {
+                sluice_core::retry::Next::Wait { delay, .. } => {
+                    tracing::warn!(error = %e, ?delay, "preparing change capture failed; trying again");
+                    tokio::time::sleep(delay).await;
+                    retrier.waited();
+                }
+                sluice_core::retry::Next::GiveUp { .. } => return failure(&e),
+            },
+            Err(e) => return failure(&e),
+        }
     };
     for note in &prepared.notes {
         eprintln!("{note}");
@@ -99,10 +111,14 @@ pub async fn sync(a: &SyncArgs, global: &Global) -> ExitCode {
         job: CHANGES_JOB,
         limits: BatchLimits {
             rows: a.batch_rows.unwrap_or(32 * 1024),
-            linger: Duration::from_millis(500),
+            // How long an idle feed waits before it answers that nothing
+            // came: each answer confirms the slot up to a heartbeat, so a
+            // slot whose tables are idle does not hold the server's WAL.
+            linger: Duration::from_millis(200),
             ..BatchLimits::default()
         },
         retry: RetryPolicy::default(),
+        state_dir: Some(state_dir.clone()),
     };
     if !global.quiet {
         eprintln!(

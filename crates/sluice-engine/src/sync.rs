@@ -21,6 +21,9 @@ use sluice_core::{
 };
 use tokio_util::sync::CancellationToken;
 
+/// How often each stream's progress is written to the state store.
+const RECORD_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How a sync runs.
 #[derive(Debug, Clone)]
 pub struct SyncOptions {
@@ -30,6 +33,8 @@ pub struct SyncOptions {
     pub job: i64,
     pub limits: BatchLimits,
     pub retry: RetryPolicy,
+    /// Where each stream's progress is recorded for `sluice status`, if anywhere.
+    pub state_dir: Option<std::path::PathBuf>,
 }
 
 /// Live counters of a sync, per stream and in all.
@@ -43,6 +48,8 @@ pub struct SyncProgress {
     pub confirmed: std::sync::Mutex<Option<serde_json::Value>>,
     /// Reconnections after failures that passed.
     pub retries: AtomicU64,
+    /// How far the source's newest change is ahead of the confirmed position.
+    pub lag: std::sync::Mutex<Option<u64>>,
 }
 
 impl SyncProgress {
@@ -73,9 +80,65 @@ pub async fn stream_changes(
     progress: Arc<SyncProgress>,
     cancel: CancellationToken,
 ) -> Result<()> {
+    let state = match &opts.state_dir {
+        Some(dir) => Some(sluice_state::StateStore::open(dir)?),
+        None => None,
+    };
+    if let Some(store) = &state {
+        // Counts go on from the last run's.
+        for c in store.changes(&opts.pipeline).unwrap_or_default() {
+            progress.add(&c.stream, c.applied.saturating_sub(progress.applied(&c.stream)));
+        }
+        progress.total.store(0, Ordering::Relaxed);
+    }
+    let recorder = Recorder {
+        state,
+        pipeline: opts.pipeline.clone(),
+        streams: streams.iter().map(|s| s.name.to_string()).collect(),
+    };
+    let outcome = retrying(source, streams, sink, opts, &progress, &cancel, &recorder).await;
+    recorder.record(&progress);
+    outcome
+}
+
+/// Writes each stream's progress into the state store.
+struct Recorder {
+    state: Option<sluice_state::StateStore>,
+    pipeline: String,
+    streams: Vec<String>,
+}
+
+impl Recorder {
+    fn record(&self, progress: &SyncProgress) {
+        let Some(store) = &self.state else {
+            return;
+        };
+        let lag = progress.lag.lock().ok().and_then(|l| *l);
+        let confirmed = progress
+            .confirmed
+            .lock()
+            .ok()
+            .and_then(|c| c.as_ref().map(|c| c.to_string()));
+        for s in &self.streams {
+            if let Err(e) = store.record_changes(&self.pipeline, s, progress.applied(s), lag, confirmed.as_deref()) {
+                tracing::warn!(error = %e, "recording the progress of changes");
+            }
+        }
+    }
+}
+
+async fn retrying(
+    source: &dyn ChangeSource,
+    streams: &[StreamSpec],
+    sink: &dyn SinkConnector,
+    opts: &SyncOptions,
+    progress: &Arc<SyncProgress>,
+    cancel: &CancellationToken,
+    recorder: &Recorder,
+) -> Result<()> {
     let mut retrier = Retrier::new(opts.retry);
     loop {
-        match apply(source, streams, sink, opts, &progress, &cancel, &mut retrier).await {
+        match apply(source, streams, sink, opts, progress, cancel, &mut retrier, recorder).await {
             Err(e) if e.is_retryable() && !cancel.is_cancelled() => match retrier.failure() {
                 Next::Wait { delay, attempt, .. } => {
                     tracing::warn!(error = %e, attempt, ?delay, "change sync failed; reconnecting");
@@ -99,6 +162,7 @@ pub async fn stream_changes(
 }
 
 /// One connected stretch of [`stream_changes`].
+#[allow(clippy::too_many_arguments)]
 async fn apply(
     source: &dyn ChangeSource,
     streams: &[StreamSpec],
@@ -107,6 +171,7 @@ async fn apply(
     progress: &SyncProgress,
     cancel: &CancellationToken,
     retrier: &mut Retrier,
+    recorder: &Recorder,
 ) -> Result<()> {
     let mut sinks: HashMap<String, Box<dyn Sink>> = HashMap::new();
     let mut applied = HashMap::new();
@@ -125,6 +190,7 @@ async fn apply(
         sinks.insert(s.name.to_string(), sink);
     }
     let mut feed = source.start(applied).await?;
+    let mut recorded = std::time::Instant::now();
     let outcome = async {
         loop {
             let changes = tokio::select! {
@@ -171,6 +237,13 @@ async fn apply(
             retrier.success();
             if let Ok(mut c) = progress.confirmed.lock() {
                 *c = Some(position.cursor.clone());
+            }
+            if let Ok(mut l) = progress.lag.lock() {
+                *l = feed.lag();
+            }
+            if recorded.elapsed() >= RECORD_EVERY {
+                recorder.record(progress);
+                recorded = std::time::Instant::now();
             }
         }
     }

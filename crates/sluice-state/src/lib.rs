@@ -99,6 +99,19 @@ pub struct StateStore {
     path: PathBuf,
 }
 
+/// How far one stream's changes got, for `sluice status`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChangeState {
+    pub stream: String,
+    /// Changes applied, over every run.
+    pub applied: u64,
+    /// How far the source's newest change is ahead of what was confirmed, in bytes of its log.
+    pub lag_bytes: Option<u64>,
+    /// The last position confirmed to the source, as the source writes it.
+    pub confirmed: Option<String>,
+    pub updated_at: String,
+}
+
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
@@ -118,6 +131,15 @@ CREATE TABLE IF NOT EXISTS streams (
     rows_written INTEGER NOT NULL DEFAULT 0,
     rows_rejected INTEGER NOT NULL DEFAULT 0,
     last_error TEXT,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (pipeline, stream)
+);
+CREATE TABLE IF NOT EXISTS changes (
+    pipeline TEXT NOT NULL,
+    stream TEXT NOT NULL,
+    applied INTEGER NOT NULL,
+    lag_bytes INTEGER,
+    confirmed TEXT,
     updated_at TEXT NOT NULL,
     PRIMARY KEY (pipeline, stream)
 );
@@ -477,6 +499,60 @@ impl StateStore {
                     resumed_from: r.get::<_, i64>(9)? as u64,
                     retries: r.get::<_, i64>(10)? as u64,
                     checkpoint_at: r.get(11)?,
+                })
+            })
+            .map_err(|e| self.wrap(e))?;
+        rows.collect::<std::result::Result<_, _>>().map_err(|e| self.wrap(e))
+    }
+
+    /// Records how far a stream's changes got (`sluice sync`): changes
+    /// applied in all, the source's lag behind its newest change in bytes,
+    /// and the last position confirmed to the source.
+    pub fn record_changes(
+        &self,
+        pipeline: &str,
+        stream: &str,
+        applied: u64,
+        lag_bytes: Option<u64>,
+        confirmed: Option<&str>,
+    ) -> Result<()> {
+        self.conn
+            .execute(
+                "INSERT INTO changes (pipeline, stream, applied, lag_bytes, confirmed, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                 ON CONFLICT (pipeline, stream) DO UPDATE SET applied = excluded.applied,
+                   lag_bytes = excluded.lag_bytes, confirmed = coalesce(excluded.confirmed, changes.confirmed),
+                   updated_at = excluded.updated_at",
+                params![
+                    pipeline,
+                    stream,
+                    applied as i64,
+                    lag_bytes.map(|b| b as i64),
+                    confirmed,
+                    now()
+                ],
+            )
+            .map_err(|e| self.wrap(e))?;
+        Ok(())
+    }
+
+    /// The change streams of a pipeline, as [`StateStore::record_changes`] left them.
+    pub fn changes(&self, pipeline: &str) -> Result<Vec<ChangeState>> {
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT stream, applied, lag_bytes, confirmed, updated_at FROM changes
+                 WHERE pipeline = ?1 ORDER BY stream",
+            )
+            .map_err(|e| self.wrap(e))?;
+        let rows = stmt
+            .query_map(params![pipeline], |r| {
+                Ok(ChangeState {
+                    stream: r.get(0)?,
+                    applied: r.get::<_, i64>(1)? as u64,
+                    lag_bytes: r.get::<_, Option<i64>>(2)?.map(|v| v as u64),
+                    confirmed: r.get(3)?,
+                    updated_at: r.get(4)?,
                 })
             })
             .map_err(|e| self.wrap(e))?;

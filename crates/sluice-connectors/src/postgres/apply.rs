@@ -9,15 +9,18 @@
 //! stored in the same transaction, which [`Sink::flush`] commits, so the
 //! destination never holds a change its position does not cover.
 //!
-//! The appliers of every stream of one sink share one connection and its
-//! transaction ([`Shared`]): the changes the engine writes between two
-//! flushes commit together, in the order the source made them, so a
-//! foreign key sees a parent row before its children and a transaction
-//! that touched several tables is never half visible.
+//! The appliers of every stream of one sink share one connection
+//! ([`Shared`]); what the engine writes between two flushes is queued and
+//! applied at the flush in one transaction, so a source transaction that
+//! touched several tables is never half visible. When a foreign key joins
+//! a table of the session to another, the batches are applied in the order
+//! the source made the changes (a parent row before its children);
+//! otherwise the batches of each table are applied together, one stage
+//! load and one statement of each kind per table.
 
 use std::sync::Arc;
 
-use arrow::array::RecordBatch;
+use arrow::array::{Array, RecordBatch, StringArray};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::SinkExt;
@@ -40,11 +43,17 @@ pub(super) type Shared = Arc<std::sync::Mutex<Option<Arc<tokio::sync::Mutex<Sess
 /// One connection and its open transaction.
 pub(super) struct Session {
     client: Client,
-    open_tx: bool,
     /// A statement failed: the next applier opened starts a new session.
     broken: bool,
-    /// Stages created on the connection, one per applier.
-    stages: usize,
+    /// The appliers opened on the connection, each with its stage.
+    plans: Vec<Arc<Plan>>,
+    /// Batches written since the last flush: the plan's index, the rows
+    /// in the stage's column order, the position.
+    queue: Vec<(usize, RecordBatch, Option<Position>)>,
+    /// A foreign key joins a table of the session to another: batches are
+    /// applied in the order they came. Otherwise the batches of a table
+    /// are applied together (tables apart do not see each other).
+    ordered: bool,
 }
 
 /// The sink's session, connecting when there is none or it broke.
@@ -63,9 +72,10 @@ async fn session(sink: &PostgresSink) -> Result<Arc<tokio::sync::Mutex<Session>>
     sink.prepare_bookkeeping(&client).await?;
     let s = Arc::new(tokio::sync::Mutex::new(Session {
         client,
-        open_tx: false,
         broken: false,
-        stages: 0,
+        plans: Vec::new(),
+        queue: Vec::new(),
+        ordered: false,
     }));
     if let Ok(mut g) = sink.changes.lock() {
         *g = Some(s.clone());
@@ -78,8 +88,8 @@ pub(super) async fn open(sink: &PostgresSink, stream: &StreamInfo) -> Result<Box
     let url = sink.cfg.url.clone();
     let shared = session(sink).await?;
     let mut guard = shared.lock().await;
-    guard.stages += 1;
-    let stage = format!("sluice_changes_{}", guard.stages);
+    let id = guard.plans.len();
+    let stage = format!("sluice_changes_{}", id + 1);
     let client = &guard.client;
     let err = |e| pg_error(&url, e);
     let table = sink.table_name(&stream.name);
@@ -159,21 +169,36 @@ pub(super) async fn open(sink: &PostgresSink, stream: &StreamInfo) -> Result<Box
         .map_err(err)?;
     let statements = ApplySql::new(&stage, &target, &values, &select, &key);
     let checkpoints = Checkpoints::new(sink.dialect(), &stream.pipeline, stream.job, &target, &target);
-    drop(guard);
-    Ok(Box::new(ChangeApplier {
+    let r = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'f' \
+             AND (conrelid = to_regclass($1) OR confrelid = to_regclass($1)))",
+            &[&target],
+        )
+        .await
+        .map_err(err)?;
+    let linked: bool = get(&r, 0, &format!("the foreign keys of {target}"))?;
+    let plan = Arc::new(Plan {
         copy: format!(
             "COPY {stage} ({}) FROM STDIN (FORMAT binary)",
             names.iter().map(|n| ident(n)).collect::<Vec<_>>().join(", ")
         ),
         truncate: format!("TRUNCATE {stage}"),
-        session: shared,
-        url,
+        url: url.clone(),
         encoders,
         names,
         pg_types,
-        projection,
         statements,
         checkpoints,
+    });
+    guard.ordered |= linked;
+    guard.plans.push(plan.clone());
+    drop(guard);
+    Ok(Box::new(ChangeApplier {
+        session: shared,
+        id,
+        plan,
+        projection,
     }))
 }
 
@@ -244,22 +269,19 @@ impl ApplySql {
     }
 }
 
-/// Applies the changes of one stream to one table.
-struct ChangeApplier {
-    session: Arc<tokio::sync::Mutex<Session>>,
+/// How one table's changes are applied: its stage and statements.
+struct Plan {
     url: String,
     copy: String,
     truncate: String,
     encoders: Vec<Encode>,
     names: Vec<String>,
     pg_types: Vec<String>,
-    /// The batch's columns in the stage's order.
-    projection: Vec<usize>,
     statements: ApplySql,
     checkpoints: Checkpoints<Postgres>,
 }
 
-impl ChangeApplier {
+impl Plan {
     fn err(&self, e: tokio_postgres::Error) -> Error {
         pg_error(&self.url, e)
     }
@@ -287,24 +309,79 @@ impl ChangeApplier {
         Ok(())
     }
 
-    /// Applies `batch` in the session's open transaction.
-    async fn apply(&self, client: &Client, batch: &Batch) -> Result<()> {
-        let data = batch.data.project(&self.projection)?;
-        if data.num_rows() > 0 {
-            self.stage(client, &data).await?;
-            for sql in [&self.statements.delete, &self.statements.upsert, &self.statements.update] {
-                if !sql.is_empty() {
-                    client.batch_execute(sql).await.map_err(|e| self.err(e))?;
-                }
+    /// Applies the rows of `data` (the stage's columns) in the open transaction.
+    async fn apply(&self, client: &Client, data: &RecordBatch) -> Result<()> {
+        if data.num_rows() == 0 {
+            return Ok(());
+        }
+        self.stage(client, data).await?;
+        // The statements with nothing to do are left out; the rest go in
+        // one round trip.
+        let n = data.num_columns();
+        let ops = data.column(n - 2).as_any().downcast_ref::<StringArray>();
+        let deletes = ops.is_none_or(|o| o.iter().any(|op| op == Some("delete")));
+        let upserts = ops.is_none_or(|o| o.iter().any(|op| op != Some("delete")));
+        let kept = data.column(n - 1).null_count() < data.num_rows();
+        let mut sql = Vec::new();
+        for (statement, needed) in [
+            (&self.statements.delete, deletes),
+            (&self.statements.upsert, upserts),
+            (&self.statements.update, kept),
+        ] {
+            if needed && !statement.is_empty() {
+                sql.push(statement.as_str());
             }
-            client.batch_execute(&self.truncate).await.map_err(|e| self.err(e))?;
         }
-        if let Some(p) = &batch.position {
-            execute(client, &self.checkpoints.store(p))
+        sql.push(&self.truncate);
+        client.batch_execute(&sql.join("; ")).await.map_err(|e| self.err(e))
+    }
+}
+
+/// Applies the changes of one stream to one table.
+struct ChangeApplier {
+    session: Arc<tokio::sync::Mutex<Session>>,
+    /// This applier's plan in the session.
+    id: usize,
+    plan: Arc<Plan>,
+    /// The batch's columns in the stage's order.
+    projection: Vec<usize>,
+}
+
+impl Session {
+    /// Applies the queued batches and their positions in one transaction.
+    async fn apply_queue(&mut self) -> Result<()> {
+        let queue = std::mem::take(&mut self.queue);
+        let url = self.plans.first().map(|p| p.url.clone()).unwrap_or_default();
+        let err = |e| pg_error(&url, e);
+        self.client.batch_execute("BEGIN").await.map_err(err)?;
+        // Per plan, in order: the batches to apply (merged unless ordered) and the last position.
+        let mut steps: Vec<(usize, Vec<RecordBatch>)> = Vec::new();
+        let mut positions: Vec<(usize, Position)> = Vec::new();
+        for (id, data, position) in queue {
+            match steps.iter_mut().find(|(i, _)| *i == id).filter(|_| !self.ordered) {
+                Some((_, batches)) => batches.push(data),
+                None => steps.push((id, vec![data])),
+            }
+            if let Some(p) = position {
+                positions.retain(|(i, _)| *i != id);
+                positions.push((id, p));
+            }
+        }
+        for (id, batches) in steps {
+            let plan = self.plans[id].clone();
+            let data = match batches.as_slice() {
+                [one] => one.clone(),
+                many => arrow::compute::concat_batches(&many[0].schema(), many)?,
+            };
+            plan.apply(&self.client, &data).await?;
+        }
+        for (id, p) in positions {
+            let plan = &self.plans[id];
+            execute(&self.client, &plan.checkpoints.store(&p))
                 .await
-                .map_err(|e| self.err(e))?;
+                .map_err(|e| plan.err(e))?;
         }
-        Ok(())
+        self.client.batch_execute("COMMIT").await.map_err(err)
     }
 }
 
@@ -314,51 +391,40 @@ impl Sink for ChangeApplier {
         if batch.num_rows() == 0 && batch.position.is_none() {
             return Ok(Vec::new());
         }
+        let data = batch.data.project(&self.projection)?;
         let mut s = self.session.lock().await;
-        if !s.open_tx {
-            s.client.batch_execute("BEGIN").await.map_err(|e| self.err(e))?;
-            s.open_tx = true;
-        }
-        let result = self.apply(&s.client, batch).await;
-        if result.is_err() {
-            // The transaction is lost, and with it what the other streams
-            // wrote since the last flush: the engine starts them over.
-            s.open_tx = false;
-            s.broken = true;
-            let _ = s.client.batch_execute("ROLLBACK").await;
-        }
-        result.map(|()| Vec::new())
+        s.queue.push((self.id, data, batch.position.clone()));
+        Ok(Vec::new())
     }
 
     async fn flush(&mut self) -> Result<()> {
         let mut s = self.session.lock().await;
-        if s.open_tx {
-            s.open_tx = false;
-            if let Err(e) = s.client.batch_execute("COMMIT").await {
-                s.broken = true;
-                return Err(self.err(e));
-            }
+        if s.queue.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        let result = s.apply_queue().await;
+        if result.is_err() {
+            // What the other streams wrote since the last flush is lost
+            // with it: the engine starts them over.
+            s.broken = true;
+            let _ = s.client.batch_execute("ROLLBACK").await;
+        }
+        result
     }
 
     async fn committed(&mut self) -> Result<Option<Vec<Position>>> {
         let s = self.session.lock().await;
-        let rows = query(&s.client, &self.checkpoints.committed())
+        let rows = query(&s.client, &self.plan.checkpoints.committed())
             .await
-            .map_err(|e| self.err(e))?;
-        Ok(Some(self.checkpoints.positions(&rows)?))
+            .map_err(|e| self.plan.err(e))?;
+        Ok(Some(self.plan.checkpoints.positions(&rows)?))
     }
 
     async fn finish(&mut self, complete: bool) -> Result<()> {
         if complete {
             return self.flush().await;
         }
-        let mut s = self.session.lock().await;
-        if s.open_tx {
-            s.open_tx = false;
-            let _ = s.client.batch_execute("ROLLBACK").await;
-        }
+        self.session.lock().await.queue.clear();
         Ok(())
     }
 }

@@ -43,8 +43,11 @@ use super::{connect, get, pg_error};
 /// what they hold for them.
 pub const UNCHANGED: &str = "_unchanged";
 
+/// The prefix of the heartbeat messages an idle feed writes into the log.
+const HEARTBEAT: &str = "sluice.heartbeat";
+
 /// How often the confirmed position is reported to the server.
-const STATUS_INTERVAL: Duration = Duration::from_secs(1);
+const STATUS_INTERVAL: Duration = Duration::from_millis(200);
 
 /// How long closing waits for the last confirmed position to be reported.
 const FINAL_STATUS_WAIT: Duration = Duration::from_secs(3);
@@ -172,6 +175,23 @@ impl PostgresChanges {
             notes.push(format!("publication {}: added {}", self.publication(), list.join(", ")));
         }
         Ok(())
+    }
+
+    /// A failure of the replication session: one that may pass (the server
+    /// restarting, the slot still held by the session of a process that
+    /// just died) is retried.
+    fn replication_error(&self, e: pgwire_replication::PgWireError) -> Error {
+        let message = e.to_string();
+        let passing = e.is_transient()
+            || e.is_io()
+            || ["is active for PID", "the database system is", "too many connections"]
+                .iter()
+                .any(|m| message.contains(m));
+        if passing {
+            Error::retryable(redact(&self.cfg.url), message)
+        } else {
+            Error::connection(redact(&self.cfg.url), message)
+        }
     }
 
     /// The lost-slot error: the run stops, and copying again is the user's call.
@@ -307,13 +327,12 @@ impl ChangeSource for PostgresChanges {
                 }
                 ReplicationClient::connect_gated(self.replication_config()?)
                     .await
-                    .map_err(|e| Error::connection(redact(&self.cfg.url), e.to_string()))?
+                    .map_err(|e| self.replication_error(e))?
             }
         };
-        let failed = |e: pgwire_replication::PgWireError| Error::connection(redact(&self.cfg.url), e.to_string());
-        session.start().await.map_err(failed)?;
+        session.start().await.map_err(|e| self.replication_error(e))?;
         match tokio::time::timeout(START_TIMEOUT, session.wait_started()).await {
-            Ok(r) => r.map_err(failed)?,
+            Ok(r) => r.map_err(|e| self.replication_error(e))?,
             Err(_) => {
                 return Err(Error::retryable(
                     redact(&self.cfg.url),
@@ -337,14 +356,19 @@ impl ChangeSource for PostgresChanges {
                 Table::new(&s, columns, key, after),
             );
         }
+        // Heartbeats come back through the log, so an idle capture still
+        // confirms past what other tables and databases write.
+        let heartbeat = match connect(&self.cfg.url).await {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "no heartbeat connection: the slot advances only with changes and keepalives");
+                None
+            }
+        };
         Ok(Box::new(PostgresFeed {
             session,
-            url: redact(&self.cfg.url),
-            tables,
-            relations: HashMap::new(),
-            txn: None,
-            runs: Vec::new(),
-            wal_end: 0,
+            heartbeat,
+            asm: Assembler::new(redact(&self.cfg.url), tables),
             confirmed: 0,
         }))
     }
@@ -471,20 +495,85 @@ struct Txn {
     seq: u64,
 }
 
-struct PostgresFeed {
-    session: ReplicationClient,
+/// Turns the log's messages into batches: transactions in commit order,
+/// runs of one table, the position of each.
+struct Assembler {
     url: String,
     tables: HashMap<(String, String), Table>,
     /// Relation OID → (schema, table), from the Relation messages.
     relations: HashMap<u32, (String, String)>,
     txn: Option<Txn>,
     runs: Vec<Run>,
-    /// The server's WAL end in its last keepalive.
+    /// How far the log has been sent with nothing of it waiting here: a
+    /// keepalive's WAL end, a heartbeat, a commit with nothing to apply.
     wal_end: u64,
+}
+
+struct PostgresFeed {
+    session: ReplicationClient,
+    /// Where heartbeats are written (`pg_logical_emit_message`), `None`
+    /// once the server refused one.
+    heartbeat: Option<Client>,
+    asm: Assembler,
     confirmed: u64,
 }
 
-impl PostgresFeed {
+impl Assembler {
+    fn new(url: String, tables: HashMap<(String, String), Table>) -> Self {
+        Assembler {
+            url,
+            tables,
+            relations: HashMap::new(),
+            txn: None,
+            runs: Vec::new(),
+            wal_end: 0,
+        }
+    }
+
+    /// Batches to send without waiting for more: `Some` once `rows`
+    /// changes wait (a transaction too large for one batch goes in
+    /// several; only the last says where it ends).
+    fn ready(&mut self, rows: usize) -> Result<Option<Vec<Batch>>> {
+        if self.rows_waiting() < rows {
+            return Ok(None);
+        }
+        let all = !self.complete();
+        Ok(Some(self.cut(all)?))
+    }
+
+    /// Nothing received is waiting to be sent, no transaction is open.
+    fn idle(&self) -> bool {
+        self.txn.is_none() && self.runs.is_empty()
+    }
+
+    /// Takes one event of the replication stream in.
+    fn event(&mut self, event: ReplicationEvent) -> Result<()> {
+        match event {
+            ReplicationEvent::XLogData { data, .. } => self.take(&data)?,
+            ReplicationEvent::KeepAlive { wal_end, .. } => {
+                if self.idle() {
+                    self.wal_end = self.wal_end.max(wal_end.as_u64());
+                }
+            }
+            ReplicationEvent::Begin { final_lsn, .. } => self.begin(final_lsn.as_u64()),
+            ReplicationEvent::Commit { end_lsn, .. } => self.commit(end_lsn.as_u64()),
+            ReplicationEvent::Message {
+                transactional: false,
+                lsn,
+                prefix,
+                ..
+            } if prefix == HEARTBEAT => {
+                // Every commit before it has been sent.
+                if self.idle() {
+                    self.wal_end = self.wal_end.max(lsn.as_u64());
+                }
+            }
+            ReplicationEvent::Message { .. } => {}
+            ReplicationEvent::StoppedAt { .. } => return Err(self.failed("the replication stream stopped")),
+        }
+        Ok(())
+    }
+
     fn failed(&self, e: impl std::fmt::Display) -> Error {
         Error::retryable(self.url.clone(), format!("replication stream: {e}"))
     }
@@ -669,6 +758,26 @@ impl PostgresFeed {
     }
 }
 
+impl PostgresFeed {
+    /// Writes a heartbeat into the log: when it comes back, every commit
+    /// before it has been sent, so an idle feed can confirm up to it.
+    async fn beat(&mut self) {
+        let Some(client) = &self.heartbeat else {
+            return;
+        };
+        let sent = client
+            .execute("SELECT pg_logical_emit_message(false, $1, '')", &[&HEARTBEAT])
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(
+                error = %super::server_message(&e),
+                "heartbeats stopped: an idle slot advances only with changes and keepalives"
+            );
+            self.heartbeat = None;
+        }
+    }
+}
+
 /// Sets the end LSN of `batch`'s position (it ends a transaction).
 fn set_end(batch: &mut Batch, end: Option<u64>) {
     if let (Some(p), Some(end)) = (batch.position.as_mut(), end)
@@ -740,30 +849,28 @@ impl ChangeFeed for PostgresFeed {
     async fn next(&mut self, limits: &BatchLimits) -> Result<Changes> {
         let deadline = Instant::now() + limits.linger;
         loop {
-            if self.rows_waiting() >= limits.rows {
-                // A transaction too large for one batch goes in several; only
-                // the last says where it ends.
-                let all = !self.complete();
-                return Ok(Changes::Batches(self.cut(all)?));
+            if let Some(batches) = self.asm.ready(limits.rows)? {
+                return Ok(Changes::Batches(batches));
             }
-            let wait = if self.complete() {
+            let wait = if self.asm.complete() {
                 Duration::ZERO
             } else {
                 deadline.saturating_duration_since(Instant::now())
             };
             let event = match tokio::time::timeout(wait, self.session.recv()).await {
                 Ok(Ok(Some(e))) => e,
-                Ok(Ok(None)) => return Err(self.failed("the server ended the replication stream")),
-                Ok(Err(e)) => return Err(self.failed(e)),
-                Err(_) if self.complete() => {
-                    let batches = self.cut(false)?;
+                Ok(Ok(None)) => return Err(self.asm.failed("the server ended the replication stream")),
+                Ok(Err(e)) => return Err(self.asm.failed(e)),
+                Err(_) if self.asm.complete() => {
+                    let batches = self.asm.cut(false)?;
                     if batches.is_empty() {
                         continue;
                     }
                     return Ok(Changes::Batches(batches));
                 }
-                Err(_) if self.txn.is_none() && self.runs.is_empty() => {
-                    let at = self.wal_end.max(self.confirmed);
+                Err(_) if self.asm.idle() => {
+                    self.beat().await;
+                    let at = self.asm.wal_end.max(self.confirmed);
                     return Ok(Changes::Idle(Position {
                         partition: CHANGES_PARTITION.into(),
                         cursor: serde_json::json!({ "lsn": at, "seq": 0, "end": at }),
@@ -772,20 +879,7 @@ impl ChangeFeed for PostgresFeed {
                 }
                 Err(_) => continue,
             };
-            match event {
-                ReplicationEvent::XLogData { data, .. } => self.take(&data)?,
-                ReplicationEvent::KeepAlive { wal_end, .. } => {
-                    if self.txn.is_none() && self.runs.is_empty() {
-                        self.wal_end = self.wal_end.max(wal_end.as_u64());
-                    }
-                }
-                ReplicationEvent::Begin { final_lsn, .. } => self.begin(final_lsn.as_u64()),
-                ReplicationEvent::Commit { end_lsn, .. } => self.commit(end_lsn.as_u64()),
-                ReplicationEvent::Message { .. } => {}
-                ReplicationEvent::StoppedAt { .. } => {
-                    return Err(self.failed("the replication stream stopped"));
-                }
-            }
+            self.asm.event(event)?;
         }
     }
 
@@ -818,5 +912,288 @@ impl ChangeFeed for PostgresFeed {
         self.session.stop();
         let _ = tokio::time::timeout(Duration::from_secs(5), self.session.shutdown()).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use arrow::array::{Array, AsArray};
+    use arrow::datatypes::Int64Type;
+    use bytes::Bytes;
+
+    use super::*;
+
+    const ITEMS: u32 = 16_001;
+    const TAGS: u32 = 16_002;
+
+    /// A column value of a test change.
+    enum V<'a> {
+        Int(i64),
+        Text(&'a str),
+        Null,
+        Unchanged,
+    }
+
+    fn cstr(out: &mut Vec<u8>, s: &str) {
+        out.extend_from_slice(s.as_bytes());
+        out.push(0);
+    }
+
+    fn tuple(out: &mut Vec<u8>, values: &[V]) {
+        out.extend((values.len() as i16).to_be_bytes());
+        for v in values {
+            match v {
+                V::Int(i) => {
+                    out.push(b'b');
+                    out.extend(8i32.to_be_bytes());
+                    out.extend(i.to_be_bytes());
+                }
+                V::Text(t) => {
+                    out.push(b'b');
+                    out.extend((t.len() as i32).to_be_bytes());
+                    out.extend_from_slice(t.as_bytes());
+                }
+                V::Null => out.push(b'n'),
+                V::Unchanged => out.push(b'u'),
+            }
+        }
+    }
+
+    fn relation(oid: u32, name: &str, columns: &[(&str, u32, bool)]) -> Vec<u8> {
+        let mut m = vec![b'R'];
+        m.extend(oid.to_be_bytes());
+        cstr(&mut m, "public");
+        cstr(&mut m, name);
+        m.push(b'd');
+        m.extend((columns.len() as i16).to_be_bytes());
+        for (name, ty, key) in columns {
+            m.push(u8::from(*key));
+            cstr(&mut m, name);
+            m.extend(ty.to_be_bytes());
+            m.extend((-1i32).to_be_bytes());
+        }
+        m
+    }
+
+    fn insert(oid: u32, new: &[V]) -> Vec<u8> {
+        let mut m = vec![b'I'];
+        m.extend(oid.to_be_bytes());
+        m.push(b'N');
+        tuple(&mut m, new);
+        m
+    }
+
+    fn update(oid: u32, key: Option<&[V]>, new: &[V]) -> Vec<u8> {
+        let mut m = vec![b'U'];
+        m.extend(oid.to_be_bytes());
+        if let Some(k) = key {
+            m.push(b'K');
+            tuple(&mut m, k);
+        }
+        m.push(b'N');
+        tuple(&mut m, new);
+        m
+    }
+
+    fn delete(oid: u32, key: &[V]) -> Vec<u8> {
+        let mut m = vec![b'D'];
+        m.extend(oid.to_be_bytes());
+        m.push(b'K');
+        tuple(&mut m, key);
+        m
+    }
+
+    fn table(name: &str, columns: &[(&str, Decode)], key: Vec<usize>, after: Option<Ordinal>) -> Table {
+        let fields: Vec<Field> = columns
+            .iter()
+            .map(|(n, d)| Field::new(*n, d.arrow_type(), true))
+            .collect();
+        let spec = StreamSpec {
+            name: name.into(),
+            schema: Arc::new(Schema::new(fields)),
+            partitions: Vec::new(),
+        };
+        let columns = columns.iter().map(|(n, d)| (n.to_string(), d.clone(), false)).collect();
+        Table::new(&spec, columns, key, after)
+    }
+
+    /// An assembler of `items (id, name, big)` and `tags (item, tag)`, with
+    /// each table's last applied change.
+    fn assembler(items_after: Option<Ordinal>) -> Assembler {
+        let mut tables = HashMap::new();
+        tables.insert(
+            ("public".into(), "items".into()),
+            table(
+                "items",
+                &[("id", Decode::Int64), ("name", Decode::Text), ("big", Decode::Text)],
+                vec![0],
+                items_after,
+            ),
+        );
+        tables.insert(
+            ("public".into(), "tags".into()),
+            table("tags", &[("item", Decode::Int64), ("tag", Decode::Text)], vec![0, 1], None),
+        );
+        let mut a = Assembler::new("test".into(), tables);
+        for m in [
+            relation(ITEMS, "items", &[("id", 20, true), ("name", 25, false), ("big", 25, false)]),
+            relation(TAGS, "tags", &[("item", 20, true), ("tag", 25, true)]),
+        ] {
+            a.take(&m).unwrap();
+        }
+        a
+    }
+
+    fn data(m: Vec<u8>) -> ReplicationEvent {
+        ReplicationEvent::XLogData {
+            wal_start: Lsn(0),
+            wal_end: Lsn(0),
+            server_time_micros: 0,
+            data: Bytes::from(m),
+        }
+    }
+
+    fn transaction(a: &mut Assembler, final_lsn: u64, end: u64, changes: Vec<Vec<u8>>) {
+        a.event(ReplicationEvent::Begin {
+            final_lsn: Lsn(final_lsn),
+            xid: 1,
+            commit_time_micros: 0,
+        })
+        .unwrap();
+        for c in changes {
+            a.event(data(c)).unwrap();
+        }
+        a.event(ReplicationEvent::Commit {
+            lsn: Lsn(final_lsn),
+            end_lsn: Lsn(end),
+            commit_time_micros: 0,
+        })
+        .unwrap();
+    }
+
+    fn ops(b: &Batch) -> Vec<&str> {
+        b.data.column_by_name(reserved::OP).unwrap().as_string::<i32>().iter().map(Option::unwrap).collect()
+    }
+
+    fn ids(b: &Batch, column: &str) -> Vec<i64> {
+        b.data.column_by_name(column).unwrap().as_primitive::<Int64Type>().values().to_vec()
+    }
+
+    #[test]
+    fn a_transaction_comes_as_runs_of_one_table_in_order_and_the_last_ends_it() {
+        let mut a = assembler(None);
+        transaction(
+            &mut a,
+            100,
+            110,
+            vec![
+                insert(ITEMS, &[V::Int(1), V::Text("a"), V::Null]),
+                insert(ITEMS, &[V::Int(2), V::Text("b"), V::Null]),
+                insert(TAGS, &[V::Int(1), V::Text("x")]),
+                delete(ITEMS, &[V::Int(2), V::Null, V::Null]),
+            ],
+        );
+        assert!(a.complete());
+        let out = a.cut(false).unwrap();
+        let streams: Vec<&str> = out.iter().map(|b| b.stream.as_ref()).collect();
+        assert_eq!(streams, ["items", "tags", "items"]);
+        assert_eq!(ids(&out[0], "id"), [1, 2]);
+        assert_eq!(ops(&out[2]), ["delete"]);
+        let cursors: Vec<serde_json::Value> = out.iter().map(|b| b.position.clone().unwrap().cursor).collect();
+        assert_eq!(cursors[0], serde_json::json!({"lsn": 100, "seq": 2}));
+        assert_eq!(cursors[2], serde_json::json!({"lsn": 100, "seq": 4, "end": 110}), "only the last ends it");
+        assert!(a.idle());
+    }
+
+    #[test]
+    fn an_update_moving_the_key_is_a_delete_of_the_old_key_and_an_upsert() {
+        let mut a = assembler(None);
+        transaction(
+            &mut a,
+            100,
+            110,
+            vec![update(
+                ITEMS,
+                Some(&[V::Int(7), V::Null, V::Null]),
+                &[V::Int(8), V::Text("moved"), V::Text("b")],
+            )],
+        );
+        let out = a.cut(false).unwrap();
+        assert_eq!(ops(&out[0]), ["delete", "upsert"]);
+        assert_eq!(ids(&out[0], "id"), [7, 8]);
+    }
+
+    #[test]
+    fn a_value_left_unchanged_is_taken_from_the_row_earlier_in_the_batch_or_named() {
+        let mut a = assembler(None);
+        transaction(
+            &mut a,
+            100,
+            110,
+            vec![
+                insert(ITEMS, &[V::Int(1), V::Text("a"), V::Text("large")]),
+                update(ITEMS, None, &[V::Int(1), V::Text("b"), V::Unchanged]),
+                update(ITEMS, None, &[V::Int(2), V::Text("c"), V::Unchanged]),
+            ],
+        );
+        let out = a.cut(false).unwrap();
+        let big = out[0].data.column_by_name("big").unwrap().as_string::<i32>();
+        assert_eq!(big.value(1), "large", "filled from the insert in the same batch");
+        assert!(big.is_null(2));
+        let unchanged = out[0].data.column_by_name(UNCHANGED).unwrap().as_string::<i32>();
+        assert!(unchanged.is_null(1));
+        assert_eq!(unchanged.value(2), r#"["big"]"#, "the destination keeps its value");
+    }
+
+    #[test]
+    fn changes_a_sink_holds_are_left_out_and_their_commit_still_confirms() {
+        let mut a = assembler(Some(Ordinal { lsn: 100, seq: 2 }));
+        transaction(
+            &mut a,
+            100,
+            110,
+            vec![
+                insert(ITEMS, &[V::Int(1), V::Text("a"), V::Null]),
+                insert(TAGS, &[V::Int(1), V::Text("x")]),
+                insert(ITEMS, &[V::Int(3), V::Text("c"), V::Null]),
+            ],
+        );
+        let out = a.cut(false).unwrap();
+        assert_eq!(out.len(), 2);
+        assert_eq!(out[0].stream.as_ref(), "tags", "another table's changes are its own to skip");
+        assert_eq!(ids(&out[1], "id"), [3]);
+        // A transaction whose every change is held: nothing to write, its end confirmable.
+        transaction(&mut a, 90, 95, vec![insert(ITEMS, &[V::Int(9), V::Text("old"), V::Null])]);
+        assert!(a.cut(false).unwrap().is_empty());
+        assert_eq!(a.wal_end, 95);
+    }
+
+    #[test]
+    fn a_transaction_larger_than_a_batch_comes_in_several_and_only_the_last_ends_it() {
+        let mut a = assembler(None);
+        a.event(ReplicationEvent::Begin {
+            final_lsn: Lsn(500),
+            xid: 1,
+            commit_time_micros: 0,
+        })
+        .unwrap();
+        for i in 0..5 {
+            a.event(data(insert(ITEMS, &[V::Int(i), V::Text("r"), V::Null]))).unwrap();
+        }
+        let first = a.ready(3).unwrap().expect("a batch once 3 changes wait");
+        assert_eq!(first[0].num_rows(), 5);
+        assert_eq!(first[0].position.clone().unwrap().cursor, serde_json::json!({"lsn": 500, "seq": 5}));
+        a.event(data(insert(ITEMS, &[V::Int(9), V::Text("r"), V::Null]))).unwrap();
+        a.event(ReplicationEvent::Commit {
+            lsn: Lsn(500),
+            end_lsn: Lsn(520),
+            commit_time_micros: 0,
+        })
+        .unwrap();
+        let last = a.cut(false).unwrap();
+        assert_eq!(
+            last[0].position.clone().unwrap().cursor,
+            serde_json::json!({"lsn": 500, "seq": 6, "end": 520})
+        );
     }
 }
