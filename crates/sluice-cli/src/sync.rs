@@ -114,7 +114,7 @@ pub async fn sync(a: &SyncArgs, global: &Global) -> ExitCode {
             // How long an idle feed waits before it answers that nothing
             // came: each answer confirms the slot up to a heartbeat, so a
             // slot whose tables are idle does not hold the server's WAL.
-            linger: Duration::from_millis(200),
+            linger: Duration::from_millis(50),
             ..BatchLimits::default()
         },
         retry: RetryPolicy::default(),

@@ -47,7 +47,7 @@ pub const UNCHANGED: &str = "_unchanged";
 const HEARTBEAT: &str = "sluice.heartbeat";
 
 /// How often the confirmed position is reported to the server.
-const STATUS_INTERVAL: Duration = Duration::from_millis(200);
+const STATUS_INTERVAL: Duration = Duration::from_millis(50);
 
 /// How long closing waits for the last confirmed position to be reported.
 const FINAL_STATUS_WAIT: Duration = Duration::from_secs(3);
@@ -759,6 +759,17 @@ impl Assembler {
 }
 
 impl PostgresFeed {
+    /// The answer of a feed with nothing waiting: everything up to the
+    /// last heartbeat, keepalive or empty commit may be confirmed.
+    fn idle(&self) -> Changes {
+        let at = self.asm.wal_end.max(self.confirmed);
+        Changes::Idle(Position {
+            partition: CHANGES_PARTITION.into(),
+            cursor: serde_json::json!({ "lsn": at, "seq": 0, "end": at }),
+            rows: 0,
+        })
+    }
+
     /// Writes a heartbeat into the log: when it comes back, every commit
     /// before it has been sent, so an idle feed can confirm up to it.
     async fn beat(&mut self) {
@@ -870,16 +881,16 @@ impl ChangeFeed for PostgresFeed {
                 }
                 Err(_) if self.asm.idle() => {
                     self.beat().await;
-                    let at = self.asm.wal_end.max(self.confirmed);
-                    return Ok(Changes::Idle(Position {
-                        partition: CHANGES_PARTITION.into(),
-                        cursor: serde_json::json!({ "lsn": at, "seq": 0, "end": at }),
-                        rows: 0,
-                    }));
+                    return Ok(self.idle());
                 }
                 Err(_) => continue,
             };
             self.asm.event(event)?;
+            // A heartbeat (or keepalive) came back with nothing waiting:
+            // confirm it now rather than at the end of the wait.
+            if self.asm.idle() && self.asm.wal_end > self.confirmed {
+                return Ok(self.idle());
+            }
         }
     }
 
