@@ -2,12 +2,17 @@
 # Change capture under faults: `sluice sync` PostgreSQL -> PostgreSQL while
 # pgbench writes random inserts, updates (some moving a primary key, some
 # leaving a 1 MiB out-of-line value unchanged), deletes and multi-statement
-# transactions over two tables, one with a two-column key. sluice is killed
-# with SIGKILL at random instants and started again; in the second phase
-# PostgreSQL itself is restarted under it. Once the writer stops and sluice
-# has caught up, every table must be identical on both sides (count and an
-# md5 over every row in key order, computed by each server) and every 1 MiB
-# value intact.
+# transactions over two tables, one with a two-column key. Three phases, on
+# the same databases, each ending when the writer stops and sluice has
+# caught up, with every table identical on both sides (count and an md5
+# over every row in key order, computed by each server) and every 1 MiB
+# value intact:
+#   seam     the first sync copies the ROWS-row table while the writer runs,
+#            is killed with SIGKILL when 40% of it is in, and is started
+#            again: the copy resumes (the line gives the rows the resumed
+#            copy read) and the changes made meanwhile follow it
+#   kills    sluice killed with SIGKILL at KILLS random instants
+#   restart  PostgreSQL itself restarted under it
 #
 #   bench/cdc_chaos.sh [--quick]
 #
@@ -19,6 +24,7 @@
 #   KILLS       SIGKILLs in the kill phase (default 20; --quick 4)
 #   RATE        writer transactions per second (default 2500; --quick 1000)
 #   RESTART     1 (default) runs the phase where PostgreSQL is restarted
+#   ROWS        rows of the table copied first (default 1000000; --quick 100000)
 #
 # Needs wal_level = logical. Uses the databases cdc_chaos_src and
 # cdc_chaos_dst (dropped and created again) and the slot cdc_chaos, which it
@@ -33,9 +39,9 @@ TARGET=${CARGO_TARGET_DIR:-$HOME/.cache/sluice/target}
 SLUICE=${SLUICE:-$TARGET/release/sluice}
 PGURL=${PGURL:-postgres://postgres@127.0.0.1:5432}
 if (( QUICK )); then
-  SECONDS_ON=${SECONDS_ON:-10}; KILLS=${KILLS:-4}; RATE=${RATE:-1000}
+  SECONDS_ON=${SECONDS_ON:-10}; KILLS=${KILLS:-4}; RATE=${RATE:-1000}; ROWS=${ROWS:-100000}
 else
-  SECONDS_ON=${SECONDS_ON:-60}; KILLS=${KILLS:-20}; RATE=${RATE:-2500}
+  SECONDS_ON=${SECONDS_ON:-60}; KILLS=${KILLS:-20}; RATE=${RATE:-2500}; ROWS=${ROWS:-1000000}
 fi
 RESTART=${RESTART:-1}
 SRC=$PGURL/cdc_chaos_src
@@ -69,11 +75,12 @@ CREATE SEQUENCE moved START 1;
 CREATE TABLE items (id bigint PRIMARY KEY, v int NOT NULL, note text, price numeric(12,2), at timestamptz, big text);
 ALTER TABLE items ALTER COLUMN big SET STORAGE EXTERNAL;
 INSERT INTO items SELECT g, 0, 'item ' || g, g * 0.25, '2026-01-01'::timestamptz + g * interval '1 s', NULL
-  FROM generate_series(1, 100000) g;
+  FROM generate_series(1, $ROWS) g;
 UPDATE items SET big = (SELECT string_agg(md5(g::text || random()::text), '') FROM generate_series(1, 32768) g)
   WHERE id <= 20;
 CREATE TABLE lines (item bigint, n int, qty int, PRIMARY KEY (item, n));
 INSERT INTO lines SELECT g % 100000 + 1, g, 1 FROM generate_series(1, 200000) g;"
+q "$SRC" "VACUUM ANALYZE items"
 
 # The writer's transactions (pgbench scripts, picked by weight).
 W=$OUT/writer
@@ -154,8 +161,24 @@ verdict() { # phase
 FAILED=0
 tx_before=$(q "$SRC" "SELECT xact_commit FROM pg_stat_database WHERE datname = 'cdc_chaos_src'")
 
-# Phase 1: SIGKILL at random instants while the writer runs.
+# Phase 0: the copy, killed at 40% and resumed, while the writer runs.
+writer "$SECONDS_ON" & WRITER_PID=$!
 start_sync
+until [[ "$(q "$DST" "SELECT CASE WHEN to_regclass('items') IS NULL THEN 0 ELSE (SELECT count(*) FROM items) END" 2>/dev/null || echo 0)" -ge $((ROWS * 2 / 5)) ]]; do
+  kill -0 "$SYNC_PID" 2>/dev/null || { echo "sluice sync ended before the copy was 40% in" >&2; tail "$OUT/sync.log" >&2; exit 1; }
+  sleep 0.05
+done
+kill -9 "$SYNC_PID"; wait "$SYNC_PID" 2>/dev/null || true
+at_kill=$(q "$DST" "SELECT count(*) FROM items")
+mark=$(wc -l < "$OUT/sync.log")
+start_sync
+wait "$WRITER_PID" || true
+WRITER_PID=
+took=$(catch_up) || true
+resumed=$(tail -n +"$mark" "$OUT/sync.log" | grep -m1 '│ items' | awk -F'┆' '{gsub(/ /, "", $2); print $2}')
+verdict "seam ($ROWS rows copied under a writer, killed with $at_kill in, the resumed copy read ${resumed:-?} rows; caught up in ${took}s)"
+
+# Phase 1: SIGKILL at random instants while the writer runs.
 writer "$SECONDS_ON" & WRITER_PID=$!
 t0=$SECONDS
 for ((k = 1; k <= KILLS; k++)); do

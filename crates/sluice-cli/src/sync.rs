@@ -89,7 +89,7 @@ pub async fn sync(a: &SyncArgs, global: &Global) -> ExitCode {
     }
     match copy::pipeline_of(&args, "sync", backfill) {
         Ok(mut p) => {
-            p.fresh = owed.exists();
+            p.fresh = copy_owed(&owed, &state_dir, &p.name);
             let code = crate::execute_in(p, global, cancel.clone(), signal.clone()).await;
             if code != ExitCode::SUCCESS {
                 return code;
@@ -151,6 +151,24 @@ pub async fn sync(a: &SyncArgs, global: &Global) -> ExitCode {
         }
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => failure(&e),
+    }
+}
+
+/// Whether the copy must start a new job: a slot was created (`owed`
+/// exists) and no run of the copy started since, so the last job, if any,
+/// copied the tables for an earlier slot. Once a run started after the
+/// slot, an interrupted copy resumes where it stopped.
+fn copy_owed(owed: &std::path::Path, state_dir: &std::path::Path, pipeline: &str) -> bool {
+    let Ok(created) = std::fs::metadata(owed).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let last = sluice_state::StateStore::open(state_dir)
+        .ok()
+        .and_then(|s| s.last_run(pipeline).ok().flatten())
+        .and_then(|r| chrono::DateTime::parse_from_rfc3339(&r.started_at).ok());
+    match last {
+        Some(started) => std::time::SystemTime::from(started) < created,
+        None => true,
     }
 }
 
