@@ -60,7 +60,9 @@ pub enum LogFormat {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a pipeline file; continues the last run if it did not finish, and
-    /// does nothing if its job is complete.
+    /// does nothing if its job is complete. A source with `mode = "cdc"`
+    /// copies its tables, then applies their changes until stopped, as
+    /// `sluice sync` does.
     Run {
         /// The pipeline (TOML).
         pipeline: PathBuf,
@@ -68,6 +70,9 @@ pub enum Command {
         /// one: tables it wrote are replaced in the default mode.
         #[arg(long)]
         fresh: bool,
+        /// `mode = "cdc"`: drop the replication slot and copy every table again.
+        #[arg(long)]
+        resnapshot: bool,
     },
     /// Check a pipeline file without connecting to anything.
     Validate {

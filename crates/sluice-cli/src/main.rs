@@ -130,7 +130,18 @@ async fn dispatch(cli: Cli) -> ExitCode {
             }
             Err(e) => config_failure(&e),
         },
-        Command::Run { pipeline, fresh } => match sluice_engine::load(pipeline, registry()) {
+        Command::Run {
+            pipeline,
+            fresh,
+            resnapshot,
+        } => match sluice_engine::load(pipeline, registry()) {
+            Ok(p) if sync::is_cdc(&p) => {
+                if *fresh {
+                    err!("--fresh: a pipeline with mode = \"cdc\" copies its tables again with --resnapshot");
+                    return ExitCode::from(exit::CONFIG);
+                }
+                sync::run(p, *resnapshot, &cli.global).await
+            }
             Ok(mut p) => {
                 p.fresh = *fresh;
                 execute(p, &cli.global).await

@@ -1,4 +1,5 @@
-//! `sluice sync SRC DST`: the copy of the tables, then their changes.
+//! `sluice sync SRC DST`, and `sluice run` of a pipeline whose source has
+//! `mode = "cdc"`: the copy of the tables, then their changes.
 
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,6 +10,8 @@ use sluice_core::{BatchLimits, RetryPolicy};
 use sluice_engine::sync::{SyncOptions, SyncProgress, stream_changes};
 use tokio_util::sync::CancellationToken;
 use toml::Value;
+
+use sluice_engine::Pipeline;
 
 use crate::cli::{CopyArgs, Global, OnErrorArg, SyncArgs};
 use crate::{config_failure, copy, exit, failure, registry};
@@ -41,13 +44,67 @@ pub async fn sync(a: &SyncArgs, global: &Global) -> ExitCode {
     };
     let slot = a.slot.clone().unwrap_or_else(|| name.replace('-', "_"));
     let publication = a.publication.clone().unwrap_or_else(|| slot.clone());
-    source.insert("slot".into(), Value::String(slot.clone()));
+    source.insert("slot".into(), Value::String(slot));
     source.insert("publication".into(), Value::String(publication));
-    let changes = match registry().build_change_source(&source) {
+    match copy::pipeline_of(&args, "sync", source) {
+        Ok(p) => run(p, a.resnapshot, global).await,
+        Err(e) => config_failure(&e),
+    }
+}
+
+/// Whether a pipeline's source asks for change capture (`mode = "cdc"`).
+pub fn is_cdc(pipeline: &Pipeline) -> bool {
+    pipeline.config.source.get("mode").and_then(Value::as_str) == Some("cdc")
+}
+
+/// The default slot of a pipeline: `sluice_` and its name, as PostgreSQL
+/// spells slot names (lower case letters, digits, `_`; at most 63 bytes).
+fn default_slot(pipeline: &str) -> String {
+    let name: String = pipeline
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_lowercase()
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    let mut slot = format!("sluice_{name}");
+    slot.truncate(63);
+    slot
+}
+
+/// Copies the pipeline's tables unless its sink holds them, then applies
+/// their changes to its one sink until stopped.
+pub async fn run(mut pipeline: Pipeline, resnapshot: bool, global: &Global) -> ExitCode {
+    if pipeline.config.sinks.len() != 1 || !pipeline.config.transforms.is_empty() {
+        return failure(&sluice_core::Error::config(
+            "source.mode",
+            "change capture (mode = \"cdc\") writes to one sink, without transforms",
+        ));
+    }
+    let source = &mut pipeline.config.source;
+    if !source.contains_key("slot") {
+        source.insert("slot".into(), Value::String(default_slot(&pipeline.name)));
+    }
+    if !source.contains_key("publication") {
+        let slot = source
+            .get("slot")
+            .cloned()
+            .unwrap_or_else(|| Value::String(default_slot(&pipeline.name)));
+        source.insert("publication".into(), slot);
+    }
+    let slot = source
+        .get("slot")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let changes = match registry().build_change_source(&pipeline.config.source) {
         Ok(c) => c,
         Err(e) => return failure(&e),
     };
-    if a.resnapshot {
+    if resnapshot {
         if let Err(e) = changes.reset().await {
             return failure(&e);
         }
@@ -74,8 +131,8 @@ pub async fn sync(a: &SyncArgs, global: &Global) -> ExitCode {
     }
     // A slot created now starts after every row the destination may hold:
     // the copy starts over, and stays owed until it completes.
-    let state_dir = a.state_dir.clone().unwrap_or_else(copy::default_state_dir);
-    let owed = state_dir.join(format!("{name}.copy-owed"));
+    let state_dir = pipeline.state_dir();
+    let owed = state_dir.join(format!("{}.copy-owed", pipeline.name));
     if prepared.created
         && let Err(e) = std::fs::create_dir_all(&state_dir).and_then(|()| std::fs::write(&owed, slot.as_bytes()))
     {
@@ -83,34 +140,30 @@ pub async fn sync(a: &SyncArgs, global: &Global) -> ExitCode {
     }
     let cancel = CancellationToken::new();
     let signal = crate::watch_signals(cancel.clone(), Duration::from_secs(30));
-    let mut backfill = source.clone();
+    let mut backfill = pipeline.clone();
     if let Some(snapshot) = &prepared.snapshot {
-        backfill.insert("snapshot".into(), Value::String(snapshot.clone()));
+        backfill
+            .config
+            .source
+            .insert("snapshot".into(), Value::String(snapshot.clone()));
     }
-    match copy::pipeline_of(&args, "sync", backfill) {
-        Ok(mut p) => {
-            p.fresh = copy_owed(&owed, &state_dir, &p.name);
-            let code = crate::execute_in(p, global, cancel.clone(), signal.clone()).await;
-            if code != ExitCode::SUCCESS {
-                return code;
-            }
-        }
-        Err(e) => return config_failure(&e),
+    backfill.fresh = copy_owed(&owed, &state_dir, &pipeline.name);
+    let code = crate::execute_in(backfill, global, cancel.clone(), signal.clone()).await;
+    if code != ExitCode::SUCCESS {
+        return code;
     }
     let _ = std::fs::remove_file(&owed);
-    let sink = match copy::sink_table(&args) {
-        Ok(t) => match registry().build_sink(&t) {
-            Ok(s) => s,
-            Err(e) => return failure(&e),
-        },
-        Err(e) => return config_failure(&e),
+    let sink = match pipeline.build_sinks().map(|mut s| s.pop()) {
+        Ok(Some(s)) => s,
+        Ok(None) => return failure(&sluice_core::Error::config("sinks", "change capture needs a sink")),
+        Err(e) => return failure(&e),
     };
     let progress = Arc::new(SyncProgress::default());
     let opts = SyncOptions {
-        pipeline: name,
+        pipeline: pipeline.name.clone(),
         job: CHANGES_JOB,
         limits: BatchLimits {
-            rows: a.batch_rows.unwrap_or(32 * 1024),
+            rows: pipeline.config.runtime.batch_rows,
             // How long an idle feed waits before it answers that nothing
             // came: each answer confirms the slot up to a heartbeat, so a
             // slot whose tables are idle does not hold the server's WAL.

@@ -42,6 +42,10 @@ pub struct PostgresSourceConfig {
     /// estimated rows, at most 8 and one per core.
     #[serde(default)]
     pub partitions: Option<usize>,
+    /// `copy` (default) reads the tables once; `cdc` copies them and then
+    /// applies their changes until stopped (logical replication).
+    #[serde(default)]
+    pub mode: SourceMode,
     /// Change capture (`sluice sync`): the logical replication slot.
     /// Default `sluice`.
     #[serde(default)]
@@ -54,6 +58,17 @@ pub struct PostgresSourceConfig {
     /// without a gap).
     #[serde(default)]
     pub snapshot: Option<String>,
+}
+
+/// What a PostgreSQL source does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceMode {
+    /// Read the tables (or the query) once.
+    #[default]
+    Copy,
+    /// Copy the tables, then apply their changes until stopped.
+    Cdc,
 }
 
 /// `[[sinks]] type = "postgres"`.

@@ -203,6 +203,12 @@ const SOURCE_OPTIONS: &[(&str, &str)] = &[
                     "partitions",
                     "parallel partitions per table (default: 1 per 250k rows, at most 8)",
                 ),
+                (
+                    "mode",
+                    "copy (default) | cdc: copy the tables, then apply their changes until stopped",
+                ),
+                ("slot", "cdc: the logical replication slot (default sluice_ and the pipeline's name)"),
+                ("publication", "cdc: the publication (default: the slot's name)"),
             ];
 
 const SINK_OPTIONS: &[(&str, &str)] = &[

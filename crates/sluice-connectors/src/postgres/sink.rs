@@ -556,6 +556,7 @@ impl SinkConnector for PostgresSink {
             cursor: None,
             cursor_start: None,
             partitions: None,
+            mode: Default::default(),
             slot: None,
             publication: None,
             snapshot: None,
