@@ -158,12 +158,23 @@ async fn dispatch(cli: Cli) -> ExitCode {
         Command::Sync(args) => sync::sync(args, &cli.global).await,
         Command::Status { pipeline, state_dir } => status(pipeline.as_deref(), state_dir.clone()),
         Command::Check { pipeline } => match sluice_engine::load(pipeline, registry()) {
-            Ok(p) => report(sluice_engine::inspect::check(&p).await.map(|lines| {
-                for (role, line) in lines {
-                    out!("ok  {role}: {line}");
+            Ok(p) => {
+                let mut checked = sluice_engine::inspect::check(&p).await;
+                if sync::is_cdc(&p)
+                    && let Ok(lines) = &mut checked
+                {
+                    match sync::check(&p).await {
+                        Ok(more) => lines.extend(more.into_iter().map(|l| ("changes".to_string(), l))),
+                        Err(e) => checked = Err(e),
+                    }
                 }
-                ExitCode::SUCCESS
-            })),
+                report(checked.map(|lines| {
+                    for (role, line) in lines {
+                        out!("ok  {role}: {line}");
+                    }
+                    ExitCode::SUCCESS
+                }))
+            }
             Err(e) => config_failure(&e),
         },
         Command::Plan { pipeline } => match sluice_engine::load(pipeline, registry()) {

@@ -75,6 +75,31 @@ fn default_slot(pipeline: &str) -> String {
     slot
 }
 
+/// Names the slot and the publication of a pipeline that does not.
+fn name_capture(pipeline: &mut Pipeline) {
+    let slot = default_slot(&pipeline.name);
+    let source = &mut pipeline.config.source;
+    if !source.contains_key("slot") {
+        source.insert("slot".into(), Value::String(slot));
+    }
+    if let Some(slot) = source.get("slot").cloned()
+        && !source.contains_key("publication")
+    {
+        source.insert("publication".into(), slot);
+    }
+}
+
+/// What `sluice check` adds for a pipeline with `mode = "cdc"`: the
+/// server's settings, the user's privilege, the slot.
+pub async fn check(pipeline: &Pipeline) -> sluice_core::Result<Vec<String>> {
+    let mut pipeline = pipeline.clone();
+    name_capture(&mut pipeline);
+    registry()
+        .build_change_source(&pipeline.config.source)?
+        .check(&[])
+        .await
+}
+
 /// Copies the pipeline's tables unless its sink holds them, then applies
 /// their changes to its one sink until stopped.
 pub async fn run(mut pipeline: Pipeline, resnapshot: bool, global: &Global) -> ExitCode {
@@ -84,18 +109,10 @@ pub async fn run(mut pipeline: Pipeline, resnapshot: bool, global: &Global) -> E
             "change capture (mode = \"cdc\") writes to one sink, without transforms",
         ));
     }
-    let source = &mut pipeline.config.source;
-    if !source.contains_key("slot") {
-        source.insert("slot".into(), Value::String(default_slot(&pipeline.name)));
-    }
-    if !source.contains_key("publication") {
-        let slot = source
-            .get("slot")
-            .cloned()
-            .unwrap_or_else(|| Value::String(default_slot(&pipeline.name)));
-        source.insert("publication".into(), slot);
-    }
-    let slot = source
+    name_capture(&mut pipeline);
+    let slot = pipeline
+        .config
+        .source
         .get("slot")
         .and_then(Value::as_str)
         .unwrap_or_default()

@@ -223,6 +223,11 @@ fn a_pipeline_with_mode_cdc_copies_streams_and_shows_its_changes_in_status() {
             .spawn()
             .expect("start sluice run")
     };
+    let checked = crate::sluice(dir.path(), &["check", file.to_str().unwrap()]);
+    let said = crate::ok(&checked) + &String::from_utf8_lossy(&checked.stdout);
+    assert!(said.contains("changes: wal_level = logical"), "{said}");
+    assert!(said.contains(&format!("slot {} will be created", slot.name)), "{said}");
+
     let mut sync = run(&[]);
     converge(&src, &dst, &["films"], &mut sync);
     src.sql("UPDATE films SET rating = 9.5 WHERE id < 11; DELETE FROM films WHERE id > 290");

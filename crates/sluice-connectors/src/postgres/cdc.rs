@@ -127,7 +127,7 @@ impl PostgresChanges {
     async fn slot_state(&self, client: &Client) -> Result<Option<(bool, String)>> {
         let row = client
             .query_opt(
-                "SELECT coalesce(wal_status = 'lost', false), coalesce(plugin, ''), database \
+                "SELECT coalesce(wal_status = 'lost', false), coalesce(plugin, '') \
                  FROM pg_replication_slots WHERE slot_name = $1",
                 &[&self.slot()],
             )
@@ -396,22 +396,34 @@ impl ChangeSource for PostgresChanges {
             .map_err(|e| self.err(e))?;
         let level: String = get(&r, 0, "wal_level")?;
         let may: bool = get(&r, 1, "the REPLICATION attribute")?;
-        let mut lines = Vec::new();
-        lines.push(match level.as_str() {
-            "logical" => "wal_level = logical".to_string(),
-            other => format!("wal_level = {other}: ALTER SYSTEM SET wal_level = logical, then restart the server"),
-        });
-        lines.push(if may {
-            "the user may replicate".to_string()
-        } else {
-            "the user lacks REPLICATION: ALTER ROLE … WITH REPLICATION".to_string()
-        });
+        let fail = |what: String| Error::config("source", format!("{}: {what}", redact(&self.cfg.url)));
+        if level != "logical" {
+            return Err(fail(format!(
+                "wal_level is {level}; change capture needs ALTER SYSTEM SET wal_level = logical and a restart"
+            )));
+        }
+        if !may {
+            return Err(fail(
+                "the user may not replicate; ALTER ROLE <user> WITH REPLICATION (or use a superuser)".into(),
+            ));
+        }
+        let mut lines = vec![
+            "wal_level = logical".to_string(),
+            "the user may replicate".to_string(),
+        ];
         lines.push(match self.slot_state(&client).await? {
-            None => format!("slot {} will be created", self.slot()),
-            Some((true, _)) => format!("slot {} was invalidated: run with --resnapshot", self.slot()),
+            None => format!("slot {} will be created, with publication {}", self.slot(), self.publication()),
+            Some((true, _)) => {
+                return Err(fail(format!(
+                    "slot {} was invalidated (WAL it needed is gone): run with --resnapshot",
+                    self.slot()
+                )));
+            }
             Some(_) => format!("slot {} exists", self.slot()),
         });
-        lines.push(format!("{} tables captured", streams.len()));
+        if !streams.is_empty() {
+            lines.push(format!("{} tables captured", streams.len()));
+        }
         Ok(lines)
     }
 }
