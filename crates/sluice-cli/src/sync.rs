@@ -127,10 +127,18 @@ pub async fn run(mut pipeline: Pipeline, resnapshot: bool, global: &Global) -> E
         }
         eprintln!("replication slot {slot} dropped: every table is copied again");
     }
+    // A slot is made by the first run (as this state directory knows it) or
+    // on request; one missing later means changes went uncaptured.
+    let state_dir = pipeline.state_dir();
+    let ran_before = sluice_state::StateStore::open(&state_dir)
+        .ok()
+        .and_then(|s| s.last_run(&pipeline.name).ok().flatten())
+        .is_some();
+    let create = resnapshot || !ran_before;
     // A server that is restarting is waited for, as once streaming.
     let mut retrier = sluice_core::Retrier::new(RetryPolicy::default());
     let prepared = loop {
-        match changes.prepare().await {
+        match changes.prepare(create).await {
             Ok(p) => break p,
             Err(e) if e.is_retryable() => match retrier.failure() {
                 sluice_core::retry::Next::Wait { delay, .. } => {
@@ -148,7 +156,6 @@ pub async fn run(mut pipeline: Pipeline, resnapshot: bool, global: &Global) -> E
     }
     // A slot created now starts after every row the destination may hold:
     // the copy starts over, and stays owed until it completes.
-    let state_dir = pipeline.state_dir();
     let owed = state_dir.join(format!("{}.copy-owed", pipeline.name));
     if prepared.created
         && let Err(e) = std::fs::create_dir_all(&state_dir).and_then(|()| std::fs::write(&owed, slot.as_bytes()))

@@ -63,9 +63,10 @@ pub trait ChangeSource: Send + Sync {
     /// Short name for logs (`postgres`).
     fn name(&self) -> &str;
 
-    /// Creates what capture needs and is missing (a publication, a slot)
-    /// and describes the tables. Reads no change yet.
-    async fn prepare(&self) -> Result<Prepared>;
+    /// Creates what capture needs and is missing (a publication; a slot
+    /// when `create`, else a missing slot is an error: changes were made
+    /// that nothing captured) and describes the tables. Reads no change yet.
+    async fn prepare(&self, create: bool) -> Result<Prepared>;
 
     /// Starts reading changes after what the slot confirmed, leaving out
     /// the changes of each stream at or before its position in `applied`.

@@ -25,6 +25,17 @@ impl Drop for Slot {
     }
 }
 
+/// A running `sluice sync`, killed if the test ends (or fails) before
+/// stopping it, so its slot can be dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// Whether the server can capture changes; says so loudly when not (and
 /// fails under CI, which sets `wal_level = logical`).
 fn logical(db: &PgDb) -> bool {
@@ -38,20 +49,23 @@ fn logical(db: &PgDb) -> bool {
     false
 }
 
-fn start(dir: &std::path::Path, src: &PgDb, dst: &PgDb, slot: &str, extra: &[&str]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["sync", &src.url(), &dst.url(), "--slot", slot, "--state-dir"])
-        .arg(dir.join("state"))
-        .args(extra)
-        .env_remove("SLUICE_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start sluice sync")
+fn start(dir: &std::path::Path, src: &PgDb, dst: &PgDb, slot: &str, extra: &[&str]) -> Running {
+    Running(
+        Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["sync", &src.url(), &dst.url(), "--slot", slot, "--state-dir"])
+            .arg(dir.join("state"))
+            .args(extra)
+            .env_remove("SLUICE_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start sluice sync"),
+    )
 }
 
 /// Waits until every table is the same on both sides.
-fn converge(src: &PgDb, dst: &PgDb, tables: &[&str], sync: &mut Child) {
+fn converge(src: &PgDb, dst: &PgDb, tables: &[&str], sync: &mut Running) {
+    let sync = &mut sync.0;
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let same = tables.iter().all(|t| {
@@ -81,7 +95,8 @@ fn converge(src: &PgDb, dst: &PgDb, tables: &[&str], sync: &mut Child) {
     }
 }
 
-fn stop(mut sync: Child) -> (Option<i32>, String) {
+fn stop(mut running: Running) -> (Option<i32>, String) {
+    let sync = &mut running.0;
     let _ = Command::new("kill").args(["-INT", &sync.id().to_string()]).status();
     let status = sync.wait().expect("wait for sluice sync");
     let mut err = String::new();
@@ -150,8 +165,7 @@ fn changes_reach_the_destination_once_through_kills_and_restarts() {
 
     // Killed outright: what it had applied is committed with its
     // positions; the changes made while it is down arrive once.
-    sync.kill().unwrap();
-    let _ = sync.wait();
+    drop(sync);
     src.sql(
         "UPDATE items SET price = price * 2 WHERE id % 10 = 0;
          UPDATE items SET name = 'while down' WHERE id = 2;
@@ -179,6 +193,23 @@ fn changes_reach_the_destination_once_through_kills_and_restarts() {
     let (code, err) = stop(sync);
     assert_eq!(code, Some(130), "{err}");
     assert!(!err.contains("5,000"), "the tables were not copied again:\n{err}");
+
+    // A slot dropped by hand means changes nothing captured: the command
+    // stops (exit 3) and says how to start over; --resnapshot does.
+    src.sql(&format!("SELECT pg_drop_replication_slot('{}')", slot.name));
+    src.sql("UPDATE items SET qty = -2 WHERE id = 5");
+    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["sync", &src.url(), &dst.url(), "--slot", &slot.name, "--state-dir"])
+        .arg(dir.path().join("state"))
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{said}");
+    assert!(said.contains("--resnapshot"), "{said}");
+    let mut sync = start(dir.path(), &src, &dst, &slot.name, &["--resnapshot"]);
+    converge(&src, &dst, &tables, &mut sync);
+    let (code, err) = stop(sync);
+    assert_eq!(code, Some(130), "{err}");
     drop(slot);
 }
 
@@ -213,15 +244,17 @@ fn a_pipeline_with_mode_cdc_copies_streams_and_shows_its_changes_in_status() {
     )
     .unwrap();
     let run = |extra: &[&str]| {
-        Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .arg("run")
-            .arg(&file)
-            .args(extra)
-            .env_remove("SLUICE_LOG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start sluice run")
+        Running(
+            Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .arg("run")
+                .arg(&file)
+                .args(extra)
+                .env_remove("SLUICE_LOG")
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("start sluice run"),
+        )
     };
     let checked = crate::sluice(dir.path(), &["check", file.to_str().unwrap()]);
     let said = crate::ok(&checked) + &String::from_utf8_lossy(&checked.stdout);

@@ -194,6 +194,19 @@ impl PostgresChanges {
         }
     }
 
+    /// The error of a slot that is missing where one was made before: the
+    /// run stops, and copying again is the user's call.
+    fn gone(&self) -> Error {
+        Error::connection(
+            redact(&self.cfg.url),
+            format!(
+                "replication slot {} is gone (dropped by hand?); changes since the last confirmed position \
+                 are lost. Run again with --resnapshot to copy every table afresh",
+                self.slot()
+            ),
+        )
+    }
+
     /// The lost-slot error: the run stops, and copying again is the user's call.
     fn lost(&self) -> Error {
         Error::connection(
@@ -214,7 +227,7 @@ impl ChangeSource for PostgresChanges {
         "postgres"
     }
 
-    async fn prepare(&self) -> Result<Prepared> {
+    async fn prepare(&self, create: bool) -> Result<Prepared> {
         let client = connect(&self.cfg.url).await?;
         let r = client.query_one("SHOW wal_level", &[]).await.map_err(|e| self.err(e))?;
         let level: String = get(&r, 0, "wal_level")?;
@@ -271,6 +284,7 @@ impl ChangeSource for PostgresChanges {
                 ));
             }
             Some(_) => (None, false),
+            None if !create => return Err(self.gone()),
             None => {
                 let mut session = ReplicationClient::connect_gated(self.replication_config()?)
                     .await
@@ -313,16 +327,7 @@ impl ChangeSource for PostgresChanges {
                 let client = connect(&self.cfg.url).await?;
                 match self.slot_state(&client).await? {
                     Some((true, _)) => return Err(self.lost()),
-                    None => {
-                        return Err(Error::connection(
-                            redact(&self.cfg.url),
-                            format!(
-                                "replication slot {} is gone (dropped by hand?); changes since the last \
-                                 confirmed position are lost. Run again with --resnapshot to copy every table afresh",
-                                self.slot()
-                            ),
-                        ));
-                    }
+                    None => return Err(self.gone()),
                     Some(_) => {}
                 }
                 ReplicationClient::connect_gated(self.replication_config()?)
