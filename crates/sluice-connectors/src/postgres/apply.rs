@@ -348,6 +348,14 @@ struct ChangeApplier {
 }
 
 impl Session {
+    /// The plan of applier `id`, which opened on this session.
+    fn plan(&self, id: usize) -> Result<Arc<Plan>> {
+        self.plans
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Error::Internal(format!("no change applier {id} on this connection")))
+    }
+
     /// Applies the queued batches and their positions in one transaction.
     async fn apply_queue(&mut self) -> Result<()> {
         let queue = std::mem::take(&mut self.queue);
@@ -368,7 +376,7 @@ impl Session {
             }
         }
         for (id, batches) in steps {
-            let plan = self.plans[id].clone();
+            let plan = self.plan(id)?;
             let data = match batches.as_slice() {
                 [one] => one.clone(),
                 many => arrow::compute::concat_batches(&many[0].schema(), many)?,
@@ -376,7 +384,7 @@ impl Session {
             plan.apply(&self.client, &data).await?;
         }
         for (id, p) in positions {
-            let plan = &self.plans[id];
+            let plan = self.plan(id)?;
             execute(&self.client, &plan.checkpoints.store(&p))
                 .await
                 .map_err(|e| plan.err(e))?;
