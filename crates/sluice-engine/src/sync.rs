@@ -86,10 +86,11 @@ pub async fn stream_changes(
     };
     if let Some(store) = &state {
         // Counts go on from the last run's.
-        for c in store.changes(&opts.pipeline).unwrap_or_default() {
-            progress.add(&c.stream, c.applied.saturating_sub(progress.applied(&c.stream)));
+        if let Ok(mut applied) = progress.applied.lock() {
+            for c in store.changes(&opts.pipeline).unwrap_or_default() {
+                applied.insert(c.stream, c.applied);
+            }
         }
-        progress.total.store(0, Ordering::Relaxed);
     }
     let recorder = Recorder {
         state,

@@ -62,6 +62,9 @@ pub struct PostgresChanges {
     /// The replication session that created the slot, holding its exported
     /// snapshot until the feed starts on it.
     created: tokio::sync::Mutex<Option<ReplicationClient>>,
+    /// The tables as `prepare` found them, so starting (and starting again
+    /// after a lost connection) does not discover them again.
+    tables: tokio::sync::Mutex<Vec<StreamSpec>>,
 }
 
 impl PostgresChanges {
@@ -79,6 +82,7 @@ impl PostgresChanges {
             })?,
             cfg,
             created: tokio::sync::Mutex::new(None),
+            tables: tokio::sync::Mutex::new(Vec::new()),
         })
     }
 
@@ -272,6 +276,7 @@ impl ChangeSource for PostgresChanges {
                 ));
             }
         }
+        *self.tables.lock().await = streams.clone();
         let mut notes = Vec::new();
         let tables: Vec<String> = streams.iter().map(|s| s.name.to_string()).collect();
         self.publish(&client, &tables, &mut notes).await?;
@@ -347,7 +352,11 @@ impl ChangeSource for PostgresChanges {
         }
         let schema = self.source.schema_name().to_string();
         let mut tables = HashMap::new();
-        for s in self.source.discover().await? {
+        let mut known = self.tables.lock().await;
+        if known.is_empty() {
+            *known = self.source.discover().await?;
+        }
+        for s in known.iter() {
             let columns = self.source.decoding(&s.name).unwrap_or_default();
             let meta = sluice_core::dbmeta::TableMeta::of(&s.schema).unwrap_or_default();
             let key = meta
@@ -358,9 +367,10 @@ impl ChangeSource for PostgresChanges {
             let after = applied.get(s.name.as_ref()).and_then(|p| Ordinal::of(&p.cursor));
             tables.insert(
                 (schema.clone(), s.name.to_string()),
-                Table::new(&s, columns, key, after),
+                Table::new(s, columns, key, after),
             );
         }
+        drop(known);
         // Heartbeats come back through the log, so an idle capture still
         // confirms past what other tables and databases write.
         let heartbeat = match connect(&self.cfg.url).await {
